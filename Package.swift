@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+// repbroker: a per-host communications broker for Berkeley DB replication groups.
+// No package dependencies: the toolchain only.
+import PackageDescription
+
+let package = Package(
+    name: "repbroker",
+    products: [
+        .library(name: "RepBrokerClient", targets: ["RepBrokerClient"]),
+        .library(name: "BrokerDaemon", targets: ["BrokerDaemon"]),
+        .executable(name: "repbrokerd", targets: ["repbrokerd"]),
+        .executable(name: "repbroker", targets: ["repbroker"]),
+    ],
+    targets: [
+        // The language-neutral IPC contract: frame layouts, constants and the C helpers Swift cannot express.
+        .target(
+            name: "CRepBrokerIPC",
+            path: "ipc",
+            exclude: ["PROTOCOL.md", "vectors"],
+            sources: ["src"],
+            publicHeadersPath: "include"
+        ),
+        .target(name: "BrokerSystem", dependencies: ["CRepBrokerIPC"]),
+        .target(name: "BrokerWire"),
+        .target(name: "BrokerDaemon", dependencies: ["BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
+        .target(name: "RepBrokerClient", dependencies: ["BrokerSystem", "BrokerWire"]),
+        // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
+        .target(name: "BrokerHarness", dependencies: ["BrokerDaemon", "BrokerSystem"]),
+        .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon", "BrokerSystem"]),
+        .executableTarget(
+            name: "repbroker",
+            dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]
+        ),
+        .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "CRepBrokerIPC"]),
+        .testTarget(name: "BrokerDaemonTests", dependencies: ["BrokerDaemon", "BrokerSystem", "BrokerWire"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]
+        ),
+    ]
+)

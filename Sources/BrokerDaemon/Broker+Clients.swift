@@ -1,0 +1,151 @@
+// Local clients: registration, the receiver role and its hand-over, and routing of their messages.
+// Routing copies the message once into each destination queue; nothing else is allocated per message.
+import BrokerWire
+
+extension Broker {
+    /// The group of that name, created (and announced to every peer link) on first use.
+    func group(named name: String) -> Group {
+        if let existing = groups[name] { return existing }
+        let group = Group(name: name, index: UInt32(groupList.count + 1))
+        groups[name] = group
+        groupList.append(group)
+        let bind = group.bindFrame
+        for link in linkList { link.enqueueControl(bind, loop: loop) }
+        logger.debug("group created", ["group": name, "group.index": "\(group.index)"])
+        return group
+    }
+
+    func register(_ client: LocalClient, _ frame: RegisterFrame) throws(WireError) {
+        guard frame.version == Wire.protocolVersion else {
+            client.writeErrorNow(.version, "protocol version \(frame.version); this broker speaks \(Wire.protocolVersion)")
+            client.close(reason: "client speaks protocol version \(frame.version)")
+            return
+        }
+        let group = group(named: frame.group)
+        client.registration = frame
+        client.group = group
+        if client.pid == 0 { client.pid = frame.pid }
+        if frame.roles.contains(.receiver) {
+            if group.receiver == nil {
+                group.receiver = client
+                client.roleState = .receiver
+            } else {
+                group.standbys.append(client)
+                client.roleState = .standby
+            }
+        }
+        let welcome = WelcomeFrame(roleState: client.roleState, siteID: config.siteID, clientID: client.id,
+                                   maxMessage: UInt64(config.maxMessageBytes))
+        client.send(.welcome, body: welcome.body)
+        if client.roleState == .receiver { handOverPending(group, to: client) }
+        logger.info("client registered", [
+            "client.id": "\(client.id)", "client.pid": "\(client.pid)", "client.name": frame.name,
+            "group": frame.group, "role": "\(client.roleState)",
+        ])
+    }
+
+    func handOverPending(_ group: Group, to client: LocalClient) {
+        guard group.pendingMessages > 0 else { return }
+        client.deliverQueued(group.pending, messages: group.pendingMessages, payloadBytes: group.pendingPayloadBytes)
+        group.delivered += group.pendingMessages
+        group.pendingMessages = 0
+        group.pendingPayloadBytes = 0
+    }
+
+    func clientClosed(_ client: LocalClient, reason: String) {
+        clients[client.id] = nil
+        logger.info("client disconnected", ["client.id": "\(client.id)", "client.pid": "\(client.pid)",
+                                            "reason": reason])
+        guard let group = client.group else { return }
+        group.standbys.removeAll { $0 === client }
+        guard group.receiver === client else { return }
+        group.receiver = nil
+        // Whole frames the dead receiver never got go to the next receiver; a half-written one is lost.
+        if client.output.discardPartialFront() { client.dropped += 1 }
+        let handed = client.output.moveMessages(to: group.pending.buffer, limit: config.inboundQueueBytes)
+        group.pendingMessages += handed.moved
+        group.pendingPayloadBytes += handed.payloadBytes
+        group.delivered -= handed.moved
+        client.dropped += handed.dropped
+        group.dropped += handed.dropped
+        guard let next = group.takeNextStandby() else {
+            logger.warning("group has no receiver; inbound messages wait (bounded) for one", ["group": group.name])
+            return
+        }
+        group.receiver = next
+        next.roleState = .receiver
+        next.send(.role, body: RoleFrame(roleState: .receiver).body)
+        handOverPending(group, to: next)
+        logger.info("receiver role passed on", ["group": group.name, "client.id": "\(next.id)",
+                                                "client.pid": "\(next.pid)"])
+    }
+
+    /// Routes one client message: to one peer, to every peer (broadcast), or to this site's receiver.
+    func route(from client: LocalClient, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
+        guard let group = client.group else { return }
+        client.messagesSent += 1
+        client.bytesSent += payload.count
+        routedMessages += 1
+        var out = header
+        out.group = group.index
+        out.source = config.siteID
+        out.sequence = 0
+        let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
+        let permanent = header.flags.contains(.permanent)
+        var status = SendStatus.ok
+        if header.destination == SiteID.broadcast {
+            if permanent, linkList.contains(where: { !$0.hasRoom(for: size) }) {
+                status = .queueFull
+            } else {
+                for link in linkList {
+                    if link.hasRoom(for: size) {
+                        link.enqueue(out, payload: payload, loop: loop)
+                    } else {
+                        link.dropped += 1
+                    }
+                }
+            }
+        } else if header.destination == config.siteID {
+            out.group = 0
+            deliverLocally(group, out, payload: payload)
+        } else if let link = links[header.destination] {
+            if link.hasRoom(for: size) {
+                link.enqueue(out, payload: payload, loop: loop)
+            } else if permanent {
+                status = .queueFull
+            } else {
+                link.dropped += 1
+            }
+        } else {
+            status = .unroutable
+            unroutable += 1
+        }
+        if status == .queueFull {
+            linkList.first { !$0.hasRoom(for: size) }?.refused += 1
+        }
+        if header.sequence != 0 {
+            client.send(.sendResult, body: SendResultFrame(sequence: header.sequence, status: status).body)
+        }
+    }
+
+    /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.
+    func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
+        if let receiver = group.receiver {
+            if receiver.deliver(header, payload: payload) { group.delivered += 1 } else { group.dropped += 1 }
+            return
+        }
+        let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
+        guard group.pending.byteCount + size <= config.inboundQueueBytes else {
+            group.dropped += 1
+            if group.dropped == 1 || group.dropped % 1000 == 0 {
+                logger.warning("no receiver and the inbound queue is full: dropping", [
+                    "group": group.name, "group.dropped": "\(group.dropped)",
+                ])
+            }
+            return
+        }
+        header.append(payload: payload, to: group.pending.buffer)
+        group.pendingMessages += 1
+        group.pendingPayloadBytes += payload.count
+    }
+}

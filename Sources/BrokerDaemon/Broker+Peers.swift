@@ -1,0 +1,143 @@
+// Peer links: dialling, the HELLO / ACTIVATE handshake that keeps one connection per site pair,
+// link up and down, and delivery of peer messages to this site's receivers.
+import BrokerSystem
+import BrokerWire
+
+extension Broker {
+    func dial(_ link: PeerLink) {
+        guard let address = link.address else { return }
+        do {
+            let fd = try Socket.connectTCP(address)
+            let connection = PeerConnection(descriptor: fd, broker: self, outgoing: link)
+            do { try connection.register(connecting: true) } catch {
+                Posix.close(descriptor: fd)
+                throw error
+            }
+            link.dialing = connection
+            handshaking.append(connection)
+            logger.trace("dialling peer", ["peer.site_id": "\(link.siteID)", "peer.address": address.text])
+        } catch {
+            dialFailed(link, reason: "\(error)")
+        }
+    }
+
+    private func dialFailed(_ link: PeerLink, reason: String) {
+        let firstFailure = !link.failedSinceUp
+        link.failedSinceUp = true
+        link.scheduleRedial(now: now)
+        let metadata: Logger.Metadata = ["peer.site_id": "\(link.siteID)", "reason": reason,
+                                         "retry_ms": "\((link.nextDialAt &- now) / 1_000_000)"]
+        if firstFailure { logger.warning("cannot reach peer", metadata) } else { logger.debug("cannot reach peer", metadata) }
+    }
+
+    /// The other side's HELLO arrived: check it, then (as arbiter) choose the link's connection.
+    func peerSaidHello(_ connection: PeerConnection, _ hello: HelloFrame) {
+        guard hello.version == Wire.protocolVersion else {
+            return connection.reject(.version, "peer speaks protocol version \(hello.version), this broker "
+                + "speaks \(Wire.protocolVersion)")
+        }
+        guard hello.siteID != config.siteID else {
+            return connection.reject(.siteConflict, "peer claims this broker's own site id \(hello.siteID)")
+        }
+        guard let link = links[hello.siteID] else {
+            return connection.reject(.unknownSite, "site \(hello.siteID) is not a configured peer of site "
+                + "\(config.siteID)")
+        }
+        if connection.outgoing, connection.link !== link {
+            return connection.reject(.unknownSite, "dialled site \(connection.link?.siteID ?? 0) but site "
+                + "\(hello.siteID) answered")
+        }
+        connection.link = link
+        guard config.siteID < hello.siteID else { return }  // the peer arbitrates; wait for its ACTIVATE
+        if let active = link.connection {
+            if link.remoteIncarnation == hello.incarnation {
+                return connection.reject(.duplicateLink, "site \(hello.siteID) already has a link", quietly: true)
+            }
+            active.closedQuietly = true
+            active.close(reason: "site \(hello.siteID) restarted; its new connection replaces this one")
+        }
+        connection.sendActivate()
+        activate(connection)
+    }
+
+    /// Makes `connection` the link to its site (both ends call this: the arbiter on choosing it, the
+    /// other end on ACTIVATE).
+    func activate(_ connection: PeerConnection) {
+        guard let link = connection.link, let hello = connection.hello else { return }
+        if let old = link.connection, old !== connection {
+            old.closedQuietly = true
+            old.close(reason: "replaced by a newer connection")
+        }
+        if let dialing = link.dialing, dialing !== connection {
+            dialing.closedQuietly = true
+            dialing.close(reason: "link established on the other connection")
+        }
+        link.dialing = nil
+        handshaking.removeAll { $0 === connection }
+        connection.phase = .active
+        link.connection = connection
+        link.remoteIncarnation = hello.incarnation
+        link.remoteGroups.removeAll(keepingCapacity: true)
+        link.lastHeard = now
+        link.lastSent = now
+        link.backoffMilliseconds = PeerLink.minimumBackoff
+        if link.everUp { link.reconnects += 1 }
+        link.everUp = true
+        link.failedSinceUp = false
+        // The peer learns our group indexes anew on every connection: binds go before anything queued.
+        link.queue.discardPartialFront()
+        link.queue.prepend(groupList.flatMap(\.bindFrame))
+        loop.markDirty(connection)
+        logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
+                                     "queued_bytes": "\(link.queue.byteCount)"])
+    }
+
+    func peerConnectionClosed(_ connection: PeerConnection, reason: String) {
+        handshaking.removeAll { $0 === connection }
+        guard let link = connection.link else {
+            logger.debug("peer connection closed before its handshake", ["reason": reason])
+            return
+        }
+        if link.connection === connection {
+            link.connection = nil
+            link.remoteGroups.removeAll()
+            if link.queue.discardPartialFront() { link.dropped += 1 }
+            if !connection.closedQuietly {
+                link.failedSinceUp = true
+                link.nextDialAt = now + UInt64(PeerLink.minimumBackoff) * 1_000_000
+            }
+            logger.warning("peer link down", ["peer.site_id": "\(link.siteID)", "reason": reason,
+                                              "queued_bytes": "\(link.queue.byteCount)"])
+        } else if link.dialing === connection {
+            link.dialing = nil
+            if !connection.closedQuietly && link.connection == nil { dialFailed(link, reason: reason) }
+        } else {
+            logger.debug("spare peer connection closed", ["peer.site_id": "\(link.siteID)", "reason": reason])
+        }
+    }
+
+    func bind(group frame: GroupBindFrame, on connection: PeerConnection) throws(WireError) {
+        guard let link = connection.link else { return }
+        link.remoteGroups[frame.group] = group(named: frame.name)
+    }
+
+    /// A peer's MESSAGE: labelled with the link's site (not what the frame claims) and handed over.
+    func deliver(fromPeer connection: PeerConnection, _ header: MessageHeader,
+                 payload: UnsafeRawBufferPointer) throws(WireError) {
+        guard let link = connection.link else { return }
+        guard let group = link.remoteGroups[header.group] else {
+            throw .malformed(type: .message, reason: "group index \(header.group) was never bound")
+        }
+        link.messagesReceived += 1
+        link.bytesReceived += payload.count
+        guard header.destination == SiteID.broadcast || header.destination == config.siteID else {
+            misrouted += 1
+            return
+        }
+        var out = header
+        out.group = 0
+        out.source = link.siteID
+        out.sequence = 0
+        deliverLocally(group, out, payload: payload)
+    }
+}

@@ -1,0 +1,176 @@
+// The broker as a library: owns the event loop, listeners, groups, clients and peer links.
+// Everything runs on the loop's thread; only `requestStop` may be called from elsewhere.
+#if canImport(Glibc)
+import Glibc
+#endif
+import BrokerSystem
+import BrokerWire
+import Synchronization
+
+public final class Broker {
+    public let config: BrokerConfig
+    let logger: Logger
+    let loop: EventLoop
+    /// Random per start: tells peers a restarted broker from a duplicate connection.
+    let incarnation = UInt64.random(in: 1...UInt64.max)
+    let startedAt = Posix.monotonicNanoseconds()
+    /// The loop's clock, read once per turn.
+    var now = Posix.monotonicNanoseconds()
+
+    var links: [Int32: PeerLink] = [:]
+    var linkList: [PeerLink] = []
+    var groups: [String: Group] = [:]
+    var groupList: [Group] = []
+    var clients: [UInt32: LocalClient] = [:]
+    var nextClientID: UInt32 = 1
+    var handshaking: [PeerConnection] = []
+    var listeners: [Listener] = []
+    var ownedSocketPaths: [String] = []
+    public private(set) var peerPort: UInt16?
+
+    var badFrames = 0
+    var unroutable = 0
+    var misrouted = 0
+    var routedMessages = 0
+
+    private let stopFlag = Atomic<Bool>(false)
+    var heartbeatNanoseconds: UInt64 { UInt64(config.heartbeatMilliseconds) * 1_000_000 }
+    var handshakeTimeoutNanoseconds: UInt64 { max(3 * heartbeatNanoseconds, 1_000_000_000) }
+    var tickMilliseconds: Int32 { Int32(max(5, min(50, config.heartbeatMilliseconds / 4))) }
+
+    /// Validates the config and creates the loop; `start` opens the sockets.
+    public init(config: BrokerConfig, logger: Logger? = nil) throws {
+        let addresses = try config.validate()
+        self.config = config
+        self.logger = logger ?? Logger(label: "repbrokerd", level: config.logLevel)
+        loop = try EventLoop()
+        for peer in config.peers.sorted(by: { $0.siteID < $1.siteID }) {
+            let link = PeerLink(siteID: peer.siteID, address: addresses[peer.siteID], queueLimit: config.peerQueueBytes)
+            links[peer.siteID] = link
+            linkList.append(link)
+        }
+    }
+
+    /// Opens the peer listener and both Unix sockets; throws with a clear reason when one cannot be had.
+    public func start() throws {
+        if let listen = config.listen {
+            let fd = try Socket.listenTCP(SocketAddress(listen))
+            peerPort = Socket.localPort(fd)
+            listeners.append(try Listener(descriptor: fd, kind: .peers, broker: self))
+        }
+        for (path, kind) in [(config.socketPath, Listener.Kind.clients), (config.adminSocketPath, .admin)] {
+            try SocketPath.prepare(path)
+            let fd = try Socket.listenUnix(path: path, mode: mode_t(config.socketMode))
+            ownedSocketPaths.append(path)
+            listeners.append(try Listener(descriptor: fd, kind: kind, broker: self))
+        }
+        logger.info("broker started", [
+            "site_id": "\(config.siteID)", "listen": config.listen ?? "-", "socket": config.socketPath,
+            "admin_socket": config.adminSocketPath, "peers": "\(linkList.count)",
+        ])
+    }
+
+    /// Runs the loop until `requestStop`, then flushes peers (bounded) and releases everything.
+    public func run() throws {
+        while !stopFlag.load(ordering: .acquiring) {
+            _ = try loop.turn(timeoutMilliseconds: tickMilliseconds)
+            now = Posix.monotonicNanoseconds()
+            tick()
+        }
+        try shutDown()
+    }
+
+    /// Asks the loop to stop; safe from any thread or a signal handler's dispatch source.
+    public func requestStop() {
+        stopFlag.store(true, ordering: .releasing)
+        loop.wake()
+    }
+
+    private func shutDown() throws {
+        logger.info("stopping: no new connections, flushing peers for up to \(config.shutdownFlushMilliseconds) ms")
+        for listener in listeners { listener.close() }
+        listeners.removeAll()
+        removeSocketFiles()
+        let deadline = Posix.monotonicNanoseconds() + UInt64(config.shutdownFlushMilliseconds) * 1_000_000
+        while linkList.contains(where: { $0.connection != nil && !$0.queue.isEmpty }),
+              Posix.monotonicNanoseconds() < deadline {
+            _ = try loop.turn(timeoutMilliseconds: 10)
+            now = Posix.monotonicNanoseconds()
+        }
+        let unsent = linkList.reduce(0) { $0 + $1.queue.byteCount }
+        if unsent > 0 { logger.warning("stopped with \(unsent) bytes not sent to peers") }
+        for client in Array(clients.values) { client.close(reason: "broker stopping") }
+        for connection in handshaking { connection.close(reason: "broker stopping") }
+        for link in linkList {
+            link.connection?.close(reason: "broker stopping")
+            link.dialing?.close(reason: "broker stopping")
+        }
+        logger.info("stopped")
+    }
+
+    /// Removes this broker's socket files after a fatal error.
+    public func removeSocketFilesOnFailure() { removeSocketFiles() }
+
+    func removeSocketFiles() {
+        for path in ownedSocketPaths { unlink(path) }
+        ownedSocketPaths.removeAll()
+    }
+
+    /// Timers: peer heartbeats and liveness, dialling, handshake deadlines.
+    func tick() {
+        for link in linkList {
+            if let connection = link.connection {
+                let silent = now &- link.lastHeard
+                if silent > 3 * heartbeatNanoseconds {
+                    connection.close(reason: "no traffic for \(silent / 1_000_000) ms")
+                } else if now &- link.lastSent >= heartbeatNanoseconds && link.queue.isEmpty {
+                    link.enqueueControl(FrameParser.encode(.heartbeat, body: []), loop: loop)
+                    link.lastSent = now
+                }
+            } else if link.dialing == nil, link.address != nil, now >= link.nextDialAt {
+                dial(link)
+            }
+        }
+        if !handshaking.isEmpty {
+            for connection in handshaking where now > connection.deadline {
+                connection.close(reason: "handshake with \(connection.peerDescription) timed out")
+            }
+        }
+        loop.flushDirty()
+    }
+
+    func accepted(_ fd: CInt, on kind: Listener.Kind) {
+        do {
+            switch kind {
+            case .peers:
+                Socket.setNoDelay(fd)
+                let connection = PeerConnection(descriptor: fd, broker: self, outgoing: nil)
+                try connection.register()
+                handshaking.append(connection)
+                connection.sendHello()
+            case .clients:
+                let client = LocalClient(descriptor: fd, broker: self, id: nextClientID)
+                nextClientID &+= 1
+                try client.register()
+                clients[client.id] = client
+                logger.debug("client connected", ["client.id": "\(client.id)", "client.pid": "\(client.pid)"])
+            case .admin:
+                let admin = AdminConnection(descriptor: fd, broker: self)
+                try admin.register()
+            }
+        } catch {
+            logger.warning("cannot serve an accepted connection: \(error)")
+            Posix.close(descriptor: fd)
+        }
+    }
+
+    func countBadFrame(clientID: UInt32, _ error: WireError) {
+        badFrames += 1
+        logger.warning("bad frame from a client, closing it", ["client.id": "\(clientID)", "reason": "\(error)"])
+    }
+
+    func countBadFrame(peer: String, _ error: WireError) {
+        badFrames += 1
+        logger.warning("bad frame from a peer connection, closing it", ["peer": peer, "reason": "\(error)"])
+    }
+}

@@ -1,0 +1,181 @@
+// Broker settings: defaults, a JSON config file, command-line flags over both, and validation before
+// anything starts.
+import Foundation
+import BrokerSystem
+import BrokerWire
+
+/// A peer site and where to reach it.
+public struct PeerConfig: Codable, Equatable, Sendable {
+    public var siteID: Int32
+    public var address: String
+    public init(siteID: Int32, address: String) {
+        self.siteID = siteID
+        self.address = address
+    }
+    enum CodingKeys: String, CodingKey {
+        case siteID = "site_id"
+        case address
+    }
+}
+
+/// Everything a broker needs to start.
+public struct BrokerConfig: Equatable, Sendable {
+    public var siteID: Int32
+    public var listen: String?
+    public var peers: [PeerConfig] = []
+    public var socketPath: String
+    public var adminSocketPath: String
+    public var logLevel: LogLevel = .info
+    public var heartbeatMilliseconds = 1000
+    public var peerQueueBytes = 64 << 20
+    public var maxMessageBytes = Wire.defaultMaxMessage
+    public var inboundQueueBytes = 4 << 20
+    public var clientQueueBytes = 64 << 20
+    public var shutdownFlushMilliseconds = 2000
+    public var socketMode: UInt32 = 0o660
+
+    public init(siteID: Int32, socketPath: String? = nil, adminSocketPath: String? = nil) {
+        self.siteID = siteID
+        self.socketPath = socketPath ?? Self.defaultSocketPath
+        self.adminSocketPath = adminSocketPath ?? Self.defaultAdminSocketPath
+    }
+
+    /// `$XDG_RUNTIME_DIR/repbroker`, or `/tmp/repbroker-<uid>` without it.
+    public static var defaultRuntimeDirectory: String {
+        if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
+            return runtime + "/repbroker"
+        }
+        return "/tmp/repbroker-\(getuid())"
+    }
+    public static var defaultSocketPath: String { defaultRuntimeDirectory + "/broker.sock" }
+    public static var defaultAdminSocketPath: String { defaultRuntimeDirectory + "/admin.sock" }
+
+    /// Limits on tunables: a value outside is a configuration error.
+    public static let maxMessageRange = 1...(1 << 30)
+    public static let queueRange = (64 << 10)...(16 << 30)
+    public static let heartbeatRange = 10...600_000
+
+    /// Checks every setting and resolves peer addresses; returns the resolved addresses by site id.
+    public func validate() throws(ConfigError) -> [Int32: SocketAddress] {
+        guard siteID > 0 else { throw .invalid("site id must be a positive integer, not \(siteID)") }
+        var resolved: [Int32: SocketAddress] = [:]
+        for peer in peers {
+            guard peer.siteID > 0 else { throw .invalid("peer site id must be positive, not \(peer.siteID)") }
+            guard peer.siteID != siteID else { throw .invalid("peer \(peer.siteID) has this broker's own site id") }
+            guard resolved[peer.siteID] == nil else { throw .invalid("peer \(peer.siteID) is listed twice") }
+            do {
+                resolved[peer.siteID] = try SocketAddress(peer.address)
+            } catch {
+                throw .invalid("peer \(peer.siteID): \(error)")
+            }
+        }
+        if let listen {
+            do { _ = try SocketAddress(listen) } catch { throw .invalid("--listen: \(error)") }
+        }
+        for (name, path) in [("socket", socketPath), ("admin socket", adminSocketPath)] {
+            guard !path.isEmpty else { throw .invalid("\(name) path is empty") }
+            guard path.utf8.count < Socket.maxUnixPathBytes else {
+                throw .invalid("\(name) path is longer than \(Socket.maxUnixPathBytes - 1) bytes: \(path)")
+            }
+        }
+        guard socketPath != adminSocketPath else { throw .invalid("socket and admin socket are the same path") }
+        guard Self.maxMessageRange.contains(maxMessageBytes) else {
+            throw .invalid("max message bytes must be in \(Self.maxMessageRange), not \(maxMessageBytes)")
+        }
+        for (name, value) in [("peer queue", peerQueueBytes), ("inbound queue", inboundQueueBytes),
+                              ("client queue", clientQueueBytes)] {
+            guard Self.queueRange.contains(value) else {
+                throw .invalid("\(name) bytes must be in \(Self.queueRange), not \(value)")
+            }
+        }
+        guard Self.heartbeatRange.contains(heartbeatMilliseconds) else {
+            throw .invalid("heartbeat must be in \(Self.heartbeatRange) ms, not \(heartbeatMilliseconds)")
+        }
+        guard socketMode <= 0o777 else { throw .invalid("socket mode \(String(socketMode, radix: 8)) is not a mode") }
+        return resolved
+    }
+}
+
+public enum ConfigError: Error, CustomStringConvertible, Equatable {
+    case invalid(String)
+    case unreadable(String, String)
+    public var description: String {
+        switch self {
+        case .invalid(let why): return "invalid configuration: \(why)"
+        case .unreadable(let path, let why): return "cannot read config file \(path): \(why)"
+        }
+    }
+}
+
+/// The JSON config file: every key optional, names in snake_case.
+struct ConfigFile: Codable {
+    var site_id: Int32?
+    var listen: String?
+    var peers: [PeerConfig]?
+    var socket: String?
+    var admin_socket: String?
+    var log_level: String?
+    var heartbeat_ms: Int?
+    var peer_queue_bytes: Int?
+    var max_message_bytes: Int?
+    var inbound_queue_bytes: Int?
+    var client_queue_bytes: Int?
+    var socket_mode: String?
+}
+
+extension BrokerConfig {
+    /// The options `repbrokerd` takes, for the argument reader.
+    public static let valuedOptions: Set<String> = [
+        "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
+        "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
+    ]
+
+    /// Builds a config from flags over an optional JSON file over defaults.
+    public static func from(arguments: ParsedArguments) throws -> BrokerConfig {
+        var file = ConfigFile()
+        if let path = arguments.last("config") {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+                throw ConfigError.unreadable(path, error.localizedDescription)
+            }
+            do { file = try JSONDecoder().decode(ConfigFile.self, from: data) } catch {
+                throw ConfigError.unreadable(path, "not a valid config: \(error)")
+            }
+        }
+        guard let siteID = try arguments.integer("site-id", Int32.self) ?? file.site_id else {
+            throw UsageError("--site-id is required (a positive integer, unique in the group)")
+        }
+        var config = BrokerConfig(siteID: siteID, socketPath: arguments.last("socket") ?? file.socket,
+                                  adminSocketPath: arguments.last("admin-socket") ?? file.admin_socket)
+        config.listen = arguments.last("listen") ?? file.listen
+        config.peers = file.peers ?? []
+        for spec in arguments.all("peer") {
+            guard let equals = spec.firstIndex(of: "="), let id = Int32(spec[..<equals]) else {
+                throw UsageError("--peer takes ID=HOST:PORT, not '\(spec)'")
+            }
+            config.peers.removeAll { $0.siteID == id }
+            config.peers.append(PeerConfig(siteID: id, address: String(spec[spec.index(after: equals)...])))
+        }
+        if let name = arguments.last("log-level") ?? file.log_level {
+            guard let level = LogLevel(name: name) else {
+                throw UsageError("--log-level must be one of trace, debug, info, warning, error; not '\(name)'")
+            }
+            config.logLevel = level
+        }
+        config.heartbeatMilliseconds = try arguments.integer("heartbeat-ms") ?? file.heartbeat_ms
+            ?? config.heartbeatMilliseconds
+        config.peerQueueBytes = try arguments.integer("peer-queue-bytes") ?? file.peer_queue_bytes
+            ?? config.peerQueueBytes
+        config.maxMessageBytes = try arguments.integer("max-message-bytes") ?? file.max_message_bytes
+            ?? config.maxMessageBytes
+        config.inboundQueueBytes = try arguments.integer("inbound-queue-bytes") ?? file.inbound_queue_bytes
+            ?? config.inboundQueueBytes
+        config.clientQueueBytes = try arguments.integer("client-queue-bytes") ?? file.client_queue_bytes
+            ?? config.clientQueueBytes
+        if let mode = arguments.last("socket-mode") ?? file.socket_mode {
+            guard let value = UInt32(mode, radix: 8) else { throw UsageError("--socket-mode takes octal, not '\(mode)'") }
+            config.socketMode = value
+        }
+        return config
+    }
+}

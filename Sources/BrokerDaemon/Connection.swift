@@ -1,0 +1,137 @@
+// Base of every stream the broker serves: reads into a reusable buffer and parses frames in place,
+// writes whatever `pendingOutput` offers, watches EPOLLOUT only while a write is incomplete.
+// Subclasses handle frames and supply output; `close` tears down exactly once.
+import BrokerSystem
+import BrokerWire
+
+class Connection: LoopHandler {
+    let descriptor: CInt
+    unowned let loop: EventLoop
+    var token: UInt64 = 0
+    let input: ByteBuffer
+    var maxMessage: Int
+    var isDirty = false
+    private(set) var isClosed = false
+    private var watchingWrites = false
+    /// Bytes read before a read is attempted again; the buffer is kept at least this large.
+    static let minimumRead = 64 << 10
+
+    init(descriptor: CInt, loop: EventLoop, maxMessage: Int, inputCapacity: Int = 128 << 10) {
+        self.descriptor = descriptor
+        self.loop = loop
+        self.maxMessage = maxMessage
+        input = ByteBuffer(capacity: inputCapacity)
+    }
+
+    /// Registers with the loop, reading (and also writing, while a connect is in progress).
+    func register(connecting: Bool = false) throws(SystemError) {
+        watchingWrites = connecting
+        token = try loop.register(descriptor, connecting ? [.readable, .writable] : .readable, self)
+    }
+
+    func handleEvents(_ events: EpollEvents) {
+        if !events.isDisjoint(with: [.readable, .hangup, .error]) { readAvailable() }
+        if !isClosed && events.contains(.writable) { flush() }
+    }
+
+    // MARK: input
+
+    func readAvailable() {
+        if let needed = FrameParser.pendingFrameSize(in: input.readable), needed > input.readableBytes {
+            input.reserve(needed - input.readableBytes)
+        }
+        input.reserve(Self.minimumRead)
+        let result: IOResult<Int>
+        do { result = try Posix.read(descriptor: descriptor, into: input.writable) } catch {
+            close(reason: "read failed: \(error)")
+            return
+        }
+        guard case .processed(let count) = result else { return }
+        guard count > 0 else {
+            close(reason: "closed by the other side")
+            return
+        }
+        input.commit(count)
+        didRead(bytes: count)
+        do {
+            while !isClosed, let frame = try FrameParser.next(in: input.readable, maxMessage: maxMessage) {
+                try handleFrame(frame)
+                if isClosed { return }
+                input.consume(frame.totalSize)
+            }
+        } catch {
+            protocolError(error)
+            return
+        }
+        input.shrinkIfIdle()
+    }
+
+    /// Bytes arrived (for liveness and counters).
+    func didRead(bytes: Int) {}
+
+    /// One complete frame; its body points into `input` and is valid only during the call.
+    func handleFrame(_ frame: Frame) throws(WireError) {
+        throw .unexpected(type: frame.type, state: "on this connection")
+    }
+
+    /// A bad frame: subclasses count it, tell the other side and close.
+    func protocolError(_ error: WireError) {
+        close(reason: error.description)
+    }
+
+    // MARK: output
+
+    /// The next bytes to write, empty when there is nothing.
+    func pendingOutput() -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
+
+    /// `count` bytes of `pendingOutput()` were written.
+    func didWrite(_ count: Int) {}
+
+    /// Writes as much pending output as the socket takes.
+    func flush() {
+        while !isClosed {
+            let output = pendingOutput()
+            guard output.count > 0 else {
+                setWatchingWrites(false)
+                return
+            }
+            let result: IOResult<Int>
+            do { result = try Posix.write(descriptor: descriptor, from: output) } catch {
+                close(reason: "write failed: \(error)")
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                setWatchingWrites(true)
+                return
+            case .processed(let count):
+                didWrite(count)
+                if count < output.count {
+                    setWatchingWrites(true)
+                    return
+                }
+            }
+        }
+    }
+
+    private func setWatchingWrites(_ on: Bool) {
+        guard on != watchingWrites, !isClosed else { return }
+        watchingWrites = on
+        loop.modify(descriptor, token: token, on ? [.readable, .writable] : .readable)
+    }
+
+    /// Best-effort: writes an ERROR frame straight to the socket before closing.
+    func writeErrorNow(_ code: ErrorCode, _ reason: String) {
+        let bytes = FrameParser.encode(.error, body: ErrorFrame(code: code, reason: reason).body)
+        _ = bytes.withUnsafeBytes { try? Posix.write(descriptor: descriptor, from: $0) }
+    }
+
+    /// Stops watching, closes the descriptor. Subclasses release their state first and call super.
+    func close(reason: String) {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.deregister(descriptor, token: token)
+        Posix.close(descriptor: descriptor)
+        input.clear()
+    }
+}

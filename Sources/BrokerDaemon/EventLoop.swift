@@ -1,0 +1,82 @@
+// The broker's single event loop: level-triggered epoll, an eventfd for wake-ups from other threads,
+// a periodic tick for timers, and a dirty list so that every connection with new output is written once
+// at the end of each turn (frames queued in one turn leave in one write).
+import BrokerSystem
+
+/// Something registered with the event loop.
+protocol LoopHandler: AnyObject {
+    func handleEvents(_ events: EpollEvents)
+}
+
+final class EventLoop {
+    let epoll: Epoll
+    let wakeup: EventFd
+    private var handlers: [UInt64: LoopHandler] = [:]
+    private var nextToken: UInt64 = 1
+    private var dirty: [Connection] = []
+    private static let wakeupToken: UInt64 = 0
+
+    init() throws(SystemError) {
+        epoll = try Epoll()
+        wakeup = try EventFd()
+        try epoll.add(descriptor: wakeup.descriptor, events: .readable, token: Self.wakeupToken)
+        dirty.reserveCapacity(1024)
+    }
+
+    /// Registers `fd` and returns its token.
+    func register(_ fd: CInt, _ events: EpollEvents, _ handler: LoopHandler) throws(SystemError) -> UInt64 {
+        let token = nextToken
+        nextToken += 1
+        try epoll.add(descriptor: fd, events: events, token: token)
+        handlers[token] = handler
+        return token
+    }
+
+    func modify(_ fd: CInt, token: UInt64, _ events: EpollEvents) {
+        do { try epoll.modify(descriptor: fd, events: events, token: token) } catch {
+            // The descriptor is being torn down; its handler sees the error on its next read.
+        }
+    }
+
+    func deregister(_ fd: CInt, token: UInt64) {
+        epoll.remove(descriptor: fd)
+        handlers[token] = nil
+    }
+
+    /// Schedules `connection` to be flushed at the end of this turn.
+    func markDirty(_ connection: Connection) {
+        guard !connection.isDirty else { return }
+        connection.isDirty = true
+        dirty.append(connection)
+    }
+
+    /// Flushes every dirty connection.
+    func flushDirty() {
+        var index = 0
+        while index < dirty.count {
+            let connection = dirty[index]
+            connection.isDirty = false
+            if !connection.isClosed { connection.flush() }
+            index += 1
+        }
+        dirty.removeAll(keepingCapacity: true)
+    }
+
+    /// One turn: wait up to `timeoutMilliseconds`, dispatch events, flush. Returns true when woken by `wake()`.
+    func turn(timeoutMilliseconds: Int32) throws(SystemError) -> Bool {
+        var woken = false
+        try epoll.wait(timeoutMilliseconds: timeoutMilliseconds) { token, events in
+            if token == Self.wakeupToken {
+                wakeup.drain()
+                woken = true
+                return
+            }
+            handlers[token]?.handleEvents(events)
+        }
+        flushDirty()
+        return woken
+    }
+
+    /// Wakes a waiting turn; safe from any thread.
+    func wake() { wakeup.signal() }
+}

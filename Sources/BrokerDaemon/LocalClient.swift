@@ -1,0 +1,97 @@
+// One local process connected to the broker's Unix socket. Its first frame must be REGISTER; then it
+// sends MESSAGE frames and receives WELCOME, ROLE, SEND_RESULT and MESSAGE frames. Output is bounded:
+// a delivery that would pass the limit is dropped and counted.
+import BrokerSystem
+import BrokerWire
+
+final class LocalClient: Connection {
+    unowned let broker: Broker
+    let id: UInt32
+    let output = FrameQueue(capacity: 64 << 10)
+    let outputLimit: Int
+    var registration: RegisterFrame?
+    var group: Group?
+    var roleState: RoleState = .none
+    /// The pid the kernel reports for the other end (SO_PEERCRED), or the registered one without it.
+    var pid: Int32
+    let connectedAt: UInt64
+
+    var messagesSent = 0
+    var bytesSent = 0
+    var messagesReceived = 0
+    var bytesReceived = 0
+    var dropped = 0
+
+    init(descriptor: CInt, broker: Broker, id: UInt32) {
+        self.broker = broker
+        self.id = id
+        outputLimit = broker.config.clientQueueBytes
+        pid = Socket.peerCredentials(descriptor).map { Int32($0.pid) } ?? 0
+        connectedAt = broker.now
+        super.init(descriptor: descriptor, loop: broker.loop, maxMessage: broker.config.maxMessageBytes)
+    }
+
+    var name: String { registration?.name ?? "" }
+
+    override func handleFrame(_ frame: Frame) throws(WireError) {
+        guard registration != nil else {
+            guard frame.type == .register else { throw .unexpected(type: frame.type, state: "before REGISTER") }
+            try broker.register(self, RegisterFrame(body: frame.body))
+            return
+        }
+        switch frame.type {
+        case .message:
+            let header = try MessageHeader(body: frame.body)
+            broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
+        case .error:
+            close(reason: "client reported \(try ErrorFrame(body: frame.body))")
+        default:
+            throw .unexpected(type: frame.type, state: "from a registered client")
+        }
+    }
+
+    /// Queues a control frame for the client.
+    func send(_ type: FrameType, body: [UInt8]) {
+        FrameParser.append(type, body: body, to: output.buffer)
+        loop.markDirty(self)
+    }
+
+    /// Queues a MESSAGE for the client unless its output is over the limit; false when dropped.
+    @discardableResult
+    func deliver(_ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {
+        let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
+        guard output.byteCount + size <= outputLimit else {
+            dropped += 1
+            return false
+        }
+        header.append(payload: payload, to: output.buffer)
+        messagesReceived += 1
+        bytesReceived += payload.count
+        loop.markDirty(self)
+        return true
+    }
+
+    /// Takes frames already prepared for a receiver (a group's pending queue).
+    func deliverQueued(_ queue: FrameQueue, messages: Int, payloadBytes: Int) {
+        guard !queue.isEmpty else { return }
+        queue.moveAll(to: output.buffer)
+        messagesReceived += messages
+        bytesReceived += payloadBytes
+        loop.markDirty(self)
+    }
+
+    override func pendingOutput() -> UnsafeRawBufferPointer { output.readable }
+    override func didWrite(_ count: Int) { output.didWrite(count) }
+
+    override func protocolError(_ error: WireError) {
+        broker.countBadFrame(clientID: id, error)
+        writeErrorNow(error.code, error.description)
+        close(reason: "bad frame: \(error)")
+    }
+
+    override func close(reason: String) {
+        guard !isClosed else { return }
+        super.close(reason: reason)
+        broker.clientClosed(self, reason: reason)
+    }
+}

@@ -1,0 +1,74 @@
+// One line per event on stderr: time, level, message, dotted metadata. Disabled levels cost nothing
+// (messages and metadata are autoclosures).
+#if canImport(Glibc)
+import Glibc
+#endif
+import BrokerSystem
+
+public enum LogLevel: Int, Comparable, Sendable, CaseIterable, CustomStringConvertible {
+    case trace, debug, info, warning, error
+
+    public init?(name: String) {
+        guard let level = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = level
+    }
+
+    public var description: String {
+        switch self {
+        case .trace: return "trace"
+        case .debug: return "debug"
+        case .info: return "info"
+        case .warning: return "warning"
+        case .error: return "error"
+        }
+    }
+
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// A logger writing to stderr; libraries take one rather than make one.
+public struct Logger: Sendable {
+    public var label: String
+    public var level: LogLevel
+
+    public init(label: String, level: LogLevel = .info) {
+        self.label = label
+        self.level = level
+    }
+
+    public typealias Metadata = KeyValuePairs<String, String>
+
+    public func log(
+        _ level: LogLevel, _ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Metadata = [:]
+    ) {
+        guard level >= self.level else { return }
+        var line = "\(Self.timestamp()) \(level) \(label): \(message())"
+        for (key, value) in metadata() {
+            line += " \(key)=\(value.contains(" ") ? "\"\(value)\"" : value)"
+        }
+        line += "\n"
+        Console.writeError(line)
+    }
+
+    public func trace(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.trace, m(), md()) }
+    public func debug(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.debug, m(), md()) }
+    public func info(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.info, m(), md()) }
+    public func warning(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) {
+        log(.warning, m(), md())
+    }
+    public func error(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.error, m(), md()) }
+
+    /// UTC time as 2026-01-02T03:04:05.678Z.
+    static func timestamp() -> String {
+        let ms = Posix.wallClockMilliseconds()
+        var seconds = time_t(ms / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(ms % 1000), 3))Z"
+    }
+}

@@ -1,0 +1,127 @@
+// One TCP connection to another broker, dialled or accepted. Both ends send HELLO first. The end with
+// the lower site id (the arbiter) decides which connection becomes the link and says so with ACTIVATE;
+// the other end sends data only after ACTIVATE, so no frame is ever written to a connection the arbiter
+// will drop. Output: the handshake buffer first, then (once active) the link's queue.
+import BrokerSystem
+import BrokerWire
+
+final class PeerConnection: Connection {
+    enum Phase { case connecting, handshaking, active }
+
+    unowned let broker: Broker
+    let outgoing: Bool
+    var link: PeerLink?
+    var phase: Phase
+    var hello: HelloFrame?
+    let handshakeOutput = ByteBuffer(capacity: 256)
+    let deadline: UInt64
+    /// Set when the closing end is a duplicate or replaced connection: no failure, no backoff.
+    var closedQuietly = false
+
+    init(descriptor: CInt, broker: Broker, outgoing link: PeerLink?) {
+        self.broker = broker
+        self.outgoing = link != nil
+        self.link = link
+        phase = link != nil ? .connecting : .handshaking
+        deadline = broker.now + broker.handshakeTimeoutNanoseconds
+        super.init(descriptor: descriptor, loop: broker.loop, maxMessage: broker.config.maxMessageBytes,
+                   inputCapacity: 256 << 10)
+    }
+
+    var peerDescription: String {
+        if let site = link?.siteID ?? hello?.siteID { return "site \(site)" }
+        return outgoing ? "outgoing" : "incoming"
+    }
+
+    /// Sends this broker's HELLO.
+    func sendHello() {
+        let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation).body
+        FrameParser.append(.hello, body: body, to: handshakeOutput)
+        loop.markDirty(self)
+    }
+
+    func sendActivate() {
+        FrameParser.append(.activate, body: [], to: handshakeOutput)
+        loop.markDirty(self)
+    }
+
+    /// A dialled connection finishes its connect before it reads: epoll may report the peer's HELLO
+    /// (readable) in the same event as the completed connect (writable).
+    override func handleEvents(_ events: EpollEvents) {
+        if phase == .connecting {
+            if let error = Socket.pendingError(descriptor) {
+                close(reason: "connect failed: \(error)")
+                return
+            }
+            phase = .handshaking
+            Socket.setNoDelay(descriptor)
+            sendHello()
+        }
+        super.handleEvents(events)
+    }
+
+    override func didRead(bytes: Int) {
+        guard phase == .active, let link else { return }
+        link.lastHeard = broker.now
+    }
+
+    override func handleFrame(_ frame: Frame) throws(WireError) {
+        switch (phase, frame.type) {
+        case (.active, .message):
+            let header = try MessageHeader(body: frame.body)
+            try broker.deliver(fromPeer: self, header,
+                               payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
+        case (.active, .heartbeat):
+            break
+        case (.active, .groupBind):
+            try broker.bind(group: GroupBindFrame(body: frame.body), on: self)
+        case (.handshaking, .hello) where hello == nil:
+            let received = try HelloFrame(body: frame.body)
+            hello = received
+            broker.peerSaidHello(self, received)
+        case (.handshaking, .activate) where hello != nil && broker.config.siteID > (hello?.siteID ?? 0):
+            broker.activate(self)
+        case (_, .error):
+            let error = try ErrorFrame(body: frame.body)
+            closedQuietly = error.code == ErrorCode.duplicateLink.rawValue
+            close(reason: "\(peerDescription) closed the connection: \(error)")
+        default:
+            throw .unexpected(type: frame.type, state: "in the \(phase) phase of a peer connection")
+        }
+    }
+
+    override func pendingOutput() -> UnsafeRawBufferPointer {
+        if !handshakeOutput.isEmpty { return handshakeOutput.readable }
+        guard phase == .active, let link else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return link.queue.readable
+    }
+
+    override func didWrite(_ count: Int) {
+        if !handshakeOutput.isEmpty {
+            handshakeOutput.consume(count)
+            return
+        }
+        guard let link else { return }
+        link.queue.didWrite(count)
+        link.lastSent = broker.now
+    }
+
+    /// Tells the other side why, then closes.
+    func reject(_ code: ErrorCode, _ reason: String, quietly: Bool = false) {
+        writeErrorNow(code, reason)
+        closedQuietly = quietly
+        close(reason: reason)
+    }
+
+    override func protocolError(_ error: WireError) {
+        broker.countBadFrame(peer: peerDescription, error)
+        reject(error.code, error.description)
+    }
+
+    override func close(reason: String) {
+        guard !isClosed else { return }
+        super.close(reason: reason)
+        handshakeOutput.clear()
+        broker.peerConnectionClosed(self, reason: reason)
+    }
+}

@@ -1,0 +1,74 @@
+// The one link to a peer site: its queue of frames (kept across reconnects, bounded), the active
+// connection when there is one, the dial attempt in progress, backoff, liveness times and counters.
+import BrokerSystem
+import BrokerWire
+
+public enum PeerState: String, Codable, Sendable {
+    case connected, connecting, down
+}
+
+final class PeerLink {
+    let siteID: Int32
+    let address: SocketAddress?
+    let queue = FrameQueue(capacity: 256 << 10)
+    let queueLimit: Int
+    var connection: PeerConnection?
+    var dialing: PeerConnection?
+    var remoteIncarnation: UInt64 = 0
+    /// Groups by the peer's index, learnt from GROUP_BIND on the current connection.
+    var remoteGroups: [UInt32: Group] = [:]
+
+    var everUp = false
+    var failedSinceUp = false
+    var nextDialAt: UInt64 = 0
+    var backoffMilliseconds = PeerLink.minimumBackoff
+    var lastHeard: UInt64 = 0
+    var lastSent: UInt64 = 0
+
+    var messagesSent = 0
+    var bytesSent = 0
+    var messagesReceived = 0
+    var bytesReceived = 0
+    var dropped = 0
+    var refused = 0
+    var reconnects = 0
+
+    static let minimumBackoff = 100
+    static let maximumBackoff = 5000
+
+    init(siteID: Int32, address: SocketAddress?, queueLimit: Int) {
+        self.siteID = siteID
+        self.address = address
+        self.queueLimit = queueLimit
+    }
+
+    var state: PeerState {
+        if connection != nil { return .connected }
+        return failedSinceUp ? .down : .connecting
+    }
+
+    /// Whether a frame of `size` more bytes fits under the queue limit.
+    @inline(__always)
+    func hasRoom(for size: Int) -> Bool { queue.byteCount + size <= queueLimit }
+
+    /// Queues a MESSAGE (the caller checked room) and schedules a write.
+    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, loop: EventLoop) {
+        header.append(payload: payload, to: queue.buffer)
+        messagesSent += 1
+        bytesSent += payload.count
+        if let connection { loop.markDirty(connection) }
+    }
+
+    /// Queues a control frame (GROUP_BIND, HEARTBEAT) at the end.
+    func enqueueControl(_ frame: [UInt8], loop: EventLoop) {
+        queue.buffer.append(frame)
+        if let connection { loop.markDirty(connection) }
+    }
+
+    /// Schedules the next dial after a failure: capped exponential backoff with +-25% jitter.
+    func scheduleRedial(now: UInt64) {
+        let jitter = Double.random(in: 0.75...1.25)
+        nextDialAt = now + UInt64(Double(backoffMilliseconds) * jitter * 1_000_000)
+        backoffMilliseconds = min(backoffMilliseconds * 2, Self.maximumBackoff)
+    }
+}

@@ -1,0 +1,138 @@
+// The stats document served on the admin socket: JSON with snake_case keys, the same shape
+// `repbroker stats --json` prints. Payload bytes (control + rec) are counted, not frame bytes.
+import BrokerSystem
+import Foundation
+
+public struct BrokerStats: Codable, Sendable {
+    public var siteID: Int32
+    public var pid: Int32
+    public var uptimeMilliseconds: UInt64
+    public var peers: [PeerStats]
+    public var clients: [ClientStats]
+    public var groups: [GroupStats]
+    public var totals: TotalStats
+
+    enum CodingKeys: String, CodingKey {
+        case siteID = "site_id", pid, uptimeMilliseconds = "uptime_ms", peers, clients, groups, totals
+    }
+}
+
+public struct PeerStats: Codable, Sendable {
+    public var siteID: Int32
+    public var address: String
+    public var state: PeerState
+    public var messagesSent: Int
+    public var bytesSent: Int
+    public var messagesReceived: Int
+    public var bytesReceived: Int
+    public var queuedBytes: Int
+    public var dropped: Int
+    public var refused: Int
+    public var reconnects: Int
+    public var millisecondsSinceHeard: UInt64?
+
+    enum CodingKeys: String, CodingKey {
+        case siteID = "site_id", address, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
+        case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
+        case dropped, refused, reconnects, millisecondsSinceHeard = "ms_since_heard"
+    }
+}
+
+public struct ClientStats: Codable, Sendable {
+    public var id: UInt32
+    public var pid: Int32
+    public var name: String
+    public var group: String
+    public var roles: [String]
+    public var transport: String
+    public var messagesSent: Int
+    public var bytesSent: Int
+    public var messagesReceived: Int
+    public var bytesReceived: Int
+    public var queuedBytes: Int
+    public var dropped: Int
+
+    enum CodingKeys: String, CodingKey {
+        case id, pid, name, group, roles, transport, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
+        case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
+        case dropped
+    }
+}
+
+public struct GroupStats: Codable, Sendable {
+    public var name: String
+    public var receiverClient: UInt32?
+    public var standbys: Int
+    public var delivered: Int
+    public var pendingMessages: Int
+    public var dropped: Int
+
+    enum CodingKeys: String, CodingKey {
+        case name, receiverClient = "receiver_client", standbys, delivered, pendingMessages = "pending_msgs", dropped
+    }
+}
+
+public struct TotalStats: Codable, Sendable {
+    public var messagesRouted: Int
+    public var messagesSentToPeers: Int
+    public var messagesReceivedFromPeers: Int
+    public var messagesDelivered: Int
+    public var dropped: Int
+    public var refused: Int
+    public var unroutable: Int
+    public var misrouted: Int
+    public var badFrames: Int
+    public var clientsConnected: Int
+    public var peersConnected: Int
+
+    enum CodingKeys: String, CodingKey {
+        case messagesRouted = "msgs_routed", messagesSentToPeers = "msgs_sent_to_peers"
+        case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
+        case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
+        case clientsConnected = "clients_connected", peersConnected = "peers_connected"
+    }
+}
+
+extension Broker {
+    /// A snapshot of every counter (on the loop's thread).
+    func stats() -> BrokerStats {
+        let peers = linkList.map { link in
+            PeerStats(
+                siteID: link.siteID, address: link.address?.text ?? "-", state: link.state,
+                messagesSent: link.messagesSent, bytesSent: link.bytesSent,
+                messagesReceived: link.messagesReceived, bytesReceived: link.bytesReceived,
+                queuedBytes: link.queue.byteCount, dropped: link.dropped, refused: link.refused,
+                reconnects: link.reconnects,
+                millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil)
+        }
+        let clientList = clients.values.filter { $0.registration != nil }.sorted { $0.id < $1.id }.map { client in
+            var roles: [String] = []
+            if client.registration?.roles.contains(.sender) == true { roles.append("sender") }
+            switch client.roleState {
+            case .receiver: roles.append("receiver")
+            case .standby: roles.append("standby")
+            case .none: break
+            }
+            return ClientStats(
+                id: client.id, pid: client.pid, name: client.name, group: client.group?.name ?? "",
+                roles: roles, transport: "uds", messagesSent: client.messagesSent, bytesSent: client.bytesSent,
+                messagesReceived: client.messagesReceived, bytesReceived: client.bytesReceived,
+                queuedBytes: client.output.byteCount, dropped: client.dropped)
+        }
+        let groupStats = groupList.map { group in
+            GroupStats(name: group.name, receiverClient: group.receiver?.id, standbys: group.standbys.count,
+                       delivered: group.delivered, pendingMessages: group.pendingMessages, dropped: group.dropped)
+        }
+        let totals = TotalStats(
+            messagesRouted: routedMessages,
+            messagesSentToPeers: linkList.reduce(0) { $0 + $1.messagesSent },
+            messagesReceivedFromPeers: linkList.reduce(0) { $0 + $1.messagesReceived },
+            messagesDelivered: groupList.reduce(0) { $0 + $1.delivered },
+            dropped: linkList.reduce(0) { $0 + $1.dropped } + groupList.reduce(0) { $0 + $1.dropped },
+            refused: linkList.reduce(0) { $0 + $1.refused },
+            unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
+            clientsConnected: clientList.count, peersConnected: peers.filter { $0.state == .connected }.count)
+        return BrokerStats(siteID: config.siteID, pid: getpid(), uptimeMilliseconds: (now &- startedAt) / 1_000_000,
+                           peers: peers, clients: clientList, groups: groupStats, totals: totals)
+    }
+}

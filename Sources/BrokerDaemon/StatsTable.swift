@@ -1,0 +1,52 @@
+// Renders BrokerStats as the human table `repbroker stats` prints.
+
+extension BrokerStats {
+    public var table: String {
+        var out = "site \(siteID)  pid \(pid)  uptime \(formatDuration(uptimeMilliseconds))\n"
+        out += "\nPEERS\n"
+        out += render([["site", "address", "state", "msgs_out", "bytes_out", "msgs_in", "bytes_in", "queued",
+                        "dropped", "refused", "reconnects", "heard_ms"]]
+            + peers.map { p in
+                ["\(p.siteID)", p.address, p.state.rawValue, "\(p.messagesSent)", "\(p.bytesSent)",
+                 "\(p.messagesReceived)", "\(p.bytesReceived)", "\(p.queuedBytes)", "\(p.dropped)", "\(p.refused)",
+                 "\(p.reconnects)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-"]
+            })
+        out += "\nCLIENTS\n"
+        out += render([["id", "pid", "name", "group", "roles", "transport", "msgs_sent", "bytes_sent", "msgs_recv",
+                        "bytes_recv", "queued", "dropped"]]
+            + clients.map { c in
+                ["\(c.id)", "\(c.pid)", c.name.isEmpty ? "-" : c.name, c.group, c.roles.joined(separator: ","),
+                 c.transport, "\(c.messagesSent)", "\(c.bytesSent)", "\(c.messagesReceived)", "\(c.bytesReceived)",
+                 "\(c.queuedBytes)", "\(c.dropped)"]
+            })
+        out += "\nTOTALS\n"
+        let t = totals
+        out += render([
+            ["routed", "to_peers", "from_peers", "delivered", "dropped", "refused", "unroutable", "misrouted",
+             "bad_frames", "clients", "peers_up"],
+            ["\(t.messagesRouted)", "\(t.messagesSentToPeers)", "\(t.messagesReceivedFromPeers)",
+             "\(t.messagesDelivered)", "\(t.dropped)", "\(t.refused)", "\(t.unroutable)", "\(t.misrouted)",
+             "\(t.badFrames)", "\(t.clientsConnected)", "\(t.peersConnected)"],
+        ])
+        return out
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+func render(_ rows: [[String]]) -> String {
+    guard let header = rows.first else { return "" }
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    return rows.map { row in
+        row.enumerated().map { i, cell in
+            i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
+        }.joined(separator: "  ")
+    }.joined(separator: "\n") + "\n"
+}
+
+func formatDuration(_ milliseconds: UInt64) -> String {
+    let seconds = milliseconds / 1000
+    if seconds < 60 { return "\(seconds).\(milliseconds % 1000 / 100)s" }
+    if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
+    return "\(seconds / 3600)h\(seconds / 60 % 60)m"
+}

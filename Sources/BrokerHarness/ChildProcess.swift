@@ -1,0 +1,116 @@
+// A child process with its standard output captured line by line (thread-safe) and its standard error
+// sent to a file. Used to run real brokers and clients in the demo, benchmarks and tests.
+import BrokerSystem
+import Foundation
+
+public final class ChildProcess: @unchecked Sendable {
+    public let process = Process()
+    public let name: String
+    private let stdinPipe = Pipe()
+    private let stdoutPipe = Pipe()
+    private let lock = ConditionLock()
+    private var outputLines: [String] = []
+    private var partial = Data()
+    private var outputClosed = false
+
+    /// Starts `executable` with `arguments`; stderr goes to `stderrPath` (appended) or is discarded.
+    public init(name: String, executable: String, arguments: [String], stderrPath: String? = nil) throws {
+        self.name = name
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = stdinPipe
+        process.standardOutput = stdoutPipe
+        if let stderrPath {
+            if !FileManager.default.fileExists(atPath: stderrPath) {
+                _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+            }
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+            handle.seekToEndOfFile()
+            process.standardError = handle
+        } else {
+            process.standardError = FileHandle.nullDevice
+        }
+        try process.run()
+        let reader = stdoutPipe.fileHandleForReading
+        startThread { [self] in
+            while true {
+                let data = reader.availableData
+                lock.withLock {
+                    if data.isEmpty {
+                        if !partial.isEmpty { outputLines.append(String(decoding: partial, as: UTF8.self)) }
+                        partial.removeAll()
+                        outputClosed = true
+                    } else {
+                        partial.append(data)
+                        while let newline = partial.firstIndex(of: UInt8(ascii: "\n")) {
+                            outputLines.append(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
+                            partial.removeSubrange(partial.startIndex...newline)
+                        }
+                    }
+                    lock.broadcast()
+                }
+                if data.isEmpty { return }
+            }
+        }
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    /// Complete lines printed so far.
+    public var lines: [String] { lock.withLock { outputLines } }
+
+    /// Waits until `condition` holds for the lines printed so far, or the deadline passes.
+    @discardableResult
+    public func waitForLines(timeout: Double, _ condition: ([String]) -> Bool) -> Bool {
+        let deadline = Posix.monotonicNanoseconds() + UInt64(timeout * 1e9)
+        return lock.withLock {
+            while !condition(outputLines) {
+                if outputClosed { return condition(outputLines) }
+                if !lock.wait(untilNanoseconds: deadline) { return condition(outputLines) }
+            }
+            return true
+        }
+    }
+
+    /// Writes text to the child's standard input.
+    public func write(_ text: String) {
+        stdinPipe.fileHandleForWriting.write(Data(text.utf8))
+    }
+
+    public func closeInput() {
+        try? stdinPipe.fileHandleForWriting.close()
+    }
+
+    public func signal(_ number: Int32) {
+        if process.isRunning { kill(process.processIdentifier, number) }
+    }
+
+    /// Waits for the child to exit; returns its status, or nil if it still runs after `timeout`.
+    @discardableResult
+    public func waitForExit(timeout: Double) -> Int32? {
+        let exited = Deadline.wait(timeout: timeout) { !process.isRunning }
+        guard exited else { return nil }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Kills the child (SIGKILL) and reaps it.
+    public func kill9() {
+        signal(SIGKILL)
+        _ = waitForExit(timeout: 10)
+    }
+}
+
+/// Waiting on conditions with deadlines.
+public enum Deadline {
+    /// Polls `condition` every `interval` seconds until it holds (true) or `timeout` passes (false).
+    public static func wait(timeout: Double, interval: Double = 0.01, _ condition: () -> Bool) -> Bool {
+        let deadline = Posix.monotonicNanoseconds() + UInt64(timeout * 1e9)
+        while true {
+            if condition() { return true }
+            if Posix.monotonicNanoseconds() >= deadline { return condition() }
+            usleep(UInt32(interval * 1e6))
+        }
+    }
+}

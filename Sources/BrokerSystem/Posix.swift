@@ -1,0 +1,78 @@
+// Raw system calls. Each wrapper is @inline(never) so nothing runs between the -1 return and reading errno.
+// EINTR is retried here; EAGAIN comes back as `.wouldBlock`; close never retries.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum Posix {
+    @inline(never)
+    static func call<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> T {
+        while true {
+            let result = body()
+            if result != -1 { return result }
+            let err = Errno.current
+            if err == .interrupted { continue }
+            throw SystemError(name, err)
+        }
+    }
+
+    @inline(never)
+    static func ioCall(_ name: String, _ body: () -> Int) throws(SystemError) -> IOResult<Int> {
+        while true {
+            let result = body()
+            if result >= 0 { return .processed(result) }
+            let err = Errno.current
+            if err == .interrupted { continue }
+            if err == .wouldBlock { return .wouldBlock }
+            throw SystemError(name, err)
+        }
+    }
+
+    public static func read(
+        descriptor: CInt, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(SystemError) -> IOResult<Int> {
+        try ioCall("read") { Glibc.read(descriptor, buffer.baseAddress, buffer.count) }
+    }
+
+    public static func write(
+        descriptor: CInt, from buffer: UnsafeRawBufferPointer
+    ) throws(SystemError) -> IOResult<Int> {
+        try ioCall("write") { Glibc.send(descriptor, buffer.baseAddress, buffer.count, CInt(MSG_NOSIGNAL)) }
+    }
+
+    public static func writev(
+        descriptor: CInt, iovecs: UnsafeBufferPointer<iovec>
+    ) throws(SystemError) -> IOResult<Int> {
+        try ioCall("writev") { Glibc.writev(descriptor, iovecs.baseAddress, CInt(iovecs.count)) }
+    }
+
+    /// Closes a descriptor once; EINTR is not retried (Linux has already released the descriptor).
+    public static func close(descriptor: CInt) {
+        _ = Glibc.close(descriptor)
+    }
+
+    public static func setNonBlocking(descriptor: CInt, _ on: Bool) throws(SystemError) {
+        let flags = try call("fcntl(F_GETFL)") { fcntl(descriptor, F_GETFL) }
+        let updated = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
+        _ = try call("fcntl(F_SETFL)") { fcntl(descriptor, F_SETFL, updated) }
+    }
+
+    /// Whether a process with this pid exists (kill with signal 0).
+    public static func processExists(pid: pid_t) -> Bool {
+        Glibc.kill(pid, 0) == 0 || Errno.current != .noSuchProcess
+    }
+
+    /// Monotonic clock in nanoseconds.
+    public static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    /// Wall clock in milliseconds since the epoch.
+    public static func wallClockMilliseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) &* 1000 &+ UInt64(ts.tv_nsec) / 1_000_000
+    }
+}

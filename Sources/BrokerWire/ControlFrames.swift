@@ -1,0 +1,260 @@
+// Bodies of every frame but MESSAGE: encoded to byte arrays (off the hot path) and decoded with every
+// length checked against the body and the named limits.
+
+/// A name field: non-empty where required, within its limit, valid UTF-8.
+func decodeName(
+    _ body: UnsafeRawBufferPointer, at offset: Int, length: Int, limit: Int, required: Bool, _ type: FrameType,
+    _ what: String
+) throws(WireError) -> String {
+    guard length <= limit else { throw .malformed(type: type, reason: "\(what) of \(length) bytes, limit \(limit)") }
+    guard !required || length > 0 else { throw .malformed(type: type, reason: "empty \(what)") }
+    guard offset + length <= body.count else { throw .malformed(type: type, reason: "\(what) runs past the body") }
+    let bytes = UnsafeRawBufferPointer(rebasing: body[offset..<offset + length])
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw .malformed(type: type, reason: "\(what) is not UTF-8")
+    }
+    return text
+}
+
+func requireSize(_ body: UnsafeRawBufferPointer, _ size: Int, _ type: FrameType, exact: Bool = true) throws(WireError) {
+    let fits = exact ? body.count == size : body.count >= size
+    guard fits, body.baseAddress != nil || size == 0 else {
+        throw .malformed(type: type, reason: "body of \(body.count) bytes, expected \(exact ? "" : "at least ")\(size)")
+    }
+}
+
+/// REGISTER: the first frame a client sends.
+public struct RegisterFrame: Equatable, Sendable {
+    public var version: UInt16
+    public var roles: ClientRoles
+    public var pid: Int32
+    public var group: String
+    public var name: String
+
+    public init(version: UInt16 = Wire.protocolVersion, roles: ClientRoles, pid: Int32, group: String, name: String) {
+        self.version = version
+        self.roles = roles
+        self.pid = pid
+        self.group = group
+        self.name = name
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(version)
+        w.put(roles.rawValue)
+        w.put(pid)
+        w.put(UInt16(group.utf8.count))
+        w.put(UInt16(name.utf8.count))
+        w.put(group.utf8)
+        w.put(name.utf8)
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 12, .register, exact: false)
+        let p = body.baseAddress.unsafelyUnwrapped
+        version = p.le16(0)
+        roles = ClientRoles(rawValue: p.le16(2))
+        pid = p.leInt32(4)
+        let groupLength = Int(p.le16(8))
+        let nameLength = Int(p.le16(10))
+        guard 12 + groupLength + nameLength == body.count else {
+            throw .malformed(type: .register, reason: "string lengths do not fill the body")
+        }
+        group = try decodeName(body, at: 12, length: groupLength, limit: Wire.maxGroupName, required: true,
+                               .register, "group name")
+        name = try decodeName(body, at: 12 + groupLength, length: nameLength, limit: Wire.maxClientName,
+                              required: false, .register, "client name")
+    }
+}
+
+/// WELCOME: the broker's answer to REGISTER.
+public struct WelcomeFrame: Equatable, Sendable {
+    public var version: UInt16
+    public var roleState: RoleState
+    public var siteID: Int32
+    public var clientID: UInt32
+    public var maxMessage: UInt64
+
+    public init(version: UInt16 = Wire.protocolVersion, roleState: RoleState, siteID: Int32, clientID: UInt32,
+                maxMessage: UInt64) {
+        self.version = version
+        self.roleState = roleState
+        self.siteID = siteID
+        self.clientID = clientID
+        self.maxMessage = maxMessage
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(version)
+        w.put(roleState.rawValue)
+        w.put(siteID)
+        w.put(clientID)
+        w.put(UInt32(0))
+        w.put(maxMessage)
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 24, .welcome)
+        let p = body.baseAddress.unsafelyUnwrapped
+        version = p.le16(0)
+        guard let state = RoleState(rawValue: p.le16(2)) else {
+            throw .malformed(type: .welcome, reason: "unknown role state \(p.le16(2))")
+        }
+        roleState = state
+        siteID = p.leInt32(4)
+        clientID = p.le32(8)
+        maxMessage = p.le64(16)
+    }
+}
+
+/// ROLE: the broker hands a standby client the receiver role.
+public struct RoleFrame: Equatable, Sendable {
+    public var roleState: RoleState
+    public init(roleState: RoleState) { self.roleState = roleState }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(roleState.rawValue)
+        w.put(UInt16(0))
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 4, .role)
+        let raw = body.baseAddress.unsafelyUnwrapped.le16(0)
+        guard let state = RoleState(rawValue: raw) else {
+            throw .malformed(type: .role, reason: "unknown role state \(raw)")
+        }
+        roleState = state
+    }
+}
+
+/// SEND_RESULT: the outcome of a MESSAGE whose sequence was nonzero.
+public struct SendResultFrame: Equatable, Sendable {
+    public var sequence: UInt64
+    public var status: SendStatus
+    public init(sequence: UInt64, status: SendStatus) {
+        self.sequence = sequence
+        self.status = status
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(sequence)
+        w.put(status.rawValue)
+        w.put(UInt32(0))
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 16, .sendResult)
+        let p = body.baseAddress.unsafelyUnwrapped
+        sequence = p.le64(0)
+        guard let status = SendStatus(rawValue: p.le32(8)) else {
+            throw .malformed(type: .sendResult, reason: "unknown status \(p.le32(8))")
+        }
+        self.status = status
+    }
+}
+
+/// ERROR: why the sender is about to close the connection.
+public struct ErrorFrame: Equatable, Sendable, CustomStringConvertible {
+    public var code: UInt32
+    public var reason: String
+    public init(code: ErrorCode, reason: String) {
+        self.code = code.rawValue
+        self.reason = reason
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(code)
+        w.put(reason.utf8.prefix(Wire.maxControlBody - 4))
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 4, .error, exact: false)
+        code = body.baseAddress.unsafelyUnwrapped.le32(0)
+        reason = String(decoding: UnsafeRawBufferPointer(rebasing: body[4...]), as: UTF8.self)
+    }
+
+    public var description: String {
+        let name = ErrorCode(rawValue: code).map { "\($0)" } ?? "code \(code)"
+        return "\(name): \(reason)"
+    }
+}
+
+/// HELLO: the first frame on a peer connection, both ways.
+public struct HelloFrame: Equatable, Sendable {
+    public var magic: UInt32
+    public var version: UInt16
+    public var siteID: Int32
+    public var incarnation: UInt64
+
+    public init(magic: UInt32 = Wire.peerHelloMagic, version: UInt16 = Wire.protocolVersion, siteID: Int32,
+                incarnation: UInt64) {
+        self.magic = magic
+        self.version = version
+        self.siteID = siteID
+        self.incarnation = incarnation
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(magic)
+        w.put(version)
+        w.put(UInt16(0))
+        w.put(siteID)
+        w.put(UInt32(0))
+        w.put(incarnation)
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 24, .hello)
+        let p = body.baseAddress.unsafelyUnwrapped
+        magic = p.le32(0)
+        version = p.le16(4)
+        siteID = p.leInt32(8)
+        incarnation = p.le64(16)
+        guard magic == Wire.peerHelloMagic else {
+            throw .malformed(type: .hello, reason: "bad magic 0x\(String(magic, radix: 16))")
+        }
+    }
+}
+
+/// GROUP_BIND: names the group index that later MESSAGE frames on this link carry.
+public struct GroupBindFrame: Equatable, Sendable {
+    public var group: UInt32
+    public var name: String
+    public init(group: UInt32, name: String) {
+        self.group = group
+        self.name = name
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(UInt16(name.utf8.count))
+        w.put(UInt16(0))
+        w.put(name.utf8)
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .groupBind, exact: false)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        let length = Int(p.le16(4))
+        guard 8 + length == body.count else {
+            throw .malformed(type: .groupBind, reason: "name length \(length) does not fill the body")
+        }
+        name = try decodeName(body, at: 8, length: length, limit: Wire.maxGroupName, required: true, .groupBind,
+                              "group name")
+    }
+}

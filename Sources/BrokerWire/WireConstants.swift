@@ -1,0 +1,131 @@
+// Swift mirror of ipc/include/repbroker_frames.h. BrokerWireTests checks every value against the C header.
+
+/// Protocol-wide constants and limits.
+public enum Wire {
+    public static let protocolVersion: UInt16 = 1
+    public static let frameMagic: UInt8 = 0xB7
+    public static let peerHelloMagic: UInt32 = 0x4C50_4252
+    public static let frameHeaderSize = 8
+    public static let messageHeaderSize = 40
+    /// Largest body of any frame but MESSAGE.
+    public static let maxControlBody = 65_536
+    public static let defaultMaxMessage = 64 << 20
+    public static let maxGroupName = 64
+    public static let maxClientName = 64
+    public static let defaultGroup = "default"
+}
+
+/// Frame types (`RB_FRAME_*`).
+public enum FrameType: UInt8, Sendable, CustomStringConvertible {
+    case register = 0x01
+    case welcome = 0x02
+    case role = 0x03
+    case sendResult = 0x04
+    case error = 0x05
+    case message = 0x10
+    case hello = 0x20
+    case activate = 0x21
+    case heartbeat = 0x22
+    case groupBind = 0x23
+
+    public var description: String {
+        switch self {
+        case .register: return "REGISTER"
+        case .welcome: return "WELCOME"
+        case .role: return "ROLE"
+        case .sendResult: return "SEND_RESULT"
+        case .error: return "ERROR"
+        case .message: return "MESSAGE"
+        case .hello: return "HELLO"
+        case .activate: return "ACTIVATE"
+        case .heartbeat: return "HEARTBEAT"
+        case .groupBind: return "GROUP_BIND"
+        }
+    }
+}
+
+/// Special environment ids of Berkeley DB.
+public enum SiteID {
+    public static let broadcast: Int32 = -1
+    public static let invalid: Int32 = -2
+}
+
+/// `DB_REP_*` send flags, with db.h's values.
+public struct RepFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let anywhere = RepFlags(rawValue: 0x1)
+    public static let noBuffer = RepFlags(rawValue: 0x2)
+    public static let permanent = RepFlags(rawValue: 0x4)
+    public static let rerequest = RepFlags(rawValue: 0x8)
+    public static let known: RepFlags = [.anywhere, .noBuffer, .permanent, .rerequest]
+
+    static let names: [(String, RepFlags)] = [
+        ("anywhere", .anywhere), ("nobuffer", .noBuffer), ("permanent", .permanent), ("rerequest", .rerequest),
+    ]
+
+    /// Parses a comma-separated list such as "permanent,nobuffer".
+    public static func parse(_ text: String) -> Result<RepFlags, ParseError> {
+        var flags: RepFlags = []
+        for word in text.split(separator: ",") where !word.isEmpty {
+            let name = word.filter { $0 != " " }.lowercased()
+            guard let flag = names.first(where: { $0.0 == name })?.1 else { return .failure(ParseError(word: name)) }
+            flags.insert(flag)
+        }
+        return .success(flags)
+    }
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public let word: String
+        public var description: String { "unknown flag '\(word)' (known: anywhere, nobuffer, permanent, rerequest)" }
+    }
+
+    public var names: [String] { Self.names.filter { contains($0.1) }.map(\.0) }
+}
+
+/// Roles a client asks for at registration (`RB_ROLE_*` bits).
+public struct ClientRoles: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let sender = ClientRoles(rawValue: 0x1)
+    public static let receiver = ClientRoles(rawValue: 0x2)
+}
+
+/// Whether a client holds its group's receiver role (`RB_ROLE_STATE_*`).
+public enum RoleState: UInt16, Sendable {
+    case none = 0
+    case receiver = 1
+    case standby = 2
+}
+
+/// Outcome of a send that asked for one (`RB_SEND_*`).
+public enum SendStatus: UInt32, Sendable {
+    case ok = 0
+    case queueFull = 1
+    case unroutable = 2
+}
+
+/// Reason carried by an ERROR frame (`RB_ERR_*`).
+public enum ErrorCode: UInt32, Sendable {
+    case version = 1
+    case badFrame = 2
+    case tooLarge = 3
+    case duplicateLink = 4
+    case unknownSite = 5
+    case siteConflict = 6
+    case notRegistered = 7
+    case shutdown = 8
+}
+
+/// A Berkeley DB log sequence number.
+public struct LSN: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var file: UInt32
+    public var offset: UInt32
+    public init(file: UInt32, offset: UInt32) {
+        self.file = file
+        self.offset = offset
+    }
+    public static let zero = LSN(file: 0, offset: 0)
+    public static func < (a: LSN, b: LSN) -> Bool { (a.file, a.offset) < (b.file, b.offset) }
+    public var description: String { "\(file)/\(offset)" }
+}

@@ -1,0 +1,77 @@
+// The thin client a worker process links. Blocking and thread-safe: any thread may send; one thread
+// receives. A reader thread takes frames from the broker; when the broker goes away it fails what waits,
+// then reconnects and re-registers with backoff. Sends made while disconnected fail at once.
+//
+// Locking: `writeLock` serialises writes to the socket and is held whenever the descriptor is swapped,
+// so a send never writes to a descriptor that was closed and reused. `state` guards everything else.
+import BrokerSystem
+import BrokerWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class BrokerClient: @unchecked Sendable {
+    let core: ClientCore
+
+    /// Connects and registers; throws `brokerUnavailable` when the broker cannot be reached.
+    public init(options: BrokerClientOptions) throws(BrokerClientError) {
+        guard !options.group.isEmpty, options.group.utf8.count <= Wire.maxGroupName else {
+            throw .invalidArgument("group name must be 1...\(Wire.maxGroupName) bytes")
+        }
+        guard options.name.utf8.count <= Wire.maxClientName else {
+            throw .invalidArgument("client name must be at most \(Wire.maxClientName) bytes")
+        }
+        core = ClientCore(options: options)
+        try core.connectFirst()
+    }
+
+    deinit { core.close() }
+
+    /// This site's id (the broker's), once registered.
+    public var siteID: Int32 { core.state.withLock { core.welcome?.siteID ?? 0 } }
+    /// Whether this client holds its group's receiver role now.
+    public var isReceiver: Bool { core.state.withLock { core.roleState == .receiver } }
+    /// Whether the client is connected to the broker now.
+    public var isConnected: Bool { core.state.withLock { core.descriptor >= 0 } }
+    /// The broker's limit on control + rec.
+    public var maxMessage: Int { core.state.withLock { Int(core.welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) } }
+
+    /// Hands one message to the broker. Returns once it is queued; with `.permanent`, once the broker
+    /// has accepted it for every destination (or throws `refused`).
+    public func send(
+        control: UnsafeRawBufferPointer, rec: UnsafeRawBufferPointer, lsn: LSN = .zero, to destination: Int32,
+        flags: RepFlags = []
+    ) throws(BrokerClientError) {
+        try core.send(control: control, rec: rec, lsn: lsn, to: destination, flags: flags)
+    }
+
+    public func send(
+        control: [UInt8], rec: [UInt8], lsn: LSN = .zero, to destination: Int32, flags: RepFlags = []
+    ) throws(BrokerClientError) {
+        var failure: BrokerClientError?
+        control.withUnsafeBytes { c in
+            rec.withUnsafeBytes { r in
+                do throws(BrokerClientError) { try core.send(control: c, rec: r, lsn: lsn, to: destination, flags: flags) } catch { failure = error }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The next message for this site's receiver, or nil after `timeout` seconds (nil: wait for ever).
+    public func receive(timeout: Double?) throws(BrokerClientError) -> ReceivedMessage? {
+        try core.receive(timeout: timeout)
+    }
+
+    /// Waits until this client holds the receiver role, or `timeout` passes; true when it does.
+    public func waitForReceiverRole(timeout: Double) -> Bool {
+        core.waitFor(timeout: timeout) { core.roleState == .receiver }
+    }
+
+    /// Waits until connected and registered, or `timeout` passes; true when connected.
+    public func waitForConnection(timeout: Double) -> Bool {
+        core.waitFor(timeout: timeout) { core.descriptor >= 0 }
+    }
+
+    /// Disconnects for good; pending calls fail with `closed`.
+    public func close() { core.close() }
+}

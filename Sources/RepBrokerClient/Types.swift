@@ -1,0 +1,71 @@
+// Public types of the client module: options, received messages, errors.
+@_exported import struct BrokerWire.LSN
+@_exported import struct BrokerWire.RepFlags
+@_exported import struct BrokerWire.ClientRoles
+@_exported import enum BrokerWire.SiteID
+
+/// How a client connects and what it registers as.
+public struct BrokerClientOptions: Sendable {
+    /// The broker's local socket.
+    public var socketPath: String
+    /// The replication group (one replicated environment).
+    public var group: String = "default"
+    /// A name shown in `repbroker stats`.
+    public var name: String = ""
+    /// `.sender`, `.receiver` or both. Only one client per group holds the receiver role; others stand by.
+    public var roles: ClientRoles = [.sender]
+    /// How long a PERMANENT send waits for the broker's verdict.
+    public var sendTimeout: Double = 5
+    /// Reconnect and re-register by itself after the broker goes away.
+    public var reconnect = true
+    /// Bytes of received messages held before the client stops reading (the broker then queues, bounded).
+    public var inboxLimitBytes = 64 << 20
+
+    public init(socketPath: String, group: String = "default", name: String = "", roles: ClientRoles = [.sender]) {
+        self.socketPath = socketPath
+        self.group = group
+        self.name = name
+        self.roles = roles
+    }
+}
+
+/// One replication message delivered to the receiver.
+public struct ReceivedMessage: Sendable, Equatable {
+    /// The site id (Berkeley DB environment id) of the site that sent it.
+    public let source: Int32
+    public let control: [UInt8]
+    public let rec: [UInt8]
+    public let lsn: LSN
+    public let flags: RepFlags
+}
+
+public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
+    /// No connection to the broker right now (it is down or restarting); the client keeps reconnecting.
+    case brokerUnavailable(String)
+    /// control + rec exceed the broker's limit.
+    case messageTooLarge(size: Int, limit: Int)
+    /// The broker could not queue a PERMANENT message (a peer queue is full).
+    case refused(String)
+    /// No such site in the group.
+    case unroutable(Int32)
+    /// The broker did not answer a PERMANENT send in time.
+    case timedOut
+    /// `close()` was called.
+    case closed
+    /// The broker broke the protocol or rejected the client.
+    case protocolError(String)
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case .brokerUnavailable(let why): return "broker unavailable: \(why)"
+        case .messageTooLarge(let size, let limit): return "message of \(size) bytes exceeds the broker's limit of \(limit)"
+        case .refused(let why): return "refused: \(why)"
+        case .unroutable(let site): return "site \(site) is not a member of the group"
+        case .timedOut: return "timed out"
+        case .closed: return "client closed"
+        case .protocolError(let why): return "protocol error: \(why)"
+        case .invalidArgument(let why): return "invalid argument: \(why)"
+        }
+    }
+}

@@ -1,0 +1,47 @@
+// repbroker: the ops CLI. Subcommands: stats, send, recv, demo.
+import BrokerDaemon
+import BrokerSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let overview = """
+    repbroker: operate and try a repbroker site.
+
+    USAGE: repbroker <subcommand> [options]
+
+    SUBCOMMANDS:
+      stats   Show a broker's peers, clients and counters (table or --json).
+      send    Send messages as a local client (one per stdin line, or one MESSAGE).
+      recv    Take the receiver role and print the messages that arrive.
+      demo    Start a three-site group on loopback, send traffic, print each broker's stats, clean up.
+
+    Run 'repbroker <subcommand> --help' for a subcommand's options.
+    """
+
+signal(SIGPIPE, SIG_IGN)
+var words = Array(CommandLine.arguments.dropFirst())
+guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcommand) else {
+    Console.writeOutput(overview + "\n")
+    exit(words.isEmpty ? 64 : 0)
+}
+words.removeFirst()
+
+let commands: [String: Command.Type] = [
+    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self,
+]
+guard let command = commands[subcommand] else {
+    exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: "repbroker")
+}
+if words.contains("--help") || words.contains("-h") {
+    Console.writeOutput(command.help + "\n")
+    exit(0)
+}
+do {
+    let arguments = try ParsedArguments(words, valued: command.valuedOptions, flagNames: command.flagNames)
+    exit(try command.run(arguments))
+} catch let error as UsageError {
+    exitWithUsage(error, tool: "repbroker \(subcommand)")
+} catch {
+    exitWithFailure("\(error)", tool: "repbroker \(subcommand)")
+}

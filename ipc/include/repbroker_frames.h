@@ -1,0 +1,143 @@
+/*
+ * repbroker IPC contract: frame layouts shared by the local socket and peer links.
+ *
+ * Every integer is little-endian. Every frame starts with rb_frame_header; `length` counts the body bytes
+ * that follow the 8-byte header. A reader checks magic, reserved, type and length against the limits below
+ * before it uses any other field. ipc/PROTOCOL.md is the prose counterpart of this file.
+ */
+#ifndef REPBROKER_FRAMES_H
+#define REPBROKER_FRAMES_H
+
+#include <stdint.h>
+
+#define RB_PROTOCOL_VERSION 1u
+#define RB_FRAME_MAGIC 0xB7u
+#define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
+
+/* Limits a reader enforces before it sizes anything. */
+#define RB_MAX_CONTROL_BODY 65536u            /* every frame but MESSAGE */
+#define RB_DEFAULT_MAX_MESSAGE (64u << 20)    /* control + rec, configurable per broker */
+#define RB_MAX_GROUP_NAME 64u
+#define RB_MAX_CLIENT_NAME 64u
+
+/* Frame types. */
+#define RB_FRAME_REGISTER 0x01u    /* client -> broker */
+#define RB_FRAME_WELCOME 0x02u     /* broker -> client */
+#define RB_FRAME_ROLE 0x03u        /* broker -> client: receiver role granted */
+#define RB_FRAME_SEND_RESULT 0x04u /* broker -> client: outcome of a PERMANENT send */
+#define RB_FRAME_ERROR 0x05u       /* either way, on any link, just before the sender closes */
+#define RB_FRAME_MESSAGE 0x10u     /* a replication message, on every link */
+#define RB_FRAME_HELLO 0x20u       /* peer handshake, both ways */
+#define RB_FRAME_ACTIVATE 0x21u    /* peer: the lower site id makes this connection the link */
+#define RB_FRAME_HEARTBEAT 0x22u   /* peer: sent when nothing else was sent for one interval */
+#define RB_FRAME_GROUP_BIND 0x23u  /* peer: names a group index used by later MESSAGE frames */
+
+/* Berkeley DB values carried as they are (db.h). */
+#define RB_EID_BROADCAST (-1)
+#define RB_EID_INVALID (-2)
+#define RB_REP_ANYWHERE 0x1u
+#define RB_REP_NOBUFFER 0x2u
+#define RB_REP_PERMANENT 0x4u
+#define RB_REP_REREQUEST 0x8u
+
+/* REGISTER roles (bits) and role states. */
+#define RB_ROLE_SENDER 0x1u
+#define RB_ROLE_RECEIVER 0x2u
+#define RB_ROLE_STATE_NONE 0u
+#define RB_ROLE_STATE_RECEIVER 1u
+#define RB_ROLE_STATE_STANDBY 2u
+
+/* SEND_RESULT status. */
+#define RB_SEND_OK 0u
+#define RB_SEND_QUEUE_FULL 1u
+#define RB_SEND_UNROUTABLE 2u
+
+/* ERROR codes. */
+#define RB_ERR_VERSION 1u
+#define RB_ERR_BAD_FRAME 2u
+#define RB_ERR_TOO_LARGE 3u
+#define RB_ERR_DUPLICATE_LINK 4u
+#define RB_ERR_UNKNOWN_SITE 5u
+#define RB_ERR_SITE_CONFLICT 6u
+#define RB_ERR_NOT_REGISTERED 7u
+#define RB_ERR_SHUTDOWN 8u
+
+typedef struct rb_frame_header {
+    uint32_t length;   /* body bytes after this header */
+    uint8_t type;      /* RB_FRAME_* */
+    uint8_t magic;     /* RB_FRAME_MAGIC */
+    uint16_t reserved; /* 0 */
+} rb_frame_header;
+
+typedef struct rb_register {
+    uint16_t version;
+    uint16_t roles;    /* RB_ROLE_* bits */
+    int32_t pid;
+    uint16_t group_length;  /* 1 ... RB_MAX_GROUP_NAME */
+    uint16_t name_length;   /* 0 ... RB_MAX_CLIENT_NAME */
+    /* group bytes, then name bytes (UTF-8) */
+} rb_register;
+
+typedef struct rb_welcome {
+    uint16_t version;
+    uint16_t role_state;    /* RB_ROLE_STATE_* */
+    int32_t site_id;
+    uint32_t client_id;
+    uint32_t reserved;
+    uint64_t max_message;   /* the broker's limit on control + rec */
+} rb_welcome;
+
+typedef struct rb_role {
+    uint16_t role_state;
+    uint16_t reserved;
+} rb_role;
+
+typedef struct rb_send_result {
+    uint64_t sequence;      /* the MESSAGE's sequence */
+    uint32_t status;        /* RB_SEND_* */
+    uint32_t reserved;
+} rb_send_result;
+
+typedef struct rb_error {
+    uint32_t code;          /* RB_ERR_*; UTF-8 reason follows */
+} rb_error;
+
+typedef struct rb_message {
+    uint32_t group;         /* peer links: the sender's group index (GROUP_BIND); local links: 0 */
+    int32_t source;         /* site id of the sending site; 0 from a client */
+    int32_t destination;    /* site id or RB_EID_BROADCAST */
+    uint32_t flags;         /* RB_REP_* */
+    uint32_t lsn_file;
+    uint32_t lsn_offset;
+    uint32_t control_length;
+    uint32_t rec_length;
+    uint64_t sequence;      /* client -> broker: nonzero asks for a SEND_RESULT; elsewhere 0 */
+    /* control bytes, then rec bytes */
+} rb_message;
+
+typedef struct rb_hello {
+    uint32_t magic;         /* RB_PEER_HELLO_MAGIC */
+    uint16_t version;
+    uint16_t reserved;
+    int32_t site_id;
+    uint32_t reserved2;
+    uint64_t incarnation;   /* random per broker start: tells a restarted peer from a duplicate connect */
+} rb_hello;
+
+typedef struct rb_group_bind {
+    uint32_t group;
+    uint16_t name_length;   /* 1 ... RB_MAX_GROUP_NAME */
+    uint16_t reserved;
+    /* name bytes */
+} rb_group_bind;
+
+_Static_assert(sizeof(rb_frame_header) == 8, "frame header is 8 bytes");
+_Static_assert(sizeof(rb_register) == 12, "register is 12 bytes before its strings");
+_Static_assert(sizeof(rb_welcome) == 24, "welcome is 24 bytes");
+_Static_assert(sizeof(rb_role) == 4, "role is 4 bytes");
+_Static_assert(sizeof(rb_send_result) == 16, "send result is 16 bytes");
+_Static_assert(sizeof(rb_message) == 40, "message header is 40 bytes");
+_Static_assert(sizeof(rb_hello) == 24, "hello is 24 bytes");
+_Static_assert(sizeof(rb_group_bind) == 8, "group bind is 8 bytes before its name");
+
+#endif

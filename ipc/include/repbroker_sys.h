@@ -1,0 +1,51 @@
+/*
+ * The system calls and macros Swift cannot express directly: epoll with an unpacked event struct, eventfd,
+ * SO_PEERCRED, SCM_RIGHTS and C11 atomics on memory Swift does not own. Every symbol is prefixed rb_.
+ */
+#ifndef REPBROKER_SYS_H
+#define REPBROKER_SYS_H
+
+#include <stdint.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+typedef struct rb_epoll_event {
+    uint32_t events;
+    uint64_t data;
+} rb_epoll_event;
+
+enum { RB_EPOLL_CTL_ADD = 1, RB_EPOLL_CTL_DEL = 2, RB_EPOLL_CTL_MOD = 3 };
+
+int rb_epoll_create(void);
+int rb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/* Waits like epoll_wait and copies the (packed) kernel events into `events`. */
+int rb_epoll_wait(int epfd, rb_epoll_event *events, int max_events, int timeout_ms);
+int rb_eventfd(unsigned int initial);
+/* accept4 with SOCK_CLOEXEC | SOCK_NONBLOCK. */
+int rb_accept_nonblocking(int listener);
+
+/* Credentials of the process at the other end of a Unix socket. */
+int rb_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/* Sends one byte with a descriptor attached; receives it. */
+ssize_t rb_send_fd(int socket_fd, int fd_to_send);
+ssize_t rb_receive_fd(int socket_fd, int *received_fd);
+
+static inline uint64_t rb_atomic_load_acquire_u64(const uint64_t *p) {
+    return atomic_load_explicit((_Atomic uint64_t *)p, memory_order_acquire);
+}
+static inline void rb_atomic_store_release_u64(uint64_t *p, uint64_t v) {
+    atomic_store_explicit((_Atomic uint64_t *)p, v, memory_order_release);
+}
+static inline uint32_t rb_atomic_load_acquire_u32(const uint32_t *p) {
+    return atomic_load_explicit((_Atomic uint32_t *)p, memory_order_acquire);
+}
+static inline void rb_atomic_store_release_u32(uint32_t *p, uint32_t v) {
+    atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_release);
+}
+static inline uint32_t rb_atomic_exchange_seq_cst_u32(uint32_t *p, uint32_t v) {
+    return atomic_exchange_explicit((_Atomic uint32_t *)p, v, memory_order_seq_cst);
+}
+static inline void rb_atomic_thread_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
+
+#endif
