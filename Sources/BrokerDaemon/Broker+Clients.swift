@@ -135,7 +135,7 @@ extension Broker {
             return
         }
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
-        guard group.pending.byteCount + size <= config.inboundQueueBytes else {
+        guard group.pending.isEmpty || group.pending.byteCount + size <= config.inboundQueueBytes else {
             group.dropped += 1
             if group.dropped == 1 || group.dropped % 1000 == 0 {
                 logger.warning("no receiver and the inbound queue is full: dropping", [

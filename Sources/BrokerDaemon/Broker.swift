@@ -33,7 +33,8 @@ public final class Broker {
     var misrouted = 0
     var routedMessages = 0
 
-    private let stopFlag = Atomic<Bool>(false)
+    /// Stops the loop from any thread (signal handlers, tests).
+    public let stopper: Stopper
     var heartbeatNanoseconds: UInt64 { UInt64(config.heartbeatMilliseconds) * 1_000_000 }
     var handshakeTimeoutNanoseconds: UInt64 { max(3 * heartbeatNanoseconds, 1_000_000_000) }
     var tickMilliseconds: Int32 { Int32(max(5, min(50, config.heartbeatMilliseconds / 4))) }
@@ -44,6 +45,7 @@ public final class Broker {
         self.config = config
         self.logger = logger ?? Logger(label: "repbrokerd", level: config.logLevel)
         loop = try EventLoop()
+        stopper = Stopper(wakeup: loop.wakeup)
         for peer in config.peers.sorted(by: { $0.siteID < $1.siteID }) {
             let link = PeerLink(siteID: peer.siteID, address: addresses[peer.siteID], queueLimit: config.peerQueueBytes)
             links[peer.siteID] = link
@@ -72,7 +74,7 @@ public final class Broker {
 
     /// Runs the loop until `requestStop`, then flushes peers (bounded) and releases everything.
     public func run() throws {
-        while !stopFlag.load(ordering: .acquiring) {
+        while !stopper.isRequested {
             _ = try loop.turn(timeoutMilliseconds: tickMilliseconds)
             now = Posix.monotonicNanoseconds()
             tick()
@@ -80,10 +82,22 @@ public final class Broker {
         try shutDown()
     }
 
-    /// Asks the loop to stop; safe from any thread or a signal handler's dispatch source.
-    public func requestStop() {
-        stopFlag.store(true, ordering: .releasing)
-        loop.wake()
+    /// Asks the loop to stop; safe from any thread.
+    public func requestStop() { stopper.requestStop() }
+
+    /// A thread-safe handle that stops a broker's loop.
+    public final class Stopper: Sendable {
+        private let flag = Atomic<Bool>(false)
+        private let wakeup: EventFd
+
+        init(wakeup: EventFd) { self.wakeup = wakeup }
+
+        public var isRequested: Bool { flag.load(ordering: .acquiring) }
+
+        public func requestStop() {
+            flag.store(true, ordering: .releasing)
+            wakeup.signal()
+        }
     }
 
     private func shutDown() throws {

@@ -60,7 +60,7 @@ final class LocalClient: Connection {
     @discardableResult
     func deliver(_ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
-        guard output.byteCount + size <= outputLimit else {
+        guard output.isEmpty || output.byteCount + size <= outputLimit else {
             dropped += 1
             return false
         }

@@ -108,6 +108,11 @@ final class PeerConnection: Connection {
 
     /// Tells the other side why, then closes.
     func reject(_ code: ErrorCode, _ reason: String, quietly: Bool = false) {
+        if quietly {
+            broker.logger.debug("peer connection refused", ["reason": reason])
+        } else {
+            broker.logger.warning("peer connection refused", ["reason": reason])
+        }
         writeErrorNow(code, reason)
         closedQuietly = quietly
         close(reason: reason)

@@ -47,9 +47,10 @@ final class PeerLink {
         return failedSinceUp ? .down : .connecting
     }
 
-    /// Whether a frame of `size` more bytes fits under the queue limit.
+    /// Whether a frame of `size` more bytes may be queued: it fits under the limit, or the queue is empty
+    /// (so a message as large as the message limit always gets through an idle link).
     @inline(__always)
-    func hasRoom(for size: Int) -> Bool { queue.byteCount + size <= queueLimit }
+    func hasRoom(for size: Int) -> Bool { queue.isEmpty || queue.byteCount + size <= queueLimit }
 
     /// Queues a MESSAGE (the caller checked room) and schedules a write.
     func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, loop: EventLoop) {

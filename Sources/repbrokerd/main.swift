@@ -64,14 +64,18 @@ do {
     exitWithFailure("\(error)", tool: "repbrokerd")
 }
 
-var signalSources: [DispatchSourceSignal] = []
-for number in [SIGTERM, SIGINT] {
-    signal(number, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-    source.setEventHandler { broker.requestStop() }
-    source.resume()
-    signalSources.append(source)
+/// SIGTERM and SIGINT stop the broker; handlers run on a Dispatch queue, not the main actor.
+nonisolated func installStopSignals(_ stopper: Broker.Stopper) -> [DispatchSourceSignal] {
+    [SIGTERM, SIGINT].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler { @Sendable in stopper.requestStop() }
+        source.resume()
+        return source
+    }
 }
+
+let signalSources = installStopSignals(broker.stopper)
 
 do {
     try broker.run()
@@ -79,4 +83,5 @@ do {
     broker.removeSocketFilesOnFailure()
     exitWithFailure("event loop failed: \(error)", tool: "repbrokerd")
 }
+withExtendedLifetime(signalSources) {}
 exit(0)

@@ -1,0 +1,78 @@
+// repbrokerd settings: defaults, the JSON file, flags over the file, and clear errors for bad values.
+import BrokerDaemon
+import Foundation
+import Testing
+
+@Suite struct ConfigTests {
+    func parse(_ words: [String]) throws -> BrokerConfig {
+        try BrokerConfig.from(arguments: ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: []))
+    }
+
+    @Test func onlySiteIDGivesALoneSiteWithDefaultPaths() throws {
+        let config = try parse(["--site-id", "7"])
+        #expect(config.siteID == 7)
+        #expect(config.listen == nil && config.peers.isEmpty)
+        #expect(config.socketPath == BrokerConfig.defaultSocketPath)
+        #expect(config.adminSocketPath == BrokerConfig.defaultAdminSocketPath)
+        #expect(config.heartbeatMilliseconds == 1000 && config.peerQueueBytes == 64 << 20)
+        #expect(config.inboundQueueBytes == 4 << 20 && config.socketMode == 0o660)
+        _ = try config.validate()
+    }
+
+    @Test func flagsOverrideTheFile() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("rb-config-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data("""
+            {"site_id": 3, "listen": "127.0.0.1:7003", "log_level": "debug", "heartbeat_ms": 250,
+             "peers": [{"site_id": 1, "address": "127.0.0.1:7001"}, {"site_id": 2, "address": "127.0.0.1:7002"}],
+             "socket": "/tmp/from-file.sock", "peer_queue_bytes": 1048576}
+            """.utf8).write(to: file)
+        let config = try parse(["--config", file.path, "--site-id", "4", "--peer", "2=127.0.0.1:9002",
+                                "--heartbeat-ms", "100"])
+        #expect(config.siteID == 4)
+        #expect(config.listen == "127.0.0.1:7003")
+        #expect(config.logLevel == .debug)
+        #expect(config.heartbeatMilliseconds == 100)
+        #expect(config.peerQueueBytes == 1 << 20)
+        #expect(config.socketPath == "/tmp/from-file.sock")
+        #expect(config.peers.sorted { $0.siteID < $1.siteID }
+                    == [PeerConfig(siteID: 1, address: "127.0.0.1:7001"), PeerConfig(siteID: 2, address: "127.0.0.1:9002")])
+        let resolved = try config.validate()
+        #expect(resolved.keys.sorted() == [1, 2])
+    }
+
+    @Test(arguments: [
+        (["--site-id", "0"], "positive"),
+        (["--site-id", "1", "--peer", "1=127.0.0.1:1"], "own site id"),
+        (["--site-id", "1", "--peer", "2=nohostport"], "HOST:PORT"),
+        (["--site-id", "1", "--heartbeat-ms", "1"], "heartbeat"),
+        (["--site-id", "1", "--peer-queue-bytes", "10"], "peer queue"),
+        (["--site-id", "1", "--socket", "/tmp/x", "--admin-socket", "/tmp/x"], "same path"),
+        (["--site-id", "1", "--socket", "/tmp/" + String(repeating: "s", count: 120)], "longer than"),
+    ])
+    func invalidSettingsAreRefusedWithAReason(words: [String], fragment: String) throws {
+        let config = try parse(words)
+        do {
+            _ = try config.validate()
+            Issue.record("accepted \(words)")
+        } catch {
+            #expect("\(error)".contains(fragment), "\(error)")
+        }
+    }
+
+    @Test(arguments: [
+        ["--listen"], ["--site-id", "x"], ["--bogus", "1"], ["--site-id", "1", "--peer", "two=h:1"],
+        ["--site-id", "1", "--log-level", "loud"], [],
+    ])
+    func usageErrorsAreUsageErrors(words: [String]) {
+        #expect(throws: UsageError.self) { _ = try parse(words) }
+    }
+
+    @Test func repeatedOptionsAndEqualsFormParse() throws {
+        let parsed = try ParsedArguments(["--peer=2=h:1", "--peer", "3=h:2", "--json", "pos"],
+                                         valued: ["peer"], flagNames: ["json"])
+        #expect(parsed.all("peer") == ["2=h:1", "3=h:2"])
+        #expect(parsed.has("json"))
+        #expect(parsed.positionals == ["pos"])
+    }
+}

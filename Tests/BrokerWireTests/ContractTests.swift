@@ -1,0 +1,72 @@
+// The Swift constants mirror ipc/include/repbroker_frames.h exactly.
+import BrokerWire
+import CRepBrokerIPC
+import Testing
+
+@Suite struct ContractTests {
+    @Test func constantsMatchTheCHeader() {
+        #expect(UInt32(Wire.protocolVersion) == RB_PROTOCOL_VERSION)
+        #expect(UInt32(Wire.frameMagic) == RB_FRAME_MAGIC)
+        #expect(Wire.peerHelloMagic == RB_PEER_HELLO_MAGIC)
+        #expect(UInt32(Wire.maxControlBody) == RB_MAX_CONTROL_BODY)
+        #expect(UInt32(Wire.defaultMaxMessage) == RB_DEFAULT_MAX_MESSAGE)
+        #expect(UInt32(Wire.maxGroupName) == RB_MAX_GROUP_NAME)
+        #expect(UInt32(Wire.maxClientName) == RB_MAX_CLIENT_NAME)
+        #expect(SiteID.broadcast == RB_EID_BROADCAST)
+        #expect(SiteID.invalid == RB_EID_INVALID)
+    }
+
+    @Test func frameTypesMatchTheCHeader() {
+        let pairs: [(FrameType, UInt32)] = [
+            (.register, RB_FRAME_REGISTER), (.welcome, RB_FRAME_WELCOME), (.role, RB_FRAME_ROLE),
+            (.sendResult, RB_FRAME_SEND_RESULT), (.error, RB_FRAME_ERROR), (.message, RB_FRAME_MESSAGE),
+            (.hello, RB_FRAME_HELLO), (.activate, RB_FRAME_ACTIVATE), (.heartbeat, RB_FRAME_HEARTBEAT),
+            (.groupBind, RB_FRAME_GROUP_BIND),
+        ]
+        for (type, value) in pairs { #expect(UInt32(type.rawValue) == value, "\(type)") }
+    }
+
+    @Test func flagsRolesAndCodesMatchTheCHeader() {
+        #expect(RepFlags.anywhere.rawValue == RB_REP_ANYWHERE)
+        #expect(RepFlags.noBuffer.rawValue == RB_REP_NOBUFFER)
+        #expect(RepFlags.permanent.rawValue == RB_REP_PERMANENT)
+        #expect(RepFlags.rerequest.rawValue == RB_REP_REREQUEST)
+        #expect(UInt32(ClientRoles.sender.rawValue) == RB_ROLE_SENDER)
+        #expect(UInt32(ClientRoles.receiver.rawValue) == RB_ROLE_RECEIVER)
+        #expect(UInt32(RoleState.receiver.rawValue) == RB_ROLE_STATE_RECEIVER)
+        #expect(UInt32(RoleState.standby.rawValue) == RB_ROLE_STATE_STANDBY)
+        #expect(SendStatus.queueFull.rawValue == RB_SEND_QUEUE_FULL)
+        #expect(SendStatus.unroutable.rawValue == RB_SEND_UNROUTABLE)
+        #expect(ErrorCode.duplicateLink.rawValue == RB_ERR_DUPLICATE_LINK)
+        #expect(ErrorCode.shutdown.rawValue == RB_ERR_SHUTDOWN)
+    }
+
+    @Test func layoutSizesMatchTheCHeader() {
+        #expect(MemoryLayout<rb_frame_header>.size == Wire.frameHeaderSize)
+        #expect(MemoryLayout<rb_message>.size == Wire.messageHeaderSize)
+        #expect(MemoryLayout<rb_hello>.size == HelloFrame(siteID: 1, incarnation: 1).body.count)
+        #expect(MemoryLayout<rb_welcome>.size == WelcomeFrame(roleState: .none, siteID: 1, clientID: 1, maxMessage: 1).body.count)
+        #expect(MemoryLayout<rb_send_result>.size == SendResultFrame(sequence: 1, status: .ok).body.count)
+        #expect(MemoryLayout<rb_role>.size == RoleFrame(roleState: .receiver).body.count)
+        #expect(MemoryLayout<rb_register>.size == RegisterFrame(roles: .sender, pid: 1, group: "", name: "").body.count)
+        #expect(MemoryLayout<rb_group_bind>.size == GroupBindFrame(group: 1, name: "").body.count)
+    }
+
+    @Test(arguments: [
+        ("permanent,nobuffer", RepFlags([.permanent, .noBuffer])),
+        ("anywhere", RepFlags.anywhere),
+        ("rerequest, PERMANENT", RepFlags([.rerequest, .permanent])),
+        ("", RepFlags()),
+    ])
+    func flagListsParse(text: String, expected: RepFlags) throws {
+        #expect(try RepFlags.parse(text).get() == expected)
+    }
+
+    @Test func unknownFlagIsNamed() {
+        guard case .failure(let error) = RepFlags.parse("permanent,sometimes") else {
+            Issue.record("accepted an unknown flag")
+            return
+        }
+        #expect(error.word == "sometimes")
+    }
+}

@@ -1,0 +1,127 @@
+// Garbage and oversized lengths on the local socket and on the peer port: the offending connection is
+// closed with a reason and counted in bad_frames; the broker serves every other client and peer on.
+import BrokerDaemon
+import BrokerHarness
+import BrokerSystem
+import BrokerWire
+import Foundation
+import RepBrokerClient
+import Testing
+
+/// A raw blocking connection that writes bytes and reads until the other side closes.
+struct RawConnection {
+    let fd: CInt
+
+    static func unix(_ path: String) throws -> RawConnection { RawConnection(fd: try Socket.connectUnix(path: path)) }
+
+    static func tcp(port: UInt16) throws -> RawConnection {
+        let fd = try Socket.connectTCP(SocketAddress("127.0.0.1:\(port)"))
+        try Posix.setNonBlocking(descriptor: fd, false)
+        var pollfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&pollfd, 1, 5000)
+        return RawConnection(fd: fd)
+    }
+
+    func write(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+    }
+
+    /// Everything read until EOF (or 10 s); nil if the connection stayed open.
+    func readUntilClosed() -> [UInt8]? {
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var all: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n == 0 { return all }
+            if n < 0 { return errno == ECONNRESET ? all : nil }
+            all += chunk[0..<n]
+        }
+    }
+
+    /// The ERROR frames' reasons in `bytes`.
+    static func errorReasons(_ bytes: [UInt8]) -> [String] {
+        var reasons: [String] = []
+        bytes.withUnsafeBytes { raw in
+            var rest = raw
+            while let frame = try? FrameParser.next(in: rest, maxMessage: 1 << 20) {
+                if frame.type == .error, let error = try? ErrorFrame(body: frame.body) { reasons.append(error.reason) }
+                rest = UnsafeRawBufferPointer(rebasing: rest[frame.totalSize...])
+            }
+        }
+        return reasons
+    }
+
+    func close() { Posix.close(descriptor: fd) }
+}
+
+func header(type: UInt8, length: UInt32) -> [UInt8] {
+    withUnsafeBytes(of: length.littleEndian) { Array($0) } + [type, Wire.frameMagic, 0, 0]
+}
+
+@Suite struct BadInputTests {
+    @Test func badFramesOnTheLocalSocketCloseOnlyThatClient() throws {
+        try withSites(2) { sites in
+            let site1 = sites.broker(1)
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            let good = try client(site1, name: "good")
+            let register = FrameParser.encode(.register, body: RegisterFrame(roles: .sender, pid: 1, group: "default",
+                                                                               name: "bad").body)
+            let badMessage = FrameParser.encode(.message, body: Array(repeating: 0xFF, count: 40))
+            let inputs: [(String, [UInt8])] = [
+                ("garbage", Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)),
+                ("oversized length", header(type: FrameType.message.rawValue, length: 0xFFFF_FFF0)),
+                ("message before register", FrameParser.encode(.heartbeat, body: [])),
+                ("bad message after register", register + badMessage),
+            ]
+            for (name, bytes) in inputs {
+                let raw = try RawConnection.unix(site1.socketPath)
+                raw.write(bytes)
+                let answer = raw.readUntilClosed()
+                raw.close()
+                #expect(answer != nil, "\(name): the broker kept the connection open")
+                #expect(!RawConnection.errorReasons(answer ?? []).isEmpty, "\(name): no ERROR frame with a reason")
+                try good.send(control: [], rec: Array(name.utf8), to: 2)
+                #expect(try receiver.receive(timeout: 10)?.rec == Array(name.utf8), "\(name): traffic stopped")
+            }
+            let stats = try site1.stats()
+            #expect(stats.totals.badFrames == inputs.count)
+            #expect(stats.clients.map(\.name) == ["good"])
+            #expect(site1.log.contains("bad frame from a client"))
+        }
+    }
+
+    @Test func badFramesOnThePeerPortCloseOnlyThatConnection() throws {
+        try withSites(2) { sites in
+            let site1 = sites.broker(1)
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            let sender = try client(site1)
+            let inputs: [(String, [UInt8], Bool)] = [
+                ("garbage", Array(repeating: 0x41, count: 64), true),
+                ("oversized length", header(type: FrameType.message.rawValue, length: 0x7FFF_FFFF), true),
+                ("message before hello", FrameParser.encode(.heartbeat, body: []), true),
+                ("unknown site", FrameParser.encode(.hello, body: HelloFrame(siteID: 99, incarnation: 1).body), false),
+                ("own site id", FrameParser.encode(.hello, body: HelloFrame(siteID: 1, incarnation: 1).body), false),
+                ("old version", FrameParser.encode(.hello, body: HelloFrame(version: 9, siteID: 2, incarnation: 1).body), false),
+            ]
+            var expectedBadFrames = 0
+            for (name, bytes, isBadFrame) in inputs {
+                let raw = try RawConnection.tcp(port: site1.port)
+                raw.write(bytes)
+                let answer = raw.readUntilClosed()
+                raw.close()
+                #expect(answer != nil, "\(name): the broker kept the connection open")
+                #expect(!RawConnection.errorReasons(answer ?? []).isEmpty, "\(name): no ERROR frame with a reason")
+                if isBadFrame { expectedBadFrames += 1 }
+                try sender.send(control: [], rec: Array(name.utf8), to: 2)
+                #expect(try receiver.receive(timeout: 10)?.rec == Array(name.utf8), "\(name): traffic stopped")
+            }
+            let stats = try site1.stats()
+            #expect(stats.totals.badFrames == expectedBadFrames)
+            #expect(stats.peers[0].state == .connected && stats.peers[0].reconnects == 0)
+            #expect(site1.log.contains("is not a configured peer"))
+            #expect(site1.log.contains("protocol version 9"))
+        }
+    }
+}

@@ -1,0 +1,114 @@
+// Bounded memory and visible loss: a full peer queue drops ordinary messages (counted) and refuses
+// PERMANENT ones; unknown sites are unroutable; messages wait (bounded) for a receiver; a 64 MiB message
+// crosses the mesh intact; a message over the limit is refused before it is sent.
+import BrokerDaemon
+import BrokerHarness
+import BrokerWire
+import Foundation
+import RepBrokerClient
+import Testing
+
+@Suite struct LimitsTests {
+    @Test func aFullPeerQueueDropsOrdinaryMessagesAndRefusesPermanentOnes() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        // Site 2 is configured but never started: everything for it stays queued.
+        let broker = BrokerProcess(siteID: 1, port: FreePort.next(), directory: directory.path,
+                                   peers: [(2, FreePort.next())], extraArguments: ["--peer-queue-bytes", "65536"])
+        try broker.start()
+        defer { broker.terminate() }
+        let sender = try client(broker)
+        let payload = Array(repeating: UInt8(1), count: 1000)
+        for _ in 0..<100 { try sender.send(control: [], rec: payload, to: 2) }
+        #expect(throws: BrokerClientError.refused("a peer queue is full")) {
+            try sender.send(control: [], rec: payload, to: 2, flags: .permanent)
+        }
+        #expect(throws: BrokerClientError.refused("a peer queue is full")) {
+            try sender.send(control: [], rec: payload, to: SiteID.broadcast, flags: [.permanent, .noBuffer])
+        }
+        #expect(throws: BrokerClientError.unroutable(9)) { try sender.send(control: [], rec: [], to: 9, flags: .permanent) }
+        let stats = try broker.stats()
+        let peer = try #require(stats.peers.first)
+        #expect(peer.state != .connected)
+        #expect(peer.messagesSent + peer.dropped == 100)
+        #expect(peer.dropped > 0 && peer.refused == 2)
+        #expect(peer.queuedBytes <= 65536)
+        #expect(stats.totals.unroutable == 1)
+    }
+
+    @Test func messagesWaitForAReceiverWithinTheInboundLimit() throws {
+        try withSites(2, extraArguments: ["--heartbeat-ms", "200", "--inbound-queue-bytes", "65536"]) { sites in
+            let sender = try client(sites.broker(1))
+            let payload = Array(repeating: UInt8(3), count: 1000)
+            for index in 0..<100 { try sender.send(control: [UInt8(index)], rec: payload, to: 2) }
+            #expect(sites.broker(2).waitForStats(timeout: 10) { stats in
+                let group = stats.groups.first { $0.name == "default" }
+                return (group?.pendingMessages ?? 0) + (group?.dropped ?? 0) == 100
+            })
+            let waiting = try #require(try sites.broker(2).stats().groups.first { $0.name == "default" })
+            #expect(waiting.pendingMessages > 0 && waiting.dropped > 0)
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            let received = try receiveAll(receiver, count: waiting.pendingMessages)
+            #expect(received.map { Int($0.control[0]) } == Array(0..<waiting.pendingMessages), "oldest first, in order")
+            #expect(try receiver.receive(timeout: 0.3) == nil)
+        }
+    }
+
+    @Test func a64MiBMessageCrossesTheMeshIntact() throws {
+        try withSites(2) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            let sender = try client(sites.broker(1))
+            let control = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 7) }
+            let rec = patterned(count: (64 << 20) - 1024)
+            try sender.send(control: control, rec: rec, lsn: LSN(file: 3, offset: 99), to: 2, flags: .permanent)
+            let message = try #require(try receiver.receive(timeout: 60))
+            #expect(message.control == control)
+            #expect(message.rec.count == rec.count)
+            #expect(sameBytes(message.rec, rec))
+            #expect(message.lsn == LSN(file: 3, offset: 99) && message.flags == .permanent && message.source == 1)
+            #expect(throws: BrokerClientError.messageTooLarge(size: (64 << 20) + 1, limit: 64 << 20)) {
+                try sender.send(control: control + [0], rec: rec, to: 2)
+            }
+        }
+    }
+
+    @Test func theBrokersMessageLimitIsEnforcedOnTheWire() throws {
+        try withSites(1, extraArguments: ["--max-message-bytes", "1000"]) { sites in
+            let broker = sites.broker(1)
+            let sender = try client(broker)
+            #expect(sender.maxMessage == 1000)
+            #expect(throws: BrokerClientError.messageTooLarge(size: 1001, limit: 1000)) {
+                try sender.send(control: [], rec: Array(repeating: 0, count: 1001), to: 1)
+            }
+            // A client that ignores the limit is cut off with a reason; the broker stays up.
+            let raw = try RawConnection.unix(broker.socketPath)
+            let register = FrameParser.encode(.register, body: RegisterFrame(roles: .sender, pid: 1, group: "default",
+                                                                               name: "greedy").body)
+            raw.write(register + header(type: FrameType.message.rawValue, length: 40 + 5000))
+            let answer = raw.readUntilClosed()
+            raw.close()
+            #expect(RawConnection.errorReasons(answer ?? []).contains { $0.contains("exceeds the limit") })
+            #expect(try broker.stats().totals.badFrames == 1)
+        }
+    }
+}
+
+/// Bytes that differ at every offset in a way a shifted or truncated copy would not match.
+func patterned(count: Int) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let words = count / 8
+        UnsafeMutableRawBufferPointer(buffer).withMemoryRebound(to: UInt64.self) { wordsBuffer in
+            for index in 0..<words {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                wordsBuffer[index] = state
+            }
+        }
+        for index in (words * 8)..<count { buffer[index] = UInt8(truncatingIfNeeded: index) }
+        initialized = count
+    }
+}
+
+func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.elementsEqual(y) } }
+}

@@ -1,0 +1,71 @@
+// Helpers for tests with real processes: `repbroker send` / `recv` children, parsed receiver output,
+// and a group of brokers that is always shut down.
+import BrokerDaemon
+import BrokerHarness
+import Foundation
+import RepBrokerClient
+import Testing
+
+/// Starts `count` brokers, runs `body`, and always stops them and removes their files.
+func withSites<R>(_ count: Int, extraArguments: [String] = ["--heartbeat-ms", "200"],
+                  _ body: (LocalSites) throws -> R) throws -> R {
+    let sites = try LocalSites(count: count, extraArguments: extraArguments)
+    defer { sites.shutDown() }
+    do {
+        try sites.start()
+        return try body(sites)
+    } catch {
+        for broker in sites.brokers { print("---- log of site \(broker.siteID):\n\(broker.log.suffix(3000))") }
+        throw error
+    }
+}
+
+/// A `repbroker recv` process on a broker.
+func startReceiver(_ broker: BrokerProcess, count: Int? = nil, timeout: Double = 30, name: String = "recv",
+                   group: String? = nil) throws -> ChildProcess {
+    var arguments = ["recv", "--socket", broker.socketPath, "--timeout", "\(timeout)", "--name", name]
+    if let count { arguments += ["--count", "\(count)"] }
+    if let group { arguments += ["--group", group] }
+    return try ChildProcess(name: name, executable: Executables.path("repbroker"), arguments: arguments,
+                            stderrPath: broker.directory + "/\(name).err")
+}
+
+/// A `repbroker send` process that sends `lines` (one message each) and exits.
+func runSender(_ broker: BrokerProcess, to destination: String, lines: [String], name: String,
+               flags: String? = nil) throws -> ChildProcess {
+    var arguments = ["send", "--socket", broker.socketPath, "--to", destination, "--name", name]
+    if let flags { arguments += ["--flags", flags] }
+    let child = try ChildProcess(name: name, executable: Executables.path("repbroker"), arguments: arguments,
+                                 stderrPath: broker.directory + "/\(name).err")
+    child.write(lines.map { $0 + "\n" }.joined())
+    child.closeInput()
+    return child
+}
+
+/// One received line, `from=<site> <rec>`.
+struct Received: Hashable {
+    let source: Int32
+    let rec: String
+
+    init?(line: String) {
+        guard line.hasPrefix("from="), let space = line.firstIndex(of: " "),
+              let source = Int32(line[line.index(line.startIndex, offsetBy: 5)..<space]) else { return nil }
+        self.source = source
+        rec = String(line[line.index(after: space)...])
+    }
+}
+
+func parse(_ lines: [String]) -> [Received] { lines.compactMap(Received.init(line:)) }
+
+/// A client of the library, connected to `broker`.
+func client(_ broker: BrokerProcess, roles: ClientRoles = [.sender], name: String = "test",
+            group: String = "default") throws -> BrokerClient {
+    try BrokerClient(options: BrokerClientOptions(socketPath: broker.socketPath, group: group, name: name, roles: roles))
+}
+
+/// Receives until `count` messages arrived or a receive waits `timeout` seconds.
+func receiveAll(_ receiver: BrokerClient, count: Int, timeout: Double = 20) throws -> [ReceivedMessage] {
+    var messages: [ReceivedMessage] = []
+    while messages.count < count, let message = try receiver.receive(timeout: timeout) { messages.append(message) }
+    return messages
+}
