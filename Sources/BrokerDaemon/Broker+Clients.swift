@@ -3,9 +3,16 @@
 import BrokerWire
 
 extension Broker {
-    /// The group of that name, created (and announced to every peer link) on first use.
-    func group(named name: String) -> Group {
+    /// Most groups one broker serves: a bound on what clients and peers can make it allocate.
+    static let maxGroups = 1024
+
+    /// The group of that name, created (and announced to every peer link) on first use; nil past `maxGroups`.
+    func group(named name: String) -> Group? {
         if let existing = groups[name] { return existing }
+        guard groupList.count < Self.maxGroups else {
+            logger.warning("group refused: this broker already serves \(Self.maxGroups) groups", ["group": name])
+            return nil
+        }
         let group = Group(name: name, index: UInt32(groupList.count + 1))
         groups[name] = group
         groupList.append(group)
@@ -21,7 +28,9 @@ extension Broker {
             client.close(reason: "client speaks protocol version \(frame.version)")
             return
         }
-        let group = group(named: frame.group)
+        guard let group = group(named: frame.group) else {
+            throw .malformed(type: .register, reason: "this broker already serves \(Self.maxGroups) groups")
+        }
         client.registration = frame
         client.group = group
         if client.pid == 0 { client.pid = frame.pid }
@@ -94,7 +103,8 @@ extension Broker {
         let permanent = header.flags.contains(.permanent)
         var status = SendStatus.ok
         if header.destination == SiteID.broadcast {
-            if permanent, linkList.contains(where: { !$0.hasRoom(for: size) }) {
+            if permanent, let full = linkList.first(where: { !$0.hasRoom(for: size) }) {
+                full.refused += 1
                 status = .queueFull
             } else {
                 for link in linkList {
@@ -112,6 +122,7 @@ extension Broker {
             if link.hasRoom(for: size) {
                 link.enqueue(out, payload: payload, loop: loop)
             } else if permanent {
+                link.refused += 1
                 status = .queueFull
             } else {
                 link.dropped += 1
@@ -120,12 +131,7 @@ extension Broker {
             status = .unroutable
             unroutable += 1
         }
-        if status == .queueFull {
-            linkList.first { !$0.hasRoom(for: size) }?.refused += 1
-        }
-        if header.sequence != 0 {
-            client.send(.sendResult, body: SendResultFrame(sequence: header.sequence, status: status).body)
-        }
+        if header.sequence != 0 { client.sendResult(header.sequence, status) }
     }
 
     /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.

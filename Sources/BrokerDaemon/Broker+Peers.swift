@@ -118,7 +118,10 @@ extension Broker {
 
     func bind(group frame: GroupBindFrame, on connection: PeerConnection) throws(WireError) {
         guard let link = connection.link else { return }
-        link.remoteGroups[frame.group] = group(named: frame.name)
+        guard let group = group(named: frame.name) else {
+            throw .malformed(type: .groupBind, reason: "this broker already serves \(Self.maxGroups) groups")
+        }
+        link.remoteGroups[frame.group] = group
     }
 
     /// A peer's MESSAGE: labelled with the link's site (not what the frame claims) and handed over.

@@ -56,6 +56,12 @@ final class LocalClient: Connection {
         loop.markDirty(self)
     }
 
+    /// Queues the outcome of a send that asked for one.
+    func sendResult(_ sequence: UInt64, _ status: SendStatus) {
+        SendResultFrame(sequence: sequence, status: status).append(to: output.buffer)
+        loop.markDirty(self)
+    }
+
     /// Queues a MESSAGE for the client unless its output is over the limit; false when dropped.
     @discardableResult
     func deliver(_ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {

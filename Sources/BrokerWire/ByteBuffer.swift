@@ -99,9 +99,12 @@ public final class ByteBuffer {
         }
     }
 
-    /// Returns to the initial capacity when empty and grown, releasing memory a large message took.
+    /// Capacity kept after draining: smaller growth stays allocated, so bursts do not reallocate.
+    public static let retainedCapacity = 1 << 20
+
+    /// Returns to the initial capacity when empty and grown past `retainedCapacity` (a large message).
     public func shrinkIfIdle() {
-        guard isEmpty, capacity > initialCapacity else { return }
+        guard isEmpty, capacity > max(initialCapacity, Self.retainedCapacity) else { return }
         base.deallocate()
         base = .allocate(byteCount: initialCapacity, alignment: 16)
         capacity = initialCapacity

@@ -150,6 +150,16 @@ public struct SendResultFrame: Equatable, Sendable {
         return w.bytes
     }
 
+    /// Appends the whole frame in place (no allocation): the broker sends one per PERMANENT message.
+    public func append(to buffer: ByteBuffer) {
+        let out = buffer.reserveForWriting(Wire.frameHeaderSize + 16)
+        FrameParser.writeHeader(.sendResult, bodyLength: 16, at: out)
+        out.storeLE(sequence, at: 8)
+        out.storeLE(status.rawValue, at: 16)
+        out.storeLE(UInt32(0), at: 20)
+        buffer.commit(Wire.frameHeaderSize + 16)
+    }
+
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
         try requireSize(body, 16, .sendResult)
         let p = body.baseAddress.unsafelyUnwrapped

@@ -64,6 +64,13 @@ import Testing
         #expect(queue.isEmpty)
     }
 
+    @Test func inPlaceSendResultMatchesTheEncodedFrame() {
+        let buffer = ByteBuffer(capacity: 8)
+        let frame = SendResultFrame(sequence: 0x0102_0304_0506_0708, status: .unroutable)
+        frame.append(to: buffer)
+        #expect(Array(buffer.readable) == FrameParser.encode(.sendResult, body: frame.body))
+    }
+
     @Test func framesSplitAtEveryOffsetParseTheSame() throws {
         let stream = messageFrame([7, 7, 7]) + FrameParser.encode(.heartbeat, body: []) + messageFrame([], destination: -1)
         for split in 0...stream.count {
