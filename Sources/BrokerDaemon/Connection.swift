@@ -26,12 +26,12 @@ class Connection: LoopHandler {
     /// Registers with the loop, reading (and also writing, while a connect is in progress).
     func register(connecting: Bool = false) throws(SystemError) {
         watchingWrites = connecting
-        token = try loop.register(descriptor, connecting ? [.readable, .writable] : .readable, self)
+        token = try loop.register(descriptor, connecting ? .readableAndWritable : .readable, self)
     }
 
     func handleEvents(_ events: EpollEvents) {
-        if !events.isDisjoint(with: [.readable, .hangup, .error]) { readAvailable() }
-        if !isClosed && events.contains(.writable) { flush() }
+        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 { readAvailable() }
+        if !isClosed && events.rawValue & EpollEvents.writable.rawValue != 0 { flush() }
     }
 
     // MARK: input
@@ -117,7 +117,7 @@ class Connection: LoopHandler {
     private func setWatchingWrites(_ on: Bool) {
         guard on != watchingWrites, !isClosed else { return }
         watchingWrites = on
-        loop.modify(descriptor, token: token, on ? [.readable, .writable] : .readable)
+        loop.modify(descriptor, token: token, on ? .readableAndWritable : .readable)
     }
 
     /// Best-effort: writes an ERROR frame straight to the socket before closing.

@@ -12,6 +12,9 @@ public struct EpollEvents: OptionSet, Sendable {
     public static let writable = EpollEvents(rawValue: 0x004)
     public static let error = EpollEvents(rawValue: 0x008)
     public static let hangup = EpollEvents(rawValue: 0x010)
+    /// Readiness that a read handles: data, end of stream or an error.
+    public static let readReadiness = EpollEvents(rawValue: 0x001 | 0x008 | 0x010)
+    public static let readableAndWritable = EpollEvents(rawValue: 0x001 | 0x004)
 }
 
 /// An owned epoll instance.
