@@ -3,9 +3,25 @@
 // survives its broker's restart.
 import BrokerDaemon
 import BrokerHarness
+import BrokerSystem
 import Foundation
 import RepBrokerClient
 import Testing
+
+/// A flag one thread sets and another reads.
+final class StopFlag: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var flag = false
+    var isSet: Bool { lock.withLock { flag } }
+    func set() { lock.withLock { flag = true } }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func increment() { lock.withLock { count += 1 } }
+}
 
 @Suite struct FailoverTests {
     @Test func aStandbyTakesOverWhenTheReceiverIsKilled() throws {
@@ -18,22 +34,35 @@ import Testing
             defer { standby.kill9() }
             #expect(site2.waitForStats(timeout: 10) { $0.clients.contains { $0.name == "recv-standby" && $0.roles == ["standby"] } })
 
+            // Traffic flows from another thread for the whole test, through the kill and the hand-over.
             let sender = try client(sites.broker(1), name: "steady-sender")
-            for index in 0..<200 { try sender.send(control: [], rec: Array("before-\(index)".utf8), to: 2) }
-            #expect(first.waitForLines(timeout: 10) { $0.count >= 50 })
+            let flowing = StopFlag()
+            let sent = Counter()
+            startThread {
+                while !flowing.isSet, (try? sender.send(control: [], rec: Array("during-\(sent.value)".utf8), to: 2)) != nil {
+                    sent.increment()
+                    if sent.value % 50 == 0 { usleep(1000) }
+                }
+            }
+            #expect(first.waitForLines(timeout: 10) { $0.count >= 200 })
             first.kill9()
             #expect(site2.waitForStats(timeout: 10) { stats in
                 stats.clients.contains { $0.name == "recv-standby" && $0.roles == ["receiver"] }
                     && !stats.clients.contains { $0.name == "recv-first" }
             })
+            #expect(standby.waitForLines(timeout: 10) { parse($0).contains { $0.rec.hasPrefix("during-") } },
+                    "traffic reaches the new receiver while it still flows")
+            flowing.set()
             for index in 0..<200 { try sender.send(control: [], rec: Array("after-\(index)".utf8), to: 2) }
             #expect(standby.waitForLines(timeout: 10) { parse($0).filter { $0.rec.hasPrefix("after-") }.count == 200 })
             let after = parse(standby.lines).filter { $0.rec.hasPrefix("after-") }
             #expect(after.map(\.rec) == (0..<200).map { "after-\($0)" })
             #expect(after.allSatisfy { $0.source == 1 })
-            // Nothing arrives twice across the hand-over.
+            // Nothing arrives twice across the hand-over, and what arrives is in order.
             let all = parse(first.lines) + parse(standby.lines)
             #expect(Set(all).count == all.count)
+            let during = all.compactMap { $0.rec.hasPrefix("during-") ? Int($0.rec.dropFirst(7)) : nil }
+            #expect(during == during.sorted())
         }
     }
 

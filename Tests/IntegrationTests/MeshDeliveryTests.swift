@@ -74,6 +74,23 @@ import Testing
         }
     }
 
+    @Test func recvJSONCarriesEveryFieldAndSendTakesFlagsAndControl() throws {
+        try withSites(2) { sites in
+            let receiver = try ChildProcess(
+                name: "recv-json", executable: Executables.path("repbroker"),
+                arguments: ["recv", "--socket", sites.broker(2).socketPath, "--json", "--count", "2", "--timeout", "20"])
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.clients.contains { $0.roles == ["receiver"] } })
+            let sender = try runSender(sites.broker(1), to: "2", lines: ["first", "second"], name: "flagged",
+                                       flags: "permanent,nobuffer")
+            #expect(sender.waitForExit(timeout: 20) == 0)
+            #expect(receiver.waitForExit(timeout: 20) == 0)
+            struct Line: Decodable { let from: Int32; let control: String; let rec: String; let lsn: [UInt32]; let flags: [String] }
+            let lines = try receiver.lines.map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+            #expect(lines.map { String(decoding: Data(base64Encoded: $0.rec) ?? Data(), as: UTF8.self) } == ["first", "second"])
+            #expect(lines.allSatisfy { $0.from == 1 && $0.flags == ["nobuffer", "permanent"] && $0.control.isEmpty })
+        }
+    }
+
     @Test func statsCountEachClientsMessagesAndBytes() throws {
         try withSites(2) { sites in
             let receiver = try client(sites.broker(2), roles: [.receiver], name: "counted-receiver")
