@@ -13,7 +13,7 @@ extension Broker {
             logger.warning("group refused: this broker already serves \(Self.maxGroups) groups", ["group": name])
             return nil
         }
-        let group = Group(name: name, index: UInt32(groupList.count + 1))
+        let group = Group(name: name, index: UInt32(groupList.count + 1), peerCount: linkList.count)
         groups[name] = group
         groupList.append(group)
         let bind = group.bindFrame
@@ -46,7 +46,10 @@ extension Broker {
         let welcome = WelcomeFrame(roleState: client.roleState, siteID: config.siteID, clientID: client.id,
                                    maxMessage: UInt64(config.maxMessageBytes))
         client.send(.welcome, body: welcome.body)
-        if client.roleState == .receiver { handOverPending(group, to: client) }
+        if client.roleState == .receiver {
+            sendSiteStates(to: client)
+            handOverPending(group, to: client)
+        }
         logger.info("client registered", [
             "client.id": "\(client.id)", "client.pid": "\(client.pid)", "client.name": frame.name,
             "group": frame.group, "role": "\(client.roleState)",
@@ -65,6 +68,7 @@ extension Broker {
         clients[client.id] = nil
         logger.info("client disconnected", ["client.id": "\(client.id)", "client.pid": "\(client.pid)",
                                             "reason": reason])
+        forgetPendingAcks(of: client)
         guard let group = client.group else { return }
         group.standbys.removeAll { $0 === client }
         guard group.receiver === client else { return }
@@ -84,6 +88,7 @@ extension Broker {
         group.receiver = next
         next.roleState = .receiver
         next.send(.role, body: RoleFrame(roleState: .receiver).body)
+        sendSiteStates(to: next)
         handOverPending(group, to: next)
         logger.info("receiver role passed on", ["group": group.name, "client.id": "\(next.id)",
                                                 "client.pid": "\(next.pid)"])
@@ -131,7 +136,12 @@ extension Broker {
             status = .unroutable
             unroutable += 1
         }
-        if header.sequence != 0 { client.sendResult(header.sequence, status) }
+        guard header.sequence != 0 else { return }
+        if status == .ok && permanent {
+            awaitAcks(client, group, sequence: header.sequence, lsn: header.lsn)
+        } else {
+            client.sendResult(header.sequence, status)
+        }
     }
 
     /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.

@@ -86,8 +86,9 @@ extension Broker {
         link.failedSinceUp = false
         // The peer learns our group indexes anew on every connection: binds go before anything queued.
         link.queue.discardPartialFront()
-        link.queue.prepend(groupList.flatMap(\.bindFrame))
+        link.queue.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame })
         loop.markDirty(connection)
+        announceSite(link, up: true)
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
                                      "queued_bytes": "\(link.queue.byteCount)"])
     }
@@ -106,6 +107,7 @@ extension Broker {
                 link.failedSinceUp = true
                 link.nextDialAt = now + UInt64(PeerLink.minimumBackoff) * 1_000_000
             }
+            announceSite(link, up: false)
             logger.warning("peer link down", ["peer.site_id": "\(link.siteID)", "reason": reason,
                                               "queued_bytes": "\(link.queue.byteCount)"])
         } else if link.dialing === connection {

@@ -32,6 +32,9 @@ public final class Broker {
     var unroutable = 0
     var misrouted = 0
     var routedMessages = 0
+    var acksReceived = 0
+    var permanentAcked = 0
+    var permanentAckFailures = 0
 
     /// Stops the loop from any thread (signal handlers, tests).
     public let stopper: Stopper
@@ -47,7 +50,8 @@ public final class Broker {
         loop = try EventLoop()
         stopper = Stopper(wakeup: loop.wakeup)
         for peer in config.peers.sorted(by: { $0.siteID < $1.siteID }) {
-            let link = PeerLink(siteID: peer.siteID, address: addresses[peer.siteID], queueLimit: config.peerQueueBytes)
+            let link = PeerLink(siteID: peer.siteID, index: linkList.count, address: addresses[peer.siteID],
+                                queueLimit: config.peerQueueBytes)
             links[peer.siteID] = link
             linkList.append(link)
         }
@@ -145,6 +149,7 @@ public final class Broker {
                 dial(link)
             }
         }
+        expirePendingAcks()
         if !handshaking.isEmpty {
             for connection in handshaking where now > connection.deadline {
                 connection.close(reason: "handshake with \(connection.peerDescription) timed out")

@@ -14,13 +14,29 @@ final class Group {
     var pendingPayloadBytes = 0
     var delivered = 0
     var dropped = 0
+    /// The master site as last announced here or by a peer; 0 when none is known.
+    var master: Int32 = 0
+    /// Per peer link (by `PeerLink.index`): the LSN that site has acknowledged as durable.
+    var ackedLSN: [LSN]
+    /// PERMANENT sends of local clients waiting for their ack policy.
+    var pendingAcks: [PendingAck] = []
 
-    init(name: String, index: UInt32) {
+    init(name: String, index: UInt32, peerCount: Int) {
         self.name = name
         self.index = index
+        ackedLSN = Array(repeating: .zero, count: peerCount)
+        pendingAcks.reserveCapacity(256)
+    }
+
+    /// How many peer sites are durable at or past `lsn`.
+    func sitesDurable(at lsn: LSN) -> Int {
+        var count = 0
+        for acked in ackedLSN where acked >= lsn { count += 1 }
+        return count
     }
 
     var bindFrame: [UInt8] { FrameParser.encode(.groupBind, body: GroupBindFrame(group: index, name: name).body) }
+    var masterFrame: [UInt8] { FrameParser.encode(.peerMaster, body: MasterFrame(group: index, siteID: master).peerBody) }
 
     /// The next standby still connected, removed from the standby list.
     func takeNextStandby() -> LocalClient? {
@@ -30,4 +46,13 @@ final class Group {
         }
         return nil
     }
+}
+
+/// A PERMANENT send that waits until `required` other sites acknowledge `lsn`, or `deadline` passes.
+struct PendingAck {
+    let client: LocalClient
+    let sequence: UInt64
+    let lsn: LSN
+    let required: Int
+    let deadline: UInt64
 }

@@ -21,6 +21,12 @@ final class LocalClient: Connection {
     var messagesReceived = 0
     var bytesReceived = 0
     var dropped = 0
+    var ackPolicy = AckPolicy.none
+    var ackTimeoutNanoseconds: UInt64 = 1_000_000_000
+    var permanentAcked = 0
+    var permanentFailed = 0
+    /// Longest ack timeout a client may ask for.
+    static let maxAckTimeoutMilliseconds: UInt32 = 600_000
 
     init(descriptor: CInt, broker: Broker, id: UInt32) {
         self.broker = broker
@@ -43,6 +49,18 @@ final class LocalClient: Connection {
         case .message:
             let header = try MessageHeader(body: frame.body)
             broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
+        case .ack:
+            broker.acknowledge(from: self, try AckFrame(body: frame.body).lsn)
+        case .ackPolicy:
+            let policy = try AckPolicyFrame(body: frame.body)
+            guard policy.timeoutMilliseconds >= 1, policy.timeoutMilliseconds <= Self.maxAckTimeoutMilliseconds else {
+                throw .malformed(type: .ackPolicy, reason: "timeout \(policy.timeoutMilliseconds) ms is outside "
+                    + "1...\(Self.maxAckTimeoutMilliseconds)")
+            }
+            ackPolicy = policy.policy
+            ackTimeoutNanoseconds = UInt64(policy.timeoutMilliseconds) * 1_000_000
+        case .master:
+            broker.announceMaster(from: self, try MasterFrame(localBody: frame.body).siteID)
         case .error:
             close(reason: "client reported \(try ErrorFrame(body: frame.body))")
         default:

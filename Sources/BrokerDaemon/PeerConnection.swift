@@ -75,6 +75,10 @@ final class PeerConnection: Connection {
             break
         case (.active, .groupBind):
             try broker.bind(group: GroupBindFrame(body: frame.body), on: self)
+        case (.active, .peerAck):
+            try broker.peerAcknowledged(PeerAckFrame(body: frame.body), on: self)
+        case (.active, .peerMaster):
+            try broker.peerAnnouncedMaster(MasterFrame(peerBody: frame.body), on: self)
         case (.handshaking, .hello) where hello == nil:
             let received = try HelloFrame(body: frame.body)
             hello = received

@@ -9,6 +9,8 @@ public enum PeerState: String, Codable, Sendable {
 
 final class PeerLink {
     let siteID: Int32
+    /// Position in the broker's link list: the index of this site in per-group ack arrays.
+    let index: Int
     let address: SocketAddress?
     let queue = FrameQueue(capacity: 256 << 10)
     let queueLimit: Int
@@ -36,8 +38,9 @@ final class PeerLink {
     static let minimumBackoff = 100
     static let maximumBackoff = 5000
 
-    init(siteID: Int32, address: SocketAddress?, queueLimit: Int) {
+    init(siteID: Int32, index: Int = 0, address: SocketAddress?, queueLimit: Int) {
         self.siteID = siteID
+        self.index = index
         self.address = address
         self.queueLimit = queueLimit
     }

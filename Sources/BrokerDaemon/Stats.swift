@@ -51,11 +51,14 @@ public struct ClientStats: Codable, Sendable {
     public var bytesReceived: Int
     public var queuedBytes: Int
     public var dropped: Int
+    public var ackPolicy: String
+    public var permanentAcked: Int
+    public var permanentFailed: Int
 
     enum CodingKeys: String, CodingKey {
         case id, pid, name, group, roles, transport, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
-        case dropped
+        case dropped, ackPolicy = "ack_policy", permanentAcked = "perm_acked", permanentFailed = "perm_failed"
     }
 }
 
@@ -66,9 +69,13 @@ public struct GroupStats: Codable, Sendable {
     public var delivered: Int
     public var pendingMessages: Int
     public var dropped: Int
+    /// The master site as last announced; 0 when none is known.
+    public var master: Int32
+    public var waitingForAcks: Int
 
     enum CodingKeys: String, CodingKey {
         case name, receiverClient = "receiver_client", standbys, delivered, pendingMessages = "pending_msgs", dropped
+        case master, waitingForAcks = "waiting_for_acks"
     }
 }
 
@@ -84,12 +91,16 @@ public struct TotalStats: Codable, Sendable {
     public var badFrames: Int
     public var clientsConnected: Int
     public var peersConnected: Int
+    public var acksReceived: Int
+    public var permanentAcked: Int
+    public var permanentAckFailures: Int
 
     enum CodingKeys: String, CodingKey {
         case messagesRouted = "msgs_routed", messagesSentToPeers = "msgs_sent_to_peers"
         case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
         case clientsConnected = "clients_connected", peersConnected = "peers_connected"
+        case acksReceived = "acks_received", permanentAcked = "perm_acked", permanentAckFailures = "perm_ack_failures"
     }
 }
 
@@ -117,11 +128,13 @@ extension Broker {
                 id: client.id, pid: client.pid, name: client.name, group: client.group?.name ?? "",
                 roles: roles, transport: "uds", messagesSent: client.messagesSent, bytesSent: client.bytesSent,
                 messagesReceived: client.messagesReceived, bytesReceived: client.bytesReceived,
-                queuedBytes: client.output.byteCount, dropped: client.dropped)
+                queuedBytes: client.output.byteCount, dropped: client.dropped, ackPolicy: "\(client.ackPolicy)",
+                permanentAcked: client.permanentAcked, permanentFailed: client.permanentFailed)
         }
         let groupStats = groupList.map { group in
             GroupStats(name: group.name, receiverClient: group.receiver?.id, standbys: group.standbys.count,
-                       delivered: group.delivered, pendingMessages: group.pendingMessages, dropped: group.dropped)
+                       delivered: group.delivered, pendingMessages: group.pendingMessages, dropped: group.dropped,
+                       master: group.master, waitingForAcks: group.pendingAcks.count)
         }
         let totals = TotalStats(
             messagesRouted: routedMessages,
@@ -131,7 +144,8 @@ extension Broker {
             dropped: linkList.reduce(0) { $0 + $1.dropped } + groupList.reduce(0) { $0 + $1.dropped },
             refused: linkList.reduce(0) { $0 + $1.refused },
             unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
-            clientsConnected: clientList.count, peersConnected: peers.filter { $0.state == .connected }.count)
+            clientsConnected: clientList.count, peersConnected: peers.filter { $0.state == .connected }.count,
+            acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures)
         return BrokerStats(siteID: config.siteID, pid: getpid(), uptimeMilliseconds: (now &- startedAt) / 1_000_000,
                            peers: peers, clients: clientList, groups: groupStats, totals: totals)
     }

@@ -19,14 +19,21 @@ extension BrokerStats {
                  c.transport, "\(c.messagesSent)", "\(c.bytesSent)", "\(c.messagesReceived)", "\(c.bytesReceived)",
                  "\(c.queuedBytes)", "\(c.dropped)"]
             })
+        out += "\nGROUPS\n"
+        out += render([["group", "master", "receiver", "standbys", "delivered", "pending", "dropped", "waiting_acks"]]
+            + groups.map { g in
+                [g.name, g.master == 0 ? "-" : "\(g.master)", g.receiverClient.map { "\($0)" } ?? "-", "\(g.standbys)",
+                 "\(g.delivered)", "\(g.pendingMessages)", "\(g.dropped)", "\(g.waitingForAcks)"]
+            })
         out += "\nTOTALS\n"
         let t = totals
         out += render([
             ["routed", "to_peers", "from_peers", "delivered", "dropped", "refused", "unroutable", "misrouted",
-             "bad_frames", "clients", "peers_up"],
+             "bad_frames", "clients", "peers_up", "acks_in", "perm_acked", "perm_failed"],
             ["\(t.messagesRouted)", "\(t.messagesSentToPeers)", "\(t.messagesReceivedFromPeers)",
              "\(t.messagesDelivered)", "\(t.dropped)", "\(t.refused)", "\(t.unroutable)", "\(t.misrouted)",
-             "\(t.badFrames)", "\(t.clientsConnected)", "\(t.peersConnected)"],
+             "\(t.badFrames)", "\(t.clientsConnected)", "\(t.peersConnected)", "\(t.acksReceived)",
+             "\(t.permanentAcked)", "\(t.permanentAckFailures)"],
         ])
         return out
     }

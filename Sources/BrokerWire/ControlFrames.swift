@@ -268,3 +268,139 @@ public struct GroupBindFrame: Equatable, Sendable {
                               "group name")
     }
 }
+
+/// The small fixed-size frames of acks, masters and site events: two 32-bit words, or three for PEER_ACK.
+public struct SiteEventFrame: Equatable, Sendable {
+    public var siteID: Int32
+    public var up: Bool
+    public init(siteID: Int32, up: Bool) {
+        self.siteID = siteID
+        self.up = up
+    }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(siteID)
+        w.put(UInt16(up ? 1 : 0))
+        w.put(UInt16(0))
+        return w.bytes
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .siteEvent)
+        let p = body.baseAddress.unsafelyUnwrapped
+        siteID = p.leInt32(0)
+        guard p.le16(4) <= 1 else { throw .malformed(type: .siteEvent, reason: "state \(p.le16(4)) is not 0 or 1") }
+        up = p.le16(4) == 1
+    }
+}
+
+/// ACK (client to broker): this site is durable up to `lsn`.
+public struct AckFrame: Equatable, Sendable {
+    public var lsn: LSN
+    public init(lsn: LSN) { self.lsn = lsn }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(lsn.file)
+        w.put(lsn.offset)
+        return w.bytes
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .ack)
+        let p = body.baseAddress.unsafelyUnwrapped
+        lsn = LSN(file: p.le32(0), offset: p.le32(4))
+    }
+}
+
+/// ACK_POLICY: what a client's PERMANENT sends wait for.
+public struct AckPolicyFrame: Equatable, Sendable {
+    public var policy: AckPolicy
+    public var timeoutMilliseconds: UInt32
+    public init(policy: AckPolicy, timeoutMilliseconds: UInt32) {
+        self.policy = policy
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(policy.rawValue)
+        w.put(UInt16(0))
+        w.put(timeoutMilliseconds)
+        return w.bytes
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .ackPolicy)
+        let p = body.baseAddress.unsafelyUnwrapped
+        guard let policy = AckPolicy(rawValue: p.le16(0)) else {
+            throw .malformed(type: .ackPolicy, reason: "unknown policy \(p.le16(0))")
+        }
+        self.policy = policy
+        timeoutMilliseconds = p.le32(4)
+    }
+}
+
+/// MASTER (client to broker) and PEER_MASTER (with a group index): the group's master site, 0 for none.
+public struct MasterFrame: Equatable, Sendable {
+    public var group: UInt32
+    public var siteID: Int32
+    public init(group: UInt32 = 0, siteID: Int32) {
+        self.group = group
+        self.siteID = siteID
+    }
+    /// MASTER body (site id, reserved).
+    public var localBody: [UInt8] {
+        var w = ByteWriter()
+        w.put(siteID)
+        w.put(UInt32(0))
+        return w.bytes
+    }
+    /// PEER_MASTER body (group, site id).
+    public var peerBody: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(siteID)
+        return w.bytes
+    }
+    public init(localBody body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .master)
+        group = 0
+        siteID = body.baseAddress.unsafelyUnwrapped.leInt32(0)
+        guard siteID >= 0 else { throw .malformed(type: .master, reason: "master site id \(siteID)") }
+    }
+    public init(peerBody body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .peerMaster)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        siteID = p.leInt32(4)
+        guard siteID >= 0 else { throw .malformed(type: .peerMaster, reason: "master site id \(siteID)") }
+    }
+}
+
+/// PEER_ACK: the sending site is durable up to `lsn` in group `group` (the sender's index).
+public struct PeerAckFrame: Equatable, Sendable {
+    public var group: UInt32
+    public var lsn: LSN
+    public init(group: UInt32, lsn: LSN) {
+        self.group = group
+        self.lsn = lsn
+    }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(lsn.file)
+        w.put(lsn.offset)
+        return w.bytes
+    }
+    /// Appends the whole frame in place: one per acknowledged record, so no allocation.
+    public func append(to buffer: ByteBuffer) {
+        let out = buffer.reserveForWriting(Wire.frameHeaderSize + 12)
+        FrameParser.writeHeader(.peerAck, bodyLength: 12, at: out)
+        out.storeLE(group, at: 8)
+        out.storeLE(lsn.file, at: 12)
+        out.storeLE(lsn.offset, at: 16)
+        buffer.commit(Wire.frameHeaderSize + 12)
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 12, .peerAck)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        lsn = LSN(file: p.le32(4), offset: p.le32(8))
+    }
+}

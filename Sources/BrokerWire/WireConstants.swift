@@ -22,11 +22,17 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
     case role = 0x03
     case sendResult = 0x04
     case error = 0x05
+    case siteEvent = 0x06
+    case ack = 0x07
+    case ackPolicy = 0x08
+    case master = 0x09
     case message = 0x10
     case hello = 0x20
     case activate = 0x21
     case heartbeat = 0x22
     case groupBind = 0x23
+    case peerAck = 0x24
+    case peerMaster = 0x25
 
     public var description: String {
         switch self {
@@ -35,11 +41,17 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
         case .role: return "ROLE"
         case .sendResult: return "SEND_RESULT"
         case .error: return "ERROR"
+        case .siteEvent: return "SITE_EVENT"
+        case .ack: return "ACK"
+        case .ackPolicy: return "ACK_POLICY"
+        case .master: return "MASTER"
         case .message: return "MESSAGE"
         case .hello: return "HELLO"
         case .activate: return "ACTIVATE"
         case .heartbeat: return "HEARTBEAT"
         case .groupBind: return "GROUP_BIND"
+        case .peerAck: return "PEER_ACK"
+        case .peerMaster: return "PEER_MASTER"
         }
     }
 }
@@ -103,6 +115,40 @@ public enum SendStatus: UInt32, Sendable {
     case ok = 0
     case queueFull = 1
     case unroutable = 2
+    case ackTimeout = 3
+}
+
+/// How many sites must acknowledge a PERMANENT message before its send succeeds (`RB_ACK_*`).
+public enum AckPolicy: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+    case none = 0
+    case one = 1
+    /// A majority of the group's sites, the sending site's own counted.
+    case quorum = 2
+    case all = 3
+
+    public init?(name: String) {
+        guard let policy = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = policy
+    }
+
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .one: return "one"
+        case .quorum: return "quorum"
+        case .all: return "all"
+        }
+    }
+
+    /// Acks needed from other sites in a group of `sites` sites (the sender's own counts for itself).
+    public func requiredAcks(sites: Int) -> Int {
+        switch self {
+        case .none: return 0
+        case .one: return min(1, sites - 1)
+        case .quorum: return sites / 2
+        case .all: return sites - 1
+        }
+    }
 }
 
 /// Reason carried by an ERROR frame (`RB_ERR_*`).

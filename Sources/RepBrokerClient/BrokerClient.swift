@@ -18,6 +18,9 @@ public final class BrokerClient: @unchecked Sendable {
         guard !options.group.isEmpty, options.group.utf8.count <= Wire.maxGroupName else {
             throw .invalidArgument("group name must be 1...\(Wire.maxGroupName) bytes")
         }
+        guard options.ackTimeout > 0, options.ackTimeout <= 600 else {
+            throw .invalidArgument("ack timeout must be in (0, 600] seconds")
+        }
         guard options.name.utf8.count <= Wire.maxClientName else {
             throw .invalidArgument("client name must be at most \(Wire.maxClientName) bytes")
         }
@@ -58,8 +61,32 @@ public final class BrokerClient: @unchecked Sendable {
     }
 
     /// The next message for this site's receiver, or nil after `timeout` seconds (nil: wait for ever).
+    /// Site events are skipped; use `nextEvent` to see them.
     public func receive(timeout: Double?) throws(BrokerClientError) -> ReceivedMessage? {
-        try core.receive(timeout: timeout)
+        while true {
+            switch try core.nextEvent(timeout: timeout) {
+            case .message(let message)?: return message
+            case nil: return nil
+            default: continue
+            }
+        }
+    }
+
+    /// The next message or site event for this site's receiver, or nil after `timeout` seconds.
+    public func nextEvent(timeout: Double?) throws(BrokerClientError) -> ClientEvent? {
+        try core.nextEvent(timeout: timeout)
+    }
+
+    /// Tells the broker this site is durable up to `lsn` (from `DB_REP_ISPERM` and its `ret_lsnp`); the
+    /// broker carries the ack to the other sites, where PERMANENT sends wait for it.
+    public func acknowledge(lsn: LSN) throws(BrokerClientError) {
+        try core.sendControl(.ack, body: AckFrame(lsn: lsn).body)
+    }
+
+    /// Tells the broker which site is the group's master (0: none); the broker tells its peers.
+    public func announceMaster(siteID: Int32) throws(BrokerClientError) {
+        guard siteID >= 0 else { throw .invalidArgument("master site id must be 0 or positive") }
+        try core.sendControl(.master, body: MasterFrame(siteID: siteID).localBody)
     }
 
     /// Waits until this client holds the receiver role, or `timeout` passes; true when it does.

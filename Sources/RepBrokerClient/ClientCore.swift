@@ -17,7 +17,7 @@ final class ClientCore: @unchecked Sendable {
     var roleState: RoleState = .none
     var isClosed = false
     var lastError = "not connected yet"
-    var inbox: [ReceivedMessage] = []
+    var inbox: [ClientEvent] = []
     var inboxHead = 0
     var inboxBytes = 0
     var nextSequence: UInt64 = 1
@@ -43,7 +43,8 @@ final class ClientCore: @unchecked Sendable {
             throw .brokerUnavailable("cannot connect to \(options.socketPath): \(error)")
         }
         let register = RegisterFrame(roles: options.roles, pid: getpid(), group: options.group, name: options.name)
-        let bytes = FrameParser.encode(.register, body: register.body)
+        let policy = AckPolicyFrame(policy: options.ackPolicy, timeoutMilliseconds: UInt32(options.ackTimeout * 1000))
+        let bytes = FrameParser.encode(.register, body: register.body) + FrameParser.encode(.ackPolicy, body: policy.body)
         do {
             var failure: BrokerClientError?
             bytes.withUnsafeBytes { raw in
@@ -173,7 +174,8 @@ final class ClientCore: @unchecked Sendable {
     }
 
     private func awaitResult(_ sequence: UInt64, generation sent: Int, destination: Int32) throws(BrokerClientError) {
-        let deadline = Posix.monotonicNanoseconds() + UInt64(options.sendTimeout * 1e9)
+        let wait = max(options.sendTimeout, options.ackPolicy == .none ? 0 : options.ackTimeout + 2)
+        let deadline = Posix.monotonicNanoseconds() + UInt64(wait * 1e9)
         let status: SendStatus = try state.withLock { () throws(BrokerClientError) in
             defer {
                 waiting.remove(sequence)
@@ -190,28 +192,46 @@ final class ClientCore: @unchecked Sendable {
         case .ok: return
         case .queueFull: throw .refused("a peer queue is full")
         case .unroutable: throw .unroutable(destination)
+        case .ackTimeout: throw .notAcknowledged
         }
     }
 
     // MARK: receiving
 
-    func receive(timeout: Double?) throws(BrokerClientError) -> ReceivedMessage? {
+    func nextEvent(timeout: Double?) throws(BrokerClientError) -> ClientEvent? {
         guard options.roles.contains(.receiver) else { throw .invalidArgument("client did not register as a receiver") }
         let deadline = timeout.map { Posix.monotonicNanoseconds() + UInt64(max(0, $0) * 1e9) }
-        return try state.withLock { () throws(BrokerClientError) -> ReceivedMessage? in
+        return try state.withLock { () throws(BrokerClientError) -> ClientEvent? in
             while inboxHead == inbox.count {
                 if isClosed { throw BrokerClientError.closed }
                 if !state.wait(untilNanoseconds: deadline) && inboxHead == inbox.count { return nil }
             }
-            let message = inbox[inboxHead]
+            let event = inbox[inboxHead]
             inboxHead += 1
-            inboxBytes -= message.control.count + message.rec.count
+            if case .message(let message) = event { inboxBytes -= message.control.count + message.rec.count }
             if inboxHead == inbox.count || inboxHead > 1024 {
                 inbox.removeFirst(inboxHead)
                 inboxHead = 0
             }
             state.broadcast()
-            return message
+            return event
+        }
+    }
+
+    /// Writes one control frame to the broker.
+    func sendControl(_ type: FrameType, body: [UInt8]) throws(BrokerClientError) {
+        let bytes = FrameParser.encode(type, body: body)
+        try writeLock.withLock { () throws(BrokerClientError) in
+            let fd = try state.withLock { () throws(BrokerClientError) in
+                guard !isClosed else { throw BrokerClientError.closed }
+                guard descriptor >= 0 else { throw BrokerClientError.brokerUnavailable(lastError) }
+                return descriptor
+            }
+            var failure: BrokerClientError?
+            bytes.withUnsafeBytes { raw in
+                do throws(BrokerClientError) { try Self.writeAll(fd, raw) } catch { failure = error }
+            }
+            if let failure { throw failure }
         }
     }
 

@@ -10,6 +10,8 @@ extension ClientCore {
     func readerLoop(initial: [UInt8]) {
         let buffer = ByteBuffer(capacity: 256 << 10)
         buffer.append(initial)
+        // Frames that came with WELCOME are handled before the first blocking read.
+        if let reason = processFrames(buffer) { disconnect(reason: reason) }
         var backoff = 0.05
         while true {
             let fd: CInt = state.withLock { isClosed ? -2 : descriptor }
@@ -22,6 +24,7 @@ extension ClientCore {
                     buffer.append(leftover)
                     install(newFD, frame)
                     backoff = 0.05
+                    if let reason = processFrames(buffer) { disconnect(reason: reason) }
                 } catch {
                     state.withLock {
                         lastError = "\(error)"
@@ -53,6 +56,11 @@ extension ClientCore {
         }
         if n == 0 { return "the broker closed the connection" }
         buffer.commit(n)
+        return processFrames(buffer)
+    }
+
+    /// Handles every complete frame in `buffer`; returns why the connection must end, or nil.
+    private func processFrames(_ buffer: ByteBuffer) -> String? {
         let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
         do {
             while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
@@ -78,7 +86,7 @@ extension ClientCore {
                 while inboxBytes > options.inboxLimitBytes && !isClosed {
                     state.wait(untilNanoseconds: Posix.monotonicNanoseconds() + 100_000_000)
                 }
-                inbox.append(message)
+                inbox.append(.message(message))
                 inboxBytes += control.count + rec.count
                 state.broadcast()
             }
@@ -89,6 +97,12 @@ extension ClientCore {
                     results[result.sequence] = result.status
                     state.broadcast()
                 }
+            }
+        case .siteEvent:
+            let event = try SiteEventFrame(body: frame.body)
+            state.withLock {
+                inbox.append(event.up ? .siteUp(event.siteID) : .siteDown(event.siteID))
+                state.broadcast()
             }
         case .role:
             let role = try RoleFrame(body: frame.body)

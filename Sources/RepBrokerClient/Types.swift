@@ -3,6 +3,7 @@
 @_exported import struct BrokerWire.RepFlags
 @_exported import struct BrokerWire.ClientRoles
 @_exported import enum BrokerWire.SiteID
+@_exported import enum BrokerWire.AckPolicy
 
 /// How a client connects and what it registers as.
 public struct BrokerClientOptions: Sendable {
@@ -14,8 +15,13 @@ public struct BrokerClientOptions: Sendable {
     public var name: String = ""
     /// `.sender`, `.receiver` or both. Only one client per group holds the receiver role; others stand by.
     public var roles: ClientRoles = [.sender]
-    /// How long a PERMANENT send waits for the broker's verdict.
+    /// How long a PERMANENT send waits for the broker's verdict (at least the ack timeout plus 2 s).
     public var sendTimeout: Double = 5
+    /// How many sites a PERMANENT send with an LSN waits for: none, one, quorum (a majority of the group's
+    /// sites, this one counted) or all.
+    public var ackPolicy: AckPolicy = .none
+    /// How long a PERMANENT send waits for its acks before it fails (Berkeley DB then flushes its log).
+    public var ackTimeout: Double = 1
     /// Reconnect and re-register by itself after the broker goes away.
     public var reconnect = true
     /// Bytes of received messages held before the client stops reading (the broker then queues, bounded).
@@ -39,6 +45,13 @@ public struct ReceivedMessage: Sendable, Equatable {
     public let flags: RepFlags
 }
 
+/// What a receiver can be told: a message, or a peer site's link coming up or going down.
+public enum ClientEvent: Sendable, Equatable {
+    case message(ReceivedMessage)
+    case siteUp(Int32)
+    case siteDown(Int32)
+}
+
 public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
     /// No connection to the broker right now (it is down or restarting); the client keeps reconnecting.
     case brokerUnavailable(String)
@@ -50,6 +63,8 @@ public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
     case unroutable(Int32)
     /// The broker did not answer a PERMANENT send in time.
     case timedOut
+    /// A PERMANENT message was sent but its ack policy was not met within the ack timeout.
+    case notAcknowledged
     /// `close()` was called.
     case closed
     /// The broker broke the protocol or rejected the client.
@@ -63,6 +78,7 @@ public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
         case .refused(let why): return "refused: \(why)"
         case .unroutable(let site): return "site \(site) is not a member of the group"
         case .timedOut: return "timed out"
+        case .notAcknowledged: return "not acknowledged by enough sites in time"
         case .closed: return "client closed"
         case .protocolError(let why): return "protocol error: \(why)"
         case .invalidArgument(let why): return "invalid argument: \(why)"

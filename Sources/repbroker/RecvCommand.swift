@@ -11,7 +11,9 @@ enum RecvCommand: Command {
 
         Takes the group's receiver role (when another client holds it, stands by and takes over when that
         one goes) and prints one line per message: `from=<site> <rec as text>`, or with --json one JSON object
-        per line: {"from":site,"control":base64,"rec":base64,"lsn":[file,offset],"flags":[...]}.
+        per line: {"from":site,"control":base64,"rec":base64,"lsn":[file,offset],"flags":[...]}. With --json, peer
+        site events are printed too: {"event":"site_up","site":2} or {"event":"site_down","site":2} (the current
+        state of every peer first, then each change); --count counts messages only.
 
         OPTIONS:
           --socket PATH      The broker's local socket (default: \(BrokerConfig.defaultSocketPath)).
@@ -32,6 +34,11 @@ enum RecvCommand: Command {
         let flags: [String]
     }
 
+    struct EventLine: Encodable {
+        let event: String
+        let site: Int32
+    }
+
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
         let count = try arguments.integer("count", Int.self, range: 1...Int.max)
         let timeout = try arguments.seconds("timeout")
@@ -43,9 +50,20 @@ enum RecvCommand: Command {
         defer { client.close() }
         var received = 0
         while count.map({ received < $0 }) ?? true {
-            guard let message = try client.receive(timeout: timeout) else {
+            guard let event = try client.nextEvent(timeout: timeout) else {
                 Console.writeError("repbroker recv: no message for \(timeout ?? 0) s after \(received) messages\n")
                 return 1
+            }
+            let message: ReceivedMessage
+            switch event {
+            case .message(let m):
+                message = m
+            case .siteUp(let site), .siteDown(let site):
+                if json {
+                    let name = event == .siteUp(site) ? "site_up" : "site_down"
+                    Console.writeOutput(try jsonLine(EventLine(event: name, site: site)) + "\n")
+                }
+                continue
             }
             received += 1
             if json {

@@ -21,7 +21,9 @@ import Testing
             (.register, RB_FRAME_REGISTER), (.welcome, RB_FRAME_WELCOME), (.role, RB_FRAME_ROLE),
             (.sendResult, RB_FRAME_SEND_RESULT), (.error, RB_FRAME_ERROR), (.message, RB_FRAME_MESSAGE),
             (.hello, RB_FRAME_HELLO), (.activate, RB_FRAME_ACTIVATE), (.heartbeat, RB_FRAME_HEARTBEAT),
-            (.groupBind, RB_FRAME_GROUP_BIND),
+            (.groupBind, RB_FRAME_GROUP_BIND), (.siteEvent, RB_FRAME_SITE_EVENT), (.ack, RB_FRAME_ACK),
+            (.ackPolicy, RB_FRAME_ACK_POLICY), (.master, RB_FRAME_MASTER), (.peerAck, RB_FRAME_PEER_ACK),
+            (.peerMaster, RB_FRAME_PEER_MASTER),
         ]
         for (type, value) in pairs { #expect(UInt32(type.rawValue) == value, "\(type)") }
     }
@@ -37,6 +39,9 @@ import Testing
         #expect(UInt32(RoleState.standby.rawValue) == RB_ROLE_STATE_STANDBY)
         #expect(SendStatus.queueFull.rawValue == RB_SEND_QUEUE_FULL)
         #expect(SendStatus.unroutable.rawValue == RB_SEND_UNROUTABLE)
+        #expect(SendStatus.ackTimeout.rawValue == RB_SEND_ACK_TIMEOUT)
+        #expect(UInt32(AckPolicy.none.rawValue) == RB_ACK_NONE && UInt32(AckPolicy.one.rawValue) == RB_ACK_ONE)
+        #expect(UInt32(AckPolicy.quorum.rawValue) == RB_ACK_QUORUM && UInt32(AckPolicy.all.rawValue) == RB_ACK_ALL)
         #expect(ErrorCode.duplicateLink.rawValue == RB_ERR_DUPLICATE_LINK)
         #expect(ErrorCode.shutdown.rawValue == RB_ERR_SHUTDOWN)
     }
@@ -50,6 +55,20 @@ import Testing
         #expect(MemoryLayout<rb_role>.size == RoleFrame(roleState: .receiver).body.count)
         #expect(MemoryLayout<rb_register>.size == RegisterFrame(roles: .sender, pid: 1, group: "", name: "").body.count)
         #expect(MemoryLayout<rb_group_bind>.size == GroupBindFrame(group: 1, name: "").body.count)
+        #expect(MemoryLayout<rb_site_event>.size == SiteEventFrame(siteID: 1, up: true).body.count)
+        #expect(MemoryLayout<rb_ack>.size == AckFrame(lsn: .zero).body.count)
+        #expect(MemoryLayout<rb_ack_policy>.size == AckPolicyFrame(policy: .all, timeoutMilliseconds: 1).body.count)
+        #expect(MemoryLayout<rb_master>.size == MasterFrame(siteID: 1).localBody.count)
+        #expect(MemoryLayout<rb_peer_ack>.size == PeerAckFrame(group: 1, lsn: .zero).body.count)
+        #expect(MemoryLayout<rb_peer_master>.size == MasterFrame(group: 1, siteID: 1).peerBody.count)
+    }
+
+    @Test(arguments: [(2, 1, 1, 1), (3, 1, 1, 2), (4, 1, 2, 3), (5, 1, 2, 4), (1, 0, 0, 0)])
+    func ackPoliciesCountSitesBesidesTheSender(sites: Int, one: Int, quorum: Int, all: Int) {
+        #expect(AckPolicy.none.requiredAcks(sites: sites) == 0)
+        #expect(AckPolicy.one.requiredAcks(sites: sites) == one)
+        #expect(AckPolicy.quorum.requiredAcks(sites: sites) == quorum)
+        #expect(AckPolicy.all.requiredAcks(sites: sites) == all)
     }
 
     @Test(arguments: [

@@ -106,6 +106,33 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             fields = ["magic": "\(f.magic)", "version": "\(f.version)", "site_id": "\(f.siteID)",
                       "incarnation": "\(f.incarnation)"]
             encoded = FrameParser.encode(.hello, body: f.body)
+        case .siteEvent:
+            let f = try SiteEventFrame(body: frame.body)
+            fields = ["site_id": "\(f.siteID)", "up": f.up ? "1" : "0"]
+            encoded = FrameParser.encode(.siteEvent, body: f.body)
+        case .ack:
+            let f = try AckFrame(body: frame.body)
+            fields = ["lsn_file": "\(f.lsn.file)", "lsn_offset": "\(f.lsn.offset)"]
+            encoded = FrameParser.encode(.ack, body: f.body)
+        case .ackPolicy:
+            let f = try AckPolicyFrame(body: frame.body)
+            fields = ["policy": "\(f.policy.rawValue)", "timeout_ms": "\(f.timeoutMilliseconds)"]
+            encoded = FrameParser.encode(.ackPolicy, body: f.body)
+        case .master:
+            let f = try MasterFrame(localBody: frame.body)
+            fields = ["site_id": "\(f.siteID)"]
+            encoded = FrameParser.encode(.master, body: f.localBody)
+        case .peerAck:
+            let f = try PeerAckFrame(body: frame.body)
+            fields = ["group": "\(f.group)", "lsn_file": "\(f.lsn.file)", "lsn_offset": "\(f.lsn.offset)"]
+            let buffer = ByteBuffer(capacity: 8)
+            f.append(to: buffer)
+            encoded = Array(buffer.readable)
+            #expect(encoded == FrameParser.encode(.peerAck, body: f.body))
+        case .peerMaster:
+            let f = try MasterFrame(peerBody: frame.body)
+            fields = ["group": "\(f.group)", "site_id": "\(f.siteID)"]
+            encoded = FrameParser.encode(.peerMaster, body: f.peerBody)
         case .activate, .heartbeat:
             #expect(frame.body.isEmpty)
             encoded = FrameParser.encode(frame.type, body: [])
@@ -121,7 +148,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 @Suite struct GoldenVectorTests {
     @Test func validFramesDecodeAndReencodeByteForByte() throws {
         let file = try VectorFile.load()
-        #expect(file.valid.count >= 12)
+        #expect(file.valid.count >= 20)
         for vector in file.valid {
             let input = bytes(hex: vector.hex)
             let (type, fields, encoded) = try roundTrip(input, maxMessage: file.max_message)
@@ -141,7 +168,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 
     @Test func invalidFramesAreRejectedWithTheNamedError() throws {
         let file = try VectorFile.load()
-        #expect(file.invalid.count >= 16)
+        #expect(file.invalid.count >= 21)
         for vector in file.invalid {
             do {
                 _ = try roundTrip(bytes(hex: vector.hex), maxMessage: file.max_message)

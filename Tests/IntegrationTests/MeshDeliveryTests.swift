@@ -85,7 +85,9 @@ import Testing
             #expect(sender.waitForExit(timeout: 20) == 0)
             #expect(receiver.waitForExit(timeout: 20) == 0)
             struct Line: Decodable { let from: Int32; let control: String; let rec: String; let lsn: [UInt32]; let flags: [String] }
-            let lines = try receiver.lines.map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+            #expect(receiver.lines.first == #"{"event":"site_up","site":1}"#, "the current state of each peer comes first")
+            let lines = try receiver.lines.filter { $0.hasPrefix("{\"control") }
+                .map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
             #expect(lines.map { String(decoding: Data(base64Encoded: $0.rec) ?? Data(), as: UTF8.self) } == ["first", "second"])
             #expect(lines.allSatisfy { $0.from == 1 && $0.flags == ["nobuffer", "permanent"] && $0.control.isEmpty })
         }

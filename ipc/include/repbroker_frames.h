@@ -26,11 +26,17 @@
 #define RB_FRAME_ROLE 0x03u        /* broker -> client: receiver role granted */
 #define RB_FRAME_SEND_RESULT 0x04u /* broker -> client: outcome of a PERMANENT send */
 #define RB_FRAME_ERROR 0x05u       /* either way, on any link, just before the sender closes */
+#define RB_FRAME_SITE_EVENT 0x06u  /* broker -> receiver: a peer site's link came up or went down */
+#define RB_FRAME_ACK 0x07u         /* receiver -> broker: this site is durable up to an LSN */
+#define RB_FRAME_ACK_POLICY 0x08u  /* client -> broker: how many sites a PERMANENT send waits for */
+#define RB_FRAME_MASTER 0x09u      /* client -> broker: the group's master site */
 #define RB_FRAME_MESSAGE 0x10u     /* a replication message, on every link */
 #define RB_FRAME_HELLO 0x20u       /* peer handshake, both ways */
 #define RB_FRAME_ACTIVATE 0x21u    /* peer: the lower site id makes this connection the link */
 #define RB_FRAME_HEARTBEAT 0x22u   /* peer: sent when nothing else was sent for one interval */
 #define RB_FRAME_GROUP_BIND 0x23u  /* peer: names a group index used by later MESSAGE frames */
+#define RB_FRAME_PEER_ACK 0x24u    /* peer: the sending site is durable up to an LSN in a group */
+#define RB_FRAME_PEER_MASTER 0x25u /* peer: the master of a group, as announced at the sending site */
 
 /* Berkeley DB values carried as they are (db.h). */
 #define RB_EID_BROADCAST (-1)
@@ -51,6 +57,13 @@
 #define RB_SEND_OK 0u
 #define RB_SEND_QUEUE_FULL 1u
 #define RB_SEND_UNROUTABLE 2u
+#define RB_SEND_ACK_TIMEOUT 3u /* queued, but the ack policy was not met within its timeout */
+
+/* ACK_POLICY policies. */
+#define RB_ACK_NONE 0u
+#define RB_ACK_ONE 1u
+#define RB_ACK_QUORUM 2u /* a majority of the group's sites, the sender's own counted */
+#define RB_ACK_ALL 3u
 
 /* ERROR codes. */
 #define RB_ERR_VERSION 1u
@@ -102,6 +115,39 @@ typedef struct rb_error {
     uint32_t code;          /* RB_ERR_*; UTF-8 reason follows */
 } rb_error;
 
+typedef struct rb_site_event {
+    int32_t site_id;
+    uint16_t up;            /* 1 up, 0 down */
+    uint16_t reserved;
+} rb_site_event;
+
+typedef struct rb_ack {
+    uint32_t lsn_file;      /* the LSN made durable (DB_REP_ISPERM's ret_lsnp) */
+    uint32_t lsn_offset;
+} rb_ack;
+
+typedef struct rb_ack_policy {
+    uint16_t policy;        /* RB_ACK_* */
+    uint16_t reserved;
+    uint32_t timeout_ms;    /* how long a PERMANENT send waits for its acks */
+} rb_ack_policy;
+
+typedef struct rb_master {
+    int32_t site_id;        /* 0: no master known */
+    uint32_t reserved;
+} rb_master;
+
+typedef struct rb_peer_ack {
+    uint32_t group;         /* the sender's group index */
+    uint32_t lsn_file;
+    uint32_t lsn_offset;
+} rb_peer_ack;
+
+typedef struct rb_peer_master {
+    uint32_t group;
+    int32_t site_id;
+} rb_peer_master;
+
 typedef struct rb_message {
     uint32_t group;         /* peer links: the sender's group index (GROUP_BIND); local links: 0 */
     int32_t source;         /* site id of the sending site; 0 from a client */
@@ -137,6 +183,12 @@ _Static_assert(sizeof(rb_welcome) == 24, "welcome is 24 bytes");
 _Static_assert(sizeof(rb_role) == 4, "role is 4 bytes");
 _Static_assert(sizeof(rb_send_result) == 16, "send result is 16 bytes");
 _Static_assert(sizeof(rb_message) == 40, "message header is 40 bytes");
+_Static_assert(sizeof(rb_site_event) == 8, "site event is 8 bytes");
+_Static_assert(sizeof(rb_ack) == 8, "ack is 8 bytes");
+_Static_assert(sizeof(rb_ack_policy) == 8, "ack policy is 8 bytes");
+_Static_assert(sizeof(rb_master) == 8, "master is 8 bytes");
+_Static_assert(sizeof(rb_peer_ack) == 12, "peer ack is 12 bytes");
+_Static_assert(sizeof(rb_peer_master) == 8, "peer master is 8 bytes");
 _Static_assert(sizeof(rb_hello) == 24, "hello is 24 bytes");
 _Static_assert(sizeof(rb_group_bind) == 8, "group bind is 8 bytes before its name");
 

@@ -8,7 +8,9 @@ import struct
 
 MAGIC = 0xB7
 TYPES = {"REGISTER": 0x01, "WELCOME": 0x02, "ROLE": 0x03, "SEND_RESULT": 0x04, "ERROR": 0x05,
-         "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23}
+         "SITE_EVENT": 0x06, "ACK": 0x07, "ACK_POLICY": 0x08, "MASTER": 0x09,
+         "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23,
+         "PEER_ACK": 0x24, "PEER_MASTER": 0x25}
 
 
 def frame(kind, body, magic=MAGIC, reserved=0, length=None):
@@ -41,6 +43,14 @@ valid = [
     ("activate", "ACTIVATE", b"", {}),
     ("heartbeat", "HEARTBEAT", b"", {}),
     ("group-bind", "GROUP_BIND", struct.pack("<IHH", 1, 7, 0) + b"default", {"group": 1, "name": "default"}),
+    ("send-result-ack-timeout", "SEND_RESULT", struct.pack("<QII", 10, 3, 0), {"sequence": 10, "status": 3}),
+    ("site-up", "SITE_EVENT", struct.pack("<iHH", 3, 1, 0), {"site_id": 3, "up": 1}),
+    ("site-down", "SITE_EVENT", struct.pack("<iHH", 2, 0, 0), {"site_id": 2, "up": 0}),
+    ("ack", "ACK", struct.pack("<II", 1, 28), {"lsn_file": 1, "lsn_offset": 28}),
+    ("ack-policy", "ACK_POLICY", struct.pack("<HHI", 2, 0, 1000), {"policy": 2, "timeout_ms": 1000}),
+    ("master", "MASTER", struct.pack("<iI", 2, 0), {"site_id": 2}),
+    ("peer-ack", "PEER_ACK", struct.pack("<III", 1, 1, 28), {"group": 1, "lsn_file": 1, "lsn_offset": 28}),
+    ("peer-master", "PEER_MASTER", struct.pack("<Ii", 1, 3), {"group": 1, "site_id": 3}),
 ]
 
 invalid = [
@@ -61,6 +71,11 @@ invalid = [
     ("hello-bad-magic", frame("HELLO", struct.pack("<IHHiIQ", 0xDEADBEEF, 1, 0, 2, 0, 1)), "malformed"),
     ("group-bind-empty-name", frame("GROUP_BIND", struct.pack("<IHH", 1, 0, 0)), "malformed"),
     ("send-result-unknown-status", frame("SEND_RESULT", struct.pack("<QII", 1, 99, 0)), "malformed"),
+    ("ack-policy-unknown", frame("ACK_POLICY", struct.pack("<HHI", 9, 0, 1000)), "malformed"),
+    ("site-event-bad-state", frame("SITE_EVENT", struct.pack("<iHH", 2, 2, 0)), "malformed"),
+    ("master-negative", frame("MASTER", struct.pack("<iI", -1, 0)), "malformed"),
+    ("ack-short", frame("ACK", struct.pack("<I", 1)), "malformed"),
+    ("peer-ack-short", frame("PEER_ACK", struct.pack("<II", 1, 1)), "malformed"),
 ]
 
 document = {

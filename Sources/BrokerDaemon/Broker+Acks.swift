@@ -1,0 +1,107 @@
+// Acks for PERMANENT messages, master announcements and site events.
+//
+// A receiver acknowledges the LSN its site made durable; the broker tells every peer (PEER_ACK), and each
+// broker keeps, per group and per peer site, the highest LSN acknowledged. A local client's PERMANENT send
+// with an LSN waits until its ack policy counts enough sites durable at or past that LSN, or its timeout
+// passes. Acks are forgotten for a site whose link goes down and for a group whose master changes (a new
+// master's log may be rolled back below LSNs acknowledged under the old one).
+import BrokerWire
+
+extension Broker {
+    /// Where a PERMANENT send's SEND_RESULT comes from: now (policy none, no LSN, or already met) or later.
+    func awaitAcks(_ client: LocalClient, _ group: Group, sequence: UInt64, lsn: LSN) {
+        let required = client.ackPolicy.requiredAcks(sites: linkList.count + 1)
+        if required == 0 || lsn == .zero || group.sitesDurable(at: lsn) >= required {
+            if required > 0 { permanentAcked += 1 }
+            client.permanentAcked += 1
+            client.sendResult(sequence, .ok)
+            return
+        }
+        group.pendingAcks.append(PendingAck(client: client, sequence: sequence, lsn: lsn, required: required,
+                                            deadline: now + client.ackTimeoutNanoseconds))
+    }
+
+    /// A local receiver's ack: tell every peer.
+    func acknowledge(from client: LocalClient, _ lsn: LSN) {
+        guard let group = client.group else { return }
+        for link in linkList where link.connection != nil {
+            PeerAckFrame(group: group.index, lsn: lsn).append(to: link.queue.buffer)
+            if let connection = link.connection { loop.markDirty(connection) }
+        }
+    }
+
+    /// A peer site's ack.
+    func peerAcknowledged(_ frame: PeerAckFrame, on connection: PeerConnection) throws(WireError) {
+        guard let link = connection.link else { return }
+        guard let group = link.remoteGroups[frame.group] else {
+            throw .malformed(type: .peerAck, reason: "group index \(frame.group) was never bound")
+        }
+        acksReceived += 1
+        if frame.lsn > group.ackedLSN[link.index] { group.ackedLSN[link.index] = frame.lsn }
+        guard !group.pendingAcks.isEmpty else { return }
+        group.pendingAcks.removeAll { pending in
+            guard group.sitesDurable(at: pending.lsn) >= pending.required else { return false }
+            permanentAcked += 1
+            pending.client.permanentAcked += 1
+            pending.client.sendResult(pending.sequence, .ok)
+            return true
+        }
+    }
+
+    /// Fails PERMANENT sends whose acks did not come in time (on each tick).
+    func expirePendingAcks() {
+        for group in groupList where !group.pendingAcks.isEmpty {
+            group.pendingAcks.removeAll { pending in
+                guard now >= pending.deadline else { return false }
+                permanentAckFailures += 1
+                pending.client.permanentFailed += 1
+                pending.client.sendResult(pending.sequence, .ackTimeout)
+                return true
+            }
+        }
+    }
+
+    /// Drops a departing client's waiting sends.
+    func forgetPendingAcks(of client: LocalClient) {
+        client.group?.pendingAcks.removeAll { $0.client === client }
+    }
+
+    /// A local client says which site is master; peers are told.
+    func announceMaster(from client: LocalClient, _ siteID: Int32) {
+        guard let group = client.group else { return }
+        setMaster(group, siteID, source: "client \(client.id)")
+        let frame = group.masterFrame
+        for link in linkList { link.enqueueControl(frame, loop: loop) }
+    }
+
+    func peerAnnouncedMaster(_ frame: MasterFrame, on connection: PeerConnection) throws(WireError) {
+        guard let link = connection.link else { return }
+        guard let group = link.remoteGroups[frame.group] else {
+            throw .malformed(type: .peerMaster, reason: "group index \(frame.group) was never bound")
+        }
+        setMaster(group, frame.siteID, source: "site \(link.siteID)")
+    }
+
+    private func setMaster(_ group: Group, _ siteID: Int32, source: String) {
+        guard group.master != siteID else { return }
+        group.master = siteID
+        for index in group.ackedLSN.indices { group.ackedLSN[index] = .zero }
+        logger.info("master announced", ["group": group.name, "master.site_id": "\(siteID)", "by": source])
+    }
+
+    /// Tells every receiver that a peer site's link came up or went down.
+    func announceSite(_ link: PeerLink, up: Bool) {
+        if !up {
+            for group in groupList { group.ackedLSN[link.index] = .zero }
+        }
+        let body = SiteEventFrame(siteID: link.siteID, up: up).body
+        for group in groupList { group.receiver?.send(.siteEvent, body: body) }
+    }
+
+    /// Gives a new receiver the state of every peer link.
+    func sendSiteStates(to client: LocalClient) {
+        for link in linkList {
+            client.send(.siteEvent, body: SiteEventFrame(siteID: link.siteID, up: link.connection != nil).body)
+        }
+    }
+}
