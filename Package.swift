@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "RepBrokerClient", targets: ["RepBrokerClient"]),
         .library(name: "BrokerDaemon", targets: ["BrokerDaemon"]),
+        .library(name: "BrokerHarness", targets: ["BrokerHarness"]),
         .executable(name: "repbrokerd", targets: ["repbrokerd"]),
         .executable(name: "repbroker", targets: ["repbroker"]),
     ],
@@ -26,7 +27,7 @@ let package = Package(
         .target(name: "RepBrokerClient", dependencies: ["BrokerSystem", "BrokerWire"]),
         // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
         .target(name: "BrokerHarness", dependencies: ["BrokerDaemon", "BrokerSystem"]),
-        .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon", "BrokerSystem"]),
+        .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon"]),
         .executableTarget(
             name: "repbroker",
             dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]

@@ -13,6 +13,8 @@ public final class BrokerProcess: @unchecked Sendable {
     public let directory: String
     public var peers: [(Int32, UInt16)]
     public var extraArguments: [String]
+    /// The broker program: the root package's repbrokerd unless told otherwise.
+    public var executable: String
     public private(set) var child: ChildProcess?
 
     public var socketPath: String { "\(directory)/site\(siteID).sock" }
@@ -20,7 +22,8 @@ public final class BrokerProcess: @unchecked Sendable {
     public var logPath: String { "\(directory)/site\(siteID).log" }
 
     public init(siteID: Int32, port: UInt16, directory: String, peers: [(Int32, UInt16)],
-                extraArguments: [String] = []) {
+                extraArguments: [String] = [], executable: String = Executables.path("repbrokerd")) {
+        self.executable = executable
         self.siteID = siteID
         self.port = port
         self.directory = directory
@@ -35,7 +38,7 @@ public final class BrokerProcess: @unchecked Sendable {
 
     /// Starts the broker and waits until its admin socket answers.
     public func start(timeout: Double = 10) throws {
-        let child = try ChildProcess(name: "repbrokerd-\(siteID)", executable: Executables.path("repbrokerd"),
+        let child = try ChildProcess(name: "repbrokerd-\(siteID)", executable: executable,
                                      arguments: arguments, stderrPath: logPath)
         self.child = child
         let ready = Deadline.wait(timeout: timeout) {
@@ -89,14 +92,15 @@ public final class LocalSites: @unchecked Sendable {
     public let directory: TemporaryDirectory
     public let brokers: [BrokerProcess]
 
-    public init(count: Int, extraArguments: [String] = ["--heartbeat-ms", "200"]) throws {
+    public init(count: Int, extraArguments: [String] = ["--heartbeat-ms", "200"],
+                executable: String = Executables.path("repbrokerd")) throws {
         let directory = try TemporaryDirectory()
         let ports = (0..<count).map { _ in FreePort.next() }
         self.directory = directory
         brokers = (0..<count).map { index in
             let peers = (0..<count).filter { $0 != index }.map { (Int32($0 + 1), ports[$0]) }
             return BrokerProcess(siteID: Int32(index + 1), port: ports[index], directory: directory.path, peers: peers,
-                                 extraArguments: extraArguments)
+                                 extraArguments: extraArguments, executable: executable)
         }
     }
 

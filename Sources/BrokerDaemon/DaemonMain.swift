@@ -1,0 +1,91 @@
+// repbrokerd's whole program as a library function, so that any package can build a broker executable
+// (the root one, and the Berkeley DB interop package's own) with a one-line main.
+import BrokerSystem
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum DaemonMain {
+    /// Parses `arguments` (without the program name), runs the broker until SIGTERM or SIGINT, and exits:
+    /// 0 after a clean stop, 1 on failure, 64 on usage errors.
+    public static func run(_ words: [String]) -> Never {
+        if words.contains("--help") || words.contains("-h") {
+            Console.writeOutput(help + "\n")
+            exit(0)
+        }
+        let config: BrokerConfig
+        do {
+            let arguments = try ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: [])
+            guard arguments.positionals.isEmpty else {
+                throw UsageError("unexpected argument '\(arguments.positionals[0])'")
+            }
+            config = try BrokerConfig.from(arguments: arguments)
+        } catch let error as UsageError {
+            exitWithUsage(error, tool: "repbrokerd")
+        } catch {
+            exitWithFailure("\(error)", tool: "repbrokerd")
+        }
+
+        signal(SIGPIPE, SIG_IGN)
+        let broker: Broker
+        do {
+            broker = try Broker(config: config)
+            try broker.start()
+        } catch let error as ConfigError {
+            exitWithUsage(UsageError("\(error)"), tool: "repbrokerd")
+        } catch {
+            exitWithFailure("\(error)", tool: "repbrokerd")
+        }
+        let signalSources = installStopSignals(broker.stopper)
+        do {
+            try broker.run()
+        } catch {
+            broker.removeSocketFilesOnFailure()
+            exitWithFailure("event loop failed: \(error)", tool: "repbrokerd")
+        }
+        withExtendedLifetime(signalSources) {}
+        exit(0)
+    }
+
+    /// SIGTERM and SIGINT stop the broker; the handlers run on a Dispatch queue.
+    static func installStopSignals(_ stopper: Broker.Stopper) -> [DispatchSourceSignal] {
+        [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { @Sendable in stopper.requestStop() }
+            source.resume()
+            return source
+        }
+    }
+
+    static let help = """
+        repbrokerd: the per-host communications broker for Berkeley DB replication groups.
+
+        USAGE: repbrokerd --site-id N [--listen HOST:PORT] [--peer ID=HOST:PORT]... [--socket PATH]
+                          [--admin-socket PATH] [--config FILE] [--log-level trace|debug|info|warning|error]
+
+        OPTIONS:
+          --site-id N              This site's id: a positive 32-bit integer, unique in the group, used as
+                                   the Berkeley DB environment id (EID) of this site.
+          --listen HOST:PORT       Where peer brokers connect. Without it the broker only dials its peers.
+          --peer ID=HOST:PORT      A peer site and its --listen address (repeatable).
+          --socket PATH            Local client socket (default: \(BrokerConfig.defaultSocketPath)).
+          --admin-socket PATH      Admin socket for `repbroker stats` (default: \(BrokerConfig.defaultAdminSocketPath)).
+          --config FILE            JSON file with the same settings in snake_case (site_id, listen, peers:
+                                   [{"site_id":2,"address":"host:port"}], socket, admin_socket, log_level,
+                                   heartbeat_ms, ...). Flags override it.
+          --log-level LEVEL        trace, debug, info (default), warning or error. Logs go to stderr.
+          --heartbeat-ms N         Peer heartbeat interval (default 1000); a link silent for 3 intervals is down.
+          --peer-queue-bytes N     Per-peer outbound queue limit (default 67108864). When full, a message
+                                   without PERMANENT is dropped and counted; a PERMANENT one is refused.
+          --max-message-bytes N    Largest control + rec of one message (default 67108864).
+          --inbound-queue-bytes N  Per-group queue for messages waiting for a receiver (default 4194304).
+          --client-queue-bytes N   Per-client delivery queue limit (default 67108864).
+          --socket-mode OCTAL      Mode of both Unix sockets (default 660).
+          -h, --help               Show this help.
+
+        SIGTERM or SIGINT: stop accepting, flush peer queues for up to 2 s, remove the sockets, exit 0.
+        Exit codes: 0 after a clean stop, 1 on failure (e.g. a live broker on the socket path), 64 on usage errors.
+        """
+}
