@@ -1,0 +1,28 @@
+// swift-tools-version:6.0
+// Real Berkeley DB 5.3 replication through repbroker: a multi-process replicated key-value store on the
+// Base API (bdb-site), and the failover scenario that checks it (bdb-scenario). Needs libdb5.3-dev.
+import PackageDescription
+
+let package = Package(
+    name: "BerkeleyDBInterop",
+    dependencies: [.package(path: "repbroker")],
+    targets: [
+        .systemLibrary(name: "CBerkeleyDB", providers: [.apt(["libdb5.3-dev"])]),
+        .target(
+            name: "BerkeleyDBSite",
+            dependencies: ["CBerkeleyDB", .product(name: "RepBrokerClient", package: "repbroker")]
+        ),
+        .target(
+            name: "BerkeleyDBScenario",
+            dependencies: [
+                .product(name: "BrokerHarness", package: "repbroker"),
+                .product(name: "BrokerDaemon", package: "repbroker"),
+            ]
+        ),
+        .executableTarget(name: "bdb-site", dependencies: ["BerkeleyDBSite"]),
+        // This package's own broker binary, so that its tests need nothing built elsewhere.
+        .executableTarget(name: "bdb-brokerd", dependencies: [.product(name: "BrokerDaemon", package: "repbroker")]),
+        .executableTarget(name: "bdb-scenario", dependencies: ["BerkeleyDBScenario"]),
+        .testTarget(name: "BerkeleyDBTests", dependencies: ["BerkeleyDBScenario"]),
+    ]
+)

@@ -1,0 +1,219 @@
+// The failover scenario with real Berkeley DB 5.3 through repbroker: three sites on loopback, each with its
+// own broker, home directory, one replication process and several writer processes.
+//  1. Site 1 starts as master; the others sync as clients.
+//  2. The master's writers commit `txns` transactions each; every site's dump becomes identical.
+//  3. kill -9 the master's broker and processes; the survivors elect a new master, whose writers commit more.
+//  4. The old master's site restarts (recovery, as client), rejoins and syncs; every dump is identical again
+//     and holds every transaction acknowledged under the ack policy before the kill.
+//  5. Every broker has one peer link per other site, whatever the number of local processes.
+import BrokerDaemon
+import BrokerHarness
+import BrokerSystem
+import Foundation
+
+public struct ScenarioOptions: Sendable {
+    public var sites = 3
+    public var writers = 2
+    public var txns = 500
+    public var ackPolicy = "quorum"
+    public var valueSize = 100
+    public init() {}
+}
+
+public struct ScenarioResult: Codable, Sendable {
+    public var sites: Int
+    public var writers: Int
+    public var txnsCommitted: Int
+    public var converged: Bool
+    public var failoverMilliseconds: Int
+    public var permFailures: Int
+    public var elapsedMilliseconds: Int
+    enum CodingKeys: String, CodingKey {
+        case sites, writers, txnsCommitted = "txns_committed", converged, failoverMilliseconds = "failover_ms"
+        case permFailures = "perm_failures", elapsedMilliseconds = "elapsed_ms"
+    }
+}
+
+public struct ScenarioFailure: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One site: its broker, home and replication process.
+final class Site: @unchecked Sendable {
+    let broker: BrokerProcess
+    let home: String
+    var replicate: ChildProcess?
+    var id: Int32 { broker.siteID }
+
+    init(broker: BrokerProcess, home: String) {
+        self.broker = broker
+        self.home = home
+    }
+}
+
+public final class Scenario: @unchecked Sendable {
+    let options: ScenarioOptions
+    let log: (String) -> Void
+    let sites: LocalSites
+    let members: [Site]
+    let started = Posix.monotonicNanoseconds()
+
+    public init(options: ScenarioOptions, log: @escaping (String) -> Void) throws {
+        self.options = options
+        self.log = log
+        sites = try LocalSites(count: options.sites, extraArguments: ["--heartbeat-ms", "250"],
+                               executable: Executables.path("bdb-brokerd"))
+        members = sites.brokers.map { broker in
+            let home = broker.directory + "/home\(broker.siteID)"
+            try? FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+            return Site(broker: broker, home: home)
+        }
+    }
+
+    var site: String { Executables.path("bdb-site") }
+
+    func startReplication(_ site: Site, asMaster: Bool) throws {
+        var arguments = ["replicate", "--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",
+                         "--nsites", "\(options.sites)", "--priority", "\(100 - Int(site.id))",
+                         "--ack-policy", options.ackPolicy]
+        if asMaster { arguments.append("--master") }
+        site.replicate = try ChildProcess(name: "replicate-\(site.id)", executable: self.site, arguments: arguments,
+                                          stderrPath: site.broker.directory + "/replicate\(site.id).err")
+    }
+
+    func waitFor(_ what: String, timeout: Double = 60, _ condition: () -> Bool) throws {
+        guard Deadline.wait(timeout: timeout, interval: 0.05, condition) else {
+            throw ScenarioFailure("timed out waiting for \(what)")
+        }
+    }
+
+    func dump(_ site: Site) -> [String]? {
+        guard let child = try? ChildProcess(name: "dump", executable: self.site, arguments: ["dump", "--home", site.home]),
+              child.waitForExit(timeout: 30) == 0 else { return nil }
+        _ = child.waitForLines(timeout: 5) { _ in false }
+        return child.lines
+    }
+
+    /// Runs `writers` writer processes at `site`; returns their summaries and acked keys.
+    func write(at site: Site, phase: String) throws -> (committed: Int, permFailures: Int, acked: Set<String>) {
+        let writers = try (0..<options.writers).map { index in
+            try ChildProcess(name: "write-\(site.id)-\(index)", executable: self.site,
+                             arguments: ["write", "--home", site.home, "--socket", site.broker.socketPath,
+                                         "--count", "\(options.txns)", "--prefix", "\(phase)s\(site.id)w\(index)",
+                                         "--value-size", "\(options.valueSize)", "--ack-policy", options.ackPolicy],
+                             stderrPath: site.broker.directory + "/write-\(phase)-\(index).err")
+        }
+        // While they run, the site has several local processes and still one link per peer site.
+        let linked = site.broker.waitForStats(timeout: 30) { stats in
+            stats.clients.count >= 1 + options.writers && stats.peers.allSatisfy { $0.state == .connected }
+                || writers.allSatisfy { !$0.isRunning }
+        }
+        if linked, let stats = try? site.broker.stats() {
+            log("site \(site.id): \(stats.clients.count) local clients, \(stats.peers.count) peer links")
+            guard stats.peers.count == options.sites - 1 else { throw ScenarioFailure("not one link per peer site") }
+        }
+        var committed = 0
+        var failures = 0
+        var acked = Set<String>()
+        for writer in writers {
+            guard writer.waitForExit(timeout: 300) == 0 else {
+                let err = (try? String(contentsOfFile: site.broker.directory + "/\(writer.name).err", encoding: .utf8)) ?? ""
+                throw ScenarioFailure("\(writer.name) failed: \(err.suffix(500))")
+            }
+            _ = writer.waitForLines(timeout: 5) { _ in false }
+            let lines = writer.lines
+            acked.formUnion(lines.filter { $0.hasPrefix("acked ") }.map { String($0.dropFirst(6)) })
+            if let last = lines.last, let data = last.data(using: .utf8),
+               let summary = try? JSONSerialization.jsonObject(with: data) as? [String: Int] {
+                committed += summary["committed"] ?? 0
+                failures += summary["perm_failures"] ?? 0
+            }
+        }
+        log("site \(site.id): \(committed) transactions committed, \(acked.count) acknowledged, \(failures) perm failures")
+        return (committed, failures, acked)
+    }
+
+    /// Waits until every running site's dump is identical and holds `count` keys.
+    func awaitConvergence(_ running: [Site], count: Int, timeout: Double = 120) throws -> [String] {
+        var last: [[String]] = []
+        let converged = Deadline.wait(timeout: timeout, interval: 0.5) {
+            last = running.compactMap(dump)
+            return last.count == running.count && last.allSatisfy { $0 == last[0] } && last[0].count == count
+        }
+        guard converged, let result = last.first else {
+            throw ScenarioFailure("dumps did not converge: sizes \(last.map(\.count)), expected \(count) keys")
+        }
+        return result
+    }
+
+    func elapsed() -> Int { Int((Posix.monotonicNanoseconds() - started) / 1_000_000) }
+
+    public func run() throws -> ScenarioResult {
+        defer { shutDown() }
+        try sites.start()
+        log("\(options.sites) brokers linked")
+        let first = members[0]
+        try startReplication(first, asMaster: true)
+        try waitFor("site 1 to become master") { first.replicate?.lines.contains("ready site=1") == true }
+        for site in members.dropFirst() { try startReplication(site, asMaster: false) }
+        for site in members.dropFirst() {
+            try waitFor("site \(site.id) to sync") { site.replicate?.lines.contains("startupdone") == true }
+        }
+        log("site 1 is master; sites \(members.dropFirst().map(\.id)) synced as clients")
+
+        let before = try write(at: first, phase: "a")
+        _ = try awaitConvergence(members, count: before.committed)
+        log("all \(options.sites) dumps identical: \(before.committed) keys")
+
+        // Fail the master's whole site.
+        first.replicate?.kill9()
+        first.broker.kill9()
+        let killedAt = Posix.monotonicNanoseconds()
+        let survivors = Array(members.dropFirst())
+        let lineCounts = survivors.map { $0.replicate?.lines.count ?? 0 }
+        var newMaster: Site?
+        try waitFor("a survivor to be elected master") {
+            for (index, site) in survivors.enumerated()
+            where site.replicate?.lines.dropFirst(lineCounts[index]).contains("role=master") == true {
+                newMaster = site
+                return true
+            }
+            return false
+        }
+        let failover = Int((Posix.monotonicNanoseconds() - killedAt) / 1_000_000)
+        guard let master = newMaster else { throw ScenarioFailure("no new master") }
+        log("site \(master.id) elected master \(failover) ms after the kill")
+
+        let after = try write(at: master, phase: "b")
+        _ = try awaitConvergence(survivors, count: before.committed + after.committed)
+        log("survivors identical: \(before.committed + after.committed) keys")
+
+        // The old master comes back: recovery, as client.
+        try first.broker.start()
+        try waitFor("site 1's links") { first.broker.waitForPeers(timeout: 1) }
+        try startReplication(first, asMaster: false)
+        let final = try awaitConvergence(members, count: before.committed + after.committed)
+        let keys = Set(final.compactMap { $0.split(separator: "=").first.map(String.init) })
+        let lost = before.acked.subtracting(keys)
+        guard lost.isEmpty else { throw ScenarioFailure("\(lost.count) acknowledged transactions lost, e.g. \(lost.first ?? "")") }
+        log("all \(options.sites) dumps identical again: \(final.count) keys, every acknowledged transaction present")
+
+        for site in members {
+            let stats = try site.broker.stats()
+            guard stats.peers.count == options.sites - 1, stats.peers.allSatisfy({ $0.state == .connected }) else {
+                throw ScenarioFailure("site \(site.id) does not have one connected link per peer")
+            }
+            log("site \(site.id) broker: \(stats.peers.map { "peer \($0.siteID) sent \($0.messagesSent) received \($0.messagesReceived)" }.joined(separator: ", ")); acks in \(stats.totals.acksReceived)")
+        }
+        return ScenarioResult(sites: options.sites, writers: options.writers,
+                              txnsCommitted: before.committed + after.committed, converged: true,
+                              failoverMilliseconds: failover, permFailures: before.permFailures + after.permFailures,
+                              elapsedMilliseconds: elapsed())
+    }
+
+    func shutDown() {
+        for site in members { site.replicate?.kill9() }
+        sites.shutDown()
+    }
+}

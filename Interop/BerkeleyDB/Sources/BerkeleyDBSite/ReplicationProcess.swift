@@ -1,0 +1,253 @@
+// The site's one replication process: holds the receiver role and feeds every message into
+// rep_process_message with the source site as envid; acknowledges ISPERM LSNs; holds elections on a
+// thread of their own when the master's site goes down or Berkeley DB asks; becomes master when elected;
+// re-runs rep_start when a site comes back; heartbeats (rep_flush) as master; runs failchk.
+//
+// Prints status lines: `role=master`, `role=client`, `master=N`, `startupdone`, `newsite from=N`,
+// `elect ...`, `site_up N`, `site_down N`.
+import CBerkeleyDB
+import Foundation
+import RepBrokerClient
+
+public struct ReplicateOptions: Sendable {
+    public var home: String
+    public var socketPath: String
+    public var siteID: Int32
+    public var sites: Int
+    public var priority: UInt32 = 100
+    public var startAsMaster = false
+    public var group = "default"
+    public var ackPolicy: AckPolicy = .quorum
+    public init(home: String, socketPath: String, siteID: Int32, sites: Int) {
+        self.home = home
+        self.socketPath = socketPath
+        self.siteID = siteID
+        self.sites = sites
+    }
+}
+
+public final class ReplicationProcess: @unchecked Sendable {
+    let options: ReplicateOptions
+    let client: BrokerClient
+    let transport: SiteTransport
+    var environment: Environment?
+    let lock = NSLock()
+
+    // Guarded by `lock`.
+    var isMaster = false
+    var masterID: Int32 = 0
+    var electing = false
+    var becomeMaster = false
+    var restartAsClient = false
+    var lastElection = Date.distantPast
+    var lastFlush = Date()
+    var lastFailchk = Date()
+
+    public init(options: ReplicateOptions) throws {
+        self.options = options
+        var clientOptions = BrokerClientOptions(socketPath: options.socketPath, group: options.group,
+                                                name: "bdb-replicate", roles: [.sender, .receiver])
+        clientOptions.ackPolicy = options.ackPolicy
+        client = try BrokerClient(options: clientOptions)
+        guard client.siteID == options.siteID else {
+            throw BDBError(call: "broker at \(options.socketPath) serves site \(client.siteID), not \(options.siteID)",
+                           code: EINVAL)
+        }
+        transport = SiteTransport(client: client, siteID: options.siteID)
+    }
+
+    var env: UnsafeMutablePointer<DB_ENV> { environment.unsafelyUnwrapped.handle }
+
+    var cdata: [UInt8] { Array("site=\(options.siteID)".utf8) }
+
+    public func run() throws -> Never {
+        transport.onEvent = { [unowned self] event, info in handle(event: event, info: info) }
+        let flags = UInt32(DB_CREATE | DB_RECOVER | DB_THREAD | DB_INIT_REP | DB_INIT_TXN | DB_INIT_LOG
+            | DB_INIT_LOCK | DB_INIT_MPOOL)
+        environment = try Environment(home: options.home, flags: flags) { [self] env in
+            try configureCommon(env)
+            try check(env.pointee.set_event_notify(env, repbrokerEvent), "DB_ENV->set_event_notify")
+            try check(env.pointee.rep_set_priority(env, options.priority), "DB_ENV->rep_set_priority")
+            try check(env.pointee.rep_set_nsites(env, UInt32(options.sites)), "DB_ENV->rep_set_nsites")
+            // A checkpoint would block this message loop for DB_REP_CHECKPOINT_DELAY (30 s by default).
+            try check(env.pointee.rep_set_timeout(env, DB_REP_CHECKPOINT_DELAY, 0), "rep_set_timeout(checkpoint)")
+            try check(env.pointee.rep_set_timeout(env, DB_REP_ELECTION_TIMEOUT, 2_000_000), "rep_set_timeout(election)")
+            try transport.install(on: env)
+        }
+        try start(asMaster: options.startAsMaster)
+        say("ready site=\(options.siteID)")
+        while true {
+            if let event = try? client.nextEvent(timeout: 0.1) { handle(event) }
+            periodic()
+        }
+    }
+
+    func start(asMaster: Bool) throws {
+        var data = cdata
+        let rc: Int32 = data.withUnsafeMutableBytes { raw in
+            var dbt = DBT()
+            dbt.data = raw.baseAddress
+            dbt.size = UInt32(raw.count)
+            return env.pointee.rep_start(env, &dbt, UInt32(asMaster ? DB_REP_MASTER : DB_REP_CLIENT))
+        }
+        try check(rc, "DB_ENV->rep_start(\(asMaster ? "MASTER" : "CLIENT"))")
+        lock.withLock { isMaster = asMaster }
+        if asMaster { announceMaster(options.siteID) }
+    }
+
+    func announceMaster(_ site: Int32) {
+        lock.withLock { masterID = site }
+        try? client.announceMaster(siteID: site)
+    }
+
+    // MARK: messages and site events
+
+    func handle(_ event: ClientEvent) {
+        switch event {
+        case .message(let message):
+            process(message)
+        case .siteDown(let site):
+            say("site_down \(site)")
+            let lostMaster = lock.withLock { () -> Bool in
+                guard site == masterID else { return false }
+                masterID = 0
+                return true
+            }
+            if lostMaster { holdElection(reason: "master site \(site) is down") }
+        case .siteUp(let site):
+            say("site_up \(site)")
+            let (master, known) = lock.withLock { (isMaster, masterID) }
+            // A returning site learns the master (rep_start(MASTER) re-announces it); a client whose master
+            // came back asks for what it missed.
+            if master {
+                try? start(asMaster: true)
+            } else if known == 0 || known == site {
+                try? start(asMaster: false)
+            }
+        }
+    }
+
+    func process(_ message: ReceivedMessage) {
+        var control = message.control
+        var rec = message.rec
+        var returned = DB_LSN()
+        let rc: Int32 = control.withUnsafeMutableBytes { c in
+            rec.withUnsafeMutableBytes { r in
+                var controlDBT = DBT()
+                controlDBT.data = c.baseAddress
+                controlDBT.size = UInt32(c.count)
+                var recDBT = DBT()
+                recDBT.data = r.baseAddress
+                recDBT.size = UInt32(r.count)
+                return env.pointee.rep_process_message(env, &controlDBT, &recDBT, message.source, &returned)
+            }
+        }
+        switch rc {
+        case 0, DB_REP_NOTPERM, DB_REP_IGNORE:
+            break
+        case DB_REP_ISPERM:
+            try? client.acknowledge(lsn: LSN(file: returned.file, offset: returned.offset))
+        case DB_REP_NEWSITE:
+            say("newsite from=\(message.source) cdata=\(String(decoding: message.rec, as: UTF8.self))")
+        case DB_REP_HOLDELECTION:
+            holdElection(reason: "Berkeley DB asked for an election")
+        case DB_REP_DUPMASTER:
+            say("dupmaster")
+            lock.withLock { restartAsClient = true }
+        case DB_REP_JOIN_FAILURE:
+            complain("bdb-site: join failure: this site cannot sync with the master without a full internal init")
+        default:
+            complain("bdb-site: rep_process_message from site \(message.source): "
+                + String(cString: db_strerror(rc)))
+        }
+    }
+
+    // MARK: Berkeley DB events (any thread inside the library)
+
+    func handle(event: UInt32, info: UnsafeMutableRawPointer?) {
+        switch Int32(event) {
+        case DB_EVENT_REP_ELECTED:
+            lock.withLock { becomeMaster = true }
+        case DB_EVENT_REP_MASTER:
+            say("role=master")
+            announceMaster(options.siteID)
+        case DB_EVENT_REP_NEWMASTER:
+            let site = info?.load(as: Int32.self) ?? 0
+            say("master=\(site)")
+            if site != options.siteID {
+                lock.withLock { isMaster = false }
+                announceMaster(site)
+            }
+        case DB_EVENT_REP_CLIENT:
+            lock.withLock { isMaster = false }
+            say("role=client")
+        case DB_EVENT_REP_STARTUPDONE:
+            say("startupdone")
+        case DB_EVENT_REP_DUPMASTER:
+            lock.withLock { restartAsClient = true }
+        case DB_EVENT_PANIC:
+            complain("bdb-site: Berkeley DB panic: the environment needs recovery")
+            exit(2)
+        default:
+            break
+        }
+    }
+
+    // MARK: elections and timers
+
+    /// rep_elect on its own thread: the message loop must keep running while the election waits for votes.
+    func holdElection(reason: String) {
+        let start = lock.withLock { () -> Bool in
+            guard !electing, !isMaster else { return false }
+            electing = true
+            lastElection = Date()
+            return true
+        }
+        guard start else { return }
+        say("elect reason=\"\(reason)\"")
+        let sites = UInt32(options.sites)
+        let votes = sites / 2 + 1
+        Thread.detachNewThread { [self] in
+            let rc = env.pointee.rep_elect(env, sites, votes, 0)
+            say("elect done rc=\(rc)\(rc == 0 ? "" : " (" + String(cString: db_strerror(rc)) + ")")")
+            lock.withLock {
+                electing = false
+                lastElection = Date()
+            }
+        }
+    }
+
+    func periodic() {
+        let (toMaster, toClient, master, known, electionDue, flushDue, failchkDue) = lock.withLock {
+            () -> (Bool, Bool, Bool, Int32, Bool, Bool, Bool) in
+            let now = Date()
+            defer {
+                becomeMaster = false
+                restartAsClient = false
+            }
+            return (becomeMaster, restartAsClient, isMaster, masterID,
+                    !electing && now.timeIntervalSince(lastElection) > 3,
+                    now.timeIntervalSince(lastFlush) >= 1, now.timeIntervalSince(lastFailchk) >= 1)
+        }
+        if toMaster {
+            do { try start(asMaster: true) } catch { complain("bdb-site: \(error)") }
+        }
+        if toClient {
+            try? start(asMaster: false)
+            holdElection(reason: "two masters")
+        }
+        if master && flushDue {
+            // The master's heartbeat: clients re-request gaps only when later messages arrive.
+            _ = env.pointee.rep_flush(env)
+            lock.withLock { lastFlush = Date() }
+        }
+        if failchkDue {
+            // Frees locks of writer processes that died holding them.
+            _ = env.pointee.failchk(env, 0)
+            lock.withLock { lastFailchk = Date() }
+        }
+        if !master && known == 0 && electionDue {
+            holdElection(reason: "no master known")
+        }
+    }
+}

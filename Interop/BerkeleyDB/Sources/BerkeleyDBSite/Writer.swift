@@ -1,0 +1,123 @@
+// A writer process: joins the site's environment (no recovery, no rep_start), sets its own transport,
+// and when its site is master commits one put per transaction. Berkeley DB calls its send function for
+// the log records it writes: many processes, one broker, one link per peer site.
+//
+// Prints `acked KEY` for each transaction whose commit record met the ack policy, `unacked KEY` when it did
+// not, and a JSON summary last: {"committed":N,"acked":N,"perm_failures":N}.
+import CBerkeleyDB
+import Foundation
+import RepBrokerClient
+
+public struct WriteOptions: Sendable {
+    public var home: String
+    public var socketPath: String
+    public var count: Int
+    public var prefix: String
+    public var valueSize: Int = 100
+    public var group = "default"
+    public var ackPolicy: AckPolicy = .quorum
+    public var ackTimeout: Double = 1
+    public init(home: String, socketPath: String, count: Int, prefix: String) {
+        self.home = home
+        self.socketPath = socketPath
+        self.count = count
+        self.prefix = prefix
+    }
+}
+
+public struct WriteSummary: Codable, Sendable {
+    public var committed: Int
+    public var acked: Int
+    public var permFailures: Int
+    enum CodingKeys: String, CodingKey { case committed, acked, permFailures = "perm_failures" }
+}
+
+public enum WriteError: Error, CustomStringConvertible {
+    case notMaster
+    case environmentMissing(String)
+    public var description: String {
+        switch self {
+        case .notMaster: return "this site is not the master: writes are refused (EACCES); write at the master's site"
+        case .environmentMissing(let home): return "no environment at \(home): start `bdb-site replicate` there first"
+        }
+    }
+}
+
+public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
+    var clientOptions = BrokerClientOptions(socketPath: options.socketPath, group: options.group,
+                                            name: "bdb-write", roles: [.sender])
+    clientOptions.ackPolicy = options.ackPolicy
+    clientOptions.ackTimeout = options.ackTimeout
+    let client = try BrokerClient(options: clientOptions)
+    defer { client.close() }
+    let transport = SiteTransport(client: client, siteID: client.siteID)
+    let environment = try joinEnvironment(options.home, transport: transport)
+    defer { environment.close() }
+    let database = try openForWriting(environment)
+    defer { database.close() }
+
+    var summary = WriteSummary(committed: 0, acked: 0, permFailures: 0)
+    for index in 0..<options.count {
+        let key = "\(options.prefix)-\(String(format: "%06d", index))"
+        var value = Array("v-\(key)-".utf8)
+        while value.count < options.valueSize { value.append(UInt8(ascii: "a") + UInt8(value.count % 26)) }
+        let failuresBefore = transport.permanentFailures
+        do {
+            try database.putCommitted(key: Array(key.utf8), value: value)
+        } catch {
+            guard error.code == EACCES else { throw error }
+            if summary.committed == 0 { throw WriteError.notMaster }
+            complain("bdb-site write: the site stopped being master after \(summary.committed) transactions")
+            break
+        }
+        summary.committed += 1
+        if transport.permanentFailures == failuresBefore {
+            summary.acked += 1
+            say("acked \(key)")
+        } else {
+            say("unacked \(key)")
+        }
+    }
+    summary.permFailures = transport.permanentFailures
+    return summary
+}
+
+/// Joins a site's existing environment (no recovery, no rep_start), with `transport` when given.
+func joinEnvironment(_ home: String, transport: SiteTransport?) throws -> Environment {
+    let flags = UInt32(DB_THREAD | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK | DB_INIT_MPOOL)
+    do {
+        return try Environment(home: home, flags: flags) { env in
+            try configureCommon(env)
+            try transport?.install(on: env)
+        }
+    } catch let error as BDBError {
+        if error.code == ENOENT { throw WriteError.environmentMissing(home) }
+        throw error
+    }
+}
+
+func openForWriting(_ environment: Environment) throws -> Database {
+    do {
+        return try environment.openDatabase("kv.db", create: true)
+    } catch let error as BDBError {
+        if error.code == EACCES { throw WriteError.notMaster }
+        throw error
+    }
+}
+
+/// Every key=value pair of the site's database, sorted by key.
+public func dump(home: String) throws -> [String] {
+    let environment = try joinEnvironment(home, transport: nil)
+    defer { environment.close() }
+    let database: Database
+    do {
+        database = try environment.openDatabase("kv.db", create: false, readOnly: true)
+    } catch let error as BDBError {
+        if error.code == ENOENT { return [] }
+        throw error
+    }
+    defer { database.close() }
+    return try database.all().map { pair in
+        String(decoding: pair.key, as: UTF8.self) + "=" + String(decoding: pair.value, as: UTF8.self)
+    }
+}

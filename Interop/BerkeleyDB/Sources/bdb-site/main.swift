@@ -1,0 +1,89 @@
+// bdb-site: a replicated key-value store on Berkeley DB's Base API with repbroker as its transport.
+import BerkeleyDBSite
+import Foundation
+import RepBrokerClient
+
+let help = """
+    USAGE:
+      bdb-site replicate --home DIR --socket PATH --site-id N --nsites K [--priority P] [--master]
+                         [--ack-policy none|one|quorum|all]
+      bdb-site write     --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
+                         [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS]
+      bdb-site dump      --home DIR
+
+    replicate  The site's one replication process: opens (and recovers) the environment, holds the broker's
+               receiver role and feeds every message to rep_process_message; elections, acks, heartbeats.
+    write      One of several writer processes: joins the environment and, when the site is master, commits
+               N transactions of one put each (keys PREFIX-000000 ...). Exit 3 when the site is not master.
+    dump       Prints the database's key=value pairs sorted by key.
+    """
+
+func value(_ name: String, in words: [String]) -> String? {
+    guard let index = words.firstIndex(of: "--\(name)"), index + 1 < words.count else { return nil }
+    return words[index + 1]
+}
+
+func required(_ name: String, in words: [String]) -> String {
+    guard let text = value(name, in: words) else {
+        complain("bdb-site: --\(name) is required\n\(help)")
+        exit(64)
+    }
+    return text
+}
+
+func integer(_ name: String, in words: [String]) -> Int {
+    guard let number = Int(required(name, in: words)) else {
+        complain("bdb-site: --\(name) needs an integer")
+        exit(64)
+    }
+    return number
+}
+
+func policy(in words: [String]) -> AckPolicy {
+    guard let name = value("ack-policy", in: words) else { return .quorum }
+    guard let policy = AckPolicy(name: name) else {
+        complain("bdb-site: --ack-policy must be none, one, quorum or all")
+        exit(64)
+    }
+    return policy
+}
+
+let words = Array(CommandLine.arguments.dropFirst())
+guard let command = words.first, !["--help", "-h"].contains(command) else {
+    say(help)
+    exit(words.isEmpty ? 64 : 0)
+}
+do {
+    switch command {
+    case "replicate":
+        var options = ReplicateOptions(home: required("home", in: words), socketPath: required("socket", in: words),
+                                       siteID: Int32(integer("site-id", in: words)), sites: integer("nsites", in: words))
+        options.priority = UInt32(value("priority", in: words).flatMap(UInt32.init) ?? 100)
+        options.startAsMaster = words.contains("--master")
+        options.ackPolicy = policy(in: words)
+        try ReplicationProcess(options: options).run()
+    case "write":
+        var options = WriteOptions(home: required("home", in: words), socketPath: required("socket", in: words),
+                                   count: integer("count", in: words),
+                                   prefix: value("prefix", in: words) ?? "w\(getpid())")
+        options.valueSize = value("value-size", in: words).flatMap(Int.init) ?? 100
+        options.ackPolicy = policy(in: words)
+        options.ackTimeout = value("ack-timeout", in: words).flatMap(Double.init) ?? 1
+        let summary = try runWriter(options)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        say(String(decoding: try encoder.encode(summary), as: UTF8.self))
+    case "dump":
+        for line in try dump(home: required("home", in: words)) { say(line) }
+    default:
+        complain("bdb-site: unknown command '\(command)'\n\(help)")
+        exit(64)
+    }
+} catch WriteError.notMaster {
+    complain("bdb-site: \(WriteError.notMaster)")
+    exit(3)
+} catch {
+    complain("bdb-site: \(error)")
+    exit(1)
+}
+exit(0)
