@@ -23,6 +23,9 @@ let package = Package(
         // This package's own broker binary, so that its tests need nothing built elsewhere.
         .executableTarget(name: "bdb-brokerd", dependencies: [.product(name: "BrokerDaemon", package: "repbroker")]),
         .executableTarget(name: "bdb-scenario", dependencies: ["BerkeleyDBScenario"]),
-        .testTarget(name: "BerkeleyDBTests", dependencies: ["BerkeleyDBScenario"]),
+        .testTarget(
+            name: "BerkeleyDBTests",
+            dependencies: ["BerkeleyDBScenario", .product(name: "BrokerHarness", package: "repbroker")]
+        ),
     ]
 )

@@ -43,6 +43,14 @@ public final class Environment: @unchecked Sendable {
 
     public func close() { _ = handle.pointee.close(handle, 0) }
 
+    /// The environment's replication role now: DB_REP_MASTER, DB_REP_CLIENT, or 0 before rep_start.
+    public func replicationRole() throws(BDBError) -> UInt32 {
+        var stats: UnsafeMutablePointer<DB_REP_STAT>?
+        try check(handle.pointee.rep_stat(handle, &stats, 0), "DB_ENV->rep_stat")
+        defer { free(stats) }
+        return stats?.pointee.st_status ?? 0
+    }
+
     /// Opens (and with `create`, creates) a btree database in its own transaction.
     public func openDatabase(_ name: String, create: Bool, readOnly: Bool = false) throws -> Database {
         var created: UnsafeMutablePointer<DB>?

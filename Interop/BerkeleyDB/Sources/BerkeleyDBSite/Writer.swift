@@ -53,6 +53,7 @@ public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
     let transport = SiteTransport(client: client, siteID: client.siteID)
     let environment = try joinEnvironment(options.home, transport: transport)
     defer { environment.close() }
+    guard try environment.replicationRole() == UInt32(DB_REP_MASTER) else { throw WriteError.notMaster }
     let database = try openForWriting(environment)
     defer { database.close() }
 
