@@ -15,6 +15,16 @@ func check(_ code: Int32?, _ call: String) throws(BDBError) {
     guard value == 0 else { throw BDBError(call: call, code: value) }
 }
 
+/// Calls `body` with a DBT over `bytes`, valid only during the call.
+func withDBT<R>(_ bytes: inout [UInt8], _ body: (inout DBT) -> R) -> R {
+    bytes.withUnsafeMutableBytes { raw in
+        var dbt = DBT()
+        dbt.data = raw.baseAddress
+        dbt.size = UInt32(raw.count)
+        return body(&dbt)
+    }
+}
+
 /// An open DB_ENV.
 public final class Environment: @unchecked Sendable {
     public let handle: UnsafeMutablePointer<DB_ENV>
@@ -89,16 +99,8 @@ public final class Database: @unchecked Sendable {
         guard let txn else { throw BDBError(call: "DB_ENV->txn_begin", code: ENOMEM) }
         var keyCopy = key
         var valueCopy = value
-        let rc: Int32 = keyCopy.withUnsafeMutableBytes { k in
-            valueCopy.withUnsafeMutableBytes { v in
-                var keyDBT = DBT()
-                keyDBT.data = k.baseAddress
-                keyDBT.size = UInt32(k.count)
-                var valueDBT = DBT()
-                valueDBT.data = v.baseAddress
-                valueDBT.size = UInt32(v.count)
-                return handle.pointee.put(handle, txn, &keyDBT, &valueDBT, 0)
-            }
+        let rc: Int32 = withDBT(&keyCopy) { keyDBT in
+            withDBT(&valueCopy) { valueDBT in handle.pointee.put(handle, txn, &keyDBT, &valueDBT, 0) }
         }
         guard rc == 0 else {
             _ = txn.pointee.abort(txn)

@@ -84,11 +84,8 @@ public final class ReplicationProcess: @unchecked Sendable {
 
     func start(asMaster: Bool) throws {
         var data = cdata
-        let rc: Int32 = data.withUnsafeMutableBytes { raw in
-            var dbt = DBT()
-            dbt.data = raw.baseAddress
-            dbt.size = UInt32(raw.count)
-            return env.pointee.rep_start(env, &dbt, UInt32(asMaster ? DB_REP_MASTER : DB_REP_CLIENT))
+        let rc: Int32 = withDBT(&data) { dbt in
+            env.pointee.rep_start(env, &dbt, UInt32(asMaster ? DB_REP_MASTER : DB_REP_CLIENT))
         }
         try check(rc, "DB_ENV->rep_start(\(asMaster ? "MASTER" : "CLIENT"))")
         lock.withLock { isMaster = asMaster }
@@ -131,15 +128,9 @@ public final class ReplicationProcess: @unchecked Sendable {
         var control = message.control
         var rec = message.rec
         var returned = DB_LSN()
-        let rc: Int32 = control.withUnsafeMutableBytes { c in
-            rec.withUnsafeMutableBytes { r in
-                var controlDBT = DBT()
-                controlDBT.data = c.baseAddress
-                controlDBT.size = UInt32(c.count)
-                var recDBT = DBT()
-                recDBT.data = r.baseAddress
-                recDBT.size = UInt32(r.count)
-                return env.pointee.rep_process_message(env, &controlDBT, &recDBT, message.source, &returned)
+        let rc: Int32 = withDBT(&control) { controlDBT in
+            withDBT(&rec) { recDBT in
+                env.pointee.rep_process_message(env, &controlDBT, &recDBT, message.source, &returned)
             }
         }
         switch rc {
