@@ -22,7 +22,7 @@ let package = Package(
             publicHeadersPath: "include"
         ),
         .target(name: "BrokerSystem", dependencies: ["CRepBrokerIPC"]),
-        .target(name: "BrokerWire"),
+        .target(name: "BrokerWire", dependencies: ["CRepBrokerIPC"]),
         .target(name: "BrokerDaemon", dependencies: ["BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
         .target(name: "RepBrokerClient", dependencies: ["BrokerSystem", "BrokerWire"]),
         // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
@@ -32,7 +32,7 @@ let package = Package(
             name: "repbroker",
             dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]
         ),
-        .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "CRepBrokerIPC"]),
+        .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "BrokerSystem", "CRepBrokerIPC"]),
         .testTarget(name: "BrokerDaemonTests", dependencies: ["BrokerDaemon", "BrokerSystem", "BrokerWire"]),
         .testTarget(
             name: "IntegrationTests",

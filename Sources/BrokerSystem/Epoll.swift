@@ -71,6 +71,8 @@ public final class EventFd: @unchecked Sendable {
         descriptor = try Posix.call("eventfd") { rb_eventfd(0) }
     }
 
+    init(unchecked descriptor: CInt) { self.descriptor = descriptor }
+
     deinit { Posix.close(descriptor: descriptor) }
 
     /// Adds one to the counter; safe from any thread.

@@ -27,9 +27,18 @@ int rb_accept_nonblocking(int listener);
 /* Credentials of the process at the other end of a Unix socket. */
 int rb_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
-/* Sends one byte with a descriptor attached; receives it. */
-ssize_t rb_send_fd(int socket_fd, int fd_to_send);
-ssize_t rb_receive_fd(int socket_fd, int *received_fd);
+/* A sealed memfd of `size` bytes (no name in any file system; cannot shrink or grow); -1 with errno. */
+int rb_memfd_sealed(const char *name, uint64_t size);
+/* Whether `fd` carries the seals rb_memfd_sealed sets. */
+int rb_memfd_is_sealed(int fd);
+
+/* sendmsg of `length` bytes with up to 4 descriptors attached (SCM_RIGHTS), MSG_NOSIGNAL. */
+ssize_t rb_send_with_fds(int socket_fd, const void *bytes, size_t length, const int *fds, int fd_count);
+/* recvmsg into `bytes`; received descriptors (close-on-exec) go to `fds`, their number to `fd_count`. */
+ssize_t rb_receive_with_fds(int socket_fd, void *bytes, size_t length, int *fds, int max_fds, int *fd_count);
+
+/* poll on two descriptors for reading; returns a bitmask: 1 first readable, 2 second readable; -1 on error. */
+int rb_poll_two(int first, int second, int timeout_ms);
 
 static inline uint64_t rb_atomic_load_acquire_u64(const uint64_t *p) {
     return atomic_load_explicit((_Atomic uint64_t *)p, memory_order_acquire);
@@ -42,6 +51,15 @@ static inline uint32_t rb_atomic_load_acquire_u32(const uint32_t *p) {
 }
 static inline void rb_atomic_store_release_u32(uint32_t *p, uint32_t v) {
     atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_release);
+}
+static inline uint32_t rb_atomic_load_seq_cst_u32(const uint32_t *p) {
+    return atomic_load_explicit((_Atomic uint32_t *)p, memory_order_seq_cst);
+}
+static inline void rb_atomic_store_seq_cst_u32(uint32_t *p, uint32_t v) {
+    atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_seq_cst);
+}
+static inline uint64_t rb_atomic_load_relaxed_u64(const uint64_t *p) {
+    return atomic_load_explicit((_Atomic uint64_t *)p, memory_order_relaxed);
 }
 static inline uint32_t rb_atomic_exchange_seq_cst_u32(uint32_t *p, uint32_t v) {
     return atomic_exchange_explicit((_Atomic uint32_t *)p, v, memory_order_seq_cst);

@@ -6,7 +6,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 _Static_assert(EPOLLIN == 0x001 && EPOLLOUT == 0x004 && EPOLLERR == 0x008 && EPOLLHUP == 0x010,
                "Swift mirrors these epoll bits");
@@ -49,34 +53,73 @@ int rb_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
     return 0;
 }
 
-ssize_t rb_send_fd(int socket_fd, int fd_to_send) {
-    char byte = 0;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof control.buf};
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd_to_send, sizeof(int));
-    return sendmsg(socket_fd, &msg, MSG_NOSIGNAL);
+int rb_memfd_sealed(const char *name, uint64_t size) {
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    if (ftruncate(fd, (off_t)size) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
 }
 
-ssize_t rb_receive_fd(int socket_fd, int *received_fd) {
-    char byte;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+int rb_memfd_is_sealed(int fd) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    int wanted = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+    return seals >= 0 && (seals & wanted) == wanted;
+}
+
+ssize_t rb_send_with_fds(int socket_fd, const void *bytes, size_t length, const int *fds, int fd_count) {
+    if (fd_count < 0 || fd_count > 4) { errno = EINVAL; return -1; }
+    struct iovec iov = {.iov_base = (void *)bytes, .iov_len = length};
+    union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd_count > 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(fd_count * sizeof(int));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(fd_count * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, fd_count * sizeof(int));
+    }
+    ssize_t n;
+    do { n = sendmsg(socket_fd, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t rb_receive_with_fds(int socket_fd, void *bytes, size_t length, int *fds, int max_fds, int *fd_count) {
+    struct iovec iov = {.iov_base = bytes, .iov_len = length};
+    union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                          .msg_controllen = sizeof control.buf};
-    *received_fd = -1;
-    ssize_t n = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC);
-    if (n <= 0) return n;
+    *fd_count = 0;
+    ssize_t n;
+    do { n = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
-            memcpy(received_fd, CMSG_DATA(c), sizeof(int));
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int received[4];
+        if (count > 4) count = 4;
+        memcpy(received, CMSG_DATA(c), count * sizeof(int));
+        for (int i = 0; i < count; i++) {
+            if (*fd_count < max_fds) fds[(*fd_count)++] = received[i];
+            else close(received[i]);
         }
     }
     return n;
+}
+
+int rb_poll_two(int first, int second, int timeout_ms) {
+    struct pollfd fds[2] = {{.fd = first, .events = POLLIN}, {.fd = second, .events = POLLIN}};
+    int n;
+    do { n = poll(fds, 2, timeout_ms); } while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    return ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) ? 1 : 0) |
+           ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) ? 2 : 0);
 }

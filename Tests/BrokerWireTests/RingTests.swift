@@ -1,0 +1,187 @@
+// The shared-memory ring: records of random sizes with wrap-around, full and empty rings, corrupted
+// positions and lengths refused, and the sleeping-consumer handshake under stress (no lost wake-up).
+import BrokerSystem
+import BrokerWire
+import CRepBrokerIPC
+import Foundation
+import Testing
+
+/// A zeroed, aligned segment in this process, laid out like a shared one.
+final class LocalSegment: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let size: Int
+    let rings: (toBroker: Ring, toClient: Ring)
+    init(ringBytes: Int) {
+        size = RingLayout.segmentBytes(ringBytes: ringBytes)
+        base = .allocate(byteCount: size, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        RingLayout.initialize(base, ringBytes: ringBytes)
+        rings = RingLayout.rings(base, ringBytes: ringBytes)
+    }
+    deinit { base.deallocate() }
+}
+
+func pattern(_ sequence: Int, _ length: Int) -> [UInt8] {
+    (0..<length).map { UInt8(truncatingIfNeeded: sequence &* 31 &+ $0) }
+}
+
+@Suite struct RingTests {
+    @Test func segmentHeadersValidate() throws {
+        let segment = LocalSegment(ringBytes: 4096)
+        #expect(try RingLayout.validate(segment.base, size: segment.size) == 4096)
+        #expect(throws: RingError.self) { try RingLayout.validate(segment.base, size: segment.size - 8) }
+        segment.base.storeBytes(of: UInt64(5000), toByteOffset: 8, as: UInt64.self)
+        #expect(throws: RingError.self) { try RingLayout.validate(segment.base, size: segment.size) }
+        #expect(RingLayout.grantedRingBytes(requested: 5000, maximum: 1 << 20) == 8192)
+        #expect(RingLayout.grantedRingBytes(requested: 1 << 30, maximum: 1 << 20) == 1 << 20)
+        #expect(RingLayout.grantedRingBytes(requested: 1, maximum: 1 << 20) == 4096)
+    }
+
+    @Test func randomRecordsWrapAroundInOrderAndFullAndEmptyAreSeen() throws {
+        let segment = LocalSegment(ringBytes: 4096)
+        let writer = RingWriter(segment.rings.toBroker)
+        let reader = RingReader(segment.rings.toBroker)
+        var pending: [[UInt8]] = []
+        var written = 0
+        var read = 0
+        var sawFull = false
+        var sawEmpty = false
+        for _ in 0..<20_000 {
+            if Bool.random() {
+                let bytes = pattern(written, Int.random(in: 1...writer.maxPayload))
+                let ok = try writer.write(kind: .frame, payload: bytes.count) { out in
+                    bytes.withUnsafeBytes { out.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                }
+                if ok {
+                    pending.append(bytes)
+                    written += 1
+                    writer.publish()
+                } else {
+                    sawFull = true
+                }
+            } else {
+                guard let record = try reader.next() else {
+                    sawEmpty = true
+                    #expect(pending.isEmpty)
+                    continue
+                }
+                #expect(record.kind == .frame)
+                #expect(Array(record.payload) == pending.removeFirst(), "record \(read)")
+                read += 1
+                reader.release()
+            }
+        }
+        #expect(sawFull && sawEmpty && written > 1000)
+    }
+
+    @Test func marksKeepTheirPlace() throws {
+        let segment = LocalSegment(ringBytes: 4096)
+        let writer = RingWriter(segment.rings.toClient)
+        let reader = RingReader(segment.rings.toClient)
+        #expect(try writer.write(kind: .frame, payload: 3) { $0.storeBytes(of: 7, as: UInt8.self) })
+        #expect(try writer.write(kind: .mark, payload: 0) { _ in })
+        #expect(try writer.write(kind: .frame, payload: 1) { $0.storeBytes(of: 9, as: UInt8.self) })
+        writer.publish()
+        #expect(try reader.next()?.kind == .frame)
+        #expect(try reader.next()?.kind == .mark)
+        #expect(try reader.next()?.payload.first == 9)
+        #expect(try reader.next() == nil)
+    }
+
+    @Test func corruptPositionsAndLengthsAreRefused() throws {
+        let segment = LocalSegment(ringBytes: 4096)
+        let ring = segment.rings.toBroker
+        let writer = RingWriter(ring)
+        #expect(try writer.write(kind: .frame, payload: 16) { $0.initializeMemory(as: UInt8.self, repeating: 1, count: 16) })
+        writer.publish()
+        // A length that runs past the published head.
+        let data = segment.base + RingLayout.headerBytes
+        data.storeBytes(of: UInt32(4000), as: UInt32.self)
+        #expect(throws: RingError.self) { _ = try RingReader(ring).next() }
+        // An unknown kind.
+        data.storeBytes(of: UInt32(16), as: UInt32.self)
+        data.storeBytes(of: UInt32(99), toByteOffset: 4, as: UInt32.self)
+        #expect(throws: RingError.self) { _ = try RingReader(ring).next() }
+        // A head more than a ring ahead of the tail.
+        (segment.base + RingLayout.toBrokerControl).storeBytes(of: UInt64(10_000), as: UInt64.self)
+        #expect(throws: RingError.self) { _ = try RingReader(ring).next() }
+        // A tail past the head, seen by the producer.
+        (segment.base + RingLayout.toBrokerControl).storeBytes(of: UInt64(24), as: UInt64.self)
+        (segment.base + RingLayout.toBrokerControl + 64).storeBytes(of: UInt64(9_000), as: UInt64.self)
+        let confused = RingWriter(ring)
+        #expect(throws: RingError.self) {
+            for _ in 0..<1000 { _ = try confused.write(kind: .frame, payload: 512) { _ in } }
+        }
+    }
+
+    /// Producer and consumer threads; the consumer sleeps on an eventfd whenever the ring is empty and the
+    /// producer pauses now and then, so sleeping and waking happen thousands of times. A lost wake-up would
+    /// leave the consumer asleep with records waiting: the test fails on the 5 s poll timeout.
+    @Test func noWakeUpIsLostUnderStress() throws {
+        let count = 1_000_000
+        let segment = LocalSegment(ringBytes: 1 << 16)
+        let writer = RingWriter(segment.rings.toBroker)
+        let reader = RingReader(segment.rings.toBroker)
+        let doorbell = try EventFd()
+        let producerBell = try EventFd()
+        var wakeUps = 0
+        startThread {
+            var sequence = 0
+            while sequence < count {
+                let length = 9 + sequence % 57
+                let ok = try! writer.write(kind: .frame, payload: length) { out in
+                    out.storeBytes(of: UInt64(sequence), as: UInt64.self)
+                    out.advanced(by: 8).initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: sequence), count: length - 8)
+                }
+                if !ok {
+                    writer.publish()
+                    if writer.consumerNeedsWake() { doorbell.signal() }
+                    if !writer.announceWaiting(forPayload: length) {
+                        _ = rb_poll_two(producerBell.descriptor, producerBell.descriptor, 5000)
+                        producerBell.drain()
+                    }
+                    continue
+                }
+                sequence += 1
+                if sequence % 16 == 0 || sequence == count {
+                    writer.publish()
+                    if writer.consumerNeedsWake() { doorbell.signal() }
+                }
+                if sequence % 1000 == 0 { usleep(20) }
+            }
+        }
+        var expected = 0
+        var lost = false
+        while expected < count {
+            if let record = try reader.next() {
+                let sequence = Int(record.payload.load(as: UInt64.self))
+                guard sequence == expected, record.payload.count == 9 + sequence % 57,
+                      record.payload.last == UInt8(truncatingIfNeeded: sequence) else {
+                    Issue.record("record \(expected) arrived as \(sequence) with \(record.payload.count) bytes")
+                    return
+                }
+                expected += 1
+                if expected % 64 == 0 {
+                    reader.release()
+                    if reader.producerNeedsWake() { producerBell.signal() }
+                }
+                continue
+            }
+            reader.release()
+            if reader.producerNeedsWake() { producerBell.signal() }
+            if reader.prepareToSleep() {
+                wakeUps += 1
+                if rb_poll_two(doorbell.descriptor, doorbell.descriptor, 5000) == 0 {
+                    lost = true
+                    break
+                }
+                doorbell.drain()
+                reader.awake()
+            }
+        }
+        #expect(!lost, "consumer slept with records waiting after \(expected) records")
+        #expect(expected == count)
+        #expect(wakeUps > 100, "the consumer should have slept often, slept \(wakeUps) times")
+        print("ring stress: \(count) records, consumer slept \(wakeUps) times")
+    }
+}
