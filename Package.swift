@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "BrokerSystem", dependencies: ["CRepBrokerIPC"]),
         .target(name: "BrokerWire", dependencies: ["CRepBrokerIPC"]),
         .target(name: "BrokerDaemon", dependencies: ["BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
-        .target(name: "RepBrokerClient", dependencies: ["BrokerSystem", "BrokerWire"]),
+        .target(name: "RepBrokerClient", dependencies: ["BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
         // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
         .target(name: "BrokerHarness", dependencies: ["BrokerDaemon", "BrokerSystem"]),
         .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon"]),

@@ -45,14 +45,25 @@ extension Broker {
         }
         let welcome = WelcomeFrame(roleState: client.roleState, siteID: config.siteID, clientID: client.id,
                                    maxMessage: UInt64(config.maxMessageBytes))
-        client.send(.welcome, body: welcome.body)
+        do {
+            if try client.offerRings(requested: frame.ringBytes, welcome: welcome) {
+                ringClients.append(client)
+            } else {
+                client.send(.welcome, body: welcome.body)
+            }
+        } catch {
+            logger.warning("cannot set up shared-memory rings; the client uses the socket",
+                           ["client.id": "\(client.id)", "reason": "\(error)"])
+            client.rings = nil
+            client.send(.welcome, body: welcome.body)
+        }
         if client.roleState == .receiver {
             sendSiteStates(to: client)
             handOverPending(group, to: client)
         }
         logger.info("client registered", [
             "client.id": "\(client.id)", "client.pid": "\(client.pid)", "client.name": frame.name,
-            "group": frame.group, "role": "\(client.roleState)",
+            "group": frame.group, "role": "\(client.roleState)", "transport": client.transportName,
         ])
     }
 
@@ -66,6 +77,7 @@ extension Broker {
 
     func clientClosed(_ client: LocalClient, reason: String) {
         clients[client.id] = nil
+        if client.rings != nil { ringClients.removeAll { $0 === client } }
         logger.info("client disconnected", ["client.id": "\(client.id)", "client.pid": "\(client.pid)",
                                             "reason": reason])
         forgetPendingAcks(of: client)

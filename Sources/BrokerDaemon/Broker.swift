@@ -22,6 +22,11 @@ public final class Broker {
     var groups: [String: Group] = [:]
     var groupList: [Group] = []
     var clients: [UInt32: LocalClient] = [:]
+    /// Clients with shared-memory rings: polled every turn while busy, woken through the loop's eventfd.
+    var ringClients: [LocalClient] = []
+    /// Empty turns spent polling rings before the loop sleeps.
+    var idleRingTurns = 0
+    var nextTickAt: UInt64 = 0
     var nextClientID: UInt32 = 1
     var handshaking: [PeerConnection] = []
     var listeners: [Listener] = []
@@ -79,12 +84,43 @@ public final class Broker {
     /// Runs the loop until `requestStop`, then flushes peers (bounded) and releases everything.
     public func run() throws {
         while !stopper.isRequested {
-            _ = try loop.turn(timeoutMilliseconds: tickMilliseconds)
+            let timeout = ringClients.isEmpty ? tickMilliseconds : ringWaitMilliseconds()
+            let events = try loop.turn(timeoutMilliseconds: timeout)
             now = Posix.monotonicNanoseconds()
-            tick()
+            // Rings that all said they sleep need no look on a quiet timeout: producers ring the eventfd.
+            if !ringClients.isEmpty && (events > 0 || timeout == 0) { serviceRings() }
+            if now >= nextTickAt {
+                tick()
+                nextTickAt = now + UInt64(tickMilliseconds) * 1_000_000
+            }
         }
         try shutDown()
     }
+
+    /// Reads every client's to-broker ring and fills its to-client ring.
+    func serviceRings() {
+        var active = false
+        var index = 0
+        while index < ringClients.count {
+            let client = ringClients[index]
+            if client.drainRing() { active = true }
+            if !client.output.isEmpty, client.flushToRing() { active = true }
+            if ringClients.indices.contains(index), ringClients[index] === client { index += 1 }
+        }
+        loop.flushDirty()
+        idleRingTurns = active ? 0 : idleRingTurns + 1
+    }
+
+    /// Spins (timeout 0) for a few empty turns after ring traffic, then sleeps once every ring says so.
+    func ringWaitMilliseconds() -> Int32 {
+        if idleRingTurns < Self.ringSpinTurns { return 0 }
+        for client in ringClients {
+            guard let rings = client.rings, rings.awaitingSocketMessage || rings.reader.prepareToSleep() else { return 0 }
+        }
+        return tickMilliseconds
+    }
+
+    static let ringSpinTurns = 64
 
     /// Asks the loop to stop; safe from any thread.
     public func requestStop() { stopper.requestStop() }
@@ -112,7 +148,7 @@ public final class Broker {
         let deadline = Posix.monotonicNanoseconds() + UInt64(config.shutdownFlushMilliseconds) * 1_000_000
         while linkList.contains(where: { $0.connection != nil && !$0.queue.isEmpty }),
               Posix.monotonicNanoseconds() < deadline {
-            _ = try loop.turn(timeoutMilliseconds: 10)
+            try loop.turn(timeoutMilliseconds: 10)
             now = Posix.monotonicNanoseconds()
         }
         let unsent = linkList.reduce(0) { $0 + $1.queue.byteCount }

@@ -32,6 +32,8 @@ public struct BrokerConfig: Equatable, Sendable {
     public var inboundQueueBytes = 4 << 20
     public var clientQueueBytes = 64 << 20
     public var shutdownFlushMilliseconds = 2000
+    /// Largest shared-memory ring granted to a client (each of its two rings); 0 offers none.
+    public var maxRingBytes = 64 << 20
     public var socketMode: UInt32 = 0o660
 
     public init(siteID: Int32, socketPath: String? = nil, adminSocketPath: String? = nil) {
@@ -91,6 +93,9 @@ public struct BrokerConfig: Equatable, Sendable {
         guard Self.heartbeatRange.contains(heartbeatMilliseconds) else {
             throw .invalid("heartbeat must be in \(Self.heartbeatRange) ms, not \(heartbeatMilliseconds)")
         }
+        guard maxRingBytes == 0 || (RingLayout.minimumRingBytes...RingLayout.maximumRingBytes).contains(maxRingBytes) else {
+            throw .invalid("max ring bytes must be 0 or in \(RingLayout.minimumRingBytes)...\(RingLayout.maximumRingBytes)")
+        }
         guard socketMode <= 0o777 else { throw .invalid("socket mode \(String(socketMode, radix: 8)) is not a mode") }
         return resolved
     }
@@ -121,6 +126,7 @@ struct ConfigFile: Codable {
     var inbound_queue_bytes: Int?
     var client_queue_bytes: Int?
     var socket_mode: String?
+    var max_ring_bytes: Int?
 }
 
 extension BrokerConfig {
@@ -128,6 +134,7 @@ extension BrokerConfig {
     public static let valuedOptions: Set<String> = [
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
+        "max-ring-bytes",
     ]
 
     /// Builds a config from flags over an optional JSON file over defaults.
@@ -172,6 +179,7 @@ extension BrokerConfig {
             ?? config.inboundQueueBytes
         config.clientQueueBytes = try arguments.integer("client-queue-bytes") ?? file.client_queue_bytes
             ?? config.clientQueueBytes
+        config.maxRingBytes = try arguments.integer("max-ring-bytes") ?? file.max_ring_bytes ?? config.maxRingBytes
         if let mode = arguments.last("socket-mode") ?? file.socket_mode {
             guard let value = UInt32(mode, radix: 8) else { throw UsageError("--socket-mode takes octal, not '\(mode)'") }
             config.socketMode = value

@@ -48,7 +48,7 @@ class Connection: LoopHandler {
         }
         guard case .processed(let count) = result else { return }
         guard count > 0 else {
-            close(reason: "closed by the other side")
+            otherSideClosed()
             return
         }
         input.commit(count)
@@ -65,6 +65,9 @@ class Connection: LoopHandler {
         }
         input.shrinkIfIdle()
     }
+
+    /// End of stream: everything the other side sent by the socket has been handled.
+    func otherSideClosed() { close(reason: "closed by the other side") }
 
     /// Bytes arrived (for liveness and counters).
     func didRead(bytes: Int) {}

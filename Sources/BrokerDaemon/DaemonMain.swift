@@ -83,6 +83,8 @@ public enum DaemonMain {
           --inbound-queue-bytes N  Per-group queue for messages waiting for a receiver (default 4194304).
           --client-queue-bytes N   Per-client delivery queue limit (default 67108864).
           --socket-mode OCTAL      Mode of both Unix sockets (default 660).
+          --max-ring-bytes N       Largest shared-memory ring granted to a client (default 67108864; 0: rings off,
+                                   every client uses the socket).
           -h, --help               Show this help.
 
         SIGTERM or SIGINT: stop accepting, flush peer queues for up to 2 s, remove the sockets, exit 0.

@@ -62,19 +62,21 @@ final class EventLoop {
         dirty.removeAll(keepingCapacity: true)
     }
 
-    /// One turn: wait up to `timeoutMilliseconds`, dispatch events, flush. Returns true when woken by `wake()`.
-    func turn(timeoutMilliseconds: Int32) throws(SystemError) -> Bool {
-        var woken = false
-        try epoll.wait(timeoutMilliseconds: timeoutMilliseconds) { token, events in
+    /// One turn: wait up to `timeoutMilliseconds`, dispatch events, flush. Returns how many events came
+    /// (a wake-up through the eventfd counts).
+    @discardableResult
+    func turn(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        var events = 0
+        try epoll.wait(timeoutMilliseconds: timeoutMilliseconds) { token, ready in
+            events += 1
             if token == Self.wakeupToken {
                 wakeup.drain()
-                woken = true
                 return
             }
-            handlers[token]?.handleEvents(events)
+            handlers[token]?.handleEvents(ready)
         }
         flushDirty()
-        return woken
+        return events
     }
 
     /// Wakes a waiting turn; safe from any thread.

@@ -10,6 +10,10 @@ final class LocalClient: Connection {
     let output = FrameQueue(capacity: 64 << 10)
     let outputLimit: Int
     var registration: RegisterFrame?
+    /// Shared-memory rings, when the client asked for them and the broker granted them.
+    var rings: ClientRings?
+    /// Set while a frame from the to-broker ring is handled (not one from the socket).
+    var isHandlingRingRecord = false
     var group: Group?
     var roleState: RoleState = .none
     /// The pid the kernel reports for the other end (SO_PEERCRED), or the registered one without it.
@@ -48,6 +52,9 @@ final class LocalClient: Connection {
         switch frame.type {
         case .message:
             let header = try MessageHeader(body: frame.body)
+            if rings != nil, !frame.body.isEmpty, !isHandlingRingRecord {
+                guard socketMessageFromRingClient() else { return }
+            }
             broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
         case .ack:
             broker.acknowledge(from: self, try AckFrame(body: frame.body).lsn)
@@ -104,8 +111,24 @@ final class LocalClient: Connection {
         loop.markDirty(self)
     }
 
-    override func pendingOutput() -> UnsafeRawBufferPointer { output.readable }
-    override func didWrite(_ count: Int) { output.didWrite(count) }
+    override func pendingOutput() -> UnsafeRawBufferPointer { rings?.socketOutput.readable ?? output.readable }
+
+    override func didWrite(_ count: Int) {
+        if let rings { rings.socketOutput.didWrite(count) } else { output.didWrite(count) }
+    }
+
+    override func flush() {
+        if rings != nil { flushToRing() }
+        super.flush()
+    }
+
+    var transportName: String { rings == nil ? "uds" : "shm" }
+
+    /// A client that exits right after its last send has its records still in the ring: handle them first.
+    override func otherSideClosed() {
+        if rings != nil { drainRing(budget: Int.max) }
+        super.otherSideClosed()
+    }
 
     override func protocolError(_ error: WireError) {
         broker.countBadFrame(clientID: id, error)

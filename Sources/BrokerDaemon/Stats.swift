@@ -54,11 +54,16 @@ public struct ClientStats: Codable, Sendable {
     public var ackPolicy: String
     public var permanentAcked: Int
     public var permanentFailed: Int
+    /// Shared-memory clients: each ring's size and the bytes in use in each direction.
+    public var ringBytes: Int?
+    public var ringToBrokerUsed: Int?
+    public var ringToClientUsed: Int?
 
     enum CodingKeys: String, CodingKey {
         case id, pid, name, group, roles, transport, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
         case dropped, ackPolicy = "ack_policy", permanentAcked = "perm_acked", permanentFailed = "perm_failed"
+        case ringBytes = "ring_bytes", ringToBrokerUsed = "ring_to_broker_used", ringToClientUsed = "ring_to_client_used"
     }
 }
 
@@ -126,10 +131,12 @@ extension Broker {
             }
             return ClientStats(
                 id: client.id, pid: client.pid, name: client.name, group: client.group?.name ?? "",
-                roles: roles, transport: "uds", messagesSent: client.messagesSent, bytesSent: client.bytesSent,
+                roles: roles, transport: client.transportName, messagesSent: client.messagesSent, bytesSent: client.bytesSent,
                 messagesReceived: client.messagesReceived, bytesReceived: client.bytesReceived,
                 queuedBytes: client.output.byteCount, dropped: client.dropped, ackPolicy: "\(client.ackPolicy)",
-                permanentAcked: client.permanentAcked, permanentFailed: client.permanentFailed)
+                permanentAcked: client.permanentAcked, permanentFailed: client.permanentFailed,
+                ringBytes: client.rings?.ringBytes, ringToBrokerUsed: client.rings?.reader.ring.usedBytes,
+                ringToClientUsed: client.rings?.writer.ring.usedBytes)
         }
         let groupStats = groupList.map { group in
             GroupStats(name: group.name, receiverClient: group.receiver?.id, standbys: group.standbys.count,

@@ -13,11 +13,11 @@ extension BrokerStats {
             })
         out += "\nCLIENTS\n"
         out += render([["id", "pid", "name", "group", "roles", "transport", "msgs_sent", "bytes_sent", "msgs_recv",
-                        "bytes_recv", "queued", "dropped"]]
+                        "bytes_recv", "queued", "dropped", "ring_fill"]]
             + clients.map { c in
                 ["\(c.id)", "\(c.pid)", c.name.isEmpty ? "-" : c.name, c.group, c.roles.joined(separator: ","),
                  c.transport, "\(c.messagesSent)", "\(c.bytesSent)", "\(c.messagesReceived)", "\(c.bytesReceived)",
-                 "\(c.queuedBytes)", "\(c.dropped)"]
+                 "\(c.queuedBytes)", "\(c.dropped)", ringFill(c)]
             })
         out += "\nGROUPS\n"
         out += render([["group", "master", "receiver", "standbys", "delivered", "pending", "dropped", "waiting_acks"]]
@@ -56,4 +56,12 @@ func formatDuration(_ milliseconds: UInt64) -> String {
     if seconds < 60 { return "\(seconds).\(milliseconds % 1000 / 100)s" }
     if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60)s" }
     return "\(seconds / 3600)h\(seconds / 60 % 60)m"
+}
+
+/// "to-broker/to-client of ring" in percent, or "-" for socket clients.
+func ringFill(_ client: ClientStats) -> String {
+    guard let size = client.ringBytes, size > 0 else { return "-" }
+    let up = (client.ringToBrokerUsed ?? 0) * 100 / size
+    let down = (client.ringToClientUsed ?? 0) * 100 / size
+    return "\(up)%/\(down)% of \(size)"
 }

@@ -30,13 +30,17 @@ public struct RegisterFrame: Equatable, Sendable {
     public var pid: Int32
     public var group: String
     public var name: String
+    /// Each shared-memory ring's size wanted; 0 for the socket only.
+    public var ringBytes: UInt32
 
-    public init(version: UInt16 = Wire.protocolVersion, roles: ClientRoles, pid: Int32, group: String, name: String) {
+    public init(version: UInt16 = Wire.protocolVersion, roles: ClientRoles, pid: Int32, group: String, name: String,
+                ringBytes: UInt32 = 0) {
         self.version = version
         self.roles = roles
         self.pid = pid
         self.group = group
         self.name = name
+        self.ringBytes = ringBytes
     }
 
     public var body: [UInt8] {
@@ -46,25 +50,27 @@ public struct RegisterFrame: Equatable, Sendable {
         w.put(pid)
         w.put(UInt16(group.utf8.count))
         w.put(UInt16(name.utf8.count))
+        w.put(ringBytes)
         w.put(group.utf8)
         w.put(name.utf8)
         return w.bytes
     }
 
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
-        try requireSize(body, 12, .register, exact: false)
+        try requireSize(body, 16, .register, exact: false)
         let p = body.baseAddress.unsafelyUnwrapped
         version = p.le16(0)
         roles = ClientRoles(rawValue: p.le16(2))
         pid = p.leInt32(4)
         let groupLength = Int(p.le16(8))
         let nameLength = Int(p.le16(10))
-        guard 12 + groupLength + nameLength == body.count else {
+        ringBytes = p.le32(12)
+        guard 16 + groupLength + nameLength == body.count else {
             throw .malformed(type: .register, reason: "string lengths do not fill the body")
         }
-        group = try decodeName(body, at: 12, length: groupLength, limit: Wire.maxGroupName, required: true,
+        group = try decodeName(body, at: 16, length: groupLength, limit: Wire.maxGroupName, required: true,
                                .register, "group name")
-        name = try decodeName(body, at: 12 + groupLength, length: nameLength, limit: Wire.maxClientName,
+        name = try decodeName(body, at: 16 + groupLength, length: nameLength, limit: Wire.maxClientName,
                               required: false, .register, "client name")
     }
 }
@@ -75,14 +81,17 @@ public struct WelcomeFrame: Equatable, Sendable {
     public var roleState: RoleState
     public var siteID: Int32
     public var clientID: UInt32
+    /// Each shared-memory ring's size granted (the segment and doorbells come attached); 0: socket only.
+    public var ringBytes: UInt32
     public var maxMessage: UInt64
 
     public init(version: UInt16 = Wire.protocolVersion, roleState: RoleState, siteID: Int32, clientID: UInt32,
-                maxMessage: UInt64) {
+                ringBytes: UInt32 = 0, maxMessage: UInt64) {
         self.version = version
         self.roleState = roleState
         self.siteID = siteID
         self.clientID = clientID
+        self.ringBytes = ringBytes
         self.maxMessage = maxMessage
     }
 
@@ -92,7 +101,7 @@ public struct WelcomeFrame: Equatable, Sendable {
         w.put(roleState.rawValue)
         w.put(siteID)
         w.put(clientID)
-        w.put(UInt32(0))
+        w.put(ringBytes)
         w.put(maxMessage)
         return w.bytes
     }
@@ -107,6 +116,7 @@ public struct WelcomeFrame: Equatable, Sendable {
         roleState = state
         siteID = p.leInt32(4)
         clientID = p.le32(8)
+        ringBytes = p.le32(12)
         maxMessage = p.le64(16)
     }
 }

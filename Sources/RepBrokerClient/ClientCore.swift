@@ -23,6 +23,10 @@ final class ClientCore: @unchecked Sendable {
     var nextSequence: UInt64 = 1
     var results: [UInt64: SendStatus] = [:]
     var waiting: Set<UInt64> = []
+    /// Shared-memory rings of the current connection (replaced with it).
+    var rings: ClientRingSide?
+    /// Set by the reader thread when the connection broke, before it tears it down.
+    var failing = false
 
     init(options: BrokerClientOptions) { self.options = options }
 
@@ -30,19 +34,21 @@ final class ClientCore: @unchecked Sendable {
 
     /// Connects and registers once, then starts the reader thread.
     func connectFirst() throws(BrokerClientError) {
-        let (fd, frame, leftover) = try Self.connectAndRegister(options)
-        install(fd, frame)
+        let (fd, frame, leftover, rings) = try Self.connectAndRegister(options)
+        install(fd, frame, rings)
         startThread { [self] in readerLoop(initial: leftover) }
     }
 
     /// Connects to the broker, sends REGISTER and reads WELCOME (blocking). Returns bytes read past it.
     static func connectAndRegister(_ options: BrokerClientOptions) throws(BrokerClientError)
-        -> (CInt, WelcomeFrame, [UInt8]) {
+        -> (CInt, WelcomeFrame, [UInt8], ClientRingSide?) {
         let fd: CInt
         do { fd = try Socket.connectUnix(path: options.socketPath) } catch {
             throw .brokerUnavailable("cannot connect to \(options.socketPath): \(error)")
         }
-        let register = RegisterFrame(roles: options.roles, pid: getpid(), group: options.group, name: options.name)
+        let ringBytes = options.transport == .unixSocket ? 0 : UInt32(clamping: options.ringBytes)
+        let register = RegisterFrame(roles: options.roles, pid: getpid(), group: options.group, name: options.name,
+                                     ringBytes: ringBytes)
         let policy = AckPolicyFrame(policy: options.ackPolicy, timeoutMilliseconds: UInt32(options.ackTimeout * 1000))
         let bytes = FrameParser.encode(.register, body: register.body) + FrameParser.encode(.ackPolicy, body: policy.body)
         do {
@@ -52,13 +58,23 @@ final class ClientCore: @unchecked Sendable {
             }
             if let failure { throw failure }
             let buffer = ByteBuffer(capacity: 4096)
+            var descriptors: [CInt] = []
+            defer { for received in descriptors { Posix.close(descriptor: received) } }
             while true {
                 if let frame = try FrameParser.next(in: buffer.readable, maxMessage: Wire.defaultMaxMessage) {
                     switch frame.type {
                     case .welcome:
                         let welcome = try WelcomeFrame(body: frame.body)
                         buffer.consume(frame.totalSize)
-                        return (fd, welcome, Array(buffer.readable))
+                        var rings: ClientRingSide?
+                        if welcome.ringBytes > 0 {
+                            let taken = descriptors
+                            descriptors.removeAll()
+                            rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), descriptors: taken)
+                        } else if options.transport == .sharedMemory {
+                            throw BrokerClientError.protocolError("the broker offers no shared-memory rings")
+                        }
+                        return (fd, welcome, Array(buffer.readable), rings)
                     case .error:
                         throw BrokerClientError.protocolError("broker refused registration: \(try ErrorFrame(body: frame.body))")
                     default:
@@ -66,8 +82,7 @@ final class ClientCore: @unchecked Sendable {
                     }
                 }
                 buffer.reserve(4096)
-                let n = Glibc.read(fd, buffer.writable.baseAddress, buffer.writable.count)
-                if n < 0 && errno == EINTR { continue }
+                let n = try Socket.receive(into: buffer.writable, on: fd, fds: &descriptors)
                 guard n > 0 else { throw BrokerClientError.brokerUnavailable("broker closed the connection during registration") }
                 buffer.commit(n)
             }
@@ -80,8 +95,8 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
-    /// Makes `fd` the connection (unless closed meanwhile).
-    func install(_ fd: CInt, _ frame: WelcomeFrame) {
+    /// Makes `fd` (and its rings) the connection, unless closed meanwhile.
+    func install(_ fd: CInt, _ frame: WelcomeFrame, _ newRings: ClientRingSide?) {
         writeLock.withLock {
             state.withLock {
                 if isClosed {
@@ -92,8 +107,19 @@ final class ClientCore: @unchecked Sendable {
                 generation += 1
                 welcome = frame
                 roleState = frame.roleState
+                rings = newRings
+                failing = false
                 state.broadcast()
             }
+        }
+    }
+
+    /// The reader thread found the connection broken: waiting senders give up before it is torn down.
+    func markFailing(_ reason: String) {
+        state.withLock {
+            failing = true
+            lastError = reason
+            state.broadcast()
         }
     }
 
@@ -106,6 +132,7 @@ final class ClientCore: @unchecked Sendable {
                 descriptor = -1
                 generation += 1
                 roleState = .none
+                rings = nil
                 lastError = reason
                 state.broadcast()
             }
@@ -141,7 +168,8 @@ final class ClientCore: @unchecked Sendable {
         var sentGeneration = 0
         try writeLock.withLock { () throws(BrokerClientError) in
             let fd: CInt
-            (fd, sequence, sentGeneration) = try state.withLock { () throws(BrokerClientError) in
+            let ringSide: ClientRingSide?
+            (fd, sequence, sentGeneration, ringSide) = try state.withLock { () throws(BrokerClientError) in
                 guard !isClosed else { throw BrokerClientError.closed }
                 guard descriptor >= 0 else { throw BrokerClientError.brokerUnavailable(lastError) }
                 let limit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage))
@@ -152,17 +180,45 @@ final class ClientCore: @unchecked Sendable {
                     nextSequence += 1
                     waiting.insert(seq)
                 }
-                return (descriptor, seq, generation)
+                return (descriptor, seq, generation, rings)
             }
             let header = MessageHeader(destination: destination, flags: flags, lsn: lsn,
                                        controlLength: UInt32(control.count), recLength: UInt32(rec.count),
                                        sequence: sequence)
             var failure: BrokerClientError?
-            withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) { raw in
-                let base = raw.baseAddress.unsafelyUnwrapped
-                FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + size, at: base)
-                header.write(to: base + Wire.frameHeaderSize)
-                do throws(BrokerClientError) { try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec) } catch { failure = error }
+            let frameSize = Wire.frameHeaderSize + Wire.messageHeaderSize + size
+            if let ringSide, frameSize <= ringSide.writer.maxPayload {
+                do throws(BrokerClientError) {
+                    try writeToRing(ringSide, frameSize: frameSize, generation: sentGeneration) { out in
+                        FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + size, at: out)
+                        header.write(to: out + Wire.frameHeaderSize)
+                        var cursor = out + Wire.frameHeaderSize + Wire.messageHeaderSize
+                        if let source = control.baseAddress, control.count > 0 {
+                            cursor.copyMemory(from: source, byteCount: control.count)
+                            cursor += control.count
+                        }
+                        if let source = rec.baseAddress, rec.count > 0 { cursor.copyMemory(from: source, byteCount: rec.count) }
+                    }
+                } catch { failure = error }
+            } else {
+                // Too large for the ring: a MARK holds its place there, the frame goes by the socket.
+                if let ringSide {
+                    do throws(BrokerClientError) {
+                        try writeToRing(ringSide, kind: .mark, frameSize: 0, generation: sentGeneration) { _ in }
+                    } catch {
+                        failure = error
+                    }
+                }
+                if failure == nil {
+                    withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) { raw in
+                        let base = raw.baseAddress.unsafelyUnwrapped
+                        FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + size, at: base)
+                        header.write(to: base + Wire.frameHeaderSize)
+                        do throws(BrokerClientError) { try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec) } catch {
+                            failure = error
+                        }
+                    }
+                }
             }
             if let failure {
                 state.withLock { _ = waiting.remove(sequence) }
@@ -171,6 +227,35 @@ final class ClientCore: @unchecked Sendable {
         }
         guard permanent else { return }
         try awaitResult(sequence, generation: sentGeneration, destination: destination)
+    }
+
+    /// Writes one record into the to-broker ring, waiting (up to the send timeout) while it is full.
+    private func writeToRing(
+        _ ringSide: ClientRingSide, kind: RecordKind = .frame, frameSize: Int, generation sent: Int,
+        _ fill: (UnsafeMutableRawPointer) -> Void
+    ) throws(BrokerClientError) {
+        var deadline: UInt64 = 0
+        while true {
+            let written: Bool
+            do { written = try ringSide.writer.write(kind: kind, payload: frameSize, fill) } catch {
+                throw .protocolError("\(error)")
+            }
+            if written {
+                ringSide.publish()
+                return
+            }
+            ringSide.publish()
+            if ringSide.writer.announceWaiting(forPayload: frameSize) { continue }
+            let now = Posix.monotonicNanoseconds()
+            if deadline == 0 { deadline = now + UInt64(options.sendTimeout * 1e9) }
+            guard now < deadline else { throw .refused("the shared-memory ring to the broker stayed full") }
+            try state.withLock { () throws(BrokerClientError) in
+                if isClosed { throw BrokerClientError.closed }
+                if failing || generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
+                // The reader thread broadcasts when the broker rings our doorbell after making room.
+                _ = state.wait(untilNanoseconds: min(deadline, now + 50_000_000))
+            }
+        }
     }
 
     private func awaitResult(_ sequence: UInt64, generation sent: Int, destination: Int32) throws(BrokerClientError) {

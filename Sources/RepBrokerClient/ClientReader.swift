@@ -1,7 +1,10 @@
-// The client's reader thread: frames from the broker into the inbox and send results; on loss of the
-// broker, reconnects with backoff (50 ms doubling to 1 s) and registers again.
+// The client's reader thread: frames from the broker (by the socket, and by the to-client ring when there
+// are rings) into the inbox and send results; on loss of the broker, reconnects with backoff (50 ms doubling
+// to 1 s) and registers again. With rings it spins briefly on an empty ring, then says it sleeps and waits in
+// poll on the socket and its doorbell.
 import BrokerSystem
 import BrokerWire
+import CRepBrokerIPC
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,20 +14,20 @@ extension ClientCore {
         let buffer = ByteBuffer(capacity: 256 << 10)
         buffer.append(initial)
         // Frames that came with WELCOME are handled before the first blocking read.
-        if let reason = processFrames(buffer) { disconnect(reason: reason) }
+        if let reason = processFrames(buffer) { lose(reason) }
         var backoff = 0.05
         while true {
-            let fd: CInt = state.withLock { isClosed ? -2 : descriptor }
+            let (fd, ringSide): (CInt, ClientRingSide?) = state.withLock { isClosed ? (-2, nil) : (descriptor, rings) }
             if fd == -2 { break }
             if fd < 0 {
                 guard options.reconnect else { break }
                 do {
-                    let (newFD, frame, leftover) = try Self.connectAndRegister(options)
+                    let (newFD, frame, leftover, newRings) = try Self.connectAndRegister(options)
                     buffer.clear()
                     buffer.append(leftover)
-                    install(newFD, frame)
+                    install(newFD, frame, newRings)
                     backoff = 0.05
-                    if let reason = processFrames(buffer) { disconnect(reason: reason) }
+                    if let reason = processFrames(buffer) { lose(reason) }
                 } catch {
                     state.withLock {
                         lastError = "\(error)"
@@ -34,13 +37,75 @@ extension ClientCore {
                 }
                 continue
             }
-            if let reason = readOnce(fd, buffer) {
-                disconnect(reason: reason)
+            let reason = ringSide.map { serviceRing($0, fd, buffer) } ?? readOnce(fd, buffer)
+            if let reason {
+                lose(reason)
                 buffer.clear()
             }
         }
         let fd: CInt = state.withLock { descriptor }
         if fd >= 0 { disconnect(reason: "client closed") }
+    }
+
+    private func lose(_ reason: String) {
+        markFailing(reason)
+        disconnect(reason: reason)
+    }
+
+    /// One round with rings: drain the to-client ring; when empty, spin, then sleep on socket and doorbell.
+    private func serviceRing(_ ringSide: ClientRingSide, _ fd: CInt, _ buffer: ByteBuffer) -> String? {
+        switch drainRing(ringSide, untilMark: false) {
+        case .failed(let reason): return reason
+        case .handled: return nil
+        case .empty: break
+        }
+        // Waiting on a MARK: the next message is on the socket, whatever else the ring holds.
+        let waitsForSocket = ringSide.awaitingSocketMessage
+        if !waitsForSocket {
+            for _ in 0..<2000 where ringSide.reader.hasRecords { return nil }
+        }
+        let asleep = !waitsForSocket && ringSide.reader.prepareToSleep()
+        let ready = rb_poll_two(fd, ringSide.clientDoorbell.descriptor, asleep || waitsForSocket ? 1000 : 0)
+        if asleep { ringSide.reader.awake() }
+        if ready > 0 && ready & 2 != 0 {
+            ringSide.clientDoorbell.drain()
+            // A sender may wait for room in the to-broker ring.
+            state.withLock { state.broadcast() }
+        }
+        if ready > 0 && ready & 1 != 0 { return readOnce(fd, buffer) }
+        return nil
+    }
+
+    enum DrainResult { case handled, empty, failed(String) }
+
+    /// Handles the to-client ring's records (up to a MARK, which means the next message comes by the socket).
+    private func drainRing(_ ringSide: ClientRingSide, untilMark: Bool) -> DrainResult {
+        var handled = 0
+        var reachedMark = false
+        do {
+            while !ringSide.awaitingSocketMessage, let record = try ringSide.reader.next() {
+                handled += 1
+                if record.kind == .mark {
+                    if untilMark { reachedMark = true } else { ringSide.awaitingSocketMessage = true }
+                    break
+                }
+                ringSide.scratch.clear()
+                ringSide.scratch.append(record.payload)
+                let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
+                guard let frame = try FrameParser.next(in: ringSide.scratch.readable, maxMessage: limit),
+                      frame.totalSize == record.payload.count else {
+                    return .failed("a ring record from the broker is not one frame")
+                }
+                if let reason = try handle(frame) { return .failed(reason) }
+                if handled % 256 == 0 { ringSide.reader.release() }
+            }
+        } catch {
+            return .failed("bad ring record from the broker: \(error)")
+        }
+        ringSide.reader.release()
+        if ringSide.reader.producerNeedsWake() { ringSide.brokerDoorbell.signal() }
+        if untilMark && !reachedMark { return .failed("the broker sent a message by the socket without its MARK") }
+        return handled > 0 ? .handled : .empty
     }
 
     /// One blocking read and the frames it completes; returns why the connection ended, or nil.
@@ -59,11 +124,20 @@ extension ClientCore {
         return processFrames(buffer)
     }
 
-    /// Handles every complete frame in `buffer`; returns why the connection must end, or nil.
+    /// Handles every complete frame that came by the socket; returns why the connection must end, or nil.
     private func processFrames(_ buffer: ByteBuffer) -> String? {
         let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
+        let ringSide = state.withLock { rings }
         do {
             while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
+                if frame.type == .message, let ringSide {
+                    // Its MARK in the ring says where it goes: everything before the MARK first.
+                    if ringSide.awaitingSocketMessage {
+                        ringSide.awaitingSocketMessage = false
+                    } else if case .failed(let reason) = drainRing(ringSide, untilMark: true) {
+                        return reason
+                    }
+                }
                 if let reason = try handle(frame) { return reason }
                 buffer.consume(frame.totalSize)
             }

@@ -5,6 +5,17 @@
 @_exported import enum BrokerWire.SiteID
 @_exported import enum BrokerWire.AckPolicy
 
+/// How a client hands messages to the broker.
+public enum ClientTransport: String, Sendable, CaseIterable {
+    /// Frames over the Unix socket.
+    case unixSocket = "uds"
+    /// Two shared-memory rings (the socket stays for control, liveness and messages too large for a ring);
+    /// fails when the broker offers none.
+    case sharedMemory = "shm"
+    /// Rings when the broker offers them, the socket otherwise.
+    case automatic = "auto"
+}
+
 /// How a client connects and what it registers as.
 public struct BrokerClientOptions: Sendable {
     /// The broker's local socket.
@@ -26,6 +37,11 @@ public struct BrokerClientOptions: Sendable {
     public var reconnect = true
     /// Bytes of received messages held before the client stops reading (the broker then queues, bounded).
     public var inboxLimitBytes = 64 << 20
+    /// Socket, shared-memory rings, or rings when offered.
+    public var transport: ClientTransport = .automatic
+    /// Each ring's size asked for (the broker rounds to a power of two within its limit). Messages larger than
+    /// a quarter of the ring go by the socket, in order.
+    public var ringBytes = 1 << 20
 
     public init(socketPath: String, group: String = "default", name: String = "", roles: ClientRoles = [.sender]) {
         self.socketPath = socketPath

@@ -24,3 +24,21 @@ func jsonLine<T: Encodable>(_ value: T, pretty: Bool = false) throws -> String {
     encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
+
+/// Applies --transport (uds, shm, auto) and --ring-bytes to client options.
+func applyTransport(_ arguments: ParsedArguments, to options: inout BrokerClientOptions) throws(UsageError) {
+    if let name = arguments.last("transport") {
+        guard let transport = ClientTransport(rawValue: name) else {
+            throw UsageError("--transport must be uds, shm or auto, not '\(name)'")
+        }
+        options.transport = transport
+    }
+    if let bytes = try arguments.integer("ring-bytes", Int.self, range: 4096...(1 << 30)) { options.ringBytes = bytes }
+}
+
+let transportHelp = """
+
+          --transport T   uds (the Unix socket), shm (shared-memory rings; fails if the broker offers none) or
+                          auto (rings when offered; the default).
+          --ring-bytes N  Each ring's size to ask for (default 1048576; messages over a quarter go by the socket).
+    """

@@ -22,8 +22,8 @@ enum RecvCommand: Command {
           --timeout SECONDS  Exit 1 when no message arrives for SECONDS (default: wait for ever).
           --json             JSON lines, bytes in base64.
           --name NAME        Name shown in stats (default: repbroker-recv).
-        """
-    static let valuedOptions: Set<String> = ["socket", "group", "count", "timeout", "name"]
+        """ + transportHelp
+    static let valuedOptions: Set<String> = ["transport", "ring-bytes", "socket", "group", "count", "timeout", "name"]
     static let flagNames: Set<String> = ["json"]
 
     struct Line: Encodable {
@@ -43,9 +43,10 @@ enum RecvCommand: Command {
         let count = try arguments.integer("count", Int.self, range: 1...Int.max)
         let timeout = try arguments.seconds("timeout")
         let json = arguments.has("json")
-        let options = BrokerClientOptions(socketPath: arguments.last("socket") ?? BrokerConfig.defaultSocketPath,
+        var options = BrokerClientOptions(socketPath: arguments.last("socket") ?? BrokerConfig.defaultSocketPath,
                                           group: arguments.last("group") ?? Wire.defaultGroup,
                                           name: arguments.last("name") ?? "repbroker-recv", roles: [.receiver])
+        try applyTransport(arguments, to: &options)
         let client = try BrokerClient(options: options)
         defer { client.close() }
         var received = 0

@@ -23,8 +23,8 @@ enum SendCommand: Command {
                           waits for the broker to accept it and fails when a peer queue is full.
           --control TEXT  The control bytes of every message (default: empty).
           --name NAME     Name shown in stats (default: repbroker-send).
-        """
-    static let valuedOptions: Set<String> = ["socket", "group", "to", "flags", "control", "name"]
+        """ + transportHelp
+    static let valuedOptions: Set<String> = ["transport", "ring-bytes", "socket", "group", "to", "flags", "control", "name"]
     static let flagNames: Set<String> = []
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
@@ -41,6 +41,7 @@ enum SendCommand: Command {
                                           group: arguments.last("group") ?? Wire.defaultGroup,
                                           name: arguments.last("name") ?? "repbroker-send", roles: [.sender])
         options.reconnect = false
+        try applyTransport(arguments, to: &options)
         let client = try BrokerClient(options: options)
         defer { client.close() }
         let control = Array((arguments.last("control") ?? "").utf8)

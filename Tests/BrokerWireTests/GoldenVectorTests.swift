@@ -73,12 +73,12 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
         case .register:
             let f = try RegisterFrame(body: frame.body)
             fields = ["version": "\(f.version)", "roles": "\(f.roles.rawValue)", "pid": "\(f.pid)", "group": f.group,
-                      "name": f.name]
+                      "name": f.name, "ring_bytes": "\(f.ringBytes)"]
             encoded = FrameParser.encode(.register, body: f.body)
         case .welcome:
             let f = try WelcomeFrame(body: frame.body)
             fields = ["version": "\(f.version)", "role_state": "\(f.roleState.rawValue)", "site_id": "\(f.siteID)",
-                      "client_id": "\(f.clientID)", "max_message": "\(f.maxMessage)"]
+                      "client_id": "\(f.clientID)", "ring_bytes": "\(f.ringBytes)", "max_message": "\(f.maxMessage)"]
             encoded = FrameParser.encode(.welcome, body: f.body)
         case .role:
             let f = try RoleFrame(body: frame.body)
@@ -148,7 +148,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 @Suite struct GoldenVectorTests {
     @Test func validFramesDecodeAndReencodeByteForByte() throws {
         let file = try VectorFile.load()
-        #expect(file.valid.count >= 20)
+        #expect(file.valid.count >= 22)
         for vector in file.valid {
             let input = bytes(hex: vector.hex)
             let (type, fields, encoded) = try roundTrip(input, maxMessage: file.max_message)
@@ -168,7 +168,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 
     @Test func invalidFramesAreRejectedWithTheNamedError() throws {
         let file = try VectorFile.load()
-        #expect(file.invalid.count >= 21)
+        #expect(file.invalid.count >= 22)
         for vector in file.invalid {
             do {
                 _ = try roundTrip(bytes(hex: vector.hex), maxMessage: file.max_message)

@@ -24,13 +24,14 @@ final class Counter: @unchecked Sendable {
 }
 
 @Suite struct FailoverTests {
-    @Test func aStandbyTakesOverWhenTheReceiverIsKilled() throws {
+    @Test(arguments: ["uds", "shm"])
+    func aStandbyTakesOverWhenTheReceiverIsKilled(transport: String) throws {
         try withSites(2) { sites in
             let site2 = sites.broker(2)
-            let first = try startReceiver(site2, name: "recv-first")
+            let first = try startReceiver(site2, name: "recv-first", transport: transport)
             defer { first.kill9() }
             #expect(site2.waitForStats(timeout: 10) { $0.clients.contains { $0.name == "recv-first" && $0.roles == ["receiver"] } })
-            let standby = try startReceiver(site2, name: "recv-standby")
+            let standby = try startReceiver(site2, name: "recv-standby", transport: transport)
             defer { standby.kill9() }
             #expect(site2.waitForStats(timeout: 10) { $0.clients.contains { $0.name == "recv-standby" && $0.roles == ["standby"] } })
 
@@ -112,10 +113,11 @@ final class Counter: @unchecked Sendable {
         }
     }
 
-    @Test func aClientFailsFastWhileItsBrokerIsDownAndReconnectsAfterARestart() throws {
+    @Test(arguments: [ClientTransport.unixSocket, .sharedMemory])
+    func aClientFailsFastWhileItsBrokerIsDownAndReconnectsAfterARestart(transport: ClientTransport) throws {
         try withSites(2) { sites in
             let site1 = sites.broker(1)
-            let sender = try client(site1, name: "survivor")
+            let sender = try client(site1, name: "survivor", transport: transport)
             let receiver = try client(sites.broker(2), roles: [.receiver])
             try sender.send(control: [], rec: [1], to: 2)
             #expect(try receiver.receive(timeout: 10)?.rec == [1])
@@ -127,7 +129,8 @@ final class Counter: @unchecked Sendable {
             #expect(site1.waitForPeers(timeout: 10))
             try sender.send(control: [], rec: [3], to: 2, flags: .permanent)
             #expect(try receiver.receive(timeout: 10)?.rec == [3])
-            #expect(try site1.stats().clients.contains { $0.name == "survivor" })
+            #expect(try site1.stats().clients.contains { $0.name == "survivor" && $0.transport == (transport == .sharedMemory ? "shm" : "uds") },
+                    "a restarted broker maps fresh rings for a reconnecting client")
         }
     }
 }

@@ -9,7 +9,10 @@ import Testing
 @Suite struct MeshDeliveryTests {
     static let perSender = 300
 
-    @Test func everyMessageArrivesOnceInOrderLabelledWithItsSource() throws {
+    /// uds: every client on the socket; shm: every client on rings; mixed: half and half on each broker.
+    @Test(arguments: ["uds", "shm", "mixed"])
+    func everyMessageArrivesOnceInOrderLabelledWithItsSource(transport: String) throws {
+        func pick(_ index: Int) -> String { transport == "mixed" ? (index % 2 == 0 ? "shm" : "uds") : transport }
         try withSites(3) { sites in
             // Senders 0 and 1 broadcast, sender 2 unicasts to the next site, sender 3 to the previous one.
             func destination(site: Int32, worker: Int) -> Int32? {
@@ -21,7 +24,9 @@ import Testing
             }
             // Each site hears, from each of the two others: 2 broadcasters + 1 unicast sender aimed at it.
             let expectedPerSite = 2 * 3 * Self.perSender
-            let receivers = try sites.brokers.map { try startReceiver($0, count: expectedPerSite, name: "recv-\($0.siteID)") }
+            let receivers = try sites.brokers.map {
+                try startReceiver($0, count: expectedPerSite, name: "recv-\($0.siteID)", transport: pick(Int($0.siteID)))
+            }
             for broker in sites.brokers {
                 #expect(broker.waitForStats(timeout: 10) { $0.clients.contains { $0.roles.contains("receiver") } })
             }
@@ -30,7 +35,8 @@ import Testing
                 for worker in 0..<4 {
                     let lines = (0..<Self.perSender).map { "s\(broker.siteID)-w\(worker)-\($0)" }
                     let to = destination(site: broker.siteID, worker: worker).map { "\($0)" } ?? "all"
-                    senders.append(try runSender(broker, to: to, lines: lines, name: "send-\(broker.siteID)-\(worker)"))
+                    senders.append(try runSender(broker, to: to, lines: lines, name: "send-\(broker.siteID)-\(worker)",
+                                                 transport: pick(worker)))
                 }
             }
             for sender in senders { #expect(sender.waitForExit(timeout: 60) == 0, "\(sender.name)") }
@@ -105,7 +111,7 @@ import Testing
             let one = try sites.broker(1).stats()
             let senderStats = try #require(one.clients.first { $0.name == "counted-sender" })
             #expect(senderStats.messagesSent == 50 && senderStats.bytesSent == payload)
-            #expect(senderStats.roles == ["sender"] && senderStats.transport == "uds")
+            #expect(senderStats.roles == ["sender"] && senderStats.transport == "shm", "rings are the default")
             #expect(one.peers[0].bytesSent == payload)
             let two = try sites.broker(2).stats()
             let receiverStats = try #require(two.clients.first { $0.name == "counted-receiver" })

@@ -22,8 +22,9 @@ func withSites<R>(_ count: Int, extraArguments: [String] = ["--heartbeat-ms", "2
 
 /// A `repbroker recv` process on a broker.
 func startReceiver(_ broker: BrokerProcess, count: Int? = nil, timeout: Double = 30, name: String = "recv",
-                   group: String? = nil) throws -> ChildProcess {
-    var arguments = ["recv", "--socket", broker.socketPath, "--timeout", "\(timeout)", "--name", name]
+                   group: String? = nil, transport: String = "auto") throws -> ChildProcess {
+    var arguments = ["recv", "--socket", broker.socketPath, "--timeout", "\(timeout)", "--name", name,
+                     "--transport", transport]
     if let count { arguments += ["--count", "\(count)"] }
     if let group { arguments += ["--group", group] }
     return try ChildProcess(name: name, executable: Executables.path("repbroker"), arguments: arguments,
@@ -32,8 +33,9 @@ func startReceiver(_ broker: BrokerProcess, count: Int? = nil, timeout: Double =
 
 /// A `repbroker send` process that sends `lines` (one message each) and exits.
 func runSender(_ broker: BrokerProcess, to destination: String, lines: [String], name: String,
-               flags: String? = nil) throws -> ChildProcess {
-    var arguments = ["send", "--socket", broker.socketPath, "--to", destination, "--name", name]
+               flags: String? = nil, transport: String = "auto") throws -> ChildProcess {
+    var arguments = ["send", "--socket", broker.socketPath, "--to", destination, "--name", name,
+                     "--transport", transport]
     if let flags { arguments += ["--flags", flags] }
     let child = try ChildProcess(name: name, executable: Executables.path("repbroker"), arguments: arguments,
                                  stderrPath: broker.directory + "/\(name).err")
@@ -59,8 +61,11 @@ func parse(_ lines: [String]) -> [Received] { lines.compactMap(Received.init(lin
 
 /// A client of the library, connected to `broker`.
 func client(_ broker: BrokerProcess, roles: ClientRoles = [.sender], name: String = "test",
-            group: String = "default") throws -> BrokerClient {
-    try BrokerClient(options: BrokerClientOptions(socketPath: broker.socketPath, group: group, name: name, roles: roles))
+            group: String = "default", transport: ClientTransport = .automatic, ringBytes: Int = 1 << 20) throws -> BrokerClient {
+    var options = BrokerClientOptions(socketPath: broker.socketPath, group: group, name: name, roles: roles)
+    options.transport = transport
+    options.ringBytes = ringBytes
+    return try BrokerClient(options: options)
 }
 
 /// Receives until `count` messages arrived or a receive waits `timeout` seconds.

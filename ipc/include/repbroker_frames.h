@@ -88,6 +88,7 @@ typedef struct rb_register {
     int32_t pid;
     uint16_t group_length;  /* 1 ... RB_MAX_GROUP_NAME */
     uint16_t name_length;   /* 0 ... RB_MAX_CLIENT_NAME */
+    uint32_t ring_bytes;    /* shared-memory rings wanted: each ring's size; 0 for the socket only */
     /* group bytes, then name bytes (UTF-8) */
 } rb_register;
 
@@ -96,7 +97,7 @@ typedef struct rb_welcome {
     uint16_t role_state;    /* RB_ROLE_STATE_* */
     int32_t site_id;
     uint32_t client_id;
-    uint32_t reserved;
+    uint32_t ring_bytes;    /* rings granted (segment and doorbells attached with SCM_RIGHTS); 0: socket only */
     uint64_t max_message;   /* the broker's limit on control + rec */
 } rb_welcome;
 
@@ -178,7 +179,7 @@ typedef struct rb_group_bind {
 } rb_group_bind;
 
 _Static_assert(sizeof(rb_frame_header) == 8, "frame header is 8 bytes");
-_Static_assert(sizeof(rb_register) == 12, "register is 12 bytes before its strings");
+_Static_assert(sizeof(rb_register) == 16, "register is 16 bytes before its strings");
 _Static_assert(sizeof(rb_welcome) == 24, "welcome is 24 bytes");
 _Static_assert(sizeof(rb_role) == 4, "role is 4 bytes");
 _Static_assert(sizeof(rb_send_result) == 16, "send result is 16 bytes");

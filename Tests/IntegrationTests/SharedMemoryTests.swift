@@ -1,0 +1,133 @@
+// Shared-memory rings with real processes: order across ring and socket for messages too large for the
+// ring, teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
+// left), the broker serving new clients afterwards, fallback when the broker offers no rings, and an idle
+// broker with many ring clients staying idle.
+import BrokerDaemon
+import BrokerHarness
+import BrokerSystem
+import Foundation
+import RepBrokerClient
+import Testing
+
+/// Lines of /proc/PID/maps that map a client segment.
+func ringMappings(_ pid: Int32) -> [String] {
+    let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
+    return maps.split(separator: "\n").filter { $0.contains("memfd:repbroker-client") }.map(String.init)
+}
+
+func shmEntries() -> Set<String> {
+    Set(((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []).filter { $0.contains("repbroker") })
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+func cpuSeconds(_ pid: Int32) -> Double {
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    guard let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+@Suite struct SharedMemoryTests {
+    @Test func messagesTooLargeForTheRingKeepTheirOrderBothWays() throws {
+        try withSites(2) { sites in
+            // 4 KiB rings: anything over ~1 KiB goes by the socket behind a MARK.
+            let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory, ringBytes: 4096)
+            let sender = try client(sites.broker(1), transport: .sharedMemory, ringBytes: 4096)
+            let count = 400
+            for index in 0..<count {
+                let size = index % 3 == 0 ? 3000 + index : 10 + index % 50
+                var rec = Array(repeating: UInt8(truncatingIfNeeded: index), count: size)
+                rec[0] = UInt8(index % 251)
+                try sender.send(control: Array("\(index)".utf8), rec: rec, to: 2, flags: index % 7 == 0 ? .permanent : [])
+            }
+            let received = try receiveAll(receiver, count: count)
+            #expect(received.map { Int(String(decoding: $0.control, as: UTF8.self)) ?? -1 } == Array(0..<count))
+            for (index, message) in received.enumerated() {
+                #expect(message.rec.count == (index % 3 == 0 ? 3000 + index : 10 + index % 50))
+                #expect(message.rec.first == UInt8(index % 251))
+            }
+            let stats = try sites.broker(2).stats()
+            let receiverStats = try #require(stats.clients.first { $0.roles == ["receiver"] })
+            #expect(receiverStats.transport == "shm" && receiverStats.ringBytes == 4096)
+            #expect(receiverStats.ringToClientUsed != nil)
+        }
+    }
+
+    @Test func aKilledClientsRingsAreTornDownAndTheBrokerServesOthers() throws {
+        let before = shmEntries()
+        try withSites(2) { sites in
+            let site1 = sites.broker(1)
+            let brokerPID = try #require(site1.child?.pid)
+            let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory)
+            let doomed = try ChildProcess(name: "doomed", executable: Executables.path("repbroker"),
+                                          arguments: ["send", "--socket", site1.socketPath, "--to", "2", "--transport", "shm",
+                                                      "--name", "doomed"],
+                                          stderrPath: site1.directory + "/doomed.err")
+            for index in 0..<200 { doomed.write("doomed-\(index)\n") }
+            #expect(site1.waitForStats(timeout: 10) { $0.clients.contains { $0.name == "doomed" && $0.transport == "shm" } })
+            #expect(Deadline.wait(timeout: 10) { ringMappings(brokerPID).count == 1 }, "the broker maps the client's segment")
+            doomed.kill9()
+            #expect(site1.waitForStats(timeout: 10) { !$0.clients.contains { $0.name == "doomed" } })
+            #expect(Deadline.wait(timeout: 10) { ringMappings(brokerPID).isEmpty }, "the segment is unmapped")
+            #expect(shmEntries() == before, "nothing was ever named in /dev/shm")
+
+            // Messages the doomed client published before dying arrive once and in order; then others are served.
+            var doomedMessages: [String] = []
+            while let message = try receiver.receive(timeout: 0.5) { doomedMessages.append(String(decoding: message.rec, as: UTF8.self)) }
+            #expect(doomedMessages == (0..<doomedMessages.count).map { "doomed-\($0)" })
+            let fresh = try client(site1, name: "fresh", transport: .sharedMemory)
+            try fresh.send(control: [], rec: Array("after".utf8), to: 2)
+            #expect(try receiver.receive(timeout: 10)?.rec == Array("after".utf8))
+        }
+    }
+
+    @Test func aKilledBrokerLeavesNothingAndItsRestartGivesFreshRings() throws {
+        let before = shmEntries()
+        try withSites(1) { sites in
+            let broker = sites.broker(1)
+            let receiver = try client(broker, roles: [.receiver], transport: .sharedMemory)
+            let sender = try client(broker, transport: .sharedMemory)
+            try sender.send(control: [], rec: [1], to: 1)
+            #expect(try receiver.receive(timeout: 10)?.rec == [1])
+            broker.kill9()
+            #expect(Deadline.wait(timeout: 5) { !sender.isConnected && !receiver.isConnected })
+            try broker.start()
+            #expect(sender.waitForConnection(timeout: 10) && receiver.waitForConnection(timeout: 10))
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            try sender.send(control: [], rec: [2], to: 1)
+            #expect(try receiver.receive(timeout: 10)?.rec == [2])
+            #expect(try broker.stats().clients.allSatisfy { $0.transport == "shm" })
+            #expect(shmEntries() == before)
+        }
+    }
+
+    @Test func withRingsOffAutomaticUsesTheSocketAndSharedMemoryFailsClearly() throws {
+        try withSites(1, extraArguments: ["--max-ring-bytes", "0"]) { sites in
+            let automatic = try client(sites.broker(1), name: "auto", transport: .automatic)
+            try automatic.send(control: [], rec: [1], to: 1)
+            #expect(try sites.broker(1).stats().clients.first { $0.name == "auto" }?.transport == "uds")
+            #expect(throws: BrokerClientError.protocolError("the broker offers no shared-memory rings")) {
+                _ = try client(sites.broker(1), transport: .sharedMemory)
+            }
+        }
+    }
+
+    @Test func anIdleBrokerWithAHundredRingClientsStaysIdle() throws {
+        try withSites(1) { sites in
+            let broker = sites.broker(1)
+            let pid = try #require(broker.child?.pid)
+            let clients = try (0..<100).map { _ in try client(broker, roles: [.sender], transport: .sharedMemory, ringBytes: 4096) }
+            #expect(broker.waitForStats(timeout: 20) { $0.clients.count == 100 })
+            let cpuBefore = cpuSeconds(pid)
+            let wallBefore = Posix.monotonicNanoseconds()
+            // An idle interval measured, not waited on: nothing happens in it by design.
+            usleep(3_000_000)
+            let wall = Double(Posix.monotonicNanoseconds() - wallBefore) / 1e9
+            let share = (cpuSeconds(pid) - cpuBefore) / wall
+            print("idle broker with 100 ring clients: \(String(format: "%.2f", share * 100))% of a core")
+            #expect(share < 0.01)
+            withExtendedLifetime(clients) {}
+        }
+    }
+}
