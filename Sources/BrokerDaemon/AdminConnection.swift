@@ -5,7 +5,8 @@ import BrokerWire
 import Foundation
 
 final class AdminConnection: Connection {
-    unowned let broker: Broker
+    /// The broker outlives every connection it serves.
+    unowned(unsafe) let broker: Broker
     let output = ByteBuffer(capacity: 4096)
     private var answered = false
     static let maxRequest = 1024

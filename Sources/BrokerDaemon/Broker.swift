@@ -1,5 +1,6 @@
 // The broker as a library: owns the event loop, listeners, groups, clients and peer links.
 // Everything runs on the loop's thread; only `requestStop` may be called from elsewhere.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,7 @@ public final class Broker {
     let incarnation = UInt64.random(in: 1...UInt64.max)
     let startedAt = Posix.monotonicNanoseconds()
     /// The loop's clock, read once per turn.
-    var now = Posix.monotonicNanoseconds()
+    @exclusivity(unchecked) var now = Posix.monotonicNanoseconds()
 
     var links: [Int32: PeerLink] = [:]
     var linkList: [PeerLink] = []
@@ -25,7 +26,7 @@ public final class Broker {
     /// Clients with shared-memory rings: polled every turn while busy, woken through the loop's eventfd.
     var ringClients: [LocalClient] = []
     /// Empty turns spent polling rings before the loop sleeps.
-    var idleRingTurns = 0
+    @exclusivity(unchecked) var idleRingTurns = 0
     var nextTickAt: UInt64 = 0
     var nextClientID: UInt32 = 1
     var handshaking: [PeerConnection] = []
@@ -34,9 +35,9 @@ public final class Broker {
     public private(set) var peerPort: UInt16?
 
     var badFrames = 0
-    var unroutable = 0
-    var misrouted = 0
-    var routedMessages = 0
+    @exclusivity(unchecked) var unroutable = 0
+    @exclusivity(unchecked) var misrouted = 0
+    @exclusivity(unchecked) var routedMessages = 0
     var acksReceived = 0
     var permanentAcked = 0
     var permanentAckFailures = 0

@@ -3,6 +3,7 @@
 // MARK record in the ring); the broker moves frames for the client from its output queue into the
 // to-client ring the same way. Each ring record is one frame, copied to private memory before it is parsed:
 // the client can write the shared memory at any time.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
 
@@ -17,7 +18,7 @@ final class ClientRings {
     /// Private copy of the record being handled.
     let scratch = ByteBuffer(capacity: 4096)
     /// The ring reached a MARK before its socket frame arrived: the ring waits for the socket.
-    var awaitingSocketMessage = false
+    @exclusivity(unchecked) var awaitingSocketMessage = false
     var ringBytes: Int { reader.ring.size }
 
     init(segment: SharedSegment, ringBytes: Int, clientDoorbell: EventFd) {

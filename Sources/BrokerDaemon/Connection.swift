@@ -1,18 +1,20 @@
 // Base of every stream the broker serves: reads into a reusable buffer and parses frames in place,
 // writes whatever `pendingOutput` offers, watches EPOLLOUT only while a write is incomplete.
 // Subclasses handle frames and supply output; `close` tears down exactly once.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
 
 class Connection: LoopHandler {
     let descriptor: CInt
-    unowned let loop: EventLoop
+    /// The loop outlives every connection registered with it.
+    unowned(unsafe) let loop: EventLoop
     var token: UInt64 = 0
     let input: ByteBuffer
     var maxMessage: Int
-    var isDirty = false
-    private(set) var isClosed = false
-    private var watchingWrites = false
+    @exclusivity(unchecked) var isDirty = false
+    @exclusivity(unchecked) private(set) var isClosed = false
+    @exclusivity(unchecked) private var watchingWrites = false
     /// Bytes read before a read is attempted again; the buffer is kept at least this large.
     static let minimumRead = 64 << 10
 

@@ -1,5 +1,6 @@
 // A replication group on this broker: its index on peer links, the client holding the receiver role,
 // the standbys in the order they asked, and a bounded queue of messages waiting for a receiver.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerWire
 
 final class Group {
@@ -10,10 +11,10 @@ final class Group {
     var standbys: [LocalClient] = []
     /// MESSAGE frames, ready for a client, that arrived while no client held the receiver role.
     let pending = FrameQueue(capacity: 4096)
-    var pendingMessages = 0
-    var pendingPayloadBytes = 0
-    var delivered = 0
-    var dropped = 0
+    @exclusivity(unchecked) var pendingMessages = 0
+    @exclusivity(unchecked) var pendingPayloadBytes = 0
+    @exclusivity(unchecked) var delivered = 0
+    @exclusivity(unchecked) var dropped = 0
     /// The master site as last announced here or by a peer; 0 when none is known.
     var master: Int32 = 0
     /// Per peer link (by `PeerLink.index`): the LSN that site has acknowledged as durable.

@@ -9,7 +9,8 @@ final class Listener: LoopHandler {
 
     let descriptor: CInt
     let kind: Kind
-    unowned let broker: Broker
+    /// The broker outlives every connection it serves.
+    unowned(unsafe) let broker: Broker
     var token: UInt64 = 0
 
     init(descriptor: CInt, kind: Kind, broker: Broker) throws(SystemError) {

@@ -1,11 +1,13 @@
 // One local process connected to the broker's Unix socket. Its first frame must be REGISTER; then it
 // sends MESSAGE frames and receives WELCOME, ROLE, SEND_RESULT and MESSAGE frames. Output is bounded:
 // a delivery that would pass the limit is dropped and counted.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
 
 final class LocalClient: Connection {
-    unowned let broker: Broker
+    /// The broker outlives every connection it serves.
+    unowned(unsafe) let broker: Broker
     let id: UInt32
     let output = FrameQueue(capacity: 64 << 10)
     let outputLimit: Int
@@ -13,22 +15,22 @@ final class LocalClient: Connection {
     /// Shared-memory rings, when the client asked for them and the broker granted them.
     var rings: ClientRings?
     /// Set while a frame from the to-broker ring is handled (not one from the socket).
-    var isHandlingRingRecord = false
+    @exclusivity(unchecked) var isHandlingRingRecord = false
     var group: Group?
     var roleState: RoleState = .none
     /// The pid the kernel reports for the other end (SO_PEERCRED), or the registered one without it.
     var pid: Int32
     let connectedAt: UInt64
 
-    var messagesSent = 0
-    var bytesSent = 0
-    var messagesReceived = 0
-    var bytesReceived = 0
-    var dropped = 0
+    @exclusivity(unchecked) var messagesSent = 0
+    @exclusivity(unchecked) var bytesSent = 0
+    @exclusivity(unchecked) var messagesReceived = 0
+    @exclusivity(unchecked) var bytesReceived = 0
+    @exclusivity(unchecked) var dropped = 0
     var ackPolicy = AckPolicy.none
     var ackTimeoutNanoseconds: UInt64 = 1_000_000_000
-    var permanentAcked = 0
-    var permanentFailed = 0
+    @exclusivity(unchecked) var permanentAcked = 0
+    @exclusivity(unchecked) var permanentFailed = 0
     /// Longest ack timeout a client may ask for.
     static let maxAckTimeoutMilliseconds: UInt32 = 600_000
 

@@ -8,7 +8,8 @@ import BrokerWire
 final class PeerConnection: Connection {
     enum Phase { case connecting, handshaking, active }
 
-    unowned let broker: Broker
+    /// The broker outlives every connection it serves.
+    unowned(unsafe) let broker: Broker
     let outgoing: Bool
     var link: PeerLink?
     var phase: Phase

@@ -1,13 +1,14 @@
 // A growable linear byte buffer with a read and a write index, used for socket input (parse in place)
 // and output (frames appended back to back, written with one call). Growth doubles; reading everything
 // resets both indices; compaction moves the unread tail only when the front holds more than half.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 
 /// A reusable byte buffer owned by one connection.
 public final class ByteBuffer {
-    public private(set) var base: UnsafeMutableRawPointer
-    public private(set) var capacity: Int
-    public private(set) var readIndex = 0
-    public private(set) var writeIndex = 0
+    @exclusivity(unchecked) public private(set) var base: UnsafeMutableRawPointer
+    @exclusivity(unchecked) public private(set) var capacity: Int
+    @exclusivity(unchecked) public private(set) var readIndex = 0
+    @exclusivity(unchecked) public private(set) var writeIndex = 0
     public let initialCapacity: Int
 
     public init(capacity: Int) {

@@ -1,12 +1,13 @@
 // Outgoing frames back to back in one buffer, written by whole-buffer writes that may end mid-frame.
 // The queue tracks how much of the front frame is still unwritten, so that when a connection dies the
 // rest of a half-written frame can be dropped and the remaining whole frames handed to another one.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 
 /// A queue of whole frames with frame-boundary tracking.
 public final class FrameQueue {
     public let buffer: ByteBuffer
     /// Bytes of the front frame not yet written; 0 when the front is a frame boundary.
-    public private(set) var frontRemaining = 0
+    @exclusivity(unchecked) public private(set) var frontRemaining = 0
 
     public init(capacity: Int) { buffer = ByteBuffer(capacity: capacity) }
 

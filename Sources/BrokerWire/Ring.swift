@@ -3,6 +3,7 @@
 // the consumer owns tail; each caches the other's value and re-reads it only when the ring looks full or
 // empty. Every position and length read from the shared memory is checked against the ring before use:
 // the other process may be buggy or hostile, and a bad value must close that client, not crash us.
+// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import CRepBrokerIPC
 
 public enum RecordKind: UInt32, Sendable {
@@ -101,8 +102,8 @@ public struct Ring: @unchecked Sendable {
 /// The producing side of a ring.
 public final class RingWriter: @unchecked Sendable {
     public let ring: Ring
-    private var head: UInt64
-    private var cachedTail: UInt64
+    @exclusivity(unchecked) private var head: UInt64
+    @exclusivity(unchecked) private var cachedTail: UInt64
     /// Payloads larger than this go by the socket (a quarter of the ring).
     public var maxPayload: Int { ring.size / 4 - RingLayout.recordHeaderBytes }
 
@@ -178,8 +179,8 @@ public final class RingWriter: @unchecked Sendable {
 /// The consuming side of a ring.
 public final class RingReader: @unchecked Sendable {
     public let ring: Ring
-    private var tail: UInt64
-    private var cachedHead: UInt64
+    @exclusivity(unchecked) private var tail: UInt64
+    @exclusivity(unchecked) private var cachedHead: UInt64
 
     public init(_ ring: Ring) {
         self.ring = ring

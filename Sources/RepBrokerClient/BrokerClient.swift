@@ -72,6 +72,13 @@ public final class BrokerClient: @unchecked Sendable {
         }
     }
 
+    /// Hands every message now waiting (after waiting up to `timeout` for the first) to `body`, whose views
+    /// are valid only during the call; site events are skipped. No allocation per message. Returns the count.
+    @discardableResult
+    public func receiveAll(timeout: Double?, _ body: (MessageView) -> Void) throws(BrokerClientError) -> Int {
+        try core.receiveAll(timeout: timeout, body)
+    }
+
     /// The next message or site event for this site's receiver, or nil after `timeout` seconds.
     public func nextEvent(timeout: Double?) throws(BrokerClientError) -> ClientEvent? {
         try core.nextEvent(timeout: timeout)

@@ -1,6 +1,7 @@
 // State, socket I/O and the reader thread behind BrokerClient. See BrokerClient.swift for the locking rule.
 import BrokerSystem
 import BrokerWire
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,14 +16,21 @@ final class ClientCore: @unchecked Sendable {
     var generation = 0
     var welcome: WelcomeFrame?
     var roleState: RoleState = .none
-    var isClosed = false
+    /// Guarded by `state`; mirrored in `closedFlag` so that the send path needs only `writeLock`.
+    var isClosed = false {
+        didSet { closedFlag.store(isClosed, ordering: .releasing) }
+    }
+    let closedFlag = Atomic<Bool>(false)
     var lastError = "not connected yet"
-    var inbox: [ClientEvent] = []
-    var inboxHead = 0
-    var inboxBytes = 0
+    /// MESSAGE and SITE_EVENT frames for the receiver, in arrival order (no allocation per message).
+    var inbox = ByteBuffer(capacity: 256 << 10)
+    /// The buffer `receiveAll` swaps in while it walks the previous one outside the lock.
+    var spareInbox = ByteBuffer(capacity: 256 << 10)
     var nextSequence: UInt64 = 1
     var results: [UInt64: SendStatus] = [:]
     var waiting: Set<UInt64> = []
+    /// Frames the reader thread collected during one drain, moved to the inbox under one lock.
+    let staging = ByteBuffer(capacity: 64 << 10)
     /// Shared-memory rings of the current connection (replaced with it).
     var rings: ClientRingSide?
     /// Set by the reader thread when the connection broke, before it tears it down.
@@ -167,20 +175,21 @@ final class ClientCore: @unchecked Sendable {
         var sequence: UInt64 = 0
         var sentGeneration = 0
         try writeLock.withLock { () throws(BrokerClientError) in
-            let fd: CInt
-            let ringSide: ClientRingSide?
-            (fd, sequence, sentGeneration, ringSide) = try state.withLock { () throws(BrokerClientError) in
-                guard !isClosed else { throw BrokerClientError.closed }
-                guard descriptor >= 0 else { throw BrokerClientError.brokerUnavailable(lastError) }
-                let limit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage))
-                guard size <= limit else { throw BrokerClientError.messageTooLarge(size: size, limit: limit) }
-                var seq: UInt64 = 0
-                if permanent {
-                    seq = nextSequence
+            // descriptor, rings, generation and welcome change only under writeLock (and state): held here.
+            guard !closedFlag.load(ordering: .acquiring) else { throw BrokerClientError.closed }
+            let fd = descriptor
+            guard fd >= 0 else { throw BrokerClientError.brokerUnavailable(state.withLock { lastError }) }
+            let limit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage))
+            guard size <= limit else { throw BrokerClientError.messageTooLarge(size: size, limit: limit) }
+            let ringSide = rings
+            sentGeneration = generation
+            if permanent {
+                sequence = state.withLock {
+                    let next = nextSequence
                     nextSequence += 1
-                    waiting.insert(seq)
+                    waiting.insert(next)
+                    return next
                 }
-                return (descriptor, seq, generation, rings)
             }
             let header = MessageHeader(destination: destination, flags: flags, lsn: lsn,
                                        controlLength: UInt32(control.count), recLength: UInt32(rec.count),
@@ -283,24 +292,65 @@ final class ClientCore: @unchecked Sendable {
 
     // MARK: receiving
 
+    /// Waits until the inbox has frames or `deadline` passes; false on timeout. Lock held.
+    private func waitForInbox(deadline: UInt64?) throws(BrokerClientError) -> Bool {
+        while inbox.isEmpty {
+            if isClosed { throw BrokerClientError.closed }
+            if !state.wait(untilNanoseconds: deadline) && inbox.isEmpty { return false }
+        }
+        return true
+    }
+
     func nextEvent(timeout: Double?) throws(BrokerClientError) -> ClientEvent? {
         guard options.roles.contains(.receiver) else { throw .invalidArgument("client did not register as a receiver") }
         let deadline = timeout.map { Posix.monotonicNanoseconds() + UInt64(max(0, $0) * 1e9) }
         return try state.withLock { () throws(BrokerClientError) -> ClientEvent? in
-            while inboxHead == inbox.count {
-                if isClosed { throw BrokerClientError.closed }
-                if !state.wait(untilNanoseconds: deadline) && inboxHead == inbox.count { return nil }
+            guard try waitForInbox(deadline: deadline) else { return nil }
+            // The inbox holds only frames this client's reader checked and appended whole.
+            guard let frame = try? FrameParser.next(in: inbox.readable, maxMessage: Int.max - 64) else {
+                inbox.clear()
+                return nil
             }
-            let event = inbox[inboxHead]
-            inboxHead += 1
-            if case .message(let message) = event { inboxBytes -= message.control.count + message.rec.count }
-            if inboxHead == inbox.count || inboxHead > 1024 {
-                inbox.removeFirst(inboxHead)
-                inboxHead = 0
+            defer {
+                inbox.consume(frame.totalSize)
+                state.broadcast()
             }
-            state.broadcast()
-            return event
+            if frame.type == .siteEvent, let event = try? SiteEventFrame(body: frame.body) {
+                return event.up ? .siteUp(event.siteID) : .siteDown(event.siteID)
+            }
+            guard let header = try? MessageHeader(body: frame.body) else { return nil }
+            let (control, rec) = MessageHeader.payload(of: frame.body, header)
+            return .message(ReceivedMessage(source: header.source, control: Array(control), rec: Array(rec),
+                                            lsn: header.lsn, flags: header.flags))
         }
+    }
+
+    /// Hands every message now waiting (waiting up to `timeout` for the first) to `body`, in place; site
+    /// events are skipped. One lock per call, no allocation per message. Returns how many messages.
+    func receiveAll(timeout: Double?, _ body: (MessageView) -> Void) throws(BrokerClientError) -> Int {
+        guard options.roles.contains(.receiver) else { throw .invalidArgument("client did not register as a receiver") }
+        let deadline = timeout.map { Posix.monotonicNanoseconds() + UInt64(max(0, $0) * 1e9) }
+        let batch: ByteBuffer? = try state.withLock { () throws(BrokerClientError) -> ByteBuffer? in
+            guard try waitForInbox(deadline: deadline) else { return nil }
+            let taken = inbox
+            inbox = spareInbox
+            spareInbox = taken
+            state.broadcast()
+            return taken
+        }
+        guard let batch else { return 0 }
+        var count = 0
+        var bytes = batch.readable
+        while let frame = try? FrameParser.next(in: bytes, maxMessage: Int.max - 64) {
+            if frame.type == .message, let header = try? MessageHeader(body: frame.body) {
+                let (control, rec) = MessageHeader.payload(of: frame.body, header)
+                body(MessageView(source: header.source, control: control, rec: rec, lsn: header.lsn, flags: header.flags))
+                count += 1
+            }
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[frame.totalSize...])
+        }
+        batch.clear()
+        return count
     }
 
     /// Writes one control frame to the broker.

@@ -47,6 +47,20 @@ extension ClientCore {
         if fd >= 0 { disconnect(reason: "client closed") }
     }
 
+    /// Moves the staged frames into the inbox under one lock; holds back (so stops reading, and the broker
+    /// queues, bounded) while the inbox is over its limit.
+    func deliverStaged() {
+        guard !staging.isEmpty else { return }
+        state.withLock {
+            while inbox.readableBytes > options.inboxLimitBytes && !isClosed {
+                state.wait(untilNanoseconds: Posix.monotonicNanoseconds() + 100_000_000)
+            }
+            inbox.append(staging.readable)
+            state.broadcast()
+        }
+        staging.clear()
+    }
+
     private func lose(_ reason: String) {
         markFailing(reason)
         disconnect(reason: reason)
@@ -97,13 +111,17 @@ extension ClientCore {
                     return .failed("a ring record from the broker is not one frame")
                 }
                 if let reason = try handle(frame) { return .failed(reason) }
-                if handled % 256 == 0 { ringSide.reader.release() }
+                if handled % 256 == 0 {
+                    ringSide.reader.release()
+                    deliverStaged()
+                }
             }
         } catch {
             return .failed("bad ring record from the broker: \(error)")
         }
         ringSide.reader.release()
         if ringSide.reader.producerNeedsWake() { ringSide.brokerDoorbell.signal() }
+        deliverStaged()
         if untilMark && !reachedMark { return .failed("the broker sent a message by the socket without its MARK") }
         return handled > 0 ? .handled : .empty
     }
@@ -144,6 +162,7 @@ extension ClientCore {
         } catch {
             return "bad frame from the broker: \(error)"
         }
+        deliverStaged()
         buffer.shrinkIfIdle()
         return nil
     }
@@ -151,19 +170,9 @@ extension ClientCore {
     private func handle(_ frame: Frame) throws(WireError) -> String? {
         switch frame.type {
         case .message:
-            let header = try MessageHeader(body: frame.body)
-            let (control, rec) = MessageHeader.payload(of: frame.body, header)
-            let message = ReceivedMessage(source: header.source, control: Array(control), rec: Array(rec),
-                                          lsn: header.lsn, flags: header.flags)
-            state.withLock {
-                // Hold back (and so stop reading) while the inbox is over its limit and someone may drain it.
-                while inboxBytes > options.inboxLimitBytes && !isClosed {
-                    state.wait(untilNanoseconds: Posix.monotonicNanoseconds() + 100_000_000)
-                }
-                inbox.append(.message(message))
-                inboxBytes += control.count + rec.count
-                state.broadcast()
-            }
+            _ = try MessageHeader(body: frame.body)
+            staging.append(UnsafeRawBufferPointer(start: frame.body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize,
+                                                  count: frame.totalSize))
         case .sendResult:
             let result = try SendResultFrame(body: frame.body)
             state.withLock {
@@ -173,11 +182,9 @@ extension ClientCore {
                 }
             }
         case .siteEvent:
-            let event = try SiteEventFrame(body: frame.body)
-            state.withLock {
-                inbox.append(event.up ? .siteUp(event.siteID) : .siteDown(event.siteID))
-                state.broadcast()
-            }
+            _ = try SiteEventFrame(body: frame.body)
+            staging.append(UnsafeRawBufferPointer(start: frame.body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize,
+                                                  count: frame.totalSize))
         case .role:
             let role = try RoleFrame(body: frame.body)
             state.withLock {

@@ -61,6 +61,15 @@ public struct ReceivedMessage: Sendable, Equatable {
     public let flags: RepFlags
 }
 
+/// A received message seen in place: its bytes are valid only during the call that hands it over.
+public struct MessageView {
+    public let source: Int32
+    public let control: UnsafeRawBufferPointer
+    public let rec: UnsafeRawBufferPointer
+    public let lsn: LSN
+    public let flags: RepFlags
+}
+
 /// What a receiver can be told: a message, or a peer site's link coming up or going down.
 public enum ClientEvent: Sendable, Equatable {
     case message(ReceivedMessage)

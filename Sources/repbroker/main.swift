@@ -15,6 +15,7 @@ let overview = """
       send    Send messages as a local client (one per stdin line, or one MESSAGE).
       recv    Take the receiver role and print the messages that arrive.
       demo    Start a three-site group on loopback, send traffic, print each broker's stats, clean up.
+      bench   Benchmarks (ipc: socket against shared-memory rings); build with -c release.
 
     Run 'repbroker <subcommand> --help' for a subcommand's options.
     """
@@ -28,7 +29,7 @@ guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcomman
 words.removeFirst()
 
 let commands: [String: Command.Type] = [
-    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self,
+    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self,
 ]
 guard let command = commands[subcommand] else {
     exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: "repbroker")

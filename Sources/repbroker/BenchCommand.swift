@@ -1,0 +1,151 @@
+// repbroker bench: measurements as programs, never as timed tests. Every figure is taken against its
+// baseline in the same run (these machines are noisy).
+//
+// bench ipc: one sender client hands messages to a broker, which delivers them to one receiver client on
+// the same host (sender -> broker -> receiver), over the Unix socket and over shared-memory rings in turn.
+// Reports messages and bytes delivered per second (counted by the receiver; every message checked) and the
+// shm/uds ratio.
+import BrokerDaemon
+import BrokerHarness
+import BrokerSystem
+import Foundation
+import RepBrokerClient
+
+enum BenchCommand: Command {
+    static let help = """
+        USAGE: repbroker bench ipc [--size BYTES] [--seconds S] [--json]
+
+        Starts a broker and measures one client handing messages to it and the broker handing them to a
+        receiver client, over each transport in the same run: msgs/s and MB/s delivered, and shm/uds.
+        Build with -c release for meaningful figures: swift run -c release repbroker bench ipc
+
+        OPTIONS:
+          --size BYTES   rec bytes per message (default 64).
+          --seconds S    Measuring time per transport (default 3).
+          --json         One JSON object instead of the table.
+        """
+    static let valuedOptions: Set<String> = ["size", "seconds"]
+    static let flagNames: Set<String> = ["json"]
+
+    struct Row: Codable {
+        let transport: String
+        let messages: Int
+        let seconds: Double
+        let messagesPerSecond: Double
+        let megabytesPerSecond: Double
+        enum CodingKeys: String, CodingKey {
+            case transport, messages, seconds, messagesPerSecond = "msgs_per_s", megabytesPerSecond = "mb_per_s"
+        }
+    }
+
+    struct Report: Codable {
+        let benchmark: String
+        let size: Int
+        let rows: [Row]
+        let shmOverUDS: Double
+        enum CodingKeys: String, CodingKey { case benchmark, size, rows, shmOverUDS = "shm_over_uds" }
+    }
+
+    static func run(_ arguments: ParsedArguments) throws -> Int32 {
+        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc") }
+        let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
+        let seconds = try arguments.seconds("seconds") ?? 3
+        let sites = try LocalSites(count: 1, extraArguments: ["--log-level", "warning", "--client-queue-bytes", "268435456"])
+        defer { sites.shutDown() }
+        try sites.start()
+        let broker = sites.broker(1)
+        var rows: [Row] = []
+        for transport in [ClientTransport.unixSocket, .sharedMemory] {
+            rows.append(try measure(broker, transport: transport, size: size, seconds: seconds))
+        }
+        let ratio = rows[1].messagesPerSecond / max(rows[0].messagesPerSecond, 1)
+        let report = Report(benchmark: "ipc", size: size, rows: rows, shmOverUDS: ratio)
+        if arguments.has("json") {
+            Console.writeOutput(try jsonLine(report) + "\n")
+        } else {
+            Console.writeOutput(String(format: "ipc: sender -> broker -> receiver on one host, %d-byte messages\n", size))
+            Console.writeOutput("transport  messages     msgs/s        MB/s\n")
+            for row in rows {
+                Console.writeOutput(String(format: "%-9@  %-11d  %-12.0f  %.1f\n", row.transport as NSString, row.messages,
+                                           row.messagesPerSecond, row.megabytesPerSecond))
+            }
+            Console.writeOutput(String(format: "shm/uds: %.2fx\n", ratio))
+        }
+        return 0
+    }
+
+    static func measure(_ broker: BrokerProcess, transport: ClientTransport, size: Int, seconds: Double) throws -> Row {
+        var receiverOptions = BrokerClientOptions(socketPath: broker.socketPath, name: "bench-receiver", roles: [.receiver])
+        receiverOptions.transport = transport
+        receiverOptions.ringBytes = 16 << 20
+        receiverOptions.inboxLimitBytes = 256 << 20
+        let receiver = try BrokerClient(options: receiverOptions)
+        defer { receiver.close() }
+        var senderOptions = BrokerClientOptions(socketPath: broker.socketPath, name: "bench-sender")
+        senderOptions.transport = transport
+        senderOptions.ringBytes = 16 << 20
+        let sender = try BrokerClient(options: senderOptions)
+        defer { sender.close() }
+        let site = sender.siteID
+        let stop = BenchFlag()
+        let sent = BenchCounter()
+        startThread {
+            let rec = [UInt8](repeating: 0x5A, count: size)
+            var count = 0
+            var sequence: UInt32 = 0
+            rec.withUnsafeBytes { recBytes in
+                let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+                while !stop.isSet {
+                    for _ in 0..<256 {
+                        sequence &+= 1
+                        do {
+                            try sender.send(control: empty, rec: recBytes, lsn: LSN(file: 1, offset: sequence), to: site)
+                        } catch { return }
+                        count += 1
+                    }
+                }
+            }
+            sent.set(count)
+            stop.finish()
+        }
+        var received = 0
+        var expected: UInt32 = 1
+        var outOfOrder = 0
+        let start = Posix.monotonicNanoseconds()
+        let end = start + UInt64(seconds * 1e9)
+        while Posix.monotonicNanoseconds() < end {
+            let count = try receiver.receiveAll(timeout: 1) { message in
+                if message.lsn.offset != expected || message.rec.count != size { outOfOrder += 1 }
+                expected = message.lsn.offset &+ 1
+            }
+            if count == 0 { break }
+            received += count
+        }
+        let elapsed = Double(Posix.monotonicNanoseconds() - start) / 1e9
+        stop.set()
+        stop.waitFinished()
+        // Drain what is still in flight so the next transport starts clean.
+        while ((try? receiver.receiveAll(timeout: 0.5) { _ in }) ?? 0) > 0 {}
+        guard outOfOrder == 0 else { throw HarnessError("\(transport.rawValue): \(outOfOrder) messages lost or out of order") }
+        return Row(transport: transport.rawValue, messages: received, seconds: elapsed,
+                   messagesPerSecond: Double(received) / elapsed,
+                   megabytesPerSecond: Double(received) * Double(size) / elapsed / 1e6)
+    }
+}
+
+final class BenchFlag: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var stopped = false
+    private var finished = false
+    var isSet: Bool { lock.withLock { stopped } }
+    func set() { lock.withLock { stopped = true } }
+    func finish() { lock.withLock { finished = true; lock.broadcast() } }
+    func waitFinished() { lock.withLock { while !finished { lock.wait(untilNanoseconds: nil) } } }
+}
+
+final class BenchCounter: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func set(_ value: Int) { lock.withLock { count = value } }
+}
