@@ -171,8 +171,15 @@ public final class Broker {
         ownedSocketPaths.removeAll()
     }
 
+    /// The parent at start, for --exit-with-parent.
+    let parentPID = getppid()
+
     /// Timers: peer heartbeats and liveness, dialling, handshake deadlines.
     func tick() {
+        if config.exitWithParent && getppid() != parentPID {
+            logger.warning("the process that started this broker exited: stopping")
+            requestStop()
+        }
         for link in linkList {
             if let connection = link.connection {
                 let silent = now &- link.lastHeard

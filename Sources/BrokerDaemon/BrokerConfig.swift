@@ -32,6 +32,8 @@ public struct BrokerConfig: Equatable, Sendable {
     public var inboundQueueBytes = 4 << 20
     public var clientQueueBytes = 64 << 20
     public var shutdownFlushMilliseconds = 2000
+    /// Stop when the process that started this broker exits (for supervisors and test harnesses).
+    public var exitWithParent = false
     /// Largest shared-memory ring granted to a client (each of its two rings); 0 offers none.
     public var maxRingBytes = 64 << 20
     public var socketMode: UInt32 = 0o660

@@ -16,11 +16,13 @@ public enum DaemonMain {
         }
         let config: BrokerConfig
         do {
-            let arguments = try ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: [])
+            let arguments = try ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: ["exit-with-parent"])
             guard arguments.positionals.isEmpty else {
                 throw UsageError("unexpected argument '\(arguments.positionals[0])'")
             }
-            config = try BrokerConfig.from(arguments: arguments)
+            var parsed = try BrokerConfig.from(arguments: arguments)
+            parsed.exitWithParent = arguments.has("exit-with-parent")
+            config = parsed
         } catch let error as UsageError {
             exitWithUsage(error, tool: "repbrokerd")
         } catch {
@@ -85,6 +87,7 @@ public enum DaemonMain {
           --socket-mode OCTAL      Mode of both Unix sockets (default 660).
           --max-ring-bytes N       Largest shared-memory ring granted to a client (default 67108864; 0: rings off,
                                    every client uses the socket).
+          --exit-with-parent       Stop (as on SIGTERM) when the process that started the broker exits.
           -h, --help               Show this help.
 
         SIGTERM or SIGINT: stop accepting, flush peer queues for up to 2 s, remove the sockets, exit 0.

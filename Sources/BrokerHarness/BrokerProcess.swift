@@ -33,7 +33,7 @@ public final class BrokerProcess: @unchecked Sendable {
 
     public var arguments: [String] {
         ["--site-id", "\(siteID)", "--listen", "127.0.0.1:\(port)", "--socket", socketPath,
-         "--admin-socket", adminSocketPath] + peers.flatMap { ["--peer", "\($0.0)=127.0.0.1:\($0.1)"] } + extraArguments
+         "--admin-socket", adminSocketPath, "--exit-with-parent"] + peers.flatMap { ["--peer", "\($0.0)=127.0.0.1:\($0.1)"] } + extraArguments
     }
 
     /// Starts the broker and waits until its admin socket answers.

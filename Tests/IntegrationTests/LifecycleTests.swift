@@ -35,6 +35,22 @@ func runToExit(_ executable: String, _ arguments: [String], environment: [String
         }
     }
 
+    @Test func aBrokerStartedWithExitWithParentStopsWhenItsParentDies() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let broker = Executables.path("repbrokerd")
+        let parent = try ChildProcess(
+            name: "parent", executable: "/bin/sh",
+            arguments: ["-c", "\(broker) --site-id 1 --socket \(directory.path)/s --admin-socket \(directory.path)/a "
+                + "--exit-with-parent 2>/dev/null & echo $!; wait"])
+        #expect(parent.waitForLines(timeout: 10) { !$0.isEmpty })
+        let pid = try #require(parent.lines.first.flatMap { Int32($0) })
+        #expect(Deadline.wait(timeout: 10) { (try? AdminClient.stats(adminSocket: directory.path + "/a")) != nil })
+        parent.kill9()
+        #expect(Deadline.wait(timeout: 10) { kill(pid, 0) != 0 }, "the broker outlived its parent")
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/s"), "and removed its sockets on the way")
+    }
+
     @Test func aSecondBrokerOnALiveSocketExitsWithAClearError() throws {
         try withSites(1) { sites in
             let live = sites.broker(1)
