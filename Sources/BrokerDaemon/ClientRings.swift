@@ -68,7 +68,7 @@ extension LocalClient {
                     rings.awaitingSocketMessage = true
                     break
                 }
-                rings.scratch.clear()
+                rings.scratch.reset()
                 rings.scratch.append(record.payload)
                 guard let frame = try FrameParser.next(in: rings.scratch.readable, maxMessage: maxMessage),
                       frame.totalSize == record.payload.count else {

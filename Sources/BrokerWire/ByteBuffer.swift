@@ -111,6 +111,13 @@ public final class ByteBuffer {
         capacity = initialCapacity
     }
 
+    /// Drops everything but keeps the memory (up to `retainedCapacity` times 64), for a buffer refilled at once.
+    public func reset() {
+        readIndex = 0
+        writeIndex = 0
+        if capacity > Self.retainedCapacity * 64 { shrinkIfIdle() }
+    }
+
     /// Drops everything.
     public func clear() {
         readIndex = 0

@@ -349,7 +349,7 @@ final class ClientCore: @unchecked Sendable {
             }
             bytes = UnsafeRawBufferPointer(rebasing: bytes[frame.totalSize...])
         }
-        batch.clear()
+        batch.reset()
         return count
     }
 

@@ -58,7 +58,7 @@ extension ClientCore {
             inbox.append(staging.readable)
             state.broadcast()
         }
-        staging.clear()
+        staging.reset()
     }
 
     private func lose(_ reason: String) {
@@ -96,6 +96,7 @@ extension ClientCore {
     private func drainRing(_ ringSide: ClientRingSide, untilMark: Bool) -> DrainResult {
         var handled = 0
         var reachedMark = false
+        let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
         do {
             while !ringSide.awaitingSocketMessage, let record = try ringSide.reader.next() {
                 handled += 1
@@ -103,9 +104,8 @@ extension ClientCore {
                     if untilMark { reachedMark = true } else { ringSide.awaitingSocketMessage = true }
                     break
                 }
-                ringSide.scratch.clear()
+                ringSide.scratch.reset()
                 ringSide.scratch.append(record.payload)
-                let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
                 guard let frame = try FrameParser.next(in: ringSide.scratch.readable, maxMessage: limit),
                       frame.totalSize == record.payload.count else {
                     return .failed("a ring record from the broker is not one frame")
