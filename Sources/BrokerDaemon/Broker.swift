@@ -25,6 +25,9 @@ public final class Broker {
     var clients: [UInt32: LocalClient] = [:]
     /// Clients with shared-memory rings: polled every turn while busy, woken through the loop's eventfd.
     var ringClients: [LocalClient] = []
+    /// Local producers are paused while a connected peer's queue is above `backpressureBytes`.
+    var producersPaused = false
+    var backpressureBytes: Int { min(config.peerQueueBytes / 2, 1 << 20) }
     /// Empty turns spent polling rings before the loop sleeps.
     @exclusivity(unchecked) var idleRingTurns = 0
     var nextTickAt: UInt64 = 0
@@ -85,7 +88,8 @@ public final class Broker {
     /// Runs the loop until `requestStop`, then flushes peers (bounded) and releases everything.
     public func run() throws {
         while !stopper.isRequested {
-            let timeout = ringClients.isEmpty ? tickMilliseconds : ringWaitMilliseconds()
+            applyBackpressure()
+            let timeout = producersPaused ? 1 : ringClients.isEmpty ? tickMilliseconds : ringWaitMilliseconds()
             let events = try loop.turn(timeoutMilliseconds: timeout)
             now = Posix.monotonicNanoseconds()
             // Rings that all said they sleep need no look on a quiet timeout: producers ring the eventfd.
@@ -98,13 +102,24 @@ public final class Broker {
         try shutDown()
     }
 
+    /// Pauses local producers while a connected peer link is congested, and resumes them when it drains:
+    /// senders then wait (as on a TCP connection) instead of having their messages dropped. A peer that is
+    /// down does not pause anyone: messages for it are queued, then dropped and counted when its queue is full.
+    func applyBackpressure() {
+        var congested = false
+        for link in linkList where link.connection != nil && link.queue.byteCount > backpressureBytes { congested = true }
+        guard congested != producersPaused else { return }
+        producersPaused = congested
+        for client in clients.values where client.registration != nil { client.setReadingPaused(congested) }
+    }
+
     /// Reads every client's to-broker ring and fills its to-client ring.
     func serviceRings() {
         var active = false
         var index = 0
         while index < ringClients.count {
             let client = ringClients[index]
-            if client.drainRing() { active = true }
+            if !producersPaused, client.drainRing() { active = true }
             if !client.output.isEmpty, client.flushToRing() { active = true }
             if ringClients.indices.contains(index), ringClients[index] === client { index += 1 }
         }

@@ -15,6 +15,8 @@ class Connection: LoopHandler {
     @exclusivity(unchecked) var isDirty = false
     @exclusivity(unchecked) private(set) var isClosed = false
     @exclusivity(unchecked) private var watchingWrites = false
+    /// Not reading for now (backpressure): the socket is out of epoll's read interest.
+    @exclusivity(unchecked) private(set) var readingPaused = false
     /// Bytes read before a read is attempted again; the buffer is kept at least this large.
     static let minimumRead = 64 << 10
 
@@ -32,7 +34,7 @@ class Connection: LoopHandler {
     }
 
     func handleEvents(_ events: EpollEvents) {
-        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 { readAvailable() }
+        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 && !readingPaused { readAvailable() }
         if !isClosed && events.rawValue & EpollEvents.writable.rawValue != 0 { flush() }
     }
 
@@ -122,7 +124,20 @@ class Connection: LoopHandler {
     private func setWatchingWrites(_ on: Bool) {
         guard on != watchingWrites, !isClosed else { return }
         watchingWrites = on
-        loop.modify(descriptor, token: token, on ? .readableAndWritable : .readable)
+        updateInterest()
+    }
+
+    /// Stops or resumes reading (the kernel then holds, and finally refuses, what the other side sends).
+    func setReadingPaused(_ paused: Bool) {
+        guard paused != readingPaused, !isClosed else { return }
+        readingPaused = paused
+        updateInterest()
+    }
+
+    private func updateInterest() {
+        var interest: EpollEvents = readingPaused ? [] : .readable
+        if watchingWrites { interest.insert(.writable) }
+        loop.modify(descriptor, token: token, interest)
     }
 
     /// Best-effort: writes an ERROR frame straight to the socket before closing.

@@ -68,6 +68,19 @@ public enum Socket {
         return fd
     }
 
+    /// A blocking TCP connection with TCP_NODELAY (for benchmark and test clients, not the broker).
+    public static func connectTCPBlocking(_ address: SocketAddress) throws(SystemError) -> CInt {
+        let fd = try make(family: address.family, nonBlocking: false)
+        while address.withSockaddr({ Glibc.connect(fd, $0, $1) }) != 0 {
+            let err = Errno.current
+            if err == .interrupted { continue }
+            Posix.close(descriptor: fd)
+            throw SystemError("connect(\(address))", err)
+        }
+        setNoDelay(fd)
+        return fd
+    }
+
     /// The pending error of a socket (SO_ERROR), nil when none.
     public static func pendingError(_ fd: CInt) -> Errno? {
         var value: CInt = 0

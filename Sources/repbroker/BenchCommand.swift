@@ -13,8 +13,18 @@ import RepBrokerClient
 
 enum BenchCommand: Command {
     static let help = """
-        USAGE: repbroker bench ipc [--size BYTES] [--seconds S] [--json]
+        USAGE: repbroker bench ipc  [--size BYTES] [--seconds S] [--json]
+               repbroker bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
+                                    [--mode direct|uds|shm|all] [--json]
 
+        mesh: `sites` sites on loopback, `senders` sender processes and one receiver process each; senders send
+        half unicast (rotating) and half broadcast for S seconds (or N messages each). Mode direct: every
+        sender connects by TCP to every other site's receiver; uds/shm: one broker per site, clients on that
+        transport. Reports delivered messages and MB per second (dropped ones counted apart), RTT p50/p99
+        idle and under load (site 1 pings site 2), TCP connections per host, broker RSS and CPU seconds per
+        million delivered messages, and the broker/direct ratios.
+
+        ipc:
         Starts a broker and measures one client handing messages to it and the broker handing them to a
         receiver client, over each transport in the same run: msgs/s and MB/s delivered, and shm/uds.
         Build with -c release for meaningful figures: swift run -c release repbroker bench ipc
@@ -24,7 +34,7 @@ enum BenchCommand: Command {
           --seconds S    Measuring time per transport (default 3).
           --json         One JSON object instead of the table.
         """
-    static let valuedOptions: Set<String> = ["size", "seconds"]
+    static let valuedOptions: Set<String> = ["size", "seconds", "sites", "senders", "count", "mode"]
     static let flagNames: Set<String> = ["json"]
 
     struct Row: Codable {
@@ -47,7 +57,8 @@ enum BenchCommand: Command {
     }
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
-        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc") }
+        if arguments.positionals == ["mesh"] { return try runMesh(arguments) }
+        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc or mesh") }
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
         let sites = try LocalSites(count: 1, extraArguments: ["--log-level", "warning", "--client-queue-bytes", "268435456"])
@@ -70,6 +81,34 @@ enum BenchCommand: Command {
                                            row.messagesPerSecond, row.megabytesPerSecond))
             }
             Console.writeOutput(String(format: "shm/uds: %.2fx\n", ratio))
+        }
+        return 0
+    }
+
+    static func runMesh(_ arguments: ParsedArguments) throws -> Int32 {
+        var options = MeshOptions()
+        options.sites = try arguments.integer("sites", Int32.self, range: 2...16) ?? 3
+        options.senders = try arguments.integer("senders", Int.self, range: 1...256) ?? 8
+        options.size = try arguments.integer("size", Int.self, range: 1...(1 << 20)) ?? 100
+        options.seconds = try arguments.seconds("seconds") ?? 10
+        options.count = try arguments.integer("count", Int.self, range: 1...Int.max)
+        switch arguments.last("mode") ?? "all" {
+        case "all": options.modes = ["direct", "uds", "shm"]
+        case let mode where ["direct", "uds", "shm"].contains(mode): options.modes = [mode]
+        case let other: throw UsageError("--mode must be direct, uds, shm or all, not '\(other)'")
+        }
+        let json = arguments.has("json")
+        let results = try options.modes.map { mode in
+            try MeshBench.measure(mode: mode, options) { if !json { Console.writeOutput($0 + "\n") } }
+        }
+        if json {
+            struct Report: Codable {
+                let benchmark: String, sites: Int32, senders: Int, size: Int, seconds: Double, results: [MeshResult]
+            }
+            Console.writeOutput(try jsonLine(Report(benchmark: "mesh", sites: options.sites, senders: options.senders,
+                                                    size: options.size, seconds: options.seconds, results: results)) + "\n")
+        } else {
+            Console.writeOutput(MeshBench.table(results))
         }
         return 0
     }

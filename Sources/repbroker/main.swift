@@ -29,7 +29,7 @@ guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcomman
 words.removeFirst()
 
 let commands: [String: Command.Type] = [
-    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self,
+    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self,
 ]
 guard let command = commands[subcommand] else {
     exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: "repbroker")

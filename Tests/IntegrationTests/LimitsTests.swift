@@ -3,6 +3,7 @@
 // crosses the mesh intact; a message over the limit is refused before it is sent.
 import BrokerDaemon
 import BrokerHarness
+import BrokerSystem
 import BrokerWire
 import Foundation
 import RepBrokerClient
@@ -34,6 +35,39 @@ import Testing
         #expect(peer.dropped > 0 && peer.refused == 2)
         #expect(peer.queuedBytes <= 65536)
         #expect(stats.totals.unroutable == 1)
+    }
+
+    @Test func aSlowConnectedPeerMakesSendersWaitInsteadOfLosingMessages() throws {
+        // A long heartbeat keeps the frozen peer's link up: it is slow, not down.
+        try withSites(2, extraArguments: ["--heartbeat-ms", "20000"]) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "pressed")
+            options.transport = .sharedMemory
+            options.sendTimeout = 60
+            let sender = try BrokerClient(options: options)
+            sites.broker(2).child?.signal(SIGSTOP)
+            defer { sites.broker(2).child?.signal(SIGCONT) }
+            let sent = Counter()
+            let payload = Array(repeating: UInt8(7), count: 4096)
+            startThread {
+                for index in 0..<3000 {
+                    guard (try? sender.send(control: [UInt8(index % 256)], rec: payload, to: 2)) != nil else { return }
+                    sent.increment()
+                }
+            }
+            // The queue to the frozen peer stops near the backpressure mark (1 MiB) and the sender waits.
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.peers[0].queuedBytes > 1 << 20 })
+            let stalled = sent.value
+            #expect(Deadline.wait(timeout: 1) { sent.value == 3000 } == false, "the sender ran ahead of a frozen peer")
+            let queued = try sites.broker(1).stats().peers[0].queuedBytes
+            #expect(queued < 2 << 20, "queued \(queued) bytes: producers were not paused")
+            #expect(sent.value - stalled < 600)
+            sites.broker(2).child?.signal(SIGCONT)
+            let received = try receiveAll(receiver, count: 3000, timeout: 30)
+            #expect(received.count == 3000)
+            #expect(received.enumerated().allSatisfy { $0.element.control == [UInt8($0.offset % 256)] })
+            #expect(try sites.broker(1).stats().peers[0].dropped == 0)
+        }
     }
 
     @Test func messagesWaitForAReceiverWithinTheInboundLimit() throws {

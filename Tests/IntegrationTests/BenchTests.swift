@@ -1,0 +1,34 @@
+// The benchmarks' own transports and counters (no timing is asserted): a short mesh run in each mode
+// delivers exactly what its senders sent, and the ipc bench runs both transports.
+import BrokerHarness
+import Foundation
+import Testing
+
+@Suite struct BenchTests {
+    @Test func aShortMeshRunInEachModeDeliversExactlyWhatWasSent() throws {
+        let (status, output) = try runToExit("repbroker", ["bench", "mesh", "--sites", "3", "--senders", "2",
+                                                           "--count", "300", "--json"], timeout: 240)
+        #expect(status == 0, "\(output.suffix(1000))")
+        struct Result: Decodable { let mode: String; let expected: Int; let delivered: Int; let dropped: Int }
+        struct Report: Decodable { let results: [Result] }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
+        #expect(report.results.map(\.mode) == ["direct", "uds", "shm"])
+        for result in report.results {
+            // 3 sites x 2 senders x 300 messages: half unicast, half broadcast to the 2 other sites.
+            #expect(result.expected == 3 * 2 * (150 + 150 * 2), "\(result.mode)")
+            #expect(result.delivered == result.expected && result.dropped == 0, "\(result.mode)")
+        }
+    }
+
+    @Test func theIPCBenchRunsBothTransports() throws {
+        let (status, output) = try runToExit("repbroker", ["bench", "ipc", "--seconds", "0.5", "--json"], timeout: 120)
+        #expect(status == 0, "\(output.suffix(1000))")
+        struct Row: Decodable { let transport: String; let messages: Int }
+        struct Report: Decodable { let rows: [Row] }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
+        #expect(report.rows.map(\.transport) == ["uds", "shm"])
+        #expect(report.rows.allSatisfy { $0.messages > 0 })
+    }
+}
