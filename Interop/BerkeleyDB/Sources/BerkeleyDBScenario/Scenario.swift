@@ -52,6 +52,21 @@ final class Site: @unchecked Sendable {
     }
 }
 
+/// A writer's last line: {"committed":N,"acked":N,"perm_failures":N,"elapsed_ms":N,"latencies_us":[...]}.
+func parseSummary(_ lines: [String]) -> [String: Any]? {
+    guard let last = lines.last, let data = last.data(using: .utf8) else { return nil }
+    return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+}
+
+extension Scenario.Written {
+    mutating func add(_ summary: [String: Any]) {
+        committed += summary["committed"] as? Int ?? 0
+        permFailures += summary["perm_failures"] as? Int ?? 0
+        latencies += summary["latencies_us"] as? [Int] ?? []
+        elapsedMilliseconds = max(elapsedMilliseconds, summary["elapsed_ms"] as? Int ?? 0)
+    }
+}
+
 public final class Scenario: @unchecked Sendable {
     let options: ScenarioOptions
     let log: (String) -> Void
@@ -96,7 +111,15 @@ public final class Scenario: @unchecked Sendable {
     }
 
     /// Runs `writers` writer processes at `site`; returns their summaries and acked keys.
-    func write(at site: Site, phase: String) throws -> (committed: Int, permFailures: Int, acked: Set<String>) {
+    struct Written {
+        var committed = 0
+        var permFailures = 0
+        var acked = Set<String>()
+        var latencies: [Int] = []
+        var elapsedMilliseconds = 0
+    }
+
+    func write(at site: Site, phase: String) throws -> Written {
         let writers = try (0..<options.writers).map { index in
             try ChildProcess(name: "write-\(site.id)-\(index)", executable: self.site,
                              arguments: ["write", "--home", site.home, "--socket", site.broker.socketPath,
@@ -113,9 +136,7 @@ public final class Scenario: @unchecked Sendable {
             log("site \(site.id): \(stats.clients.count) local clients, \(stats.peers.count) peer links")
             guard stats.peers.count == options.sites - 1 else { throw ScenarioFailure("not one link per peer site") }
         }
-        var committed = 0
-        var failures = 0
-        var acked = Set<String>()
+        var result = Written()
         for writer in writers {
             guard writer.waitForExit(timeout: 300) == 0 else {
                 let err = (try? String(contentsOfFile: site.broker.directory + "/\(writer.name).err", encoding: .utf8)) ?? ""
@@ -123,15 +144,12 @@ public final class Scenario: @unchecked Sendable {
             }
             _ = writer.waitForLines(timeout: 5) { _ in false }
             let lines = writer.lines
-            acked.formUnion(lines.filter { $0.hasPrefix("acked ") }.map { String($0.dropFirst(6)) })
-            if let last = lines.last, let data = last.data(using: .utf8),
-               let summary = try? JSONSerialization.jsonObject(with: data) as? [String: Int] {
-                committed += summary["committed"] ?? 0
-                failures += summary["perm_failures"] ?? 0
-            }
+            result.acked.formUnion(lines.filter { $0.hasPrefix("acked ") }.map { String($0.dropFirst(6)) })
+            if let summary = parseSummary(lines) { result.add(summary) }
         }
-        log("site \(site.id): \(committed) transactions committed, \(acked.count) acknowledged, \(failures) perm failures")
-        return (committed, failures, acked)
+        log("site \(site.id): \(result.committed) transactions committed, \(result.acked.count) acknowledged, "
+            + "\(result.permFailures) perm failures")
+        return result
     }
 
     /// Waits until every running site's dump is identical and holds `count` keys.

@@ -17,6 +17,8 @@ public struct WriteOptions: Sendable {
     public var group = "default"
     public var ackPolicy: AckPolicy = .quorum
     public var ackTimeout: Double = 1
+    /// Set to write through Berkeley DB's Replication Manager (as a subordinate process) instead of the broker.
+    public var repmgrPort: UInt16?
     public init(home: String, socketPath: String, count: Int, prefix: String) {
         self.home = home
         self.socketPath = socketPath
@@ -29,7 +31,13 @@ public struct WriteSummary: Codable, Sendable {
     public var committed: Int
     public var acked: Int
     public var permFailures: Int
-    enum CodingKeys: String, CodingKey { case committed, acked, permFailures = "perm_failures" }
+    public var elapsedMilliseconds = 0
+    /// Every transaction's begin-to-commit time in microseconds, in order.
+    public var latenciesMicroseconds: [Int] = []
+    enum CodingKeys: String, CodingKey {
+        case committed, acked, permFailures = "perm_failures", elapsedMilliseconds = "elapsed_ms"
+        case latenciesMicroseconds = "latencies_us"
+    }
 }
 
 public enum WriteError: Error, CustomStringConvertible {
@@ -44,6 +52,11 @@ public enum WriteError: Error, CustomStringConvertible {
 }
 
 public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
+    if let port = options.repmgrPort {
+        let environment = try joinRepmgrEnvironment(options.home, port: port)
+        defer { environment.close() }
+        return try commit(options, environment) { RepmgrEvents.shared.lock.withLock { RepmgrEvents.shared.permanentFailures } }
+    }
     var clientOptions = BrokerClientOptions(socketPath: options.socketPath, group: options.group,
                                             name: "bdb-write", roles: [.sender])
     clientOptions.ackPolicy = options.ackPolicy
@@ -53,18 +66,26 @@ public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
     let transport = SiteTransport(client: client, siteID: client.siteID)
     let environment = try joinEnvironment(options.home, transport: transport)
     defer { environment.close() }
+    return try commit(options, environment) { transport.permanentFailures }
+}
+
+/// Commits `options.count` transactions of one put each; `failures` counts PERMANENT sends that failed.
+func commit(_ options: WriteOptions, _ environment: Environment, failures: () -> Int) throws -> WriteSummary {
     guard try environment.replicationRole() == UInt32(DB_REP_MASTER) else { throw WriteError.notMaster }
     let database = try openForWriting(environment)
     defer { database.close() }
+    let started = Date()
 
     var summary = WriteSummary(committed: 0, acked: 0, permFailures: 0)
     for index in 0..<options.count {
         let key = "\(options.prefix)-\(String(format: "%06d", index))"
         var value = Array("v-\(key)-".utf8)
         while value.count < options.valueSize { value.append(UInt8(ascii: "a") + UInt8(value.count % 26)) }
-        let failuresBefore = transport.permanentFailures
+        let failuresBefore = failures()
+        let begin = DispatchTime.now().uptimeNanoseconds
         do {
             try database.putCommitted(key: Array(key.utf8), value: value)
+            summary.latenciesMicroseconds.append(Int((DispatchTime.now().uptimeNanoseconds - begin) / 1000))
         } catch {
             guard error.code == EACCES else { throw error }
             if summary.committed == 0 { throw WriteError.notMaster }
@@ -72,14 +93,15 @@ public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
             break
         }
         summary.committed += 1
-        if transport.permanentFailures == failuresBefore {
+        if failures() == failuresBefore {
             summary.acked += 1
             say("acked \(key)")
         } else {
             say("unacked \(key)")
         }
     }
-    summary.permFailures = transport.permanentFailures
+    summary.permFailures = failures()
+    summary.elapsedMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
     return summary
 }
 

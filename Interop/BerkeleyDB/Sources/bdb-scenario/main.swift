@@ -2,9 +2,28 @@
 import BerkeleyDBScenario
 import Foundation
 
-let usage = "USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]"
+let usage = """
+    USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
+           bdb-scenario --bench [--transport broker|repmgr|both] [--writers 4] [--txns N] [--value-size BYTES]
+    """
 var options = ScenarioOptions()
 var words = Array(CommandLine.arguments.dropFirst())
+var bench = false
+var transports = ["broker", "repmgr"]
+if let index = words.firstIndex(of: "--bench") {
+    words.remove(at: index)
+    bench = true
+    options.writers = 4
+}
+if let index = words.firstIndex(of: "--transport"), index + 1 < words.count {
+    let choice = words[index + 1]
+    guard ["broker", "repmgr", "both"].contains(choice) else {
+        FileHandle.standardError.write(Data("bdb-scenario: --transport must be broker, repmgr or both\n".utf8))
+        exit(64)
+    }
+    transports = choice == "both" ? ["broker", "repmgr"] : [choice]
+    words.removeSubrange(index...(index + 1))
+}
 while !words.isEmpty {
     let name = words.removeFirst()
     if name == "--help" || name == "-h" {
@@ -25,6 +44,30 @@ while !words.isEmpty {
     default:
         FileHandle.standardError.write(Data("bdb-scenario: bad option \(name) \(value)\n\(usage)\n".utf8))
         exit(64)
+    }
+}
+if bench {
+    do {
+        var results: [CommitBenchResult] = []
+        for transport in transports {
+            let scenario = try Scenario(options: options) { print("bdb-scenario: \($0)") }
+            results.append(transport == "broker" ? try scenario.benchBroker() : try scenario.benchRepmgr())
+        }
+        print("transport  txns      txns/s     commit p50 us  commit p99 us  perm failures")
+        for r in results {
+            print(String(format: "%-9@  %-8d  %-9.0f  %-13d  %-13d  %d", r.transport as NSString, r.txnsCommitted,
+                         r.txnsPerSecond, r.commitP50Microseconds, r.commitP99Microseconds, r.permFailures))
+        }
+        if results.count == 2 {
+            print(String(format: "broker/repmgr: %.2fx transactions per second", results[0].txnsPerSecond / max(results[1].txnsPerSecond, 1)))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        print(String(decoding: try encoder.encode(results), as: UTF8.self))
+        exit(0)
+    } catch {
+        print("bdb-scenario: FAILED: \(error)")
+        exit(1)
     }
 }
 do {

@@ -7,8 +7,10 @@ let help = """
     USAGE:
       bdb-site replicate --home DIR --socket PATH --site-id N --nsites K [--priority P] [--master]
                          [--ack-policy none|one|quorum|all]
+      bdb-site replicate --transport repmgr --home DIR --repmgr-port P [--helper-port H] [--master] [--priority P]
       bdb-site write     --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
                          [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS]
+      bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
       bdb-site dump      --home DIR
 
     replicate  The site's one replication process: opens (and recovers) the environment, holds the broker's
@@ -55,6 +57,12 @@ guard let command = words.first, !["--help", "-h"].contains(command) else {
 }
 do {
     switch command {
+    case "replicate" where value("transport", in: words) == "repmgr":
+        var options = RepmgrOptions(home: required("home", in: words), port: UInt16(integer("repmgr-port", in: words)))
+        options.helperPort = value("helper-port", in: words).flatMap(UInt16.init)
+        options.createsGroup = words.contains("--master")
+        options.priority = UInt32(value("priority", in: words).flatMap(UInt32.init) ?? 100)
+        try runRepmgrReplication(options)
     case "replicate":
         var options = ReplicateOptions(home: required("home", in: words), socketPath: required("socket", in: words),
                                        siteID: Int32(integer("site-id", in: words)), sites: integer("nsites", in: words))
@@ -63,12 +71,15 @@ do {
         options.ackPolicy = policy(in: words)
         try ReplicationProcess(options: options).run()
     case "write":
-        var options = WriteOptions(home: required("home", in: words), socketPath: required("socket", in: words),
+        let repmgr = value("transport", in: words) == "repmgr"
+        var options = WriteOptions(home: required("home", in: words),
+                                   socketPath: repmgr ? "" : required("socket", in: words),
                                    count: integer("count", in: words),
                                    prefix: value("prefix", in: words) ?? "w\(getpid())")
         options.valueSize = value("value-size", in: words).flatMap(Int.init) ?? 100
         options.ackPolicy = policy(in: words)
         options.ackTimeout = value("ack-timeout", in: words).flatMap(Double.init) ?? 1
+        if repmgr { options.repmgrPort = UInt16(integer("repmgr-port", in: words)) }
         let summary = try runWriter(options)
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys

@@ -13,3 +13,18 @@ import Testing
         #expect(result.failoverMilliseconds < 15_000)
     }
 }
+
+@Suite struct CommitBenchTests {
+    /// The commit benchmark's two transports, short: every transaction commits on each (no timing asserted).
+    @Test(arguments: ["broker", "repmgr"])
+    func aShortCommitBenchCommitsEveryTransaction(transport: String) throws {
+        var options = ScenarioOptions()
+        options.writers = 2
+        options.txns = 30
+        let scenario = try Scenario(options: options) { print("bench: \($0)") }
+        let result = transport == "broker" ? try scenario.benchBroker() : try scenario.benchRepmgr()
+        #expect(result.transport == transport)
+        #expect(result.txnsCommitted == 60)
+        #expect(result.commitP50Microseconds > 0 && result.txnsPerSecond > 0)
+    }
+}
