@@ -51,7 +51,7 @@ final class AdminConnection: Connection {
                 data.append(UInt8(ascii: "\n"))
                 data.withUnsafeBytes { output.append($0) }
                 answered = true
-                loop.markDirty(self)
+                scheduleFlush()
             } catch {
                 respond(error: "cannot encode stats: \(error)")
             }
@@ -64,7 +64,7 @@ final class AdminConnection: Connection {
         let escaped = error.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
         output.append(Array("{\"error\":\"\(escaped)\"}\n".utf8))
         answered = true
-        loop.markDirty(self)
+        scheduleFlush()
     }
 
     override func pendingOutput() -> UnsafeRawBufferPointer { output.readable }

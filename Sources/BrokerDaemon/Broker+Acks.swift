@@ -26,7 +26,7 @@ extension Broker {
         guard let group = client.group else { return }
         for link in linkList where link.connection != nil {
             PeerAckFrame(group: group.index, lsn: lsn).append(to: link.queue.buffer)
-            if let connection = link.connection { loop.markDirty(connection) }
+            link.connection?.scheduleFlush()
         }
     }
 

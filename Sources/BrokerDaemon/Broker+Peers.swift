@@ -87,7 +87,7 @@ extension Broker {
         // The peer learns our group indexes anew on every connection: binds go before anything queued.
         link.queue.discardPartialFront()
         link.queue.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame })
-        loop.markDirty(connection)
+        connection.scheduleFlush()
         announceSite(link, up: true)
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
                                      "queued_bytes": "\(link.queue.byteCount)"])

@@ -142,7 +142,7 @@ extension LocalClient {
         }
         guard moved > 0 else { return false }
         output.didWrite(moved)
-        if !rings.socketOutput.isEmpty { loop.markDirty(self) }
+        if !rings.socketOutput.isEmpty { scheduleFlush() }
         rings.writer.publish()
         if rings.writer.consumerNeedsWake() { rings.clientDoorbell.signal() }
         return true

@@ -94,6 +94,12 @@ class Connection: LoopHandler {
     /// `count` bytes of `pendingOutput()` were written.
     func didWrite(_ count: Int) {}
 
+    /// Asks for a flush at the end of this loop turn; after the first call in a turn it costs one branch.
+    @inline(__always)
+    func scheduleFlush() {
+        if !isDirty { loop.markDirty(self) }
+    }
+
     /// Writes as much pending output as the socket takes.
     func flush() {
         while !isClosed {

@@ -80,13 +80,13 @@ final class LocalClient: Connection {
     /// Queues a control frame for the client.
     func send(_ type: FrameType, body: [UInt8]) {
         FrameParser.append(type, body: body, to: output.buffer)
-        loop.markDirty(self)
+        scheduleFlush()
     }
 
     /// Queues the outcome of a send that asked for one.
     func sendResult(_ sequence: UInt64, _ status: SendStatus) {
         SendResultFrame(sequence: sequence, status: status).append(to: output.buffer)
-        loop.markDirty(self)
+        scheduleFlush()
     }
 
     /// Queues a MESSAGE for the client unless its output is over the limit; false when dropped.
@@ -100,7 +100,7 @@ final class LocalClient: Connection {
         header.append(payload: payload, to: output.buffer)
         messagesReceived += 1
         bytesReceived += payload.count
-        loop.markDirty(self)
+        scheduleFlush()
         return true
     }
 
@@ -110,7 +110,7 @@ final class LocalClient: Connection {
         queue.moveAll(to: output.buffer)
         messagesReceived += messages
         bytesReceived += payloadBytes
-        loop.markDirty(self)
+        scheduleFlush()
     }
 
     override func pendingOutput() -> UnsafeRawBufferPointer { rings?.socketOutput.readable ?? output.readable }

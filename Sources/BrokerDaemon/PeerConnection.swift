@@ -38,12 +38,12 @@ final class PeerConnection: Connection {
     func sendHello() {
         let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation).body
         FrameParser.append(.hello, body: body, to: handshakeOutput)
-        loop.markDirty(self)
+        scheduleFlush()
     }
 
     func sendActivate() {
         FrameParser.append(.activate, body: [], to: handshakeOutput)
-        loop.markDirty(self)
+        scheduleFlush()
     }
 
     /// A dialled connection finishes its connect before it reads: epoll may report the peer's HELLO

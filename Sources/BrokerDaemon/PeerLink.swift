@@ -61,13 +61,13 @@ final class PeerLink {
         header.append(payload: payload, to: queue.buffer)
         messagesSent += 1
         bytesSent += payload.count
-        if let connection { loop.markDirty(connection) }
+        connection?.scheduleFlush()
     }
 
     /// Queues a control frame (GROUP_BIND, HEARTBEAT) at the end.
     func enqueueControl(_ frame: [UInt8], loop: EventLoop) {
         queue.buffer.append(frame)
-        if let connection { loop.markDirty(connection) }
+        connection?.scheduleFlush()
     }
 
     /// Schedules the next dial after a failure: capped exponential backoff with +-25% jitter.
