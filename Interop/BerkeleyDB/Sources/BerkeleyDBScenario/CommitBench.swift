@@ -23,15 +23,8 @@ extension Scenario {
     /// The commit benchmark over the broker: site 1 master, clients synced, then the master's writers.
     public func benchBroker() throws -> CommitBenchResult {
         defer { shutDown() }
-        try sites.start()
-        let first = members[0]
-        try startReplication(first, asMaster: true)
-        try waitFor("site 1 to become master") { first.replicate?.lines.contains("ready site=1") == true }
-        for site in members.dropFirst() { try startReplication(site, asMaster: false) }
-        for site in members.dropFirst() {
-            try waitFor("site \(site.id) to sync") { site.replicate?.lines.contains("startupdone") == true }
-        }
-        return Self.result("broker", try write(at: first, phase: "bench"))
+        try startGroup()
+        return Self.result("broker", try write(at: members[0], phase: "bench"))
     }
 
     /// The same on Berkeley DB's Replication Manager (no broker): site 1 creates the group, the others join.

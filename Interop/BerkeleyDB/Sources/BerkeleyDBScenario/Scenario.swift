@@ -167,8 +167,8 @@ public final class Scenario: @unchecked Sendable {
 
     func elapsed() -> Int { Int((Posix.monotonicNanoseconds() - started) / 1_000_000) }
 
-    public func run() throws -> ScenarioResult {
-        defer { shutDown() }
+    /// Starts the brokers, site 1's replication process as master, and the others' as clients until synced.
+    func startGroup() throws {
         try sites.start()
         log("\(options.sites) brokers linked")
         let first = members[0]
@@ -179,6 +179,12 @@ public final class Scenario: @unchecked Sendable {
             try waitFor("site \(site.id) to sync") { site.replicate?.lines.contains("startupdone") == true }
         }
         log("site 1 is master; sites \(members.dropFirst().map(\.id)) synced as clients")
+    }
+
+    public func run() throws -> ScenarioResult {
+        defer { shutDown() }
+        try startGroup()
+        let first = members[0]
 
         let before = try write(at: first, phase: "a")
         _ = try awaitConvergence(members, count: before.committed)

@@ -6,6 +6,19 @@ let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
            bdb-scenario --bench [--transport broker|repmgr|both] [--writers 4] [--txns N] [--value-size BYTES]
     """
+/// Prints `value` as one line of JSON (sorted keys) and exits 0: every check held.
+func printJSON<T: Encodable>(_ value: T) throws -> Never {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    exit(0)
+}
+
+func fail(_ error: Error) -> Never {
+    print("bdb-scenario: FAILED: \(error)")
+    exit(1)
+}
+
 var options = ScenarioOptions()
 var words = Array(CommandLine.arguments.dropFirst())
 var bench = false
@@ -61,22 +74,13 @@ if bench {
         if results.count == 2 {
             print(String(format: "broker/repmgr: %.2fx transactions per second", results[0].txnsPerSecond / max(results[1].txnsPerSecond, 1)))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        print(String(decoding: try encoder.encode(results), as: UTF8.self))
-        exit(0)
+        try printJSON(results)
     } catch {
-        print("bdb-scenario: FAILED: \(error)")
-        exit(1)
+        fail(error)
     }
 }
 do {
-    let result = try Scenario(options: options) { print("bdb-scenario: \($0)") }.run()
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = .sortedKeys
-    print(String(decoding: try encoder.encode(result), as: UTF8.self))
-    exit(0)
+    try printJSON(try Scenario(options: options) { print("bdb-scenario: \($0)") }.run())
 } catch {
-    print("bdb-scenario: FAILED: \(error)")
-    exit(1)
+    fail(error)
 }
