@@ -81,6 +81,7 @@ extension Broker {
         logger.info("client disconnected", ["client.id": "\(client.id)", "client.pid": "\(client.pid)",
                                             "reason": reason])
         forgetPendingAcks(of: client)
+        unsubscribeAll(client)
         guard let group = client.group else { return }
         group.standbys.removeAll { $0 === client }
         guard group.receiver === client else { return }
@@ -119,7 +120,13 @@ extension Broker {
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
         let permanent = header.flags.contains(.permanent)
         var status = SendStatus.ok
-        if header.destination == SiteID.broadcast {
+        var destination = header.destination
+        if destination == SiteID.master {
+            // Forwarding to the master: resolved now, to the site last announced (0: none known).
+            destination = group.master == 0 ? SiteID.invalid : group.master
+            out.destination = destination
+        }
+        if destination == SiteID.broadcast {
             if permanent, let full = linkList.first(where: { !$0.hasRoom(for: size) }) {
                 full.refused += 1
                 status = .queueFull
@@ -132,10 +139,10 @@ extension Broker {
                     }
                 }
             }
-        } else if header.destination == config.siteID {
+        } else if destination == config.siteID {
             out.group = 0
             deliverLocally(group, out, payload: payload)
-        } else if let link = links[header.destination] {
+        } else if let link = links[destination] {
             if link.hasRoom(for: size) {
                 link.enqueue(out, payload: payload, loop: loop)
             } else if permanent {

@@ -41,6 +41,11 @@ public final class Broker {
     @exclusivity(unchecked) var unroutable = 0
     @exclusivity(unchecked) var misrouted = 0
     @exclusivity(unchecked) var routedMessages = 0
+    var channelMessages = 0
+    var channelRequests = 0
+    var channelReplies = 0
+    var channelNoSubscriber = 0
+    var channelOrphanReplies = 0
     var acksReceived = 0
     var permanentAcked = 0
     var permanentAckFailures = 0

@@ -19,6 +19,8 @@ final class Group {
     var master: Int32 = 0
     /// Per peer link (by `PeerLink.index`): the LSN that site has acknowledged as durable.
     var ackedLSN: [LSN]
+    /// Application channels: subscribers by channel name.
+    var channels: [String: ChannelSubscribers] = [:]
     /// PERMANENT sends of local clients waiting for their ack policy.
     var pendingAcks: [PendingAck] = []
 

@@ -70,6 +70,10 @@ final class LocalClient: Connection {
             ackTimeoutNanoseconds = UInt64(policy.timeoutMilliseconds) * 1_000_000
         case .master:
             broker.announceMaster(from: self, try MasterFrame(localBody: frame.body).siteID)
+        case .subscribe:
+            broker.subscribe(self, to: try SubscribeFrame(body: frame.body).channel)
+        case .channel:
+            broker.routeChannel(from: self, try ChannelFrame(body: frame.body))
         case .error:
             close(reason: "client reported \(try ErrorFrame(body: frame.body))")
         default:

@@ -78,6 +78,10 @@ final class PeerConnection: Connection {
             try broker.bind(group: GroupBindFrame(body: frame.body), on: self)
         case (.active, .peerAck):
             try broker.peerAcknowledged(PeerAckFrame(body: frame.body), on: self)
+        case (.active, .channel):
+            try broker.channelFromPeer(self, ChannelFrame(body: frame.body))
+        case (.active, .channelResult):
+            broker.channelResultFromPeer(try ChannelResultFrame(body: frame.body))
         case (.active, .peerMaster):
             try broker.peerAnnouncedMaster(MasterFrame(peerBody: frame.body), on: self)
         case (.handshaking, .hello) where hello == nil:

@@ -99,8 +99,14 @@ public struct TotalStats: Codable, Sendable {
     public var acksReceived: Int
     public var permanentAcked: Int
     public var permanentAckFailures: Int
+    public var channelMessages: Int
+    public var channelRequests: Int
+    public var channelReplies: Int
+    public var channelNoSubscriber: Int
 
     enum CodingKeys: String, CodingKey {
+        case channelMessages = "channel_msgs", channelRequests = "channel_requests", channelReplies = "channel_replies"
+        case channelNoSubscriber = "channel_no_subscriber"
         case messagesRouted = "msgs_routed", messagesSentToPeers = "msgs_sent_to_peers"
         case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
@@ -152,7 +158,9 @@ extension Broker {
             refused: linkList.reduce(0) { $0 + $1.refused },
             unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
             clientsConnected: clientList.count, peersConnected: peers.filter { $0.state == .connected }.count,
-            acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures)
+            acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures,
+            channelMessages: channelMessages, channelRequests: channelRequests, channelReplies: channelReplies,
+            channelNoSubscriber: channelNoSubscriber)
         return BrokerStats(siteID: config.siteID, pid: getpid(), uptimeMilliseconds: (now &- startedAt) / 1_000_000,
                            peers: peers, clients: clientList, groups: groupStats, totals: totals)
     }

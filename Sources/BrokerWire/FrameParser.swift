@@ -41,7 +41,11 @@ public enum FrameParser {
     /// The largest body accepted for a frame type, given the link's message limit (control + rec).
     @inline(__always)
     public static func bodyLimit(for type: FrameType, maxMessage: Int) -> Int {
-        type == .message ? Wire.messageHeaderSize + maxMessage : Wire.maxControlBody
+        switch type {
+        case .message: return Wire.messageHeaderSize + maxMessage
+        case .channel: return ChannelFrame.headerSize + Wire.maxGroupName + maxMessage
+        default: return Wire.maxControlBody
+        }
     }
 
     /// The first frame in `bytes`, or nil when more bytes are needed.

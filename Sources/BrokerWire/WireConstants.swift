@@ -26,7 +26,10 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
     case ack = 0x07
     case ackPolicy = 0x08
     case master = 0x09
+    case subscribe = 0x0A
     case message = 0x10
+    case channel = 0x11
+    case channelResult = 0x12
     case hello = 0x20
     case activate = 0x21
     case heartbeat = 0x22
@@ -45,6 +48,9 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
         case .ack: return "ACK"
         case .ackPolicy: return "ACK_POLICY"
         case .master: return "MASTER"
+        case .subscribe: return "SUBSCRIBE"
+        case .channel: return "CHANNEL"
+        case .channelResult: return "CHANNEL_RESULT"
         case .message: return "MESSAGE"
         case .hello: return "HELLO"
         case .activate: return "ACTIVATE"
@@ -60,6 +66,24 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
 public enum SiteID {
     public static let broadcast: Int32 = -1
     public static let invalid: Int32 = -2
+    /// The site most recently announced as the group's master (resolved by the broker at send time).
+    public static let master: Int32 = -3
+}
+
+/// What a channel frame is (`RB_CHANNEL_*`).
+public enum ChannelKind: UInt16, Sendable {
+    case message = 0
+    case request = 1
+    case reply = 2
+}
+
+/// Outcome of a channel send or request (`RB_CHANNEL_*` status).
+public enum ChannelStatus: UInt32, Sendable {
+    case delivered = 0
+    case noSubscriber = 1
+    case noMaster = 2
+    case unroutable = 3
+    case queueFull = 4
 }
 
 /// `DB_REP_*` send flags, with db.h's values.

@@ -106,6 +106,33 @@ public final class BrokerClient: @unchecked Sendable {
         core.waitFor(timeout: timeout) { core.descriptor >= 0 }
     }
 
+    // MARK: application channels
+
+    /// Takes a share (round-robin) of the messages sent to `channel` at this site, in this client's group.
+    public func subscribe(channel: String) throws(BrokerClientError) { try core.subscribe(channel: channel) }
+
+    /// Sends `payload` on `channel` to one subscriber at site `destination` (or `SiteID.master`); returns once
+    /// it was handed to a subscriber, throws `noSubscriber`, `noMaster`, `unroutable` or `timedOut`.
+    public func send(channel: String, to destination: Int32, payload: [UInt8], timeout: Double = 5) throws(BrokerClientError) {
+        _ = try core.exchange(channel: channel, to: destination, payload: payload, kind: .message, timeout: timeout)
+    }
+
+    /// Sends a request on `channel` and waits for the subscriber's reply, or throws (`timedOut` after `timeout`).
+    public func request(channel: String, to destination: Int32, payload: [UInt8], timeout: Double = 5)
+        throws(BrokerClientError) -> [UInt8] {
+        try core.exchange(channel: channel, to: destination, payload: payload, kind: .request, timeout: timeout)
+    }
+
+    /// The next message on a subscribed channel, or nil after `timeout` seconds.
+    public func receiveChannelMessage(timeout: Double?) throws(BrokerClientError) -> ChannelMessage? {
+        try core.receiveChannelMessage(timeout: timeout)
+    }
+
+    /// Answers a request received on a channel.
+    public func reply(to message: ChannelMessage, payload: [UInt8]) throws(BrokerClientError) {
+        try core.reply(to: message, payload: payload)
+    }
+
     /// Disconnects for good; pending calls fail with `closed`.
     public func close() { core.close() }
 }

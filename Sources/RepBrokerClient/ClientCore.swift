@@ -29,6 +29,11 @@ final class ClientCore: @unchecked Sendable {
     var nextSequence: UInt64 = 1
     var results: [UInt64: SendStatus] = [:]
     var waiting: Set<UInt64> = []
+    /// Channels: messages for this client's subscriptions, and outcomes of its channel sends and requests.
+    var subscribed = false
+    var channelInbox: [ChannelMessage] = []
+    var channelWaiting: Set<UInt64> = []
+    var channelOutcomes: [UInt64: ChannelOutcome] = [:]
     /// Frames the reader thread collected during one drain, moved to the inbox under one lock.
     let staging = ByteBuffer(capacity: 64 << 10)
     /// Shared-memory rings of the current connection (replaced with it).
@@ -168,8 +173,8 @@ final class ClientCore: @unchecked Sendable {
               flags: RepFlags) throws(BrokerClientError) {
         let size = control.count + rec.count
         guard flags.isSubset(of: .known) else { throw .invalidArgument("unknown flags 0x\(String(flags.rawValue, radix: 16))") }
-        guard destination > 0 || destination == SiteID.broadcast else {
-            throw .invalidArgument("destination must be a site id or broadcast (-1), not \(destination)")
+        guard destination > 0 || destination == SiteID.broadcast || destination == SiteID.master else {
+            throw .invalidArgument("destination must be a site id, broadcast (-1) or master (-3), not \(destination)")
         }
         let permanent = flags.contains(.permanent)
         var sequence: UInt64 = 0

@@ -185,6 +185,10 @@ extension ClientCore {
             _ = try SiteEventFrame(body: frame.body)
             staging.append(UnsafeRawBufferPointer(start: frame.body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize,
                                                   count: frame.totalSize))
+        case .channel:
+            handleChannel(try ChannelFrame(body: frame.body))
+        case .channelResult:
+            handleChannelResult(try ChannelResultFrame(body: frame.body))
         case .role:
             let role = try RoleFrame(body: frame.body)
             state.withLock {

@@ -70,6 +70,18 @@ public struct MessageView {
     public let flags: RepFlags
 }
 
+/// An application message received on a channel this client subscribed to.
+public struct ChannelMessage: Sendable, Equatable {
+    public let channel: String
+    /// The site that sent it.
+    public let source: Int32
+    public let payload: [UInt8]
+    /// Whether the sender waits for a `reply(to:payload:)`.
+    public let isRequest: Bool
+    let requestID: UInt64
+    let requester: UInt32
+}
+
 /// What a receiver can be told: a message, or a peer site's link coming up or going down.
 public enum ClientEvent: Sendable, Equatable {
     case message(ReceivedMessage)
@@ -90,6 +102,10 @@ public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
     case timedOut
     /// A PERMANENT message was sent but its ack policy was not met within the ack timeout.
     case notAcknowledged
+    /// Nobody subscribes to that channel at the destination site (like repmgr's DB_NOSERVER).
+    case noSubscriber
+    /// The destination was the master and no master is known for the group.
+    case noMaster
     /// `close()` was called.
     case closed
     /// The broker broke the protocol or rejected the client.
@@ -104,6 +120,8 @@ public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
         case .unroutable(let site): return "site \(site) is not a member of the group"
         case .timedOut: return "timed out"
         case .notAcknowledged: return "not acknowledged by enough sites in time"
+        case .noSubscriber: return "no subscriber for that channel at the destination site"
+        case .noMaster: return "no master is known for the group"
         case .closed: return "client closed"
         case .protocolError(let why): return "protocol error: \(why)"
         case .invalidArgument(let why): return "invalid argument: \(why)"

@@ -10,11 +10,14 @@ protocol Command {
     static func run(_ arguments: ParsedArguments) throws -> Int32
 }
 
-/// Parses --to: a site id or "all" (broadcast).
+/// Parses --to: a site id, "all" (broadcast) or "master" (the site last announced as master).
 func parseDestination(_ text: String?) throws(UsageError) -> Int32 {
-    guard let text else { throw UsageError("--to is required: a site id or 'all'") }
+    guard let text else { throw UsageError("--to is required: a site id, 'all' or 'master'") }
     if text == "all" || text == "broadcast" { return SiteID.broadcast }
-    guard let site = Int32(text), site > 0 else { throw UsageError("--to takes a positive site id or 'all', not '\(text)'") }
+    if text == "master" { return SiteID.master }
+    guard let site = Int32(text), site > 0 else {
+        throw UsageError("--to takes a positive site id, 'all' or 'master', not '\(text)'")
+    }
     return site
 }
 

@@ -21,9 +21,11 @@ enum RecvCommand: Command {
           --count N          Exit 0 after N messages (default: run until interrupted).
           --timeout SECONDS  Exit 1 when no message arrives for SECONDS (default: wait for ever).
           --json             JSON lines, bytes in base64.
+          --channel NAME     Subscribe to this application channel instead of taking the receiver role; prints
+                             `from=<site> <payload>` per message and answers each request with its own payload.
           --name NAME        Name shown in stats (default: repbroker-recv).
         """ + transportHelp
-    static let valuedOptions: Set<String> = ["transport", "ring-bytes", "socket", "group", "count", "timeout", "name"]
+    static let valuedOptions: Set<String> = ["channel", "transport", "ring-bytes", "socket", "group", "count", "timeout", "name"]
     static let flagNames: Set<String> = ["json"]
 
     struct Line: Encodable {
@@ -32,6 +34,27 @@ enum RecvCommand: Command {
         let rec: String
         let lsn: [UInt32]
         let flags: [String]
+    }
+
+    static func receiveChannel(_ channel: String, _ arguments: ParsedArguments, count: Int?, timeout: Double?) throws -> Int32 {
+        var options = BrokerClientOptions(socketPath: arguments.last("socket") ?? BrokerConfig.defaultSocketPath,
+                                          group: arguments.last("group") ?? Wire.defaultGroup,
+                                          name: arguments.last("name") ?? "repbroker-recv-\(channel)", roles: [.sender])
+        try applyTransport(arguments, to: &options)
+        let client = try BrokerClient(options: options)
+        defer { client.close() }
+        try client.subscribe(channel: channel)
+        var received = 0
+        while count.map({ received < $0 }) ?? true {
+            guard let message = try client.receiveChannelMessage(timeout: timeout) else {
+                Console.writeError("repbroker recv: no message for \(timeout ?? 0) s after \(received) messages\n")
+                return 1
+            }
+            received += 1
+            Console.writeOutput("from=\(message.source) \(String(decoding: message.payload, as: UTF8.self))\n")
+            if message.isRequest { try client.reply(to: message, payload: message.payload) }
+        }
+        return 0
     }
 
     struct EventLine: Encodable {
@@ -43,6 +66,7 @@ enum RecvCommand: Command {
         let count = try arguments.integer("count", Int.self, range: 1...Int.max)
         let timeout = try arguments.seconds("timeout")
         let json = arguments.has("json")
+        if let channel = arguments.last("channel") { return try receiveChannel(channel, arguments, count: count, timeout: timeout) }
         var options = BrokerClientOptions(socketPath: arguments.last("socket") ?? BrokerConfig.defaultSocketPath,
                                           group: arguments.last("group") ?? Wire.defaultGroup,
                                           name: arguments.last("name") ?? "repbroker-recv", roles: [.receiver])

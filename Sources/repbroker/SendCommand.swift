@@ -18,13 +18,18 @@ enum SendCommand: Command {
         OPTIONS:
           --socket PATH   The broker's local socket (default: \(BrokerConfig.defaultSocketPath)).
           --group NAME    Replication group (default: default).
-          --to SITE|all   A site id, or all: every other site of the group (Berkeley DB's broadcast).
+          --to SITE|all|master
+                          A site id; all: every other site of the group (Berkeley DB's broadcast); master:
+                          the site last announced as the group's master.
+          --channel NAME  Send application messages on this channel instead of replication messages: each
+                          goes to one subscriber at the destination site and fails with noSubscriber when
+                          there is none.
           --flags LIST    Comma-separated: permanent, nobuffer, anywhere, rerequest. A permanent send
                           waits for the broker to accept it and fails when a peer queue is full.
           --control TEXT  The control bytes of every message (default: empty).
           --name NAME     Name shown in stats (default: repbroker-send).
         """ + transportHelp
-    static let valuedOptions: Set<String> = ["transport", "ring-bytes", "socket", "group", "to", "flags", "control", "name"]
+    static let valuedOptions: Set<String> = ["channel", "transport", "ring-bytes", "socket", "group", "to", "flags", "control", "name"]
     static let flagNames: Set<String> = []
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
@@ -44,6 +49,17 @@ enum SendCommand: Command {
         try applyTransport(arguments, to: &options)
         let client = try BrokerClient(options: options)
         defer { client.close() }
+        if let channel = arguments.last("channel") {
+            guard destination != SiteID.broadcast else { throw UsageError("a channel message goes to one site, not all") }
+            if let message = arguments.positionals.first {
+                try client.send(channel: channel, to: destination, payload: Array(message.utf8))
+                return 0
+            }
+            while let line = readLine(strippingNewline: true) {
+                try client.send(channel: channel, to: destination, payload: Array(line.utf8))
+            }
+            return 0
+        }
         let control = Array((arguments.last("control") ?? "").utf8)
         if let message = arguments.positionals.first {
             try client.send(control: control, rec: Array(message.utf8), to: destination, flags: flags)

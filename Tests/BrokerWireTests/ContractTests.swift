@@ -14,6 +14,11 @@ import Testing
         #expect(UInt32(Wire.maxClientName) == RB_MAX_CLIENT_NAME)
         #expect(SiteID.broadcast == RB_EID_BROADCAST)
         #expect(SiteID.invalid == RB_EID_INVALID)
+        #expect(SiteID.master == RB_EID_MASTER)
+        #expect(UInt32(ChannelKind.reply.rawValue) == RB_CHANNEL_REPLY)
+        #expect(ChannelStatus.noSubscriber.rawValue == RB_CHANNEL_NO_SUBSCRIBER && ChannelStatus.queueFull.rawValue == RB_CHANNEL_QUEUE_FULL)
+        #expect(MemoryLayout<rb_channel>.size == ChannelFrame.headerSize)
+        #expect(MemoryLayout<rb_channel_result>.size == ChannelResultFrame(requestID: 1, requester: 1, status: .delivered).body.count)
     }
 
     @Test func frameTypesMatchTheCHeader() {
@@ -23,7 +28,8 @@ import Testing
             (.hello, RB_FRAME_HELLO), (.activate, RB_FRAME_ACTIVATE), (.heartbeat, RB_FRAME_HEARTBEAT),
             (.groupBind, RB_FRAME_GROUP_BIND), (.siteEvent, RB_FRAME_SITE_EVENT), (.ack, RB_FRAME_ACK),
             (.ackPolicy, RB_FRAME_ACK_POLICY), (.master, RB_FRAME_MASTER), (.peerAck, RB_FRAME_PEER_ACK),
-            (.peerMaster, RB_FRAME_PEER_MASTER),
+            (.peerMaster, RB_FRAME_PEER_MASTER), (.subscribe, RB_FRAME_SUBSCRIBE), (.channel, RB_FRAME_CHANNEL),
+            (.channelResult, RB_FRAME_CHANNEL_RESULT),
         ]
         for (type, value) in pairs { #expect(UInt32(type.rawValue) == value, "\(type)") }
     }

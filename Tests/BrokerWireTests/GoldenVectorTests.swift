@@ -133,6 +133,20 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             let f = try MasterFrame(peerBody: frame.body)
             fields = ["group": "\(f.group)", "site_id": "\(f.siteID)"]
             encoded = FrameParser.encode(.peerMaster, body: f.peerBody)
+        case .subscribe:
+            let f = try SubscribeFrame(body: frame.body)
+            fields = ["channel": f.channel]
+            encoded = FrameParser.encode(.subscribe, body: f.body)
+        case .channel:
+            let f = try ChannelFrame(body: frame.body)
+            fields = ["group": "\(f.group)", "source": "\(f.source)", "destination": "\(f.destination)",
+                      "kind": "\(f.kind.rawValue)", "channel": f.channel, "request_id": "\(f.requestID)",
+                      "requester": "\(f.requester)", "payload": hex(f.payload)]
+            encoded = FrameParser.encode(.channel, body: f.body)
+        case .channelResult:
+            let f = try ChannelResultFrame(body: frame.body)
+            fields = ["request_id": "\(f.requestID)", "requester": "\(f.requester)", "status": "\(f.status.rawValue)"]
+            encoded = FrameParser.encode(.channelResult, body: f.body)
         case .activate, .heartbeat:
             #expect(frame.body.isEmpty)
             encoded = FrameParser.encode(frame.type, body: [])
@@ -148,7 +162,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 @Suite struct GoldenVectorTests {
     @Test func validFramesDecodeAndReencodeByteForByte() throws {
         let file = try VectorFile.load()
-        #expect(file.valid.count >= 22)
+        #expect(file.valid.count >= 26)
         for vector in file.valid {
             let input = bytes(hex: vector.hex)
             let (type, fields, encoded) = try roundTrip(input, maxMessage: file.max_message)
@@ -158,7 +172,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
                 let want: String
                 switch expected {
                 case .string(let s): want = s
-                case .int(let v): want = key == "destination" || key == "source" || key == "site_id" || key == "pid" ? "\(v)" : "\(UInt64(bitPattern: v))"
+                case .int(let v): want = ["destination", "source", "site_id", "pid"].contains(key) ? "\(v)" : "\(UInt64(bitPattern: v))"
                 case .uint(let v): want = "\(v)"
                 }
                 #expect(fields[key] == want, "\(vector.name).\(key)")
@@ -168,7 +182,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 
     @Test func invalidFramesAreRejectedWithTheNamedError() throws {
         let file = try VectorFile.load()
-        #expect(file.invalid.count >= 22)
+        #expect(file.invalid.count >= 27)
         for vector in file.invalid {
             do {
                 _ = try roundTrip(bytes(hex: vector.hex), maxMessage: file.max_message)

@@ -30,6 +30,9 @@
 #define RB_FRAME_ACK 0x07u         /* receiver -> broker: this site is durable up to an LSN */
 #define RB_FRAME_ACK_POLICY 0x08u  /* client -> broker: how many sites a PERMANENT send waits for */
 #define RB_FRAME_MASTER 0x09u      /* client -> broker: the group's master site */
+#define RB_FRAME_SUBSCRIBE 0x0Au   /* client -> broker: deliver this channel's messages to me */
+#define RB_FRAME_CHANNEL 0x11u     /* an application message on a named channel, on every link */
+#define RB_FRAME_CHANNEL_RESULT 0x12u /* broker -> client and peer: outcome of a channel send or request */
 #define RB_FRAME_MESSAGE 0x10u     /* a replication message, on every link */
 #define RB_FRAME_HELLO 0x20u       /* peer handshake, both ways */
 #define RB_FRAME_ACTIVATE 0x21u    /* peer: the lower site id makes this connection the link */
@@ -41,6 +44,7 @@
 /* Berkeley DB values carried as they are (db.h). */
 #define RB_EID_BROADCAST (-1)
 #define RB_EID_INVALID (-2)
+#define RB_EID_MASTER (-3) /* the site last announced as the group's master */
 #define RB_REP_ANYWHERE 0x1u
 #define RB_REP_NOBUFFER 0x2u
 #define RB_REP_PERMANENT 0x4u
@@ -58,6 +62,16 @@
 #define RB_SEND_QUEUE_FULL 1u
 #define RB_SEND_UNROUTABLE 2u
 #define RB_SEND_ACK_TIMEOUT 3u /* queued, but the ack policy was not met within its timeout */
+
+/* CHANNEL kinds and CHANNEL_RESULT status. */
+#define RB_CHANNEL_MESSAGE 0u
+#define RB_CHANNEL_REQUEST 1u
+#define RB_CHANNEL_REPLY 2u
+#define RB_CHANNEL_DELIVERED 0u
+#define RB_CHANNEL_NO_SUBSCRIBER 1u
+#define RB_CHANNEL_NO_MASTER 2u
+#define RB_CHANNEL_UNROUTABLE 3u
+#define RB_CHANNEL_QUEUE_FULL 4u
 
 /* ACK_POLICY policies. */
 #define RB_ACK_NONE 0u
@@ -149,6 +163,29 @@ typedef struct rb_peer_master {
     int32_t site_id;
 } rb_peer_master;
 
+typedef struct rb_subscribe {
+    uint16_t channel_length;  /* 1 ... RB_MAX_GROUP_NAME; the name follows */
+    uint16_t reserved;
+} rb_subscribe;
+
+typedef struct rb_channel {
+    uint32_t group;           /* peer links: the sender's group index; local links: 0 */
+    int32_t source;           /* site of the original sender (set by its broker); 0 from a client */
+    int32_t destination;      /* site id or RB_EID_MASTER */
+    uint16_t kind;            /* RB_CHANNEL_MESSAGE / REQUEST / REPLY */
+    uint16_t channel_length;  /* 1 ... RB_MAX_GROUP_NAME */
+    uint64_t request_id;      /* chosen by the requesting client; a reply carries its request's */
+    uint32_t requester;       /* the requesting client's id at the source site (set by its broker) */
+    uint32_t payload_length;
+    /* channel name, then payload */
+} rb_channel;
+
+typedef struct rb_channel_result {
+    uint64_t request_id;
+    uint32_t requester;       /* client id at the site the result goes to */
+    uint32_t status;          /* RB_CHANNEL_DELIVERED ... */
+} rb_channel_result;
+
 typedef struct rb_message {
     uint32_t group;         /* peer links: the sender's group index (GROUP_BIND); local links: 0 */
     int32_t source;         /* site id of the sending site; 0 from a client */
@@ -185,6 +222,9 @@ _Static_assert(sizeof(rb_role) == 4, "role is 4 bytes");
 _Static_assert(sizeof(rb_send_result) == 16, "send result is 16 bytes");
 _Static_assert(sizeof(rb_message) == 40, "message header is 40 bytes");
 _Static_assert(sizeof(rb_site_event) == 8, "site event is 8 bytes");
+_Static_assert(sizeof(rb_subscribe) == 4, "subscribe is 4 bytes before its name");
+_Static_assert(sizeof(rb_channel) == 32, "channel header is 32 bytes");
+_Static_assert(sizeof(rb_channel_result) == 16, "channel result is 16 bytes");
 _Static_assert(sizeof(rb_ack) == 8, "ack is 8 bytes");
 _Static_assert(sizeof(rb_ack_policy) == 8, "ack policy is 8 bytes");
 _Static_assert(sizeof(rb_master) == 8, "master is 8 bytes");

@@ -8,7 +8,8 @@ import struct
 
 MAGIC = 0xB7
 TYPES = {"REGISTER": 0x01, "WELCOME": 0x02, "ROLE": 0x03, "SEND_RESULT": 0x04, "ERROR": 0x05,
-         "SITE_EVENT": 0x06, "ACK": 0x07, "ACK_POLICY": 0x08, "MASTER": 0x09,
+         "SITE_EVENT": 0x06, "ACK": 0x07, "ACK_POLICY": 0x08, "MASTER": 0x09, "SUBSCRIBE": 0x0A,
+         "CHANNEL": 0x11, "CHANNEL_RESULT": 0x12,
          "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23,
          "PEER_ACK": 0x24, "PEER_MASTER": 0x25}
 
@@ -55,6 +56,14 @@ valid = [
     ("master", "MASTER", struct.pack("<iI", 2, 0), {"site_id": 2}),
     ("peer-ack", "PEER_ACK", struct.pack("<III", 1, 1, 28), {"group": 1, "lsn_file": 1, "lsn_offset": 28}),
     ("peer-master", "PEER_MASTER", struct.pack("<Ii", 1, 3), {"group": 1, "site_id": 3}),
+    ("subscribe", "SUBSCRIBE", struct.pack("<HH", 6, 0) + b"writes", {"channel": "writes"}),
+    ("channel-request", "CHANNEL", struct.pack("<IiiHHQII", 1, 2, -3, 1, 6, 42, 7, 5) + b"writes" + b"k=v;1",
+     {"group": 1, "source": 2, "destination": -3, "kind": 1, "channel": "writes", "request_id": 42, "requester": 7,
+      "payload": b"k=v;1".hex()}),
+    ("channel-reply-empty", "CHANNEL", struct.pack("<IiiHHQII", 0, 0, 2, 2, 1, 42, 7, 0) + b"w",
+     {"group": 0, "source": 0, "destination": 2, "kind": 2, "channel": "w", "request_id": 42, "requester": 7,
+      "payload": ""}),
+    ("channel-result", "CHANNEL_RESULT", struct.pack("<QII", 42, 7, 1), {"request_id": 42, "requester": 7, "status": 1}),
 ]
 
 invalid = [
@@ -81,6 +90,11 @@ invalid = [
     ("master-negative", frame("MASTER", struct.pack("<iI", -1, 0)), "malformed"),
     ("ack-short", frame("ACK", struct.pack("<I", 1)), "malformed"),
     ("peer-ack-short", frame("PEER_ACK", struct.pack("<II", 1, 1)), "malformed"),
+    ("channel-unknown-kind", frame("CHANNEL", struct.pack("<IiiHHQII", 0, 0, 2, 9, 1, 1, 0, 0) + b"w"), "malformed"),
+    ("channel-lengths-disagree", frame("CHANNEL", struct.pack("<IiiHHQII", 0, 0, 2, 0, 1, 1, 0, 9) + b"w"), "malformed"),
+    ("channel-empty-name", frame("CHANNEL", struct.pack("<IiiHHQII", 0, 0, 2, 0, 0, 1, 0, 0)), "malformed"),
+    ("subscribe-empty", frame("SUBSCRIBE", struct.pack("<HH", 0, 0)), "malformed"),
+    ("channel-result-unknown-status", frame("CHANNEL_RESULT", struct.pack("<QII", 1, 1, 77)), "malformed"),
 ]
 
 document = {

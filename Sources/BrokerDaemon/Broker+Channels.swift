@@ -1,0 +1,109 @@
+// Application channels (FAQ Q4) and forwarding to the master (FAQ Q1). A channel message goes to one
+// subscriber of that channel at its destination site (round-robin); requests are answered by replies that
+// find their way back to the requesting client by (site, client id); what cannot be delivered comes back to
+// the sender as a CHANNEL_RESULT (noSubscriber, noMaster, unroutable, queueFull). Destination -3 resolves, at
+// send time, to the site last announced as the group's master. Channel traffic is off the replication hot
+// path: frames are built as arrays.
+import BrokerWire
+
+/// The subscribers of one channel in one group.
+final class ChannelSubscribers {
+    var clients: [LocalClient] = []
+    var next = 0
+
+    /// The next subscriber in turn, nil when there is none.
+    func pick() -> LocalClient? {
+        clients.removeAll { $0.isClosed }
+        guard !clients.isEmpty else { return nil }
+        next = next % clients.count
+        defer { next += 1 }
+        return clients[next]
+    }
+}
+
+extension Broker {
+    func subscribe(_ client: LocalClient, to channel: String) {
+        guard let group = client.group else { return }
+        let subscribers = group.channels[channel] ?? ChannelSubscribers()
+        group.channels[channel] = subscribers
+        if !subscribers.clients.contains(where: { $0 === client }) { subscribers.clients.append(client) }
+        logger.debug("channel subscription", ["client.id": "\(client.id)", "group": group.name, "channel": channel])
+    }
+
+    func unsubscribeAll(_ client: LocalClient) {
+        for subscribers in client.group?.channels.values.map({ $0 }) ?? [] { subscribers.clients.removeAll { $0 === client } }
+    }
+
+    /// A channel frame from a local client.
+    func routeChannel(from client: LocalClient, _ frame: ChannelFrame) {
+        guard let group = client.group else { return }
+        var out = frame
+        out.source = config.siteID
+        switch frame.kind {
+        case .message: channelMessages += 1
+        case .request: channelRequests += 1
+        case .reply: channelReplies += 1
+        }
+        if frame.kind != .reply { out.requester = client.id }
+        if frame.destination == SiteID.master {
+            guard group.master != 0 else { return channelResult(.noMaster, for: out, toSite: config.siteID) }
+            out.destination = group.master
+        }
+        if out.destination == config.siteID { return deliverChannel(group, out) }
+        guard let link = links[out.destination] else { return channelResult(.unroutable, for: out, toSite: config.siteID) }
+        out.group = group.index
+        let bytes = FrameParser.encode(.channel, body: out.body)
+        guard link.hasRoom(for: bytes.count) else { return channelResult(.queueFull, for: out, toSite: config.siteID) }
+        link.enqueueControl(bytes, loop: loop)
+    }
+
+    /// A channel frame from a peer: labelled with the link's site.
+    func channelFromPeer(_ connection: PeerConnection, _ frame: ChannelFrame) throws(WireError) {
+        guard let link = connection.link else { return }
+        guard let group = link.remoteGroups[frame.group] else {
+            throw .malformed(type: .channel, reason: "group index \(frame.group) was never bound")
+        }
+        guard frame.destination == config.siteID else {
+            misrouted += 1
+            return
+        }
+        var local = frame
+        local.source = link.siteID
+        deliverChannel(group, local)
+    }
+
+    /// Hands a channel frame that reached its destination site to a subscriber, or a reply to its requester.
+    func deliverChannel(_ group: Group, _ frame: ChannelFrame) {
+        var local = frame
+        local.group = 0
+        if frame.kind == .reply {
+            guard let requester = clients[frame.requester], requester.group === group else {
+                channelOrphanReplies += 1
+                return
+            }
+            requester.send(.channel, body: local.body)
+            return
+        }
+        guard let subscriber = group.channels[frame.channel]?.pick() else {
+            channelNoSubscriber += 1
+            return channelResult(.noSubscriber, for: frame, toSite: frame.source)
+        }
+        subscriber.send(.channel, body: local.body)
+        if frame.kind == .message { channelResult(.delivered, for: frame, toSite: frame.source) }
+    }
+
+    /// Sends the outcome of `frame` to its requesting client at `site`.
+    func channelResult(_ status: ChannelStatus, for frame: ChannelFrame, toSite site: Int32) {
+        let result = ChannelResultFrame(requestID: frame.requestID, requester: frame.requester, status: status)
+        if site == config.siteID {
+            clients[frame.requester]?.send(.channelResult, body: result.body)
+        } else if let link = links[site] {
+            link.enqueueControl(FrameParser.encode(.channelResult, body: result.body), loop: loop)
+        }
+    }
+
+    /// A result coming back from a peer for one of our clients.
+    func channelResultFromPeer(_ frame: ChannelResultFrame) {
+        clients[frame.requester]?.send(.channelResult, body: frame.body)
+    }
+}
