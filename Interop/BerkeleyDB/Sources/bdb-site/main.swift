@@ -12,12 +12,18 @@ let help = """
                          [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS]
       bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
       bdb-site dump      --home DIR
+      bdb-site serve-writes --home DIR --socket PATH [--ack-policy none|one|quorum|all]
+      bdb-site put       --socket PATH [--timeout SECONDS] KEY VALUE
 
     replicate  The site's one replication process: opens (and recovers) the environment, holds the broker's
                receiver role and feeds every message to rep_process_message; elections, acks, heartbeats.
     write      One of several writer processes: joins the environment and, when the site is master, commits
                N transactions of one put each (keys PREFIX-000000 ...). Exit 3 when the site is not master.
     dump       Prints the database's key=value pairs sorted by key.
+    serve-writes  Run at every site: commits puts forwarded on channel "writes" while the site is master and
+               answers after the commit.
+    put        Forwards one put from any site to the master and waits until it is committed there. Exit 2
+               with the reason when it was not (no master, master changed, no answer): retry.
     """
 
 func value(_ name: String, in words: [String]) -> String? {
@@ -84,6 +90,27 @@ do {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         say(String(decoding: try encoder.encode(summary), as: UTF8.self))
+    case "serve-writes":
+        try serveWrites(home: required("home", in: words), socketPath: required("socket", in: words),
+                        ackPolicy: policy(in: words))
+    case "put":
+        var positionals: [String] = []
+        var index = 1
+        while index < words.count {
+            if words[index].hasPrefix("--") { index += 2 } else { positionals.append(words[index]); index += 1 }
+        }
+        guard positionals.count == 2 else {
+            complain("bdb-site put: give KEY and VALUE")
+            exit(64)
+        }
+        do {
+            try forwardPut(socketPath: required("socket", in: words), key: positionals[0], value: positionals[1],
+                           timeout: value("timeout", in: words).flatMap(Double.init) ?? 5)
+            say("committed \(positionals[0])")
+        } catch let outcome as PutOutcome {
+            complain("bdb-site put: \(outcome)")
+            exit(2)
+        }
     case "dump":
         for line in try dump(home: required("home", in: words)) { say(line) }
     default:

@@ -28,3 +28,11 @@ import Testing
         #expect(result.commitP50Microseconds > 0 && result.txnsPerSecond > 0)
     }
 }
+
+@Suite struct ForwardedWriteTests {
+    @Test func putsAtClientSitesAreCommittedAtTheMasterAndReplicatedBack() throws {
+        let scenario = try Scenario(options: ScenarioOptions()) { print("forward: \($0)") }
+        let keys = try scenario.forwardedPuts(5)
+        #expect(keys.count == 10)
+    }
+}
