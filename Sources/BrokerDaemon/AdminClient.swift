@@ -8,6 +8,7 @@ import Glibc
 public enum AdminClient {
     public struct Failure: Error, CustomStringConvertible {
         public let message: String
+        public init(message: String) { self.message = message }
         public var description: String { message }
     }
 

@@ -55,9 +55,33 @@ final class AdminConnection: Connection {
             } catch {
                 respond(error: "cannot encode stats: \(error)")
             }
+        case "sites":
+            struct Site: Encodable { let site_id: Int32; let address: String; let origin: String; let state: String }
+            var sites = broker.linkList.filter { !$0.removed }.map {
+                Site(site_id: $0.siteID, address: $0.address?.text ?? "-", origin: $0.origin.rawValue, state: $0.state.rawValue)
+            }
+            sites.append(Site(site_id: broker.config.siteID, address: broker.config.listen ?? "-", origin: "self", state: "self"))
+            answer(sites.sorted { $0.site_id < $1.site_id })
+        case let removal where removal.hasPrefix("remove-site "):
+            guard let site = Int32(removal.dropFirst("remove-site ".count)), site > 0 else {
+                return respond(error: "remove-site takes a positive site id")
+            }
+            guard broker.removeSite(site, from: nil) else { return respond(error: "site \(site) is not a member") }
+            struct Removed: Encodable { let removed: Int32 }
+            answer(Removed(removed: site))
         default:
-            respond(error: "unknown request '\(request)'; known: stats")
+            respond(error: "unknown request '\(request)'; known: stats, sites, remove-site ID")
         }
+    }
+
+    private func answer<T: Encodable>(_ value: T) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard var data = try? encoder.encode(value) else { return respond(error: "cannot encode the answer") }
+        data.append(UInt8(ascii: "\n"))
+        data.withUnsafeBytes { output.append($0) }
+        answered = true
+        scheduleFlush()
     }
 
     private func respond(error: String) {

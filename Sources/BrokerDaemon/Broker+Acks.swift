@@ -10,7 +10,7 @@ import BrokerWire
 extension Broker {
     /// Where a PERMANENT send's SEND_RESULT comes from: now (policy none, no LSN, or already met) or later.
     func awaitAcks(_ client: LocalClient, _ group: Group, sequence: UInt64, lsn: LSN) {
-        let required = client.ackPolicy.requiredAcks(sites: linkList.count + 1)
+        let required = client.ackPolicy.requiredAcks(sites: linkList.reduce(1) { $1.removed ? $0 : $0 + 1 })
         if required == 0 || lsn == .zero || group.sitesDurable(at: lsn) >= required {
             if required > 0 { permanentAcked += 1 }
             client.permanentAcked += 1

@@ -127,11 +127,11 @@ extension Broker {
             out.destination = destination
         }
         if destination == SiteID.broadcast {
-            if permanent, let full = linkList.first(where: { !$0.hasRoom(for: size) }) {
+            if permanent, let full = linkList.first(where: { !$0.removed && !$0.hasRoom(for: size) }) {
                 full.refused += 1
                 status = .queueFull
             } else {
-                for link in linkList {
+                for link in linkList where !link.removed {
                     if link.hasRoom(for: size) {
                         link.enqueue(out, payload: payload, loop: loop)
                     } else {
@@ -142,7 +142,7 @@ extension Broker {
         } else if destination == config.siteID {
             out.group = 0
             deliverLocally(group, out, payload: payload)
-        } else if let link = links[destination] {
+        } else if let link = links[destination], !link.removed {
             if link.hasRoom(for: size) {
                 link.enqueue(out, payload: payload, loop: loop)
             } else if permanent {

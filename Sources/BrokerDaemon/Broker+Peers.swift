@@ -5,7 +5,7 @@ import BrokerWire
 
 extension Broker {
     func dial(_ link: PeerLink) {
-        guard let address = link.address else { return }
+        guard let address = link.address, !link.removed else { return }
         do {
             let fd = try Socket.connectTCP(address)
             let connection = PeerConnection(descriptor: fd, broker: self, outgoing: link)
@@ -39,11 +39,36 @@ extension Broker {
         guard hello.siteID != config.siteID else {
             return connection.reject(.siteConflict, "peer claims this broker's own site id \(hello.siteID)")
         }
+        if let known = links[hello.siteID] {
+            if known.removed {
+                return connection.reject(.unknownSite, "site \(hello.siteID) was removed from the group")
+            }
+            if hello.joining, !hello.address.isEmpty, let address = known.address?.text, address != hello.address {
+                return connection.reject(.siteConflict, "site id \(hello.siteID) is already a member at \(address); "
+                    + "\(hello.address) cannot join with it")
+            }
+        } else if hello.joining && !hello.address.isEmpty {
+            // A site joining through this broker: it becomes a member, and every other member hears of it.
+            guard let added = addLink(siteID: hello.siteID, address: hello.address, origin: .joined) else {
+                return connection.reject(.unknownSite, "this group is full")
+            }
+            spread(FrameParser.encode(.members, body: MembersFrame(members: [
+                MembersFrame.Member(siteID: hello.siteID, address: hello.address)]).body), except: added)
+        } else if let target = connection.joinTarget {
+            // The member this broker joined through.
+            let address = hello.address.isEmpty ? target.text : hello.address
+            guard addLink(siteID: hello.siteID, address: address, origin: .joined) != nil else {
+                return connection.reject(.unknownSite, "too many sites")
+            }
+        }
         guard let link = links[hello.siteID] else {
             return connection.reject(.unknownSite, "site \(hello.siteID) is not a configured peer of site "
                 + "\(config.siteID)")
         }
-        if connection.outgoing, connection.link !== link {
+        if connection.joinTarget != nil {
+            joinDials.removeAll { $0 === connection }
+            if link.connection != nil { return connection.reject(.duplicateLink, "already linked", quietly: true) }
+        } else if connection.outgoing, connection.link !== link {
             return connection.reject(.unknownSite, "dialled site \(connection.link?.siteID ?? 0) but site "
                 + "\(hello.siteID) answered")
         }
@@ -86,7 +111,7 @@ extension Broker {
         link.failedSinceUp = false
         // The peer learns our group indexes anew on every connection: binds go before anything queued.
         link.queue.discardPartialFront()
-        link.queue.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame })
+        link.queue.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame } + membersFrame)
         connection.scheduleFlush()
         announceSite(link, up: true)
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
@@ -95,6 +120,7 @@ extension Broker {
 
     func peerConnectionClosed(_ connection: PeerConnection, reason: String) {
         handshaking.removeAll { $0 === connection }
+        joinDials.removeAll { $0 === connection }
         guard let link = connection.link else {
             logger.debug("peer connection closed before its handshake", ["reason": reason])
             return

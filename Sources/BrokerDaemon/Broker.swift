@@ -33,6 +33,12 @@ public final class Broker {
     var nextTickAt: UInt64 = 0
     var nextClientID: UInt32 = 1
     var handshaking: [PeerConnection] = []
+    /// --join targets, dialled until this broker has a link; the join connections in progress.
+    var joinTargets: [SocketAddress] = []
+    var joinDials: [PeerConnection] = []
+    var nextJoinDialAt: UInt64 = 0
+    /// Set when the broker must stop with a failure (a duplicate site id).
+    var fatalReason: String?
     var listeners: [Listener] = []
     var ownedSocketPaths: [String] = []
     public private(set) var peerPort: UInt16?
@@ -69,6 +75,8 @@ public final class Broker {
             links[peer.siteID] = link
             linkList.append(link)
         }
+        joinTargets = config.join.compactMap { try? SocketAddress($0) }
+        loadMembership()
     }
 
     /// Opens the peer listener and both Unix sockets; throws with a clear reason when one cannot be had.
@@ -105,6 +113,12 @@ public final class Broker {
             }
         }
         try shutDown()
+        if let fatalReason { throw BrokerFailure(reason: fatalReason) }
+    }
+
+    public struct BrokerFailure: Error, CustomStringConvertible {
+        public let reason: String
+        public var description: String { reason }
     }
 
     /// Pauses local producers while a connected peer link is congested, and resumes them when it drains:
@@ -112,7 +126,9 @@ public final class Broker {
     /// down does not pause anyone: messages for it are queued, then dropped and counted when its queue is full.
     func applyBackpressure() {
         var congested = false
-        for link in linkList where link.connection != nil && link.queue.byteCount > backpressureBytes { congested = true }
+        for link in linkList where !link.removed && link.connection != nil && link.queue.byteCount > backpressureBytes {
+            congested = true
+        }
         guard congested != producersPaused else { return }
         producersPaused = congested
         for client in clients.values where client.registration != nil { client.setReadingPaused(congested) }
@@ -200,7 +216,8 @@ public final class Broker {
             logger.warning("the process that started this broker exited: stopping")
             requestStop()
         }
-        for link in linkList {
+        dialJoinTargets()
+        for link in linkList where !link.removed {
             if let connection = link.connection {
                 let silent = now &- link.lastHeard
                 if silent > 3 * heartbeatNanoseconds {

@@ -32,6 +32,10 @@ public struct BrokerConfig: Equatable, Sendable {
     public var inboundQueueBytes = 4 << 20
     public var clientQueueBytes = 64 << 20
     public var shutdownFlushMilliseconds = 2000
+    /// Members to join through (HOST:PORT of any current member), instead of or besides a --peer list.
+    public var join: [String] = []
+    /// Where the membership file is kept (default: the local socket's directory).
+    public var stateDirectory: String?
     /// Stop when the process that started this broker exits (for supervisors and test harnesses).
     public var exitWithParent = false
     /// Largest shared-memory ring granted to a client (each of its two rings); 0 offers none.
@@ -75,6 +79,12 @@ public struct BrokerConfig: Equatable, Sendable {
         }
         if let listen {
             do { _ = try SocketAddress(listen) } catch { throw .invalid("--listen: \(error)") }
+        }
+        if !join.isEmpty {
+            guard listen != nil else { throw .invalid("--join needs --listen: the group's sites must be able to reach this one") }
+            for target in join {
+                do { _ = try SocketAddress(target) } catch { throw .invalid("--join: \(error)") }
+            }
         }
         for (name, path) in [("socket", socketPath), ("admin socket", adminSocketPath)] {
             guard !path.isEmpty else { throw .invalid("\(name) path is empty") }
@@ -129,6 +139,8 @@ struct ConfigFile: Codable {
     var client_queue_bytes: Int?
     var socket_mode: String?
     var max_ring_bytes: Int?
+    var join: [String]?
+    var state_dir: String?
 }
 
 extension BrokerConfig {
@@ -136,7 +148,7 @@ extension BrokerConfig {
     public static let valuedOptions: Set<String> = [
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
-        "max-ring-bytes",
+        "max-ring-bytes", "join", "state-dir",
     ]
 
     /// Builds a config from flags over an optional JSON file over defaults.
@@ -182,6 +194,8 @@ extension BrokerConfig {
         config.clientQueueBytes = try arguments.integer("client-queue-bytes") ?? file.client_queue_bytes
             ?? config.clientQueueBytes
         config.maxRingBytes = try arguments.integer("max-ring-bytes") ?? file.max_ring_bytes ?? config.maxRingBytes
+        config.join = arguments.all("join").isEmpty ? file.join ?? [] : arguments.all("join")
+        config.stateDirectory = arguments.last("state-dir") ?? file.state_dir
         if let mode = arguments.last("socket-mode") ?? file.socket_mode {
             guard let value = UInt32(mode, radix: 8) else { throw UsageError("--socket-mode takes octal, not '\(mode)'") }
             config.socketMode = value

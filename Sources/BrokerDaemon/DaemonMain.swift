@@ -42,6 +42,8 @@ public enum DaemonMain {
         let signalSources = installStopSignals(broker.stopper)
         do {
             try broker.run()
+        } catch let failure as Broker.BrokerFailure {
+            exitWithFailure(failure.reason, tool: "repbrokerd")
         } catch {
             broker.removeSocketFilesOnFailure()
             exitWithFailure("event loop failed: \(error)", tool: "repbrokerd")
@@ -87,6 +89,11 @@ public enum DaemonMain {
           --socket-mode OCTAL      Mode of both Unix sockets (default 660).
           --max-ring-bytes N       Largest shared-memory ring granted to a client (default 67108864; 0: rings off,
                                    every client uses the socket).
+          --join HOST:PORT         Join a running group through any member (repeatable; needs --listen): the member
+                                   answers with the group's sites, this broker links to each, and every member
+                                   learns this site. A site id already in use elsewhere is refused (exit 1).
+          --state-dir DIR          Where the membership file is kept (default: the --socket directory); a restarted
+                                   broker reconnects to every site it knew.
           --exit-with-parent       Stop (as on SIGTERM) when the process that started the broker exits.
           -h, --help               Show this help.
 

@@ -18,12 +18,15 @@ final class PeerConnection: Connection {
     let deadline: UInt64
     /// Set when the closing end is a duplicate or replaced connection: no failure, no backoff.
     var closedQuietly = false
+    /// The --join address this connection dialled (its site is learnt from the HELLO).
+    let joinTarget: SocketAddress?
 
-    init(descriptor: CInt, broker: Broker, outgoing link: PeerLink?) {
+    init(descriptor: CInt, broker: Broker, outgoing link: PeerLink?, joinTarget: SocketAddress? = nil) {
         self.broker = broker
-        self.outgoing = link != nil
+        self.outgoing = link != nil || joinTarget != nil
         self.link = link
-        phase = link != nil ? .connecting : .handshaking
+        self.joinTarget = joinTarget
+        phase = outgoing ? .connecting : .handshaking
         deadline = broker.now + broker.handshakeTimeoutNanoseconds
         super.init(descriptor: descriptor, loop: broker.loop, maxMessage: broker.config.maxMessageBytes,
                    inputCapacity: 256 << 10)
@@ -36,7 +39,8 @@ final class PeerConnection: Connection {
 
     /// Sends this broker's HELLO.
     func sendHello() {
-        let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation).body
+        let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation,
+                              address: broker.config.listen ?? "", joining: !broker.config.join.isEmpty).body
         FrameParser.append(.hello, body: body, to: handshakeOutput)
         scheduleFlush()
     }
@@ -82,6 +86,10 @@ final class PeerConnection: Connection {
             try broker.channelFromPeer(self, ChannelFrame(body: frame.body))
         case (.active, .channelResult):
             broker.channelResultFromPeer(try ChannelResultFrame(body: frame.body))
+        case (.active, .members):
+            broker.membersFromPeer(try MembersFrame(body: frame.body), on: self)
+        case (.active, .removeSite):
+            broker.removeSite(try RemoveSiteFrame(body: frame.body).siteID, from: link)
         case (.active, .peerMaster):
             try broker.peerAnnouncedMaster(MasterFrame(peerBody: frame.body), on: self)
         case (.handshaking, .hello) where hello == nil:
@@ -93,6 +101,9 @@ final class PeerConnection: Connection {
         case (_, .error):
             let error = try ErrorFrame(body: frame.body)
             closedQuietly = error.code == ErrorCode.duplicateLink.rawValue
+            if error.code == ErrorCode.siteConflict.rawValue && !broker.config.join.isEmpty {
+                broker.stopFatally("cannot join: \(error.reason)")
+            }
             close(reason: "\(peerDescription) closed the connection: \(error)")
         default:
             throw .unexpected(type: frame.type, state: "in the \(phase) phase of a peer connection")

@@ -8,11 +8,20 @@ public enum PeerState: String, Codable, Sendable {
     case connected, connecting, down
 }
 
+/// How this broker came to know a site: from its configuration, because the site joined (or was joined)
+/// through this broker, or told by another member.
+public enum PeerOrigin: String, Codable, Sendable {
+    case configured, joined, learned
+}
+
 final class PeerLink {
     let siteID: Int32
     /// Position in the broker's link list: the index of this site in per-group ack arrays.
     let index: Int
     let address: SocketAddress?
+    let origin: PeerOrigin
+    /// Left the group for good: not dialled, not routed to, refused when it says HELLO.
+    var removed = false
     let queue = FrameQueue(capacity: 256 << 10)
     let queueLimit: Int
     var connection: PeerConnection?
@@ -39,9 +48,10 @@ final class PeerLink {
     static let minimumBackoff = 100
     static let maximumBackoff = 5000
 
-    init(siteID: Int32, index: Int = 0, address: SocketAddress?, queueLimit: Int) {
+    init(siteID: Int32, index: Int = 0, address: SocketAddress?, origin: PeerOrigin = .configured, queueLimit: Int) {
         self.siteID = siteID
         self.index = index
+        self.origin = origin
         self.address = address
         self.queueLimit = queueLimit
     }

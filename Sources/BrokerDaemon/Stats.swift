@@ -20,6 +20,7 @@ public struct BrokerStats: Codable, Sendable {
 public struct PeerStats: Codable, Sendable {
     public var siteID: Int32
     public var address: String
+    public var origin: PeerOrigin
     public var state: PeerState
     public var messagesSent: Int
     public var bytesSent: Int
@@ -32,7 +33,7 @@ public struct PeerStats: Codable, Sendable {
     public var millisecondsSinceHeard: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case siteID = "site_id", address, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
+        case siteID = "site_id", address, origin, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
         case dropped, refused, reconnects, millisecondsSinceHeard = "ms_since_heard"
     }
@@ -118,9 +119,9 @@ public struct TotalStats: Codable, Sendable {
 extension Broker {
     /// A snapshot of every counter (on the loop's thread).
     func stats() -> BrokerStats {
-        let peers = linkList.map { link in
+        let peers = linkList.filter { !$0.removed }.map { link in
             PeerStats(
-                siteID: link.siteID, address: link.address?.text ?? "-", state: link.state,
+                siteID: link.siteID, address: link.address?.text ?? "-", origin: link.origin, state: link.state,
                 messagesSent: link.messagesSent, bytesSent: link.bytesSent,
                 messagesReceived: link.messagesReceived, bytesReceived: link.bytesReceived,
                 queuedBytes: link.queue.byteCount, dropped: link.dropped, refused: link.refused,

@@ -4,10 +4,10 @@ extension BrokerStats {
     public var table: String {
         var out = "site \(siteID)  pid \(pid)  uptime \(formatDuration(uptimeMilliseconds))\n"
         out += "\nPEERS\n"
-        out += render([["site", "address", "state", "msgs_out", "bytes_out", "msgs_in", "bytes_in", "queued",
+        out += render([["site", "address", "origin", "state", "msgs_out", "bytes_out", "msgs_in", "bytes_in", "queued",
                         "dropped", "refused", "reconnects", "heard_ms"]]
             + peers.map { p in
-                ["\(p.siteID)", p.address, p.state.rawValue, "\(p.messagesSent)", "\(p.bytesSent)",
+                ["\(p.siteID)", p.address, p.origin.rawValue, p.state.rawValue, "\(p.messagesSent)", "\(p.bytesSent)",
                  "\(p.messagesReceived)", "\(p.bytesReceived)", "\(p.queuedBytes)", "\(p.dropped)", "\(p.refused)",
                  "\(p.reconnects)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-"]
             })

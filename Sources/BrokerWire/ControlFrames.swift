@@ -215,13 +215,19 @@ public struct HelloFrame: Equatable, Sendable {
     public var version: UInt16
     public var siteID: Int32
     public var incarnation: UInt64
+    /// Where the sender listens for peers (HOST:PORT), empty when it does not.
+    public var address: String
+    /// The sender is joining the group: its unknown site id is to be accepted.
+    public var joining: Bool
 
     public init(magic: UInt32 = Wire.peerHelloMagic, version: UInt16 = Wire.protocolVersion, siteID: Int32,
-                incarnation: UInt64) {
+                incarnation: UInt64, address: String = "", joining: Bool = false) {
         self.magic = magic
         self.version = version
         self.siteID = siteID
         self.incarnation = incarnation
+        self.address = address
+        self.joining = joining
     }
 
     public var body: [UInt8] {
@@ -232,19 +238,92 @@ public struct HelloFrame: Equatable, Sendable {
         w.put(siteID)
         w.put(UInt32(0))
         w.put(incarnation)
+        w.put(UInt16(address.utf8.count))
+        w.put(UInt16(joining ? 1 : 0))
+        w.put(UInt32(0))
+        w.put(address.utf8)
         return w.bytes
     }
 
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
-        try requireSize(body, 24, .hello)
+        try requireSize(body, 32, .hello, exact: false)
         let p = body.baseAddress.unsafelyUnwrapped
         magic = p.le32(0)
         version = p.le16(4)
         siteID = p.leInt32(8)
         incarnation = p.le64(16)
+        let length = Int(p.le16(24))
+        let flags = p.le16(26)
         guard magic == Wire.peerHelloMagic else {
             throw .malformed(type: .hello, reason: "bad magic 0x\(String(magic, radix: 16))")
         }
+        guard flags & ~1 == 0 else { throw .malformed(type: .hello, reason: "unknown flags \(flags)") }
+        guard 32 + length == body.count else { throw .malformed(type: .hello, reason: "address length does not fill the body") }
+        address = try decodeName(body, at: 32, length: length, limit: Wire.maxAddress, required: false, .hello, "address")
+        joining = flags & 1 != 0
+    }
+}
+
+/// MEMBERS: sites the sender knows, each with the address it listens on.
+public struct MembersFrame: Equatable, Sendable {
+    public struct Member: Equatable, Sendable {
+        public var siteID: Int32
+        public var address: String
+        public init(siteID: Int32, address: String) {
+            self.siteID = siteID
+            self.address = address
+        }
+    }
+    public var members: [Member]
+    public init(members: [Member]) { self.members = members }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(UInt16(members.count))
+        w.put(UInt16(0))
+        for member in members {
+            w.put(member.siteID)
+            w.put(UInt16(member.address.utf8.count))
+            w.put(member.address.utf8)
+        }
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 4, .members, exact: false)
+        let p = body.baseAddress.unsafelyUnwrapped
+        let count = Int(p.le16(0))
+        guard count <= Wire.maxMembers else { throw .malformed(type: .members, reason: "\(count) members, limit \(Wire.maxMembers)") }
+        var offset = 4
+        members = []
+        for _ in 0..<count {
+            guard offset + 6 <= body.count else { throw .malformed(type: .members, reason: "entry runs past the body") }
+            let site = p.leInt32(offset)
+            let length = Int(p.le16(offset + 4))
+            let address = try decodeName(body, at: offset + 6, length: length, limit: Wire.maxAddress, required: true,
+                                         .members, "address")
+            guard site > 0 else { throw .malformed(type: .members, reason: "site id \(site)") }
+            members.append(Member(siteID: site, address: address))
+            offset += 6 + length
+        }
+        guard offset == body.count else { throw .malformed(type: .members, reason: "entries do not fill the body") }
+    }
+}
+
+/// REMOVE_SITE: a site left the group for good.
+public struct RemoveSiteFrame: Equatable, Sendable {
+    public var siteID: Int32
+    public init(siteID: Int32) { self.siteID = siteID }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(siteID)
+        w.put(UInt32(0))
+        return w.bytes
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .removeSite)
+        siteID = body.baseAddress.unsafelyUnwrapped.leInt32(0)
+        guard siteID > 0 else { throw .malformed(type: .removeSite, reason: "site id \(siteID)") }
     }
 }
 

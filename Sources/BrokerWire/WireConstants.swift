@@ -12,6 +12,8 @@ public enum Wire {
     public static let defaultMaxMessage = 64 << 20
     public static let maxGroupName = 64
     public static let maxClientName = 64
+    public static let maxAddress = 255
+    public static let maxMembers = 1024
     public static let defaultGroup = "default"
 }
 
@@ -36,6 +38,8 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
     case groupBind = 0x23
     case peerAck = 0x24
     case peerMaster = 0x25
+    case members = 0x26
+    case removeSite = 0x27
 
     public var description: String {
         switch self {
@@ -58,6 +62,8 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
         case .groupBind: return "GROUP_BIND"
         case .peerAck: return "PEER_ACK"
         case .peerMaster: return "PEER_MASTER"
+        case .members: return "MEMBERS"
+        case .removeSite: return "REMOVE_SITE"
         }
     }
 }

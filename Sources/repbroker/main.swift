@@ -15,6 +15,8 @@ let overview = """
       send    Send messages as a local client (one per stdin line, or one MESSAGE).
       recv    Take the receiver role (or subscribe to a channel) and print the messages that arrive.
       request Send a request on an application channel and print the reply.
+      sites   List the group's sites as the broker knows them.
+      remove-site  Remove a site from the group for good.
       demo    Start a three-site group on loopback, send traffic, print each broker's stats, clean up.
       bench   Benchmarks (ipc: socket against shared-memory rings); build with -c release.
 
@@ -30,7 +32,7 @@ guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcomman
 words.removeFirst()
 
 let commands: [String: Command.Type] = [
-    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self, "request": RequestCommand.self,
+    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self, "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
 ]
 guard let command = commands[subcommand] else {
     exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: "repbroker")

@@ -29,7 +29,7 @@ import Testing
             (.groupBind, RB_FRAME_GROUP_BIND), (.siteEvent, RB_FRAME_SITE_EVENT), (.ack, RB_FRAME_ACK),
             (.ackPolicy, RB_FRAME_ACK_POLICY), (.master, RB_FRAME_MASTER), (.peerAck, RB_FRAME_PEER_ACK),
             (.peerMaster, RB_FRAME_PEER_MASTER), (.subscribe, RB_FRAME_SUBSCRIBE), (.channel, RB_FRAME_CHANNEL),
-            (.channelResult, RB_FRAME_CHANNEL_RESULT),
+            (.channelResult, RB_FRAME_CHANNEL_RESULT), (.members, RB_FRAME_MEMBERS), (.removeSite, RB_FRAME_REMOVE_SITE),
         ]
         for (type, value) in pairs { #expect(UInt32(type.rawValue) == value, "\(type)") }
     }
@@ -56,6 +56,8 @@ import Testing
         #expect(MemoryLayout<rb_frame_header>.size == Wire.frameHeaderSize)
         #expect(MemoryLayout<rb_message>.size == Wire.messageHeaderSize)
         #expect(MemoryLayout<rb_hello>.size == HelloFrame(siteID: 1, incarnation: 1).body.count)
+        #expect(MemoryLayout<rb_members>.size == MembersFrame(members: []).body.count)
+        #expect(MemoryLayout<rb_remove_site>.size == RemoveSiteFrame(siteID: 1).body.count)
         #expect(MemoryLayout<rb_welcome>.size == WelcomeFrame(roleState: .none, siteID: 1, clientID: 1, maxMessage: 1).body.count)
         #expect(MemoryLayout<rb_send_result>.size == SendResultFrame(sequence: 1, status: .ok).body.count)
         #expect(MemoryLayout<rb_role>.size == RoleFrame(roleState: .receiver).body.count)

@@ -104,7 +104,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
         case .hello:
             let f = try HelloFrame(body: frame.body)
             fields = ["magic": "\(f.magic)", "version": "\(f.version)", "site_id": "\(f.siteID)",
-                      "incarnation": "\(f.incarnation)"]
+                      "incarnation": "\(f.incarnation)", "address": f.address, "joining": f.joining ? "1" : "0"]
             encoded = FrameParser.encode(.hello, body: f.body)
         case .siteEvent:
             let f = try SiteEventFrame(body: frame.body)
@@ -147,6 +147,15 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             let f = try ChannelResultFrame(body: frame.body)
             fields = ["request_id": "\(f.requestID)", "requester": "\(f.requester)", "status": "\(f.status.rawValue)"]
             encoded = FrameParser.encode(.channelResult, body: f.body)
+        case .members:
+            let f = try MembersFrame(body: frame.body)
+            fields = ["count": "\(f.members.count)",
+                      "members": f.members.map { "\($0.siteID)=\($0.address)" }.joined(separator: ",")]
+            encoded = FrameParser.encode(.members, body: f.body)
+        case .removeSite:
+            let f = try RemoveSiteFrame(body: frame.body)
+            fields = ["site_id": "\(f.siteID)"]
+            encoded = FrameParser.encode(.removeSite, body: f.body)
         case .activate, .heartbeat:
             #expect(frame.body.isEmpty)
             encoded = FrameParser.encode(frame.type, body: [])
@@ -162,7 +171,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 @Suite struct GoldenVectorTests {
     @Test func validFramesDecodeAndReencodeByteForByte() throws {
         let file = try VectorFile.load()
-        #expect(file.valid.count >= 26)
+        #expect(file.valid.count >= 29)
         for vector in file.valid {
             let input = bytes(hex: vector.hex)
             let (type, fields, encoded) = try roundTrip(input, maxMessage: file.max_message)
@@ -182,7 +191,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 
     @Test func invalidFramesAreRejectedWithTheNamedError() throws {
         let file = try VectorFile.load()
-        #expect(file.invalid.count >= 27)
+        #expect(file.invalid.count >= 32)
         for vector in file.invalid {
             do {
                 _ = try roundTrip(bytes(hex: vector.hex), maxMessage: file.max_message)

@@ -40,6 +40,11 @@
 #define RB_FRAME_GROUP_BIND 0x23u  /* peer: names a group index used by later MESSAGE frames */
 #define RB_FRAME_PEER_ACK 0x24u    /* peer: the sending site is durable up to an LSN in a group */
 #define RB_FRAME_PEER_MASTER 0x25u /* peer: the master of a group, as announced at the sending site */
+#define RB_FRAME_MEMBERS 0x26u     /* peer: sites the sender knows, with their addresses */
+#define RB_FRAME_REMOVE_SITE 0x27u /* peer: a site left the group for good */
+
+/* HELLO flags. */
+#define RB_HELLO_JOINING 0x1u      /* the sender is joining: accept its unknown site id */
 
 /* Berkeley DB values carried as they are (db.h). */
 #define RB_EID_BROADCAST (-1)
@@ -206,7 +211,21 @@ typedef struct rb_hello {
     int32_t site_id;
     uint32_t reserved2;
     uint64_t incarnation;   /* random per broker start: tells a restarted peer from a duplicate connect */
+    uint16_t address_length; /* 0 ... 255: where the sender listens for peers (HOST:PORT), may be empty */
+    uint16_t flags;         /* RB_HELLO_* */
+    uint32_t reserved3;     /* 0 */
+    /* address bytes */
 } rb_hello;
+
+typedef struct rb_members {
+    uint16_t count;         /* entries that follow: int32 site_id, uint16 address_length, address bytes */
+    uint16_t reserved;
+} rb_members;
+
+typedef struct rb_remove_site {
+    int32_t site_id;
+    uint32_t reserved;
+} rb_remove_site;
 
 typedef struct rb_group_bind {
     uint32_t group;
@@ -230,7 +249,9 @@ _Static_assert(sizeof(rb_ack_policy) == 8, "ack policy is 8 bytes");
 _Static_assert(sizeof(rb_master) == 8, "master is 8 bytes");
 _Static_assert(sizeof(rb_peer_ack) == 12, "peer ack is 12 bytes");
 _Static_assert(sizeof(rb_peer_master) == 8, "peer master is 8 bytes");
-_Static_assert(sizeof(rb_hello) == 24, "hello is 24 bytes");
+_Static_assert(sizeof(rb_hello) == 32, "hello is 32 bytes before its address");
+_Static_assert(sizeof(rb_members) == 4, "members is 4 bytes before its entries");
+_Static_assert(sizeof(rb_remove_site) == 8, "remove site is 8 bytes");
 _Static_assert(sizeof(rb_group_bind) == 8, "group bind is 8 bytes before its name");
 
 #endif

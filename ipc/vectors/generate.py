@@ -11,7 +11,7 @@ TYPES = {"REGISTER": 0x01, "WELCOME": 0x02, "ROLE": 0x03, "SEND_RESULT": 0x04, "
          "SITE_EVENT": 0x06, "ACK": 0x07, "ACK_POLICY": 0x08, "MASTER": 0x09, "SUBSCRIBE": 0x0A,
          "CHANNEL": 0x11, "CHANNEL_RESULT": 0x12,
          "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23,
-         "PEER_ACK": 0x24, "PEER_MASTER": 0x25}
+         "PEER_ACK": 0x24, "PEER_MASTER": 0x25, "MEMBERS": 0x26, "REMOVE_SITE": 0x27}
 
 
 def frame(kind, body, magic=MAGIC, reserved=0, length=None):
@@ -43,8 +43,13 @@ valid = [
     ("message-empty", "MESSAGE", message(0, 0, 2, 0, 0, 0, b"", b"", 77),
      {"group": 0, "source": 0, "destination": 2, "flags": 0, "lsn_file": 0, "lsn_offset": 0,
       "control": "", "rec": "", "sequence": 77}),
-    ("hello", "HELLO", struct.pack("<IHHiIQ", 0x4C504252, 1, 0, 2, 0, 0x0102030405060708),
-     {"magic": 0x4C504252, "version": 1, "site_id": 2, "incarnation": 0x0102030405060708}),
+    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 0x0102030405060708, 0, 0, 0),
+     {"magic": 0x4C504252, "version": 1, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0}),
+    ("hello-joining", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 4, 0, 9, 14, 1, 0) + b"127.0.0.1:7004",
+     {"magic": 0x4C504252, "version": 1, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1}),
+    ("members", "MEMBERS", struct.pack("<HH", 2, 0) + struct.pack("<iH", 1, 10) + b"hosta:7001" + struct.pack("<iH", 3, 10) + b"hostc:7003",
+     {"count": 2, "members": "1=hosta:7001,3=hostc:7003"}),
+    ("remove-site", "REMOVE_SITE", struct.pack("<iI", 4, 0), {"site_id": 4}),
     ("activate", "ACTIVATE", b"", {}),
     ("heartbeat", "HEARTBEAT", b"", {}),
     ("group-bind", "GROUP_BIND", struct.pack("<IHH", 1, 7, 0) + b"default", {"group": 1, "name": "default"}),
@@ -82,7 +87,12 @@ invalid = [
     ("register-not-utf8", frame("REGISTER", struct.pack("<HHiHHI", 1, 1, 1, 2, 0, 0) + b"\xff\xfe"), "malformed"),
     ("register-short", frame("REGISTER", struct.pack("<HHiHH", 1, 1, 1, 1, 0) + b"g"), "malformed"),
     ("welcome-short", frame("WELCOME", b"\x01\x00"), "malformed"),
-    ("hello-bad-magic", frame("HELLO", struct.pack("<IHHiIQ", 0xDEADBEEF, 1, 0, 2, 0, 1)), "malformed"),
+    ("hello-bad-magic", frame("HELLO", struct.pack("<IHHiIQHHI", 0xDEADBEEF, 1, 0, 2, 0, 1, 0, 0, 0)), "malformed"),
+    ("hello-short", frame("HELLO", struct.pack("<IHHiIQ", 0x4C504252, 1, 0, 2, 0, 1)), "malformed"),
+    ("hello-unknown-flag", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 1, 0, 4, 0)), "malformed"),
+    ("members-runs-past", frame("MEMBERS", struct.pack("<HH", 1, 0) + struct.pack("<iH", 1, 50) + b"x"), "malformed"),
+    ("members-bad-site", frame("MEMBERS", struct.pack("<HH", 1, 0) + struct.pack("<iH", 0, 1) + b"x"), "malformed"),
+    ("remove-site-zero", frame("REMOVE_SITE", struct.pack("<iI", 0, 0)), "malformed"),
     ("group-bind-empty-name", frame("GROUP_BIND", struct.pack("<IHH", 1, 0, 0)), "malformed"),
     ("send-result-unknown-status", frame("SEND_RESULT", struct.pack("<QII", 1, 99, 0)), "malformed"),
     ("ack-policy-unknown", frame("ACK_POLICY", struct.pack("<HHI", 9, 0, 1000)), "malformed"),

@@ -1,0 +1,139 @@
+// Group membership beyond the static --peer list: sites join through any member (--join), the helper and
+// every member spread what they learn (MEMBERS), a site can be removed for good (REMOVE_SITE), and each
+// broker keeps what it knows in a membership file (written atomically) that it reloads on start.
+import BrokerSystem
+import BrokerWire
+import Foundation
+
+/// One line of the membership file.
+struct MemberRecord: Codable {
+    var site_id: Int32
+    var address: String
+    var origin: PeerOrigin
+    var removed: Bool
+}
+
+extension Broker {
+    var membershipPath: String {
+        let directory = config.stateDirectory
+            ?? config.socketPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return (directory.isEmpty ? "." : directory) + "/membership-site\(config.siteID).json"
+    }
+
+    /// Sites remembered from an earlier run (not those configured now).
+    func loadMembership() {
+        guard let data = FileManager.default.contents(atPath: membershipPath),
+              let records = try? JSONDecoder().decode([MemberRecord].self, from: data) else { return }
+        for record in records where links[record.site_id] == nil && record.site_id != config.siteID {
+            let link = addLink(siteID: record.site_id, address: record.address, origin: record.origin, persist: false)
+            link?.removed = record.removed
+        }
+        logger.info("membership loaded", ["path": membershipPath, "sites": "\(records.count)"])
+    }
+
+    /// Writes what this broker knows: a temporary file renamed over the old one.
+    func saveMembership() {
+        let records = linkList.map { MemberRecord(site_id: $0.siteID, address: $0.address?.text ?? "", origin: $0.origin,
+                                                  removed: $0.removed) }
+        guard let data = try? JSONEncoder().encode(records) else { return }
+        let temporary = membershipPath + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: data),
+              rename(temporary, membershipPath) == 0 else {
+            logger.warning("cannot write the membership file", ["path": membershipPath, "reason": "\(Errno.current)"])
+            return
+        }
+    }
+
+    /// A new site: a link (dialled by the timer), a place in every group's ack table, the membership file.
+    @discardableResult
+    func addLink(siteID: Int32, address: String, origin: PeerOrigin, persist: Bool = true) -> PeerLink? {
+        if let existing = links[siteID] { return existing }
+        guard linkList.count < Wire.maxMembers else {
+            logger.warning("site refused: the group is full", ["peer.site_id": "\(siteID)"])
+            return nil
+        }
+        let resolved = address.isEmpty ? nil : try? SocketAddress(address)
+        let link = PeerLink(siteID: siteID, index: linkList.count, address: resolved, origin: origin,
+                            queueLimit: config.peerQueueBytes)
+        links[siteID] = link
+        linkList.append(link)
+        for group in groupList { group.ackedLSN.append(.zero) }
+        if persist { saveMembership() }
+        logger.info("site added", ["peer.site_id": "\(siteID)", "peer.address": address, "origin": origin.rawValue])
+        return link
+    }
+
+    /// Members this broker knows, itself included, for MEMBERS.
+    var membersFrame: [UInt8] {
+        var members = linkList.filter { !$0.removed && $0.address != nil }.map {
+            MembersFrame.Member(siteID: $0.siteID, address: $0.address?.text ?? "")
+        }
+        if let listen = config.listen { members.append(MembersFrame.Member(siteID: config.siteID, address: listen)) }
+        return FrameParser.encode(.members, body: MembersFrame(members: members).body)
+    }
+
+    /// Sends `frame` on every connected link but `except`.
+    func spread(_ frame: [UInt8], except: PeerLink?) {
+        for link in linkList where link !== except && !link.removed && link.connection != nil {
+            link.enqueueControl(frame, loop: loop)
+        }
+    }
+
+    /// MEMBERS from a peer: unknown sites are added (learned) and passed on to the other members.
+    func membersFromPeer(_ frame: MembersFrame, on connection: PeerConnection) {
+        var fresh: [MembersFrame.Member] = []
+        for member in frame.members where member.siteID != config.siteID && links[member.siteID] == nil {
+            if addLink(siteID: member.siteID, address: member.address, origin: .learned) != nil { fresh.append(member) }
+        }
+        if !fresh.isEmpty {
+            spread(FrameParser.encode(.members, body: MembersFrame(members: fresh).body), except: connection.link)
+        }
+    }
+
+    /// Removes a site for good and tells the other members.
+    @discardableResult
+    func removeSite(_ siteID: Int32, from source: PeerLink?) -> Bool {
+        guard siteID != config.siteID else {
+            logger.warning("a member says this site was removed from the group", ["by": "\(source?.siteID ?? 0)"])
+            return false
+        }
+        guard let link = links[siteID], !link.removed else { return false }
+        link.removed = true
+        link.connection?.closedQuietly = true
+        link.connection?.close(reason: "site \(siteID) was removed from the group")
+        link.dialing?.close(reason: "site \(siteID) was removed from the group")
+        link.queue.clear()
+        saveMembership()
+        spread(FrameParser.encode(.removeSite, body: RemoveSiteFrame(siteID: siteID).body), except: source)
+        logger.info("site removed from the group", ["peer.site_id": "\(siteID)", "by": source.map { "site \($0.siteID)" } ?? "admin"])
+        return true
+    }
+
+    /// Dials the --join targets until this broker has a link.
+    func dialJoinTargets() {
+        guard !joinTargets.isEmpty, !linkList.contains(where: { $0.connection != nil }), joinDials.isEmpty,
+              now >= nextJoinDialAt else { return }
+        nextJoinDialAt = now + 500_000_000
+        for target in joinTargets {
+            do {
+                let fd = try Socket.connectTCP(target)
+                let connection = PeerConnection(descriptor: fd, broker: self, outgoing: nil, joinTarget: target)
+                do { try connection.register(connecting: true) } catch {
+                    Posix.close(descriptor: fd)
+                    continue
+                }
+                joinDials.append(connection)
+                handshaking.append(connection)
+            } catch {
+                logger.debug("cannot reach join target", ["target": target.text, "reason": "\(error)"])
+            }
+        }
+    }
+
+    /// A fatal condition (a duplicate site id): stop, and make the process exit 1.
+    func stopFatally(_ reason: String) {
+        logger.error(reason)
+        fatalReason = reason
+        requestStop()
+    }
+}
