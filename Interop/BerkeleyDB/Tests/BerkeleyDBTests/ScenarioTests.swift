@@ -36,3 +36,12 @@ import Testing
         #expect(keys.count == 10)
     }
 }
+
+@Suite struct JoiningSiteTests {
+    @Test func aFourthSiteJoinsThroughOneMemberAndCatchesUp() throws {
+        var options = ScenarioOptions()
+        options.txns = 100
+        let announced = try Scenario(options: options) { print("join: \($0)") }.joinFourthSite()
+        #expect(!announced.isEmpty, "no site reported DB_REP_NEWSITE for site 4")
+    }
+}
