@@ -52,6 +52,7 @@ public final class Broker {
     var channelReplies = 0
     var channelNoSubscriber = 0
     var channelOrphanReplies = 0
+    var channelTimeouts = 0
     var acksReceived = 0
     var permanentAcked = 0
     var permanentAckFailures = 0

@@ -74,6 +74,8 @@ final class LocalClient: Connection {
             broker.subscribe(self, to: try SubscribeFrame(body: frame.body).channel)
         case .channel:
             broker.routeChannel(from: self, try ChannelFrame(body: frame.body))
+        case .channelResult:
+            if try ChannelResultFrame(body: frame.body).status == .timedOut { broker.channelTimeouts += 1 }
         case .error:
             close(reason: "client reported \(try ErrorFrame(body: frame.body))")
         default:

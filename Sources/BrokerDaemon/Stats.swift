@@ -104,10 +104,11 @@ public struct TotalStats: Codable, Sendable {
     public var channelRequests: Int
     public var channelReplies: Int
     public var channelNoSubscriber: Int
+    public var channelTimeouts: Int
 
     enum CodingKeys: String, CodingKey {
         case channelMessages = "channel_msgs", channelRequests = "channel_requests", channelReplies = "channel_replies"
-        case channelNoSubscriber = "channel_no_subscriber"
+        case channelNoSubscriber = "channel_no_subscriber", channelTimeouts = "channel_timeouts"
         case messagesRouted = "msgs_routed", messagesSentToPeers = "msgs_sent_to_peers"
         case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
@@ -161,7 +162,7 @@ extension Broker {
             clientsConnected: clientList.count, peersConnected: peers.filter { $0.state == .connected }.count,
             acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures,
             channelMessages: channelMessages, channelRequests: channelRequests, channelReplies: channelReplies,
-            channelNoSubscriber: channelNoSubscriber)
+            channelNoSubscriber: channelNoSubscriber, channelTimeouts: channelTimeouts)
         return BrokerStats(siteID: config.siteID, pid: getpid(), uptimeMilliseconds: (now &- startedAt) / 1_000_000,
                            peers: peers, clients: clientList, groups: groupStats, totals: totals)
     }

@@ -90,6 +90,8 @@ public enum ChannelStatus: UInt32, Sendable {
     case noMaster = 2
     case unroutable = 3
     case queueFull = 4
+    /// Sent by a client to its broker when one of its requests got no reply in time (for stats).
+    case timedOut = 5
 }
 
 /// `DB_REP_*` send flags, with db.h's values.

@@ -39,14 +39,21 @@ extension ClientCore {
         try sendControl(.channel, body: frame.body)
         let deadline = Posix.monotonicNanoseconds() + UInt64(max(0, timeout) * 1e9)
         let sent = state.withLock { generation }
-        let outcome: ChannelOutcome = try state.withLock { () throws(BrokerClientError) -> ChannelOutcome in
-            while true {
-                if let outcome = channelOutcomes[id] { return outcome }
-                if isClosed { throw BrokerClientError.closed }
-                if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
-                if !state.wait(untilNanoseconds: deadline) && channelOutcomes[id] == nil { throw BrokerClientError.timedOut }
+        let outcomeResult = Result<ChannelOutcome, BrokerClientError> { () throws(BrokerClientError) -> ChannelOutcome in
+            try state.withLock { () throws(BrokerClientError) -> ChannelOutcome in
+                while true {
+                    if let outcome = channelOutcomes[id] { return outcome }
+                    if isClosed { throw BrokerClientError.closed }
+                    if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
+                    if !state.wait(untilNanoseconds: deadline) && channelOutcomes[id] == nil { throw BrokerClientError.timedOut }
+                }
             }
         }
+        if case .failure(.timedOut) = outcomeResult {
+            // Tell the broker, which counts timeouts in its stats.
+            try? sendControl(.channelResult, body: ChannelResultFrame(requestID: id, requester: 0, status: .timedOut).body)
+        }
+        let outcome = try outcomeResult.get()
         switch outcome {
         case .reply(let payload): return payload
         case .status(.delivered): return []
@@ -54,6 +61,7 @@ extension ClientCore {
         case .status(.noMaster): throw .noMaster
         case .status(.unroutable): throw .unroutable(destination)
         case .status(.queueFull): throw .refused("a peer queue is full")
+        case .status(.timedOut): throw .timedOut
         }
     }
 

@@ -95,6 +95,7 @@ func startEchoing(_ client: BrokerClient, until stop: StopFlag) {
                 _ = try sender.request(channel: "slow", to: 2, payload: [1], timeout: 0.3)
             }
             #expect(try sites.broker(2).stats().totals.channelNoSubscriber == 2)
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.channelTimeouts == 1 })
         }
     }
 

@@ -77,6 +77,7 @@
 #define RB_CHANNEL_NO_MASTER 2u
 #define RB_CHANNEL_UNROUTABLE 3u
 #define RB_CHANNEL_QUEUE_FULL 4u
+#define RB_CHANNEL_TIMED_OUT 5u /* client -> broker: a request of this client got no reply in time (counted) */
 
 /* ACK_POLICY policies. */
 #define RB_ACK_NONE 0u
