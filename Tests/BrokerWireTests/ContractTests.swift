@@ -17,6 +17,7 @@ import Testing
         #expect(SiteID.master == RB_EID_MASTER)
         #expect(UInt32(ChannelKind.reply.rawValue) == RB_CHANNEL_REPLY)
         #expect(ChannelStatus.noSubscriber.rawValue == RB_CHANNEL_NO_SUBSCRIBER && ChannelStatus.queueFull.rawValue == RB_CHANNEL_QUEUE_FULL)
+        #expect(ChannelStatus.timedOut.rawValue == RB_CHANNEL_TIMED_OUT)
         #expect(MemoryLayout<rb_channel>.size == ChannelFrame.headerSize)
         #expect(MemoryLayout<rb_channel_result>.size == ChannelResultFrame(requestID: 1, requester: 1, status: .delivered).body.count)
     }
