@@ -39,6 +39,37 @@ extension Broker {
         guard hello.siteID != config.siteID else {
             return connection.reject(.siteConflict, "peer claims this broker's own site id \(hello.siteID)")
         }
+        if let key = config.groupKey {
+            guard hello.keyed else {
+                return connection.reject(.auth, "site \(hello.siteID) has no group key; this group requires one")
+            }
+            // Prove the key over both nonces, then wait for the peer's proof before anything else.
+            connection.awaitingAuth = true
+            connection.sendAuth(AuthFrame.proof(key: key, prover: config.siteID, proverNonce: connection.nonce,
+                                                verifierNonce: hello.nonce))
+            return
+        }
+        guard !hello.keyed else {
+            return connection.reject(.auth, "site \(hello.siteID) has a group key; this broker has none (--group-key-file)")
+        }
+        admit(connection, hello)
+    }
+
+    /// The peer's AUTH: checked against the proof only a holder of the key can make.
+    func peerAuthenticated(_ connection: PeerConnection, _ auth: AuthFrame) {
+        guard let key = config.groupKey, let hello = connection.hello else { return }
+        let expected = AuthFrame.proof(key: key, prover: hello.siteID, proverNonce: hello.nonce,
+                                       verifierNonce: connection.nonce)
+        guard HMACSHA256.equal(auth.mac, expected) else {
+            countBadFrame(peer: connection.peerDescription, .malformed(type: .auth, reason: "bad group key proof"))
+            return connection.reject(.auth, "site \(hello.siteID) failed the group key proof")
+        }
+        connection.awaitingAuth = false
+        admit(connection, hello)
+    }
+
+    /// A peer that said HELLO (and proved the key, when there is one): membership, then the arbiter's choice.
+    func admit(_ connection: PeerConnection, _ hello: HelloFrame) {
         if let known = links[hello.siteID] {
             if known.removed {
                 return connection.reject(.unknownSite, "site \(hello.siteID) was removed from the group")

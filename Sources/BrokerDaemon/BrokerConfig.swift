@@ -34,6 +34,8 @@ public struct BrokerConfig: Equatable, Sendable {
     public var shutdownFlushMilliseconds = 2000
     /// Members to join through (HOST:PORT of any current member), instead of or besides a --peer list.
     public var join: [String] = []
+    /// The group key peer links prove with HMAC-SHA256 (from --group-key-file); nil: links are not authenticated.
+    public var groupKey: [UInt8]?
     /// Where the membership file is kept (default: the local socket's directory).
     public var stateDirectory: String?
     /// Stop when the process that started this broker exits (for supervisors and test harnesses).
@@ -79,6 +81,9 @@ public struct BrokerConfig: Equatable, Sendable {
         }
         if let listen {
             do { _ = try SocketAddress(listen) } catch { throw .invalid("--listen: \(error)") }
+        }
+        if let groupKey, groupKey.count < 16 {
+            throw .invalid("the group key must be at least 16 bytes, not \(groupKey.count)")
         }
         if !join.isEmpty {
             guard listen != nil else { throw .invalid("--join needs --listen: the group's sites must be able to reach this one") }
@@ -141,6 +146,7 @@ struct ConfigFile: Codable {
     var max_ring_bytes: Int?
     var join: [String]?
     var state_dir: String?
+    var group_key_file: String?
 }
 
 extension BrokerConfig {
@@ -148,7 +154,7 @@ extension BrokerConfig {
     public static let valuedOptions: Set<String> = [
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
-        "max-ring-bytes", "join", "state-dir",
+        "max-ring-bytes", "join", "state-dir", "group-key-file",
     ]
 
     /// Builds a config from flags over an optional JSON file over defaults.
@@ -196,6 +202,12 @@ extension BrokerConfig {
         config.maxRingBytes = try arguments.integer("max-ring-bytes") ?? file.max_ring_bytes ?? config.maxRingBytes
         config.join = arguments.all("join").isEmpty ? file.join ?? [] : arguments.all("join")
         config.stateDirectory = arguments.last("state-dir") ?? file.state_dir
+        if let keyFile = arguments.last("group-key-file") ?? file.group_key_file {
+            guard let key = FileManager.default.contents(atPath: keyFile) else {
+                throw ConfigError.unreadable(keyFile, "cannot read the group key file")
+            }
+            config.groupKey = Array(key)
+        }
         if let mode = arguments.last("socket-mode") ?? file.socket_mode {
             guard let value = UInt32(mode, radix: 8) else { throw UsageError("--socket-mode takes octal, not '\(mode)'") }
             config.socketMode = value

@@ -92,6 +92,9 @@ public enum DaemonMain {
           --join HOST:PORT         Join a running group through any member (repeatable; needs --listen): the member
                                    answers with the group's sites, this broker links to each, and every member
                                    learns this site. A site id already in use elsewhere is refused (exit 1).
+          --group-key-file FILE    A secret (16 bytes or more) every broker of the group shares: peer links prove it
+                                   with HMAC-SHA256 over per-connection nonces before anything else, and a broker
+                                   without it (or with another) can neither link nor join.
           --state-dir DIR          Where the membership file is kept (default: the --socket directory); a restarted
                                    broker reconnects to every site it knew.
           --exit-with-parent       Stop (as on SIGTERM) when the process that started the broker exits.

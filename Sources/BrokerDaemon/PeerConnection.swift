@@ -20,6 +20,10 @@ final class PeerConnection: Connection {
     var closedQuietly = false
     /// The --join address this connection dialled (its site is learnt from the HELLO).
     let joinTarget: SocketAddress?
+    /// Random per connection: the challenge the other side's AUTH must answer.
+    let nonce: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
+    /// With a group key: the other side's AUTH has not been checked yet.
+    var awaitingAuth = false
 
     init(descriptor: CInt, broker: Broker, outgoing link: PeerLink?, joinTarget: SocketAddress? = nil) {
         self.broker = broker
@@ -40,8 +44,14 @@ final class PeerConnection: Connection {
     /// Sends this broker's HELLO.
     func sendHello() {
         let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation,
-                              address: broker.config.listen ?? "", joining: !broker.config.join.isEmpty).body
+                              address: broker.config.listen ?? "", joining: !broker.config.join.isEmpty,
+                              keyed: broker.config.groupKey != nil, nonce: nonce).body
         FrameParser.append(.hello, body: body, to: handshakeOutput)
+        scheduleFlush()
+    }
+
+    func sendAuth(_ mac: [UInt8]) {
+        FrameParser.append(.auth, body: AuthFrame(mac: mac).body, to: handshakeOutput)
         scheduleFlush()
     }
 
@@ -96,7 +106,9 @@ final class PeerConnection: Connection {
             let received = try HelloFrame(body: frame.body)
             hello = received
             broker.peerSaidHello(self, received)
-        case (.handshaking, .activate) where hello != nil && broker.config.siteID > (hello?.siteID ?? 0):
+        case (.handshaking, .auth) where hello != nil && awaitingAuth:
+            broker.peerAuthenticated(self, try AuthFrame(body: frame.body))
+        case (.handshaking, .activate) where hello != nil && !awaitingAuth && broker.config.siteID > (hello?.siteID ?? 0):
             broker.activate(self)
         case (_, .error):
             let error = try ErrorFrame(body: frame.body)

@@ -219,15 +219,22 @@ public struct HelloFrame: Equatable, Sendable {
     public var address: String
     /// The sender is joining the group: its unknown site id is to be accepted.
     public var joining: Bool
+    /// The sender has a group key: both sides prove it with AUTH before anything else.
+    public var keyed: Bool
+    /// Random per connection, the challenge of the other side's AUTH.
+    public var nonce: [UInt8]
 
     public init(magic: UInt32 = Wire.peerHelloMagic, version: UInt16 = Wire.protocolVersion, siteID: Int32,
-                incarnation: UInt64, address: String = "", joining: Bool = false) {
+                incarnation: UInt64, address: String = "", joining: Bool = false, keyed: Bool = false,
+                nonce: [UInt8] = [UInt8](repeating: 0, count: 16)) {
         self.magic = magic
         self.version = version
         self.siteID = siteID
         self.incarnation = incarnation
         self.address = address
         self.joining = joining
+        self.keyed = keyed
+        self.nonce = nonce
     }
 
     public var body: [UInt8] {
@@ -239,14 +246,15 @@ public struct HelloFrame: Equatable, Sendable {
         w.put(UInt32(0))
         w.put(incarnation)
         w.put(UInt16(address.utf8.count))
-        w.put(UInt16(joining ? 1 : 0))
+        w.put(UInt16((joining ? 1 : 0) | (keyed ? 2 : 0)))
         w.put(UInt32(0))
+        w.put(nonce.prefix(16) + [UInt8](repeating: 0, count: max(0, 16 - nonce.count)))
         w.put(address.utf8)
         return w.bytes
     }
 
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
-        try requireSize(body, 32, .hello, exact: false)
+        try requireSize(body, 48, .hello, exact: false)
         let p = body.baseAddress.unsafelyUnwrapped
         magic = p.le32(0)
         version = p.le16(4)
@@ -257,10 +265,30 @@ public struct HelloFrame: Equatable, Sendable {
         guard magic == Wire.peerHelloMagic else {
             throw .malformed(type: .hello, reason: "bad magic 0x\(String(magic, radix: 16))")
         }
-        guard flags & ~1 == 0 else { throw .malformed(type: .hello, reason: "unknown flags \(flags)") }
-        guard 32 + length == body.count else { throw .malformed(type: .hello, reason: "address length does not fill the body") }
-        address = try decodeName(body, at: 32, length: length, limit: Wire.maxAddress, required: false, .hello, "address")
+        guard flags & ~3 == 0 else { throw .malformed(type: .hello, reason: "unknown flags \(flags)") }
+        guard 48 + length == body.count else { throw .malformed(type: .hello, reason: "address length does not fill the body") }
+        address = try decodeName(body, at: 48, length: length, limit: Wire.maxAddress, required: false, .hello, "address")
         joining = flags & 1 != 0
+        keyed = flags & 2 != 0
+        nonce = Array(UnsafeRawBufferPointer(rebasing: body[32..<48]))
+    }
+}
+
+/// AUTH: the sender's proof that it knows the group key.
+public struct AuthFrame: Equatable, Sendable {
+    public var mac: [UInt8]
+    public init(mac: [UInt8]) { self.mac = mac }
+    public var body: [UInt8] { mac }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 32, .auth)
+        mac = Array(body)
+    }
+
+    /// HMAC-SHA256(key, "repbroker-auth-v1" || prover site id (LE) || prover's nonce || verifier's nonce).
+    public static func proof(key: [UInt8], prover: Int32, proverNonce: [UInt8], verifierNonce: [UInt8]) -> [UInt8] {
+        var message = Array("repbroker-auth-v1".utf8)
+        withUnsafeBytes(of: prover.littleEndian) { message.append(contentsOf: $0) }
+        return HMACSHA256.authenticate(message + proverNonce + verifierNonce, key: key)
     }
 }
 

@@ -40,6 +40,7 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
     case peerMaster = 0x25
     case members = 0x26
     case removeSite = 0x27
+    case auth = 0x28
 
     public var description: String {
         switch self {
@@ -64,6 +65,7 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
         case .peerMaster: return "PEER_MASTER"
         case .members: return "MEMBERS"
         case .removeSite: return "REMOVE_SITE"
+        case .auth: return "AUTH"
         }
     }
 }
@@ -193,6 +195,7 @@ public enum ErrorCode: UInt32, Sendable {
     case siteConflict = 6
     case notRegistered = 7
     case shutdown = 8
+    case auth = 9
 }
 
 /// A Berkeley DB log sequence number.

@@ -31,6 +31,7 @@ import Testing
             (.ackPolicy, RB_FRAME_ACK_POLICY), (.master, RB_FRAME_MASTER), (.peerAck, RB_FRAME_PEER_ACK),
             (.peerMaster, RB_FRAME_PEER_MASTER), (.subscribe, RB_FRAME_SUBSCRIBE), (.channel, RB_FRAME_CHANNEL),
             (.channelResult, RB_FRAME_CHANNEL_RESULT), (.members, RB_FRAME_MEMBERS), (.removeSite, RB_FRAME_REMOVE_SITE),
+            (.auth, RB_FRAME_AUTH),
         ]
         for (type, value) in pairs { #expect(UInt32(type.rawValue) == value, "\(type)") }
     }
@@ -51,6 +52,7 @@ import Testing
         #expect(UInt32(AckPolicy.quorum.rawValue) == RB_ACK_QUORUM && UInt32(AckPolicy.all.rawValue) == RB_ACK_ALL)
         #expect(ErrorCode.duplicateLink.rawValue == RB_ERR_DUPLICATE_LINK)
         #expect(ErrorCode.shutdown.rawValue == RB_ERR_SHUTDOWN)
+        #expect(ErrorCode.auth.rawValue == RB_ERR_AUTH)
     }
 
     @Test func layoutSizesMatchTheCHeader() {

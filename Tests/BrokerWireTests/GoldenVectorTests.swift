@@ -104,7 +104,8 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
         case .hello:
             let f = try HelloFrame(body: frame.body)
             fields = ["magic": "\(f.magic)", "version": "\(f.version)", "site_id": "\(f.siteID)",
-                      "incarnation": "\(f.incarnation)", "address": f.address, "joining": f.joining ? "1" : "0"]
+                      "incarnation": "\(f.incarnation)", "address": f.address, "joining": f.joining ? "1" : "0",
+                      "keyed": f.keyed ? "1" : "0", "nonce": hex(f.nonce)]
             encoded = FrameParser.encode(.hello, body: f.body)
         case .siteEvent:
             let f = try SiteEventFrame(body: frame.body)
@@ -147,6 +148,10 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             let f = try ChannelResultFrame(body: frame.body)
             fields = ["request_id": "\(f.requestID)", "requester": "\(f.requester)", "status": "\(f.status.rawValue)"]
             encoded = FrameParser.encode(.channelResult, body: f.body)
+        case .auth:
+            let f = try AuthFrame(body: frame.body)
+            fields = ["mac": hex(f.mac)]
+            encoded = FrameParser.encode(.auth, body: f.body)
         case .members:
             let f = try MembersFrame(body: frame.body)
             fields = ["count": "\(f.members.count)",
@@ -171,13 +176,21 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 @Suite struct GoldenVectorTests {
     @Test func validFramesDecodeAndReencodeByteForByte() throws {
         let file = try VectorFile.load()
-        #expect(file.valid.count >= 29)
+        #expect(file.valid.count >= 30)
         for vector in file.valid {
             let input = bytes(hex: vector.hex)
             let (type, fields, encoded) = try roundTrip(input, maxMessage: file.max_message)
             #expect("\(type)" == vector.type, "\(vector.name)")
             #expect(hex(encoded) == vector.hex, "\(vector.name) re-encodes differently")
-            for (key, expected) in vector.fields {
+            if vector.type == "AUTH" {
+                // The MAC is the proof the broker computes, checked against Python's hmac module.
+                let proof = AuthFrame.proof(key: bytes(hex: vector.fields["key"]?.text ?? ""),
+                                            prover: Int32(vector.fields["prover"]?.int64 ?? 0),
+                                            proverNonce: bytes(hex: vector.fields["prover_nonce"]?.text ?? ""),
+                                            verifierNonce: bytes(hex: vector.fields["verifier_nonce"]?.text ?? ""))
+                #expect(hex(proof) == vector.fields["mac"]?.text)
+            }
+            for (key, expected) in vector.fields where !["key", "prover", "prover_nonce", "verifier_nonce"].contains(key) {
                 let want: String
                 switch expected {
                 case .string(let s): want = s
@@ -191,7 +204,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
 
     @Test func invalidFramesAreRejectedWithTheNamedError() throws {
         let file = try VectorFile.load()
-        #expect(file.invalid.count >= 32)
+        #expect(file.invalid.count >= 33)
         for vector in file.invalid {
             do {
                 _ = try roundTrip(bytes(hex: vector.hex), maxMessage: file.max_message)

@@ -42,9 +42,11 @@
 #define RB_FRAME_PEER_MASTER 0x25u /* peer: the master of a group, as announced at the sending site */
 #define RB_FRAME_MEMBERS 0x26u     /* peer: sites the sender knows, with their addresses */
 #define RB_FRAME_REMOVE_SITE 0x27u /* peer: a site left the group for good */
+#define RB_FRAME_AUTH 0x28u        /* peer: proof of the group key over both HELLO nonces */
 
 /* HELLO flags. */
 #define RB_HELLO_JOINING 0x1u      /* the sender is joining: accept its unknown site id */
+#define RB_HELLO_KEYED 0x2u        /* the sender has a group key: both sides must prove it with AUTH */
 
 /* Berkeley DB values carried as they are (db.h). */
 #define RB_EID_BROADCAST (-1)
@@ -94,6 +96,7 @@
 #define RB_ERR_SITE_CONFLICT 6u
 #define RB_ERR_NOT_REGISTERED 7u
 #define RB_ERR_SHUTDOWN 8u
+#define RB_ERR_AUTH 9u
 
 typedef struct rb_frame_header {
     uint32_t length;   /* body bytes after this header */
@@ -215,8 +218,15 @@ typedef struct rb_hello {
     uint16_t address_length; /* 0 ... 255: where the sender listens for peers (HOST:PORT), may be empty */
     uint16_t flags;         /* RB_HELLO_* */
     uint32_t reserved3;     /* 0 */
+    uint8_t nonce[16];      /* random per connection, for AUTH */
     /* address bytes */
 } rb_hello;
+
+typedef struct rb_auth {
+    /* HMAC-SHA256(group key, "repbroker-auth-v1" || int32 prover site id (LE) || prover's nonce ||
+       verifier's nonce) */
+    uint8_t mac[32];
+} rb_auth;
 
 typedef struct rb_members {
     uint16_t count;         /* entries that follow: int32 site_id, uint16 address_length, address bytes */
@@ -250,7 +260,8 @@ _Static_assert(sizeof(rb_ack_policy) == 8, "ack policy is 8 bytes");
 _Static_assert(sizeof(rb_master) == 8, "master is 8 bytes");
 _Static_assert(sizeof(rb_peer_ack) == 12, "peer ack is 12 bytes");
 _Static_assert(sizeof(rb_peer_master) == 8, "peer master is 8 bytes");
-_Static_assert(sizeof(rb_hello) == 32, "hello is 32 bytes before its address");
+_Static_assert(sizeof(rb_hello) == 48, "hello is 48 bytes before its address");
+_Static_assert(sizeof(rb_auth) == 32, "auth is 32 bytes");
 _Static_assert(sizeof(rb_members) == 4, "members is 4 bytes before its entries");
 _Static_assert(sizeof(rb_remove_site) == 8, "remove site is 8 bytes");
 _Static_assert(sizeof(rb_group_bind) == 8, "group bind is 8 bytes before its name");

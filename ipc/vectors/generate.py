@@ -2,6 +2,8 @@
 """Writes frames.json: golden frames built from ipc/PROTOCOL.md with Python's struct module, independently
 of the Swift codecs. BrokerWireTests decodes every valid frame, checks its fields, re-encodes it and compares
 bytes; every invalid frame must be rejected with the named error. Run: python3 ipc/vectors/generate.py"""
+import hashlib
+import hmac
 import json
 import os
 import struct
@@ -11,7 +13,7 @@ TYPES = {"REGISTER": 0x01, "WELCOME": 0x02, "ROLE": 0x03, "SEND_RESULT": 0x04, "
          "SITE_EVENT": 0x06, "ACK": 0x07, "ACK_POLICY": 0x08, "MASTER": 0x09, "SUBSCRIBE": 0x0A,
          "CHANNEL": 0x11, "CHANNEL_RESULT": 0x12,
          "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23,
-         "PEER_ACK": 0x24, "PEER_MASTER": 0x25, "MEMBERS": 0x26, "REMOVE_SITE": 0x27}
+         "PEER_ACK": 0x24, "PEER_MASTER": 0x25, "MEMBERS": 0x26, "REMOVE_SITE": 0x27, "AUTH": 0x28}
 
 
 def frame(kind, body, magic=MAGIC, reserved=0, length=None):
@@ -43,10 +45,18 @@ valid = [
     ("message-empty", "MESSAGE", message(0, 0, 2, 0, 0, 0, b"", b"", 77),
      {"group": 0, "source": 0, "destination": 2, "flags": 0, "lsn_file": 0, "lsn_offset": 0,
       "control": "", "rec": "", "sequence": 77}),
-    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 0x0102030405060708, 0, 0, 0),
-     {"magic": 0x4C504252, "version": 1, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0}),
-    ("hello-joining", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 4, 0, 9, 14, 1, 0) + b"127.0.0.1:7004",
-     {"magic": 0x4C504252, "version": 1, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1}),
+    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 0x0102030405060708, 0, 0, 0) + bytes(16),
+     {"magic": 0x4C504252, "version": 1, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0,
+      "keyed": 0, "nonce": bytes(16).hex()}),
+    ("hello-joining-keyed", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 4, 0, 9, 14, 3, 0) + bytes(range(16))
+     + b"127.0.0.1:7004",
+     {"magic": 0x4C504252, "version": 1, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1,
+      "keyed": 1, "nonce": bytes(range(16)).hex()}),
+    ("auth", "AUTH", hmac.new(b"group key", b"repbroker-auth-v1" + struct.pack("<i", 4) + bytes(range(16)) + bytes(16),
+                              hashlib.sha256).digest(),
+     {"mac": hmac.new(b"group key", b"repbroker-auth-v1" + struct.pack("<i", 4) + bytes(range(16)) + bytes(16),
+                      hashlib.sha256).hexdigest(), "key": b"group key".hex(), "prover": 4,
+      "prover_nonce": bytes(range(16)).hex(), "verifier_nonce": bytes(16).hex()}),
     ("members", "MEMBERS", struct.pack("<HH", 2, 0) + struct.pack("<iH", 1, 10) + b"hosta:7001" + struct.pack("<iH", 3, 10) + b"hostc:7003",
      {"count": 2, "members": "1=hosta:7001,3=hostc:7003"}),
     ("remove-site", "REMOVE_SITE", struct.pack("<iI", 4, 0), {"site_id": 4}),
@@ -87,9 +97,10 @@ invalid = [
     ("register-not-utf8", frame("REGISTER", struct.pack("<HHiHHI", 1, 1, 1, 2, 0, 0) + b"\xff\xfe"), "malformed"),
     ("register-short", frame("REGISTER", struct.pack("<HHiHH", 1, 1, 1, 1, 0) + b"g"), "malformed"),
     ("welcome-short", frame("WELCOME", b"\x01\x00"), "malformed"),
-    ("hello-bad-magic", frame("HELLO", struct.pack("<IHHiIQHHI", 0xDEADBEEF, 1, 0, 2, 0, 1, 0, 0, 0)), "malformed"),
-    ("hello-short", frame("HELLO", struct.pack("<IHHiIQ", 0x4C504252, 1, 0, 2, 0, 1)), "malformed"),
-    ("hello-unknown-flag", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 1, 0, 4, 0)), "malformed"),
+    ("hello-bad-magic", frame("HELLO", struct.pack("<IHHiIQHHI", 0xDEADBEEF, 1, 0, 2, 0, 1, 0, 0, 0) + bytes(16)), "malformed"),
+    ("hello-short", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 1, 0, 0, 0)), "malformed"),
+    ("hello-unknown-flag", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 1, 0, 4, 0) + bytes(16)), "malformed"),
+    ("auth-short", frame("AUTH", bytes(31)), "malformed"),
     ("members-runs-past", frame("MEMBERS", struct.pack("<HH", 1, 0) + struct.pack("<iH", 1, 50) + b"x"), "malformed"),
     ("members-bad-site", frame("MEMBERS", struct.pack("<HH", 1, 0) + struct.pack("<iH", 0, 1) + b"x"), "malformed"),
     ("remove-site-zero", frame("REMOVE_SITE", struct.pack("<iI", 0, 0)), "malformed"),
