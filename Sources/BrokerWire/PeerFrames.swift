@@ -1,0 +1,211 @@
+// Frames of the peer links only: HELLO, AUTH, MEMBERS, REMOVE_SITE, GROUP_BIND and PEER_ACK. Every length
+// is checked against the body and the named limits before use.
+
+/// HELLO: the first frame on a peer connection, both ways.
+public struct HelloFrame: Equatable, Sendable {
+    public var magic: UInt32
+    public var version: UInt16
+    public var siteID: Int32
+    public var incarnation: UInt64
+    /// Where the sender listens for peers (HOST:PORT), empty when it does not.
+    public var address: String
+    /// The sender is joining the group: its unknown site id is to be accepted.
+    public var joining: Bool
+    /// The sender has a group key: both sides prove it with AUTH before anything else.
+    public var keyed: Bool
+    /// Random per connection, the challenge of the other side's AUTH.
+    public var nonce: [UInt8]
+
+    public init(magic: UInt32 = Wire.peerHelloMagic, version: UInt16 = Wire.protocolVersion, siteID: Int32,
+                incarnation: UInt64, address: String = "", joining: Bool = false, keyed: Bool = false,
+                nonce: [UInt8] = [UInt8](repeating: 0, count: 16)) {
+        self.magic = magic
+        self.version = version
+        self.siteID = siteID
+        self.incarnation = incarnation
+        self.address = address
+        self.joining = joining
+        self.keyed = keyed
+        self.nonce = nonce
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(magic)
+        w.put(version)
+        w.put(UInt16(0))
+        w.put(siteID)
+        w.put(UInt32(0))
+        w.put(incarnation)
+        w.put(UInt16(address.utf8.count))
+        w.put(UInt16((joining ? 1 : 0) | (keyed ? 2 : 0)))
+        w.put(UInt32(0))
+        w.put(nonce.prefix(16) + [UInt8](repeating: 0, count: max(0, 16 - nonce.count)))
+        w.put(address.utf8)
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 48, .hello, exact: false)
+        let p = body.baseAddress.unsafelyUnwrapped
+        magic = p.le32(0)
+        version = p.le16(4)
+        siteID = p.leInt32(8)
+        incarnation = p.le64(16)
+        let length = Int(p.le16(24))
+        let flags = p.le16(26)
+        guard magic == Wire.peerHelloMagic else {
+            throw .malformed(type: .hello, reason: "bad magic 0x\(String(magic, radix: 16))")
+        }
+        guard flags & ~3 == 0 else { throw .malformed(type: .hello, reason: "unknown flags \(flags)") }
+        guard 48 + length == body.count else { throw .malformed(type: .hello, reason: "address length does not fill the body") }
+        address = try decodeName(body, at: 48, length: length, limit: Wire.maxAddress, required: false, .hello, "address")
+        joining = flags & 1 != 0
+        keyed = flags & 2 != 0
+        nonce = Array(UnsafeRawBufferPointer(rebasing: body[32..<48]))
+    }
+}
+
+/// AUTH: the sender's proof that it knows the group key.
+public struct AuthFrame: Equatable, Sendable {
+    public var mac: [UInt8]
+    public init(mac: [UInt8]) { self.mac = mac }
+    public var body: [UInt8] { mac }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 32, .auth)
+        mac = Array(body)
+    }
+
+    /// HMAC-SHA256(key, "repbroker-auth-v1" || prover site id (LE) || prover's nonce || verifier's nonce).
+    public static func proof(key: [UInt8], prover: Int32, proverNonce: [UInt8], verifierNonce: [UInt8]) -> [UInt8] {
+        var message = Array("repbroker-auth-v1".utf8)
+        withUnsafeBytes(of: prover.littleEndian) { message.append(contentsOf: $0) }
+        return HMACSHA256.authenticate(message + proverNonce + verifierNonce, key: key)
+    }
+}
+
+/// MEMBERS: sites the sender knows, each with the address it listens on.
+public struct MembersFrame: Equatable, Sendable {
+    public struct Member: Equatable, Sendable {
+        public var siteID: Int32
+        public var address: String
+        public init(siteID: Int32, address: String) {
+            self.siteID = siteID
+            self.address = address
+        }
+    }
+    public var members: [Member]
+    public init(members: [Member]) { self.members = members }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(UInt16(members.count))
+        w.put(UInt16(0))
+        for member in members {
+            w.put(member.siteID)
+            w.put(UInt16(member.address.utf8.count))
+            w.put(member.address.utf8)
+        }
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 4, .members, exact: false)
+        let p = body.baseAddress.unsafelyUnwrapped
+        let count = Int(p.le16(0))
+        guard count <= Wire.maxMembers else { throw .malformed(type: .members, reason: "\(count) members, limit \(Wire.maxMembers)") }
+        var offset = 4
+        members = []
+        for _ in 0..<count {
+            guard offset + 6 <= body.count else { throw .malformed(type: .members, reason: "entry runs past the body") }
+            let site = p.leInt32(offset)
+            let length = Int(p.le16(offset + 4))
+            let address = try decodeName(body, at: offset + 6, length: length, limit: Wire.maxAddress, required: true,
+                                         .members, "address")
+            guard site > 0 else { throw .malformed(type: .members, reason: "site id \(site)") }
+            members.append(Member(siteID: site, address: address))
+            offset += 6 + length
+        }
+        guard offset == body.count else { throw .malformed(type: .members, reason: "entries do not fill the body") }
+    }
+}
+
+/// REMOVE_SITE: a site left the group for good.
+public struct RemoveSiteFrame: Equatable, Sendable {
+    public var siteID: Int32
+    public init(siteID: Int32) { self.siteID = siteID }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(siteID)
+        w.put(UInt32(0))
+        return w.bytes
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .removeSite)
+        siteID = body.baseAddress.unsafelyUnwrapped.leInt32(0)
+        guard siteID > 0 else { throw .malformed(type: .removeSite, reason: "site id \(siteID)") }
+    }
+}
+
+/// GROUP_BIND: names the group index that later MESSAGE frames on this link carry.
+public struct GroupBindFrame: Equatable, Sendable {
+    public var group: UInt32
+    public var name: String
+    public init(group: UInt32, name: String) {
+        self.group = group
+        self.name = name
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(UInt16(name.utf8.count))
+        w.put(UInt16(0))
+        w.put(name.utf8)
+        return w.bytes
+    }
+
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 8, .groupBind, exact: false)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        let length = Int(p.le16(4))
+        guard 8 + length == body.count else {
+            throw .malformed(type: .groupBind, reason: "name length \(length) does not fill the body")
+        }
+        name = try decodeName(body, at: 8, length: length, limit: Wire.maxGroupName, required: true, .groupBind,
+                              "group name")
+    }
+}
+
+/// PEER_ACK: the sending site is durable up to `lsn` in group `group` (the sender's index).
+public struct PeerAckFrame: Equatable, Sendable {
+    public var group: UInt32
+    public var lsn: LSN
+    public init(group: UInt32, lsn: LSN) {
+        self.group = group
+        self.lsn = lsn
+    }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(lsn.file)
+        w.put(lsn.offset)
+        return w.bytes
+    }
+    /// Appends the whole frame in place: one per acknowledged record, so no allocation.
+    public func append(to buffer: ByteBuffer) {
+        let out = buffer.reserveForWriting(Wire.frameHeaderSize + 12)
+        FrameParser.writeHeader(.peerAck, bodyLength: 12, at: out)
+        out.storeLE(group, at: 8)
+        out.storeLE(lsn.file, at: 12)
+        out.storeLE(lsn.offset, at: 16)
+        buffer.commit(Wire.frameHeaderSize + 12)
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, 12, .peerAck)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        lsn = LSN(file: p.le32(4), offset: p.le32(8))
+    }
+}
