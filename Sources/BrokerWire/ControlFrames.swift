@@ -1,5 +1,6 @@
-// Bodies of every frame but MESSAGE: encoded to byte arrays (off the hot path) and decoded with every
-// length checked against the body and the named limits.
+// Bodies of the local socket's control frames (REGISTER, WELCOME, ROLE, SEND_RESULT, ERROR, SITE_EVENT, ACK,
+// ACK_POLICY, MASTER): encoded to byte arrays (off the hot path) and decoded with every length checked against
+// the body and the named limits. Peer-link frames are in PeerFrames.swift, channel frames in ChannelFrames.swift.
 
 /// A name field: non-empty where required, within its limit, valid UTF-8.
 func decodeName(

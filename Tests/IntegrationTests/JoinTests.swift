@@ -3,6 +3,7 @@
 // removed for good.
 import BrokerDaemon
 import BrokerHarness
+import BrokerSystem
 import Foundation
 import RepBrokerClient
 import Testing
@@ -17,8 +18,18 @@ func joiner(_ sites: LocalSites, siteID: Int32, through helper: Int32) -> Broker
     @Test func aFourthSiteJoinsThroughOneMemberAndEveryoneMeshes() throws {
         try withSites(3) { sites in
             let receivers = try sites.brokers.map { try client($0, roles: [.receiver], name: "recv-\($0.siteID)") }
+            // Traffic runs through the join: site 1 broadcasts until the new site is fully linked.
             let traffic = try client(sites.broker(1))
-            try traffic.send(control: [], rec: [1], to: SiteID.broadcast)
+            let stop = StopFlag()
+            let sent = Counter()
+            startThread {
+                while !stop.isSet {
+                    guard (try? traffic.send(control: [], rec: Array("t\(sent.value)".utf8), to: SiteID.broadcast)) != nil else { return }
+                    sent.increment()
+                    usleep(1000)
+                }
+            }
+            defer { stop.set() }
             let fourth = joiner(sites, siteID: 4, through: 2)
             try fourth.start()
             defer { fourth.terminate() }
@@ -26,6 +37,16 @@ func joiner(_ sites: LocalSites, siteID: Int32, through helper: Int32) -> Broker
                 #expect(broker.waitForStats(timeout: 20) { stats in
                     stats.peers.count == 3 && stats.peers.allSatisfy { $0.state == .connected }
                 }, "site \(broker.siteID) is not linked to the three others")
+            }
+            stop.set()
+            let total = sent.value
+            #expect(total > 0)
+            for receiver in receivers.dropFirst() {
+                var got: [String] = []
+                while got.count < total, let message = try receiver.receive(timeout: 10) {
+                    got.append(String(decoding: message.rec, as: UTF8.self))
+                }
+                #expect(got == (0..<total).map { "t\($0)" }, "site \(receiver.siteID) lost or reordered traffic during the join")
             }
             let origins = try Dictionary(uniqueKeysWithValues: sites.broker(2).stats().peers.map { ($0.siteID, $0.origin) })
             #expect(origins[4] == .joined)
