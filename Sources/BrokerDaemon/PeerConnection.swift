@@ -113,6 +113,9 @@ final class PeerConnection: Connection {
         case (_, .error):
             let error = try ErrorFrame(body: frame.body)
             closedQuietly = error.code == ErrorCode.duplicateLink.rawValue
+            if [ErrorCode.auth, .siteConflict, .version, .unknownSite].map(\.rawValue).contains(error.code) {
+                broker.logger.warning("peer refused the connection", ["peer": peerDescription, "reason": "\(error)"])
+            }
             if error.code == ErrorCode.siteConflict.rawValue && !broker.config.join.isEmpty {
                 broker.stopFatally("cannot join: \(error.reason)")
             }
