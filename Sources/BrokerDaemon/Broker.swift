@@ -44,6 +44,7 @@ public final class Broker {
     public private(set) var peerPort: UInt16?
 
     var badFrames = 0
+    var clientsRefused = 0
     @exclusivity(unchecked) var unroutable = 0
     @exclusivity(unchecked) var misrouted = 0
     @exclusivity(unchecked) var routedMessages = 0
@@ -91,6 +92,9 @@ public final class Broker {
             try SocketPath.prepare(path)
             let fd = try Socket.listenUnix(path: path, mode: mode_t(config.socketMode))
             ownedSocketPaths.append(path)
+            if let group = config.socketGroup, chown(path, uid_t.max, gid_t(group)) != 0 {
+                throw SystemError("chown(\(path), group \(group))", .current)
+            }
             listeners.append(try Listener(descriptor: fd, kind: kind, broker: self))
         }
         logger.info("broker started", [
@@ -240,7 +244,28 @@ public final class Broker {
         loop.flushDirty()
     }
 
+    /// Whether the process at the other end of a local socket may use it (SO_PEERCRED against the allow lists).
+    func mayConnect(_ fd: CInt) -> Bool {
+        guard !config.allowUIDs.isEmpty || !config.allowGIDs.isEmpty else { return true }
+        guard let credentials = Socket.peerCredentials(fd) else { return false }
+        return credentials.uid == getuid() || config.allowUIDs.contains(UInt32(credentials.uid))
+            || config.allowGIDs.contains(UInt32(credentials.gid))
+    }
+
     func accepted(_ fd: CInt, on kind: Listener.Kind) {
+        if kind != .peers && !mayConnect(fd) {
+            let credentials = Socket.peerCredentials(fd)
+            clientsRefused += 1
+            logger.warning("local connection refused: not in the allow list", [
+                "client.pid": "\(credentials?.pid ?? 0)", "client.uid": "\(credentials?.uid ?? 0)",
+                "client.gid": "\(credentials?.gid ?? 0)",
+            ])
+            let bytes = FrameParser.encode(.error, body: ErrorFrame(code: .notAllowed, reason:
+                "uid \(credentials?.uid ?? 0) is not allowed to use this broker").body)
+            _ = bytes.withUnsafeBytes { try? Posix.write(descriptor: fd, from: $0) }
+            Posix.close(descriptor: fd)
+            return
+        }
         do {
             switch kind {
             case .peers:

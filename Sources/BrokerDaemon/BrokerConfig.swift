@@ -2,6 +2,9 @@
 // anything starts.
 import Foundation
 import BrokerSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 import BrokerWire
 
 /// A peer site and where to reach it.
@@ -34,6 +37,12 @@ public struct BrokerConfig: Equatable, Sendable {
     public var shutdownFlushMilliseconds = 2000
     /// Members to join through (HOST:PORT of any current member), instead of or besides a --peer list.
     public var join: [String] = []
+    /// Local clients (and admin connections) allowed by SO_PEERCRED: these uids and gids, and the broker's own
+    /// uid. Both empty: anyone who can open the socket (its mode and group decide).
+    public var allowUIDs: [UInt32] = []
+    public var allowGIDs: [UInt32] = []
+    /// The group that owns both Unix sockets (with mode 0660, its members may connect).
+    public var socketGroup: UInt32?
     /// The group key peer links prove with HMAC-SHA256 (from --group-key-file); nil: links are not authenticated.
     public var groupKey: [UInt8]?
     /// Where the membership file is kept (default: the local socket's directory).
@@ -147,6 +156,9 @@ struct ConfigFile: Codable {
     var join: [String]?
     var state_dir: String?
     var group_key_file: String?
+    var allow_uids: [UInt32]?
+    var allow_gids: [UInt32]?
+    var socket_group: String?
 }
 
 extension BrokerConfig {
@@ -154,7 +166,7 @@ extension BrokerConfig {
     public static let valuedOptions: Set<String> = [
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
-        "max-ring-bytes", "join", "state-dir", "group-key-file",
+        "max-ring-bytes", "join", "state-dir", "group-key-file", "allow-uid", "allow-gid", "socket-group",
     ]
 
     /// Builds a config from flags over an optional JSON file over defaults.
@@ -202,6 +214,25 @@ extension BrokerConfig {
         config.maxRingBytes = try arguments.integer("max-ring-bytes") ?? file.max_ring_bytes ?? config.maxRingBytes
         config.join = arguments.all("join").isEmpty ? file.join ?? [] : arguments.all("join")
         config.stateDirectory = arguments.last("state-dir") ?? file.state_dir
+        let uids = try arguments.all("allow-uid").map { text throws(UsageError) -> UInt32 in
+            guard let uid = UInt32(text) else { throw UsageError("--allow-uid takes a numeric uid, not '\(text)'") }
+            return uid
+        }
+        config.allowUIDs = uids.isEmpty ? file.allow_uids ?? [] : uids
+        let gids = try arguments.all("allow-gid").map { text throws(UsageError) -> UInt32 in
+            guard let gid = UInt32(text) else { throw UsageError("--allow-gid takes a numeric gid, not '\(text)'") }
+            return gid
+        }
+        config.allowGIDs = gids.isEmpty ? file.allow_gids ?? [] : gids
+        if let group = arguments.last("socket-group") ?? file.socket_group {
+            if let gid = UInt32(group) {
+                config.socketGroup = gid
+            } else if let entry = getgrnam(group) {
+                config.socketGroup = entry.pointee.gr_gid
+            } else {
+                throw UsageError("--socket-group: no group named '\(group)'")
+            }
+        }
         if let keyFile = arguments.last("group-key-file") ?? file.group_key_file {
             guard let key = FileManager.default.contents(atPath: keyFile) else {
                 throw ConfigError.unreadable(keyFile, "cannot read the group key file")

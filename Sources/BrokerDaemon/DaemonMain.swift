@@ -87,6 +87,10 @@ public enum DaemonMain {
           --inbound-queue-bytes N  Per-group queue for messages waiting for a receiver (default 4194304).
           --client-queue-bytes N   Per-client delivery queue limit (default 67108864).
           --socket-mode OCTAL      Mode of both Unix sockets (default 660).
+          --socket-group GROUP     Group (name or gid) that owns both Unix sockets.
+          --allow-uid UID          Allow local clients of this uid (repeatable; checked with SO_PEERCRED). With
+          --allow-gid GID          any allow list set, clients of other users are refused; the broker's own uid
+                                   is always allowed.
           --max-ring-bytes N       Largest shared-memory ring granted to a client (default 67108864; 0: rings off,
                                    every client uses the socket).
           --join HOST:PORT         Join a running group through any member (repeatable; needs --listen): the member

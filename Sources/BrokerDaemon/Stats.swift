@@ -96,6 +96,7 @@ public struct TotalStats: Codable, Sendable {
     public var misrouted: Int
     public var badFrames: Int
     public var clientsConnected: Int
+    public var clientsRefused: Int
     public var peersConnected: Int
     public var acksReceived: Int
     public var permanentAcked: Int
@@ -112,7 +113,7 @@ public struct TotalStats: Codable, Sendable {
         case messagesRouted = "msgs_routed", messagesSentToPeers = "msgs_sent_to_peers"
         case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
-        case clientsConnected = "clients_connected", peersConnected = "peers_connected"
+        case clientsConnected = "clients_connected", clientsRefused = "clients_refused", peersConnected = "peers_connected"
         case acksReceived = "acks_received", permanentAcked = "perm_acked", permanentAckFailures = "perm_ack_failures"
     }
 }
@@ -159,7 +160,7 @@ extension Broker {
             dropped: linkList.reduce(0) { $0 + $1.dropped } + groupList.reduce(0) { $0 + $1.dropped },
             refused: linkList.reduce(0) { $0 + $1.refused },
             unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
-            clientsConnected: clientList.count, peersConnected: peers.filter { $0.state == .connected }.count,
+            clientsConnected: clientList.count, clientsRefused: clientsRefused, peersConnected: peers.filter { $0.state == .connected }.count,
             acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures,
             channelMessages: channelMessages, channelRequests: channelRequests, channelReplies: channelReplies,
             channelNoSubscriber: channelNoSubscriber, channelTimeouts: channelTimeouts)

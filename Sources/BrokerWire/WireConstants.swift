@@ -196,6 +196,7 @@ public enum ErrorCode: UInt32, Sendable {
     case notRegistered = 7
     case shutdown = 8
     case auth = 9
+    case notAllowed = 10
 }
 
 /// A Berkeley DB log sequence number.

@@ -97,6 +97,7 @@
 #define RB_ERR_NOT_REGISTERED 7u
 #define RB_ERR_SHUTDOWN 8u
 #define RB_ERR_AUTH 9u
+#define RB_ERR_NOT_ALLOWED 10u /* local client: its uid/gid is not in the broker's allow list */
 
 typedef struct rb_frame_header {
     uint32_t length;   /* body bytes after this header */
