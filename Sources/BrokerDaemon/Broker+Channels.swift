@@ -11,9 +11,8 @@ final class ChannelSubscribers {
     var clients: [LocalClient] = []
     var next = 0
 
-    /// The next subscriber in turn, nil when there is none.
+    /// The next subscriber in turn, nil when there is none (closing clients unsubscribe themselves).
     func pick() -> LocalClient? {
-        clients.removeAll { $0.isClosed }
         guard !clients.isEmpty else { return nil }
         next = next % clients.count
         defer { next += 1 }
@@ -31,7 +30,8 @@ extension Broker {
     }
 
     func unsubscribeAll(_ client: LocalClient) {
-        for subscribers in client.group?.channels.values.map({ $0 }) ?? [] { subscribers.clients.removeAll { $0 === client } }
+        guard let group = client.group else { return }
+        for subscribers in group.channels.values { subscribers.clients.removeAll { $0 === client } }
     }
 
     /// A channel frame from a local client.

@@ -260,9 +260,7 @@ public final class Broker {
                 "client.pid": "\(credentials?.pid ?? 0)", "client.uid": "\(credentials?.uid ?? 0)",
                 "client.gid": "\(credentials?.gid ?? 0)",
             ])
-            let bytes = FrameParser.encode(.error, body: ErrorFrame(code: .notAllowed, reason:
-                "uid \(credentials?.uid ?? 0) is not allowed to use this broker").body)
-            _ = bytes.withUnsafeBytes { try? Posix.write(descriptor: fd, from: $0) }
+            Connection.writeError(.notAllowed, "uid \(credentials?.uid ?? 0) is not allowed to use this broker", to: fd)
             Posix.close(descriptor: fd)
             return
         }

@@ -148,6 +148,11 @@ class Connection: LoopHandler {
 
     /// Best-effort: writes an ERROR frame straight to the socket before closing.
     func writeErrorNow(_ code: ErrorCode, _ reason: String) {
+        Self.writeError(code, reason, to: descriptor)
+    }
+
+    /// Best-effort ERROR frame on any socket (also one refused before it became a connection).
+    static func writeError(_ code: ErrorCode, _ reason: String, to descriptor: CInt) {
         let bytes = FrameParser.encode(.error, body: ErrorFrame(code: code, reason: reason).body)
         _ = bytes.withUnsafeBytes { try? Posix.write(descriptor: descriptor, from: $0) }
     }

@@ -54,7 +54,7 @@ final class LocalClient: Connection {
         switch frame.type {
         case .message:
             let header = try MessageHeader(body: frame.body)
-            if rings != nil, !frame.body.isEmpty, !isHandlingRingRecord {
+            if rings != nil, !isHandlingRingRecord {
                 guard socketMessageFromRingClient() else { return }
             }
             broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))

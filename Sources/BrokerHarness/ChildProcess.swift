@@ -73,6 +73,18 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// Waits until the child's output has ended (it exited and every line was read), or `timeout` passes.
+    @discardableResult
+    public func waitForOutputEnd(timeout: Double) -> Bool {
+        let deadline = Posix.monotonicNanoseconds() + UInt64(timeout * 1e9)
+        return lock.withLock {
+            while !outputClosed {
+                if !lock.wait(untilNanoseconds: deadline) { return outputClosed }
+            }
+            return true
+        }
+    }
+
     /// Writes text to the child's standard input.
     public func write(_ text: String) {
         stdinPipe.fileHandleForWriting.write(Data(text.utf8))

@@ -127,7 +127,6 @@ enum BenchCommand: Command {
         defer { sender.close() }
         let site = sender.siteID
         let stop = BenchFlag()
-        let sent = BenchCounter()
         startThread {
             let rec = [UInt8](repeating: 0x5A, count: size)
             var count = 0
@@ -144,7 +143,6 @@ enum BenchCommand: Command {
                     }
                 }
             }
-            sent.set(count)
             stop.finish()
         }
         var received = 0
@@ -180,11 +178,4 @@ final class BenchFlag: @unchecked Sendable {
     func set() { lock.withLock { stopped = true } }
     func finish() { lock.withLock { finished = true; lock.broadcast() } }
     func waitFinished() { lock.withLock { while !finished { lock.wait(untilNanoseconds: nil) } } }
-}
-
-final class BenchCounter: @unchecked Sendable {
-    private let lock = ConditionLock()
-    private var count = 0
-    var value: Int { lock.withLock { count } }
-    func set(_ value: Int) { lock.withLock { count = value } }
 }

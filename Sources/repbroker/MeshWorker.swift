@@ -120,10 +120,9 @@ enum MeshWorker: Command {
             }
         } else {
             let client = try setup.client(roles: [.receiver], group: "default")
-            let keep = client
             startThread {
                 while true {
-                    _ = try? keep.receiveAll(timeout: 1) { message in
+                    _ = try? client.receiveAll(timeout: 1) { message in
                         messages.add(1, ordering: .relaxed)
                         bytes.add(message.control.count + message.rec.count, ordering: .relaxed)
                     }

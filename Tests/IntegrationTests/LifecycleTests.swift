@@ -14,7 +14,7 @@ func runToExit(_ executable: String, _ arguments: [String], environment: [String
                                  stderrPath: directory.path + "/stderr")
     let status = child.waitForExit(timeout: timeout)
     if status == nil { child.kill9() }
-    _ = child.waitForLines(timeout: 5) { _ in false }
+    child.waitForOutputEnd(timeout: 5)
     let stderr = (try? String(contentsOfFile: directory.path + "/stderr", encoding: .utf8)) ?? ""
     return (status, child.lines.joined(separator: "\n") + stderr)
 }

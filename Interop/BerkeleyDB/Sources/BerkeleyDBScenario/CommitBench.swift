@@ -54,7 +54,7 @@ extension Scenario {
         var written = Written()
         for writer in writers {
             guard writer.waitForExit(timeout: 600) == 0 else { throw ScenarioFailure("\(writer.name) failed") }
-            _ = writer.waitForLines(timeout: 5) { _ in false }
+            writer.waitForOutputEnd(timeout: 5)
             if let summary = parseSummary(writer.lines) { written.add(summary) }
         }
         return Self.result("repmgr", written)

@@ -106,7 +106,7 @@ public final class Scenario: @unchecked Sendable {
     func dump(_ site: Site) -> [String]? {
         guard let child = try? ChildProcess(name: "dump", executable: self.site, arguments: ["dump", "--home", site.home]),
               child.waitForExit(timeout: 30) == 0 else { return nil }
-        _ = child.waitForLines(timeout: 5) { _ in false }
+        child.waitForOutputEnd(timeout: 5)
         return child.lines
     }
 
@@ -142,7 +142,7 @@ public final class Scenario: @unchecked Sendable {
                 let err = (try? String(contentsOfFile: site.broker.directory + "/\(writer.name).err", encoding: .utf8)) ?? ""
                 throw ScenarioFailure("\(writer.name) failed: \(err.suffix(500))")
             }
-            _ = writer.waitForLines(timeout: 5) { _ in false }
+            writer.waitForOutputEnd(timeout: 5)
             let lines = writer.lines
             result.acked.formUnion(lines.filter { $0.hasPrefix("acked ") }.map { String($0.dropFirst(6)) })
             if let summary = parseSummary(lines) { result.add(summary) }

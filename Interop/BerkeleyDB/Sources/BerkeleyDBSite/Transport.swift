@@ -9,7 +9,6 @@ import Synchronization
 public final class SiteTransport: @unchecked Sendable {
     public let client: BrokerClient
     public let siteID: Int32
-    let permanentSent = Atomic<Int>(0)
     let permanentFailed = Atomic<Int>(0)
     /// Berkeley DB events (set_event_notify), for the replication process.
     var onEvent: (@Sendable (UInt32, UnsafeMutableRawPointer?) -> Void)?
@@ -20,7 +19,6 @@ public final class SiteTransport: @unchecked Sendable {
     }
 
     public var permanentFailures: Int { permanentFailed.load(ordering: .relaxed) }
-    public var permanentSends: Int { permanentSent.load(ordering: .relaxed) }
 
     /// Installs this transport on `env` (before or after open).
     public func install(on env: UnsafeMutablePointer<DB_ENV>) throws {
@@ -50,7 +48,6 @@ let repbrokerSend: @convention(c) (
     let lsn = lsnp.map { LSN(file: $0.pointee.file, offset: $0.pointee.offset) } ?? .zero
     let repFlags = RepFlags(rawValue: flags & RepFlags.known.rawValue)
     let permanent = repFlags.contains(.permanent)
-    if permanent { transport.permanentSent.add(1, ordering: .relaxed) }
     do {
         try transport.client.send(control: buffer(control), rec: buffer(rec), lsn: lsn, to: envid, flags: repFlags)
         return 0
