@@ -69,7 +69,9 @@ final class ClientCore: @unchecked Sendable {
             bytes.withUnsafeBytes { raw in
                 do throws(BrokerClientError) { try writeAll(fd, raw) } catch { failure = error }
             }
-            if let failure { throw failure }
+            // A broker that refuses the client writes its reason and closes, so the write may fail: read
+            // what it sent before reporting the write failure.
+            let writeFailure = failure
             let buffer = ByteBuffer(capacity: 4096)
             var descriptors: [CInt] = []
             defer { for received in descriptors { Posix.close(descriptor: received) } }
@@ -95,8 +97,10 @@ final class ClientCore: @unchecked Sendable {
                     }
                 }
                 buffer.reserve(4096)
-                let n = try Socket.receive(into: buffer.writable, on: fd, fds: &descriptors)
-                guard n > 0 else { throw BrokerClientError.brokerUnavailable("broker closed the connection during registration") }
+                let n = (try? Socket.receive(into: buffer.writable, on: fd, fds: &descriptors)) ?? -1
+                guard n > 0 else {
+                    throw writeFailure ?? BrokerClientError.brokerUnavailable("broker closed the connection during registration")
+                }
                 buffer.commit(n)
             }
         } catch let error as BrokerClientError {
