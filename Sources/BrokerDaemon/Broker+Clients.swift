@@ -1,5 +1,6 @@
 // Local clients: registration, the receiver role and its hand-over, and routing of their messages.
 // Routing copies the message once into each destination queue; nothing else is allocated per message.
+import BrokerSystem
 import BrokerWire
 
 extension Broker {
@@ -109,7 +110,10 @@ extension Broker {
 
     /// Routes one client message: to one peer, to every peer (broadcast), or to this site's receiver.
     func route(from client: LocalClient, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
-        guard let group = client.group else { return }
+        client.borrowedGroup?.with { route(from: client, in: $0, header, payload: payload) }
+    }
+
+    private func route(from client: LocalClient, in group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
         client.messagesSent += 1
         client.bytesSent += payload.count
         routedMessages += 1
@@ -165,8 +169,8 @@ extension Broker {
 
     /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.
     func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
-        if let receiver = group.receiver {
-            if receiver.deliver(header, payload: payload) { group.delivered += 1 } else { group.dropped += 1 }
+        if let receiver = group.borrowedReceiver {
+            if receiver.with({ $0.deliver(header, payload: payload) }) { group.delivered += 1 } else { group.dropped += 1 }
             return
         }
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count

@@ -136,7 +136,7 @@ public final class Broker {
         }
         guard congested != producersPaused else { return }
         producersPaused = congested
-        for client in clients.values where client.registration != nil { client.setReadingPaused(congested) }
+        for client in clients.values where client.isRegistered { client.setReadingPaused(congested) }
     }
 
     /// Reads every client's to-broker ring and fills its to-client ring.
@@ -146,7 +146,10 @@ public final class Broker {
         while index < ringClients.count {
             let client = ringClients[index]
             if !producersPaused, client.drainRing() { active = true }
-            if !client.output.isEmpty, client.flushToRing() { active = true }
+            if !client.output.isEmpty, client.flushToRing() {
+                active = true
+                client.scheduleFlush()
+            }
             if ringClients.indices.contains(index), ringClients[index] === client { index += 1 }
         }
         loop.flushDirty()

@@ -1,8 +1,11 @@
 // A local client's shared-memory rings, on the broker's side. The client writes MESSAGE frames into the
 // to-broker ring (control frames and messages too large for the ring go by the socket, the latter behind a
-// MARK record in the ring); the broker moves frames for the client from its output queue into the
-// to-client ring the same way. Each ring record is one frame, copied to private memory before it is parsed:
-// the client can write the shared memory at any time.
+// MARK record in the ring); the broker writes frames for the client into the to-client ring the same way,
+// straight from routing while the client's output queue is empty, from the queue otherwise.
+// A MESSAGE record is parsed where it lies: the frame and message headers are each read once into local
+// values and checked against the record's length, and the payload is then only copied, never interpreted,
+// so a client that changes the shared memory meanwhile garbles nothing but its own payload. Other records
+// are copied to private memory before they are parsed.
 // Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
@@ -15,10 +18,12 @@ final class ClientRings {
     let clientDoorbell: EventFd
     /// Frames for the client that are too large for the ring; each has a MARK in the ring.
     let socketOutput = FrameQueue(capacity: 4096)
-    /// Private copy of the record being handled.
+    /// Private copy of a control record being handled.
     let scratch = ByteBuffer(capacity: 4096)
     /// The ring reached a MARK before its socket frame arrived: the ring waits for the socket.
     @exclusivity(unchecked) var awaitingSocketMessage = false
+    /// Records written to the to-client ring and not yet published.
+    @exclusivity(unchecked) private(set) var hasUnpublished = false
     var ringBytes: Int { reader.ring.size }
 
     init(segment: SharedSegment, ringBytes: Int, clientDoorbell: EventFd) {
@@ -27,6 +32,47 @@ final class ClientRings {
         reader = RingReader(rings.toBroker)
         writer = RingWriter(rings.toClient)
         self.clientDoorbell = clientDoorbell
+    }
+
+    /// Writes one MESSAGE frame into the to-client ring; false when it is too large for the ring, the ring is
+    /// full, or the ring is corrupt (the caller then queues it, and the queue's flush reports the corruption).
+    @inline(__always)
+    func write(_ header: MessageHeader, payload: UnsafeRawBufferPointer, frameSize: Int) -> Bool {
+        guard frameSize <= writer.maxPayload else { return false }
+        let written = try? writer.write(kind: .frame, payload: frameSize) { out in
+            FrameParser.writeHeader(.message, bodyLength: frameSize - Wire.frameHeaderSize, at: out)
+            header.write(to: out + Wire.frameHeaderSize)
+            if let source = payload.baseAddress, payload.count > 0 {
+                (out + Wire.frameHeaderSize + Wire.messageHeaderSize).copyMemory(from: source, byteCount: payload.count)
+            }
+        }
+        guard written == true else { return false }
+        hasUnpublished = true
+        return true
+    }
+
+    /// Writes one whole frame (from the output queue) into the to-client ring; false when full.
+    @inline(__always)
+    func write(frame: UnsafeRawBufferPointer) throws(RingError) -> Bool {
+        let written = try writer.write(kind: .frame, payload: frame.count) { out in
+            out.copyMemory(from: frame.baseAddress.unsafelyUnwrapped, byteCount: frame.count)
+        }
+        if written { hasUnpublished = true }
+        return written
+    }
+
+    /// Writes a MARK: the next frame goes by the socket.
+    func writeMark() throws(RingError) -> Bool {
+        let written = try writer.write(kind: .mark, payload: 0) { _ in }
+        if written { hasUnpublished = true }
+        return written
+    }
+
+    /// Makes the written records visible and wakes the client if it said it sleeps.
+    func publish() {
+        hasUnpublished = false
+        writer.publish()
+        if writer.consumerNeedsWake() { clientDoorbell.signal() }
     }
 }
 
@@ -55,10 +101,11 @@ extension LocalClient {
     @discardableResult
     func drainRing(budget: Int = 4096, untilMark: Bool = false) -> Bool {
         guard let rings, !isClosed else { return false }
+        let reader = rings.reader
         var handled = 0
         var sawMark = false
         do {
-            while handled < budget, !rings.awaitingSocketMessage, let record = try rings.reader.next() {
+            while handled < budget, !rings.awaitingSocketMessage, let record = try reader.next() {
                 handled += 1
                 if record.kind == .mark {
                     if untilMark {
@@ -68,15 +115,16 @@ extension LocalClient {
                     rings.awaitingSocketMessage = true
                     break
                 }
-                rings.scratch.reset()
-                rings.scratch.append(record.payload)
-                guard let frame = try FrameParser.next(in: rings.scratch.readable, maxMessage: maxMessage),
+                // The frame header is read once (FrameParser.next) and its type and length are values from then on.
+                guard let frame = try FrameParser.next(in: record.payload, maxMessage: maxMessage),
                       frame.totalSize == record.payload.count else {
                     throw WireError.malformed(type: .message, reason: "ring record is not exactly one frame")
                 }
-                isHandlingRingRecord = true
-                defer { isHandlingRingRecord = false }
-                try handleFrame(frame)
+                if frame.type == .message {
+                    try routeRingMessage(frame.body)
+                } else {
+                    try handleRingControl(record.payload, scratch: rings.scratch)
+                }
                 if isClosed { return true }
             }
         } catch let error as RingError {
@@ -90,12 +138,33 @@ extension LocalClient {
             close(reason: "\(error)")
             return true
         }
-        rings.reader.release()
-        if rings.reader.producerNeedsWake() { rings.clientDoorbell.signal() }
+        reader.release()
+        if reader.producerNeedsWake() { rings.clientDoorbell.signal() }
         if untilMark && !sawMark {
             protocolError(.unexpected(type: .message, state: "on the socket with no MARK for it in the ring"))
         }
         return handled > 0
+    }
+
+    /// A MESSAGE record, in place: MessageHeader reads each field once and checks the lengths against the body.
+    @inline(__always)
+    private func routeRingMessage(_ body: UnsafeRawBufferPointer) throws(WireError) {
+        let header = try MessageHeader(body: body)
+        let payload = UnsafeRawBufferPointer(rebasing: body[Wire.messageHeaderSize...])
+        borrowedBroker.with { $0.route(from: self, header, payload: payload) }
+    }
+
+    /// Any other record: copied to private memory, then handled like a frame from the socket.
+    private func handleRingControl(_ record: UnsafeRawBufferPointer, scratch: ByteBuffer) throws(WireError) {
+        scratch.reset()
+        scratch.append(record)
+        guard let frame = try FrameParser.next(in: scratch.readable, maxMessage: maxMessage),
+              frame.totalSize == record.count else {
+            throw .malformed(type: .message, reason: "ring record changed while it was copied")
+        }
+        isHandlingRingRecord = true
+        defer { isHandlingRingRecord = false }
+        try handleFrame(frame)
     }
 
     /// A MESSAGE that came by the socket: every ring record before its MARK is handled first.
@@ -110,7 +179,7 @@ extension LocalClient {
     }
 
     /// Moves whole frames from the output queue into the to-client ring (large ones go by the socket behind
-    /// a MARK); true when it moved any.
+    /// a MARK); true when it moved any. The caller publishes.
     @discardableResult
     func flushToRing() -> Bool {
         guard let rings, !isClosed, !output.isEmpty else { return false }
@@ -120,17 +189,12 @@ extension LocalClient {
             while let size = FrameParser.pendingFrameSize(in: bytes), size <= bytes.count {
                 let frame = UnsafeRawBufferPointer(rebasing: bytes[..<size])
                 if size > rings.writer.maxPayload {
-                    guard try rings.writer.write(kind: .mark, payload: 0, { _ in }) else { break }
+                    guard try rings.writeMark() else { break }
                     rings.socketOutput.buffer.append(frame)
-                } else {
-                    let written = try rings.writer.write(kind: .frame, payload: size) { out in
-                        out.copyMemory(from: frame.baseAddress.unsafelyUnwrapped, byteCount: size)
-                    }
-                    if !written {
-                        // Full: say so; the client rings our doorbell when it has made room.
-                        if rings.writer.announceWaiting(forPayload: size) { continue }
-                        break
-                    }
+                } else if try !rings.write(frame: frame) {
+                    // Full: say so; the client rings our doorbell when it has made room.
+                    if rings.writer.announceWaiting(forPayload: size) { continue }
+                    break
                 }
                 moved += size
                 bytes = UnsafeRawBufferPointer(rebasing: bytes[size...])
@@ -143,8 +207,6 @@ extension LocalClient {
         guard moved > 0 else { return false }
         output.didWrite(moved)
         if !rings.socketOutput.isEmpty { scheduleFlush() }
-        rings.writer.publish()
-        if rings.writer.consumerNeedsWake() { rings.clientDoorbell.signal() }
         return true
     }
 }

@@ -1,13 +1,18 @@
 // A replication group on this broker: its index on peer links, the client holding the receiver role,
 // the standbys in the order they asked, and a bounded queue of messages waiting for a receiver.
 // Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
+import BrokerSystem
 import BrokerWire
 
 final class Group {
     let name: String
     /// This broker's index for the group, sent in GROUP_BIND and MESSAGE frames on peer links.
     let index: UInt32
-    var receiver: LocalClient?
+    var receiver: LocalClient? {
+        didSet { borrowedReceiver = receiver.map(Borrowed.init) }
+    }
+    /// `receiver` (which owns it) for the per-message path.
+    @exclusivity(unchecked) private(set) var borrowedReceiver: Borrowed<LocalClient>?
     var standbys: [LocalClient] = []
     /// MESSAGE frames, ready for a client, that arrived while no client held the receiver role.
     let pending = FrameQueue(capacity: 4096)

@@ -8,15 +8,29 @@ import BrokerWire
 final class LocalClient: Connection {
     /// The broker outlives every connection it serves.
     unowned(unsafe) let broker: Broker
+    /// `broker` for the per-message path.
+    let borrowedBroker: Borrowed<Broker>
     let id: UInt32
     let output = FrameQueue(capacity: 64 << 10)
     let outputLimit: Int
-    var registration: RegisterFrame?
+    var registration: RegisterFrame? {
+        didSet { isRegistered = registration != nil }
+    }
+    /// Whether REGISTER was accepted (a flag, so the per-frame check copies nothing).
+    @exclusivity(unchecked) private(set) var isRegistered = false
     /// Shared-memory rings, when the client asked for them and the broker granted them.
-    var rings: ClientRings?
+    var rings: ClientRings? {
+        didSet { borrowedRings = rings.map(Borrowed.init) }
+    }
+    /// `rings` (which owns them) for the per-message path.
+    @exclusivity(unchecked) private(set) var borrowedRings: Borrowed<ClientRings>?
     /// Set while a frame from the to-broker ring is handled (not one from the socket).
     @exclusivity(unchecked) var isHandlingRingRecord = false
-    var group: Group?
+    var group: Group? {
+        didSet { borrowedGroup = group.map(Borrowed.init) }
+    }
+    /// `group` (the broker's groups own it) for the per-message path.
+    @exclusivity(unchecked) private(set) var borrowedGroup: Borrowed<Group>?
     var roleState: RoleState = .none
     /// The pid the kernel reports for the other end (SO_PEERCRED), or the registered one without it.
     var pid: Int32
@@ -36,6 +50,7 @@ final class LocalClient: Connection {
 
     init(descriptor: CInt, broker: Broker, id: UInt32) {
         self.broker = broker
+        borrowedBroker = Borrowed(broker)
         self.id = id
         outputLimit = broker.config.clientQueueBytes
         pid = Socket.peerCredentials(descriptor).map { Int32($0.pid) } ?? 0
@@ -46,7 +61,7 @@ final class LocalClient: Connection {
     var name: String { registration?.name ?? "" }
 
     override func handleFrame(_ frame: Frame) throws(WireError) {
-        guard registration != nil else {
+        guard isRegistered else {
             guard frame.type == .register else { throw .unexpected(type: frame.type, state: "before REGISTER") }
             try broker.register(self, RegisterFrame(body: frame.body))
             return
@@ -95,10 +110,18 @@ final class LocalClient: Connection {
         scheduleFlush()
     }
 
-    /// Queues a MESSAGE for the client unless its output is over the limit; false when dropped.
+    /// Queues a MESSAGE for the client unless its output is over the limit; false when dropped. A ring
+    /// client with nothing queued gets it written straight into its to-client ring (published at flush).
     @discardableResult
     func deliver(_ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
+        if let rings = borrowedRings, output.isEmpty,
+           rings.with({ $0.write(header, payload: payload, frameSize: size) }) {
+            messagesReceived += 1
+            bytesReceived += payload.count
+            scheduleFlush()
+            return true
+        }
         guard output.isEmpty || output.byteCount + size <= outputLimit else {
             dropped += 1
             return false
@@ -126,7 +149,10 @@ final class LocalClient: Connection {
     }
 
     override func flush() {
-        if rings != nil { flushToRing() }
+        if let rings {
+            flushToRing()
+            if rings.hasUnpublished { rings.publish() }
+        }
         super.flush()
     }
 

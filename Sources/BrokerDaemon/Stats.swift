@@ -130,7 +130,7 @@ extension Broker {
                 reconnects: link.reconnects,
                 millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil)
         }
-        let clientList = clients.values.filter { $0.registration != nil }.sorted { $0.id < $1.id }.map { client in
+        let clientList = clients.values.filter { $0.isRegistered }.sorted { $0.id < $1.id }.map { client in
             var roles: [String] = []
             if client.registration?.roles.contains(.sender) == true { roles.append("sender") }
             switch client.roleState {
