@@ -26,6 +26,8 @@ public final class ConditionLock: @unchecked Sendable {
 
     @inlinable public func lock() { pthread_mutex_lock(mutex) }
     @inlinable public func unlock() { pthread_mutex_unlock(mutex) }
+    /// Takes the lock if it is free; true when taken.
+    @inlinable public func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
 
     @inlinable
     public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {

@@ -100,6 +100,14 @@ public final class ByteBuffer {
         }
     }
 
+    /// Exchanges memory and contents with `other` (no copy).
+    public func swapContents(with other: ByteBuffer) {
+        swap(&base, &other.base)
+        swap(&capacity, &other.capacity)
+        swap(&readIndex, &other.readIndex)
+        swap(&writeIndex, &other.writeIndex)
+    }
+
     /// Capacity kept after draining: smaller growth stays allocated, so bursts do not reallocate.
     public static let retainedCapacity = 1 << 20
 

@@ -35,6 +35,10 @@ public struct Frame {
     public let body: UnsafeRawBufferPointer
     /// Header plus body: what to consume after handling it.
     public var totalSize: Int { Wire.frameHeaderSize + body.count }
+    /// Header and body, as they lie in the buffer.
+    public var whole: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize, count: totalSize)
+    }
 }
 
 public enum FrameParser {

@@ -91,6 +91,11 @@ public struct Ring: @unchecked Sendable {
     var sleeping: UnsafeMutablePointer<UInt32> { (control + 128).assumingMemoryBound(to: UInt32.self) }
     var producerWaiting: UnsafeMutablePointer<UInt32> { (control + 132).assumingMemoryBound(to: UInt32.self) }
 
+    /// Whether the producer published records the consumer has not released; safe from any thread.
+    public var hasUnreleasedRecords: Bool {
+        rb_atomic_load_acquire_u64(head) != rb_atomic_load_acquire_u64(tail)
+    }
+
     /// Bytes in use, as both sides last published them (for stats).
     public var usedBytes: Int {
         let h = rb_atomic_load_relaxed_u64(head)
@@ -249,7 +254,8 @@ public final class RingReader: @unchecked Sendable {
         rb_atomic_store_seq_cst_u32(ring.sleeping, 1)
         // Paired with the producer's fence in consumerNeedsWake (see there).
         rb_atomic_thread_fence_seq_cst()
-        if rb_atomic_load_acquire_u64(ring.head) != tail {
+        // The released tail, not this side's private one: with a consumer lock, another thread may consume.
+        if rb_atomic_load_acquire_u64(ring.head) != rb_atomic_load_acquire_u64(ring.tail) {
             rb_atomic_store_seq_cst_u32(ring.sleeping, 0)
             return false
         }

@@ -2,8 +2,10 @@
 // receives. A reader thread takes frames from the broker; when the broker goes away it fails what waits,
 // then reconnects and re-registers with backoff. Sends made while disconnected fail at once.
 //
-// Locking: `writeLock` serialises writes to the socket and is held whenever the descriptor is swapped,
-// so a send never writes to a descriptor that was closed and reused. `state` guards everything else.
+// Locking: `writeLock` serialises writes to the socket and the to-broker ring and is held whenever the
+// descriptor or the rings are swapped, so a send never writes to a descriptor that was closed and reused.
+// A ring side's `consumerLock` is held by whichever thread reads the to-client ring (ClientReaderRings.swift).
+// `state` guards everything else; it is taken after `writeLock` or `consumerLock`, never before.
 import BrokerSystem
 import BrokerWire
 #if canImport(Glibc)
@@ -37,7 +39,7 @@ public final class BrokerClient: @unchecked Sendable {
     /// Whether the client is connected to the broker now.
     public var isConnected: Bool { core.state.withLock { core.descriptor >= 0 } }
     /// The broker's limit on control + rec.
-    public var maxMessage: Int { core.state.withLock { Int(core.welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) } }
+    public var maxMessage: Int { core.state.withLock { core.messageLimit } }
 
     /// Hands one message to the broker. Returns once it is queued; with `.permanent`, once the broker
     /// has accepted it for every destination (or throws `refused`).
@@ -74,6 +76,9 @@ public final class BrokerClient: @unchecked Sendable {
 
     /// Hands every message now waiting (after waiting up to `timeout` for the first) to `body`, whose views
     /// are valid only during the call; site events are skipped. No allocation per message. Returns the count.
+    /// With shared-memory rings the calling thread reads the ring itself while it keeps calling (the views
+    /// point into the ring), so `body` must not receive on this client again (`receive`, `nextEvent`,
+    /// `receiveAll`); sending from `body` is fine.
     @discardableResult
     public func receiveAll(timeout: Double?, _ body: (MessageView) -> Void) throws(BrokerClientError) -> Int {
         try core.receiveAll(timeout: timeout, body)

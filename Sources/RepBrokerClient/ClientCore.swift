@@ -14,7 +14,11 @@ final class ClientCore: @unchecked Sendable {
     // Guarded by `state` (and `writeLock` for changes to `descriptor`).
     var descriptor: CInt = -1
     var generation = 0
-    var welcome: WelcomeFrame?
+    var welcome: WelcomeFrame? {
+        didSet { messageLimit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
+    }
+    /// The broker's message limit (control + rec) from WELCOME; read by every send.
+    var messageLimit = Wire.defaultMaxMessage
     var roleState: RoleState = .none
     /// Guarded by `state`; mirrored in `closedFlag` so that the send path needs only `writeLock`.
     var isClosed = false {
@@ -37,9 +41,16 @@ final class ClientCore: @unchecked Sendable {
     /// Frames the reader thread collected during one drain, moved to the inbox under one lock.
     let staging = ByteBuffer(capacity: 64 << 10)
     /// Shared-memory rings of the current connection (replaced with it).
-    var rings: ClientRingSide?
+    var rings: ClientRingSide? {
+        didSet { borrowedRings = rings.map(Borrowed.init) }
+    }
+    /// `rings` for the send path, which holds `writeLock` (under which `rings` changes): no reference count
+    /// traffic, shared with the receiving threads, per message.
+    var borrowedRings: Borrowed<ClientRingSide>?
     /// Set by the reader thread when the connection broke, before it tears it down.
     var failing = false
+    /// Application threads blocked in receiveAll; the reader thread wakes them to drain the ring themselves.
+    var directWaiters = 0
 
     init(options: BrokerClientOptions) { self.options = options }
 
@@ -188,9 +199,9 @@ final class ClientCore: @unchecked Sendable {
             guard !closedFlag.load(ordering: .acquiring) else { throw BrokerClientError.closed }
             let fd = descriptor
             guard fd >= 0 else { throw BrokerClientError.brokerUnavailable(state.withLock { lastError }) }
-            let limit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage))
+            let limit = messageLimit
             guard size <= limit else { throw BrokerClientError.messageTooLarge(size: size, limit: limit) }
-            let ringSide = rings
+            let borrowedRings = borrowedRings
             sentGeneration = generation
             if permanent {
                 sequence = state.withLock {
@@ -205,9 +216,10 @@ final class ClientCore: @unchecked Sendable {
                                        sequence: sequence)
             var failure: BrokerClientError?
             let frameSize = Wire.frameHeaderSize + Wire.messageHeaderSize + size
-            if let ringSide, frameSize <= ringSide.writer.maxPayload {
+            if let borrowedRings, borrowedRings.with({ frameSize <= $0.writer.maxPayload }) {
                 do throws(BrokerClientError) {
-                    try writeToRing(ringSide, frameSize: frameSize, generation: sentGeneration) { out in
+                    try borrowedRings.with { ringSide throws(BrokerClientError) in
+                        try writeToRing(ringSide, frameSize: frameSize, generation: sentGeneration) { out in
                         FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + size, at: out)
                         header.write(to: out + Wire.frameHeaderSize)
                         var cursor = out + Wire.frameHeaderSize + Wire.messageHeaderSize
@@ -215,12 +227,13 @@ final class ClientCore: @unchecked Sendable {
                             cursor.copyMemory(from: source, byteCount: control.count)
                             cursor += control.count
                         }
-                        if let source = rec.baseAddress, rec.count > 0 { cursor.copyMemory(from: source, byteCount: rec.count) }
+                            if let source = rec.baseAddress, rec.count > 0 { cursor.copyMemory(from: source, byteCount: rec.count) }
+                        }
                     }
                 } catch { failure = error }
             } else {
                 // Too large for the ring: a MARK holds its place there, the frame goes by the socket.
-                if let ringSide {
+                if let ringSide = rings {
                     do throws(BrokerClientError) {
                         try writeToRing(ringSide, kind: .mark, frameSize: 0, generation: sentGeneration) { _ in }
                     } catch {
@@ -297,69 +310,6 @@ final class ClientCore: @unchecked Sendable {
         case .unroutable: throw .unroutable(destination)
         case .ackTimeout: throw .notAcknowledged
         }
-    }
-
-    // MARK: receiving
-
-    /// Waits until the inbox has frames or `deadline` passes; false on timeout. Lock held.
-    private func waitForInbox(deadline: UInt64?) throws(BrokerClientError) -> Bool {
-        while inbox.isEmpty {
-            if isClosed { throw BrokerClientError.closed }
-            if !state.wait(untilNanoseconds: deadline) && inbox.isEmpty { return false }
-        }
-        return true
-    }
-
-    func nextEvent(timeout: Double?) throws(BrokerClientError) -> ClientEvent? {
-        guard options.roles.contains(.receiver) else { throw .invalidArgument("client did not register as a receiver") }
-        let deadline = timeout.map { Posix.monotonicNanoseconds() + UInt64(max(0, $0) * 1e9) }
-        return try state.withLock { () throws(BrokerClientError) -> ClientEvent? in
-            guard try waitForInbox(deadline: deadline) else { return nil }
-            // The inbox holds only frames this client's reader checked and appended whole.
-            guard let frame = try? FrameParser.next(in: inbox.readable, maxMessage: Int.max - 64) else {
-                inbox.clear()
-                return nil
-            }
-            defer {
-                inbox.consume(frame.totalSize)
-                state.broadcast()
-            }
-            if frame.type == .siteEvent, let event = try? SiteEventFrame(body: frame.body) {
-                return event.up ? .siteUp(event.siteID) : .siteDown(event.siteID)
-            }
-            guard let header = try? MessageHeader(body: frame.body) else { return nil }
-            let (control, rec) = MessageHeader.payload(of: frame.body, header)
-            return .message(ReceivedMessage(source: header.source, control: Array(control), rec: Array(rec),
-                                            lsn: header.lsn, flags: header.flags))
-        }
-    }
-
-    /// Hands every message now waiting (waiting up to `timeout` for the first) to `body`, in place; site
-    /// events are skipped. One lock per call, no allocation per message. Returns how many messages.
-    func receiveAll(timeout: Double?, _ body: (MessageView) -> Void) throws(BrokerClientError) -> Int {
-        guard options.roles.contains(.receiver) else { throw .invalidArgument("client did not register as a receiver") }
-        let deadline = timeout.map { Posix.monotonicNanoseconds() + UInt64(max(0, $0) * 1e9) }
-        let batch: ByteBuffer? = try state.withLock { () throws(BrokerClientError) -> ByteBuffer? in
-            guard try waitForInbox(deadline: deadline) else { return nil }
-            let taken = inbox
-            inbox = spareInbox
-            spareInbox = taken
-            state.broadcast()
-            return taken
-        }
-        guard let batch else { return 0 }
-        var count = 0
-        var bytes = batch.readable
-        while let frame = try? FrameParser.next(in: bytes, maxMessage: Int.max - 64) {
-            if frame.type == .message, let header = try? MessageHeader(body: frame.body) {
-                let (control, rec) = MessageHeader.payload(of: frame.body, header)
-                body(MessageView(source: header.source, control: control, rec: rec, lsn: header.lsn, flags: header.flags))
-                count += 1
-            }
-            bytes = UnsafeRawBufferPointer(rebasing: bytes[frame.totalSize...])
-        }
-        batch.reset()
-        return count
     }
 
     /// Writes one control frame to the broker.

@@ -1,7 +1,7 @@
 // The client's reader thread: frames from the broker (by the socket, and by the to-client ring when there
-// are rings) into the inbox and send results; on loss of the broker, reconnects with backoff (50 ms doubling
-// to 1 s) and registers again. With rings it spins briefly on an empty ring, then says it sleeps and waits in
-// poll on the socket and its doorbell.
+// are rings and no application thread drains it) into the inbox and send results; on loss of the broker,
+// reconnects with backoff (50 ms doubling to 1 s) and registers again. Its rounds with rings are in
+// ClientRingReceive.swift.
 import BrokerSystem
 import BrokerWire
 import CRepBrokerIPC
@@ -47,87 +47,32 @@ extension ClientCore {
         if fd >= 0 { disconnect(reason: "client closed") }
     }
 
-    /// Moves the staged frames into the inbox under one lock; holds back (so stops reading, and the broker
-    /// queues, bounded) while the inbox is over its limit.
-    func deliverStaged() {
+    /// Moves the staged frames into the inbox under one lock. With `holdBack` (the reader thread) it waits
+    /// while the inbox is over its limit, so it stops reading and the broker queues, bounded.
+    func deliverStaged(_ staging: ByteBuffer, holdBack: Bool = true) {
         guard !staging.isEmpty else { return }
         state.withLock {
-            while inbox.readableBytes > options.inboxLimitBytes && !isClosed {
+            while holdBack && inbox.readableBytes > options.inboxLimitBytes && !isClosed {
                 state.wait(untilNanoseconds: Posix.monotonicNanoseconds() + 100_000_000)
             }
-            inbox.append(staging.readable)
+            if inbox.isEmpty {
+                // Nothing waits: the staged buffer becomes the inbox (no copy).
+                inbox.swapContents(with: staging)
+            } else {
+                inbox.append(staging.readable)
+            }
             state.broadcast()
         }
         staging.reset()
     }
 
-    private func lose(_ reason: String) {
+    func lose(_ reason: String) {
         markFailing(reason)
         disconnect(reason: reason)
     }
 
-    /// One round with rings: drain the to-client ring; when empty, spin, then sleep on socket and doorbell.
-    private func serviceRing(_ ringSide: ClientRingSide, _ fd: CInt, _ buffer: ByteBuffer) -> String? {
-        switch drainRing(ringSide, untilMark: false) {
-        case .failed(let reason): return reason
-        case .handled: return nil
-        case .empty: break
-        }
-        // Waiting on a MARK: the next message is on the socket, whatever else the ring holds.
-        let waitsForSocket = ringSide.awaitingSocketMessage
-        if !waitsForSocket {
-            for _ in 0..<2000 where ringSide.reader.hasRecords { return nil }
-        }
-        let asleep = !waitsForSocket && ringSide.reader.prepareToSleep()
-        let ready = rb_poll_two(fd, ringSide.clientDoorbell.descriptor, asleep || waitsForSocket ? 1000 : 0)
-        if asleep { ringSide.reader.awake() }
-        if ready > 0 && ready & 2 != 0 {
-            ringSide.clientDoorbell.drain()
-            // A sender may wait for room in the to-broker ring.
-            state.withLock { state.broadcast() }
-        }
-        if ready > 0 && ready & 1 != 0 { return readOnce(fd, buffer) }
-        return nil
-    }
-
-    enum DrainResult { case handled, empty, failed(String) }
-
-    /// Handles the to-client ring's records (up to a MARK, which means the next message comes by the socket).
-    private func drainRing(_ ringSide: ClientRingSide, untilMark: Bool) -> DrainResult {
-        var handled = 0
-        var reachedMark = false
-        let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
-        do {
-            while !ringSide.awaitingSocketMessage, let record = try ringSide.reader.next() {
-                handled += 1
-                if record.kind == .mark {
-                    if untilMark { reachedMark = true } else { ringSide.awaitingSocketMessage = true }
-                    break
-                }
-                ringSide.scratch.reset()
-                ringSide.scratch.append(record.payload)
-                guard let frame = try FrameParser.next(in: ringSide.scratch.readable, maxMessage: limit),
-                      frame.totalSize == record.payload.count else {
-                    return .failed("a ring record from the broker is not one frame")
-                }
-                if let reason = try handle(frame) { return .failed(reason) }
-                if handled % 256 == 0 {
-                    ringSide.reader.release()
-                    deliverStaged()
-                }
-            }
-        } catch {
-            return .failed("bad ring record from the broker: \(error)")
-        }
-        ringSide.reader.release()
-        if ringSide.reader.producerNeedsWake() { ringSide.brokerDoorbell.signal() }
-        deliverStaged()
-        if untilMark && !reachedMark { return .failed("the broker sent a message by the socket without its MARK") }
-        return handled > 0 ? .handled : .empty
-    }
-
     /// One blocking read and the frames it completes; returns why the connection ended, or nil.
-    private func readOnce(_ fd: CInt, _ buffer: ByteBuffer) -> String? {
+    func readOnce(_ fd: CInt, _ buffer: ByteBuffer) -> String? {
         if let needed = FrameParser.pendingFrameSize(in: buffer.readable), needed > buffer.readableBytes {
             buffer.reserve(needed - buffer.readableBytes)
         }
@@ -144,35 +89,53 @@ extension ClientCore {
 
     /// Handles every complete frame that came by the socket; returns why the connection must end, or nil.
     private func processFrames(_ buffer: ByteBuffer) -> String? {
-        let limit = state.withLock { Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
-        let ringSide = state.withLock { rings }
+        let (limit, ringSide) = state.withLock { (messageLimit, rings) }
+        guard let ringSide else {
+            do {
+                while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
+                    if let reason = try handle(frame, staging: staging) { return reason }
+                    buffer.consume(frame.totalSize)
+                }
+            } catch {
+                return "bad frame from the broker: \(error)"
+            }
+            deliverStaged(staging)
+            buffer.shrinkIfIdle()
+            return nil
+        }
+        // With rings the inbox is fed from the ring and the socket in order: under the consumer lock.
+        ringSide.consumerLock.lock()
+        defer { ringSide.consumerLock.unlock() }
         do {
             while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
-                if frame.type == .message, let ringSide {
+                if frame.type == .message {
                     // Its MARK in the ring says where it goes: everything before the MARK first.
                     if ringSide.awaitingSocketMessage {
                         ringSide.awaitingSocketMessage = false
-                    } else if case .failed(let reason) = drainRing(ringSide, untilMark: true) {
+                    } else if case .failed(let reason) = drainRing(ringSide, untilMark: true, { frame, _ in
+                        ringSide.staging.append(frame.whole)
+                    }) {
                         return reason
                     }
                 }
-                if let reason = try handle(frame) { return reason }
+                if let reason = try handle(frame, staging: ringSide.staging) { return reason }
                 buffer.consume(frame.totalSize)
             }
         } catch {
             return "bad frame from the broker: \(error)"
         }
-        deliverStaged()
+        deliverStaged(ringSide.staging)
         buffer.shrinkIfIdle()
         return nil
     }
 
-    private func handle(_ frame: Frame) throws(WireError) -> String? {
+    /// One checked frame from the broker: messages and site events to `staging` (then the inbox), the
+    /// rest to the waiting callers. Returns why the connection must end, or nil.
+    func handle(_ frame: Frame, staging: ByteBuffer) throws(WireError) -> String? {
         switch frame.type {
         case .message:
             _ = try MessageHeader(body: frame.body)
-            staging.append(UnsafeRawBufferPointer(start: frame.body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize,
-                                                  count: frame.totalSize))
+            staging.append(frame.whole)
         case .sendResult:
             let result = try SendResultFrame(body: frame.body)
             state.withLock {
@@ -183,8 +146,7 @@ extension ClientCore {
             }
         case .siteEvent:
             _ = try SiteEventFrame(body: frame.body)
-            staging.append(UnsafeRawBufferPointer(start: frame.body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize,
-                                                  count: frame.totalSize))
+            staging.append(frame.whole)
         case .channel:
             handleChannel(try ChannelFrame(body: frame.body))
         case .channelResult:

@@ -1,8 +1,11 @@
-// The client's side of the shared-memory rings: it produces into the to-broker ring (under the client's
-// write lock, so there is one producer) and its reader thread consumes the to-client ring, sleeping in poll
-// on its doorbell and the socket only after the ring is empty and it has said so in the ring.
+// The client's side of the shared-memory rings. It produces into the to-broker ring under the client's
+// write lock (so there is one producer). The to-client ring has one consumer at a time, whoever holds
+// `consumerLock`: an application thread in receiveAll, which hands messages to its callback straight from
+// the ring, or else the reader thread, which moves them to the inbox. Only the reader thread sleeps on the
+// doorbell (see ClientRingReceive.swift).
 import BrokerSystem
 import BrokerWire
+import Synchronization
 
 final class ClientRingSide: @unchecked Sendable {
     let segment: SharedSegment
@@ -10,11 +13,28 @@ final class ClientRingSide: @unchecked Sendable {
     let reader: RingReader
     /// Rung to wake the broker's event loop.
     let brokerDoorbell: EventFd
-    /// The broker rings it when the to-client ring has records or the to-broker ring has room.
+    /// The broker rings it when the to-client ring has records or the to-broker ring has room; an
+    /// application thread rings it to call the reader thread back from yielding.
     let clientDoorbell: EventFd
-    /// The to-client ring reached a MARK before its socket frame arrived.
-    var awaitingSocketMessage = false
-    let scratch = ByteBuffer(capacity: 4096)
+    /// Held while consuming the to-client ring; guards `reader`, changes to `awaitingSocketMessage`, and
+    /// `staging`.
+    let consumerLock = ConditionLock()
+    /// The to-client ring reached a MARK before its socket frame arrived (readable from any thread).
+    var awaitingSocketMessage: Bool {
+        get { awaitingFlag.load(ordering: .acquiring) }
+        set { awaitingFlag.store(newValue, ordering: .releasing) }
+    }
+    private let awaitingFlag = Atomic<Bool>(false)
+    /// Why an application thread found the ring unusable; the reader thread then drops the connection.
+    private let failure = Mutex<String?>(nil)
+    /// Frames from one drain that go to the inbox (site events; messages when the reader thread drains).
+    let staging = ByteBuffer(capacity: 64 << 10)
+    /// When an application thread last drained the ring itself (monotonic ns): the reader thread leaves the
+    /// ring to it for `ClientRingSide.yieldNanoseconds` after that.
+    let lastDirectDrain = Atomic<UInt64>(0)
+    /// The reader thread waits in a short poll without saying it sleeps, leaving the ring to the application.
+    let readerYielding = Atomic<Bool>(false)
+    static let yieldNanoseconds: UInt64 = 1_000_000
 
     /// Maps what came with WELCOME: a sealed segment and two eventfds. Takes ownership of the descriptors.
     init(ringBytes: Int, descriptors: [CInt]) throws {
@@ -40,5 +60,21 @@ final class ClientRingSide: @unchecked Sendable {
     func publish() {
         writer.publish()
         if writer.consumerNeedsWake() { brokerDoorbell.signal() }
+    }
+
+    /// Whether the to-client ring holds records no consumer has released; safe from any thread.
+    var hasRecords: Bool { reader.ring.hasUnreleasedRecords }
+
+    /// An application thread found the ring corrupt: the reader thread is told to drop the connection.
+    func fail(_ reason: String) {
+        failure.withLock { $0 = $0 ?? reason }
+        clientDoorbell.signal()
+    }
+
+    var failureReason: String? { failure.withLock { $0 } }
+
+    /// Whether an application thread drained the ring within the yield window.
+    func applicationDrainsRing(now: UInt64) -> Bool {
+        now &- lastDirectDrain.load(ordering: .relaxed) < Self.yieldNanoseconds
     }
 }

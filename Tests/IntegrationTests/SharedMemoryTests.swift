@@ -1,5 +1,6 @@
 // Shared-memory rings with real processes: order across ring and socket for messages too large for the
-// ring, teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
+// ring (with receive and with receiveAll, whose thread drains the ring itself while the reader thread
+// takes over whenever it pauses), teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
 // left), the broker serving new clients afterwards, fallback when the broker offers no rings, and an idle
 // broker with many ring clients staying idle.
 import BrokerDaemon
@@ -7,6 +8,7 @@ import BrokerHarness
 import BrokerSystem
 import Foundation
 import RepBrokerClient
+import Synchronization
 import Testing
 
 /// Lines of /proc/PID/maps that map a client segment.
@@ -51,6 +53,54 @@ func cpuSeconds(_ pid: Int32) -> Double {
             let receiverStats = try #require(stats.clients.first { $0.roles == ["receiver"] })
             #expect(receiverStats.transport == "shm" && receiverStats.ringBytes == 4096)
             #expect(receiverStats.ringToClientUsed != nil)
+        }
+    }
+
+    /// receiveAll drains the ring on its own thread while it keeps calling, and the reader thread takes the
+    /// ring over (into the inbox) while it pauses; messages too large for the ring come by the socket. Two
+    /// streams (one through a peer link, one local) arrive complete and each in order, whichever path each
+    /// message took.
+    @Test func receiveAllKeepsOrderAcrossItsOwnDrainsTheReaderThreadAndTheSocket() throws {
+        try withSites(2) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory, ringBytes: 4096)
+            let remote = try client(sites.broker(1), transport: .sharedMemory, ringBytes: 4096)
+            let local = try client(sites.broker(2), transport: .sharedMemory, ringBytes: 4096)
+            let perSender = 3000
+            let failures = Mutex<[String]>([])
+            let senders = [(remote, Int32(1)), (local, Int32(2))].map { sender, site in
+                Thread {
+                    do {
+                        for index in 0..<perSender {
+                            // Every 37th is too large for a 4 KiB ring and goes by the socket behind a MARK.
+                            let rec = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: index % 37 == 0 ? 2000 : 16)
+                            try sender.send(control: [], rec: rec, lsn: LSN(file: UInt32(site), offset: UInt32(index)), to: 2)
+                        }
+                    } catch { failures.withLock { $0.append("sender at site \(site): \(error)") } }
+                }
+            }
+            senders.forEach { $0.start() }
+            var next: [Int32: UInt32] = [1: 0, 2: 0]
+            var calls = 0
+            let deadline = Posix.monotonicNanoseconds() + 30_000_000_000
+            while next.values.contains(where: { $0 < UInt32(perSender) }), Posix.monotonicNanoseconds() < deadline {
+                calls += 1
+                // A pause now and then: longer than the reader thread's 1 ms yield, so it drains meanwhile.
+                if calls % 50 == 0 { usleep(3000) }
+                try receiver.receiveAll(timeout: 1) { message in
+                    let site = Int32(message.lsn.file)
+                    let expected = next[site, default: 0]
+                    let size = expected % 37 == 0 ? 2000 : 16
+                    if message.source != site || message.lsn.offset != expected || message.rec.count != size
+                        || message.rec.contains(where: { $0 != UInt8(truncatingIfNeeded: expected) }) {
+                        failures.withLock {
+                            $0.append("site \(site): expected #\(expected), got #\(message.lsn.offset) of \(message.rec.count) bytes")
+                        }
+                    }
+                    next[site] = message.lsn.offset + 1
+                }
+            }
+            #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { Array($0.prefix(5)) })")
+            #expect(next == [1: UInt32(perSender), 2: UInt32(perSender)])
         }
     }
 
