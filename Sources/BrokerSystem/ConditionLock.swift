@@ -5,10 +5,17 @@ import Glibc
 #endif
 
 public final class ConditionLock: @unchecked Sendable {
-    @usableFromInline let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    @usableFromInline let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// Mutex and condition on cache lines of their own: two locks used by different threads (a client's
+    /// write lock and its state lock) must not share a line, or every lock operation moves it between cores.
+    private let storage = UnsafeMutableRawPointer.allocate(byteCount: 2 * ConditionLock.line, alignment: ConditionLock.line)
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let condition: UnsafeMutablePointer<pthread_cond_t>
+    private static let line = 128
 
     public init() {
+        precondition(MemoryLayout<pthread_mutex_t>.size <= Self.line && MemoryLayout<pthread_cond_t>.size <= Self.line)
+        mutex = storage.bindMemory(to: pthread_mutex_t.self, capacity: 1)
+        condition = (storage + Self.line).bindMemory(to: pthread_cond_t.self, capacity: 1)
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -20,8 +27,7 @@ public final class ConditionLock: @unchecked Sendable {
     deinit {
         pthread_cond_destroy(condition)
         pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        condition.deallocate()
+        storage.deallocate()
     }
 
     @inlinable public func lock() { pthread_mutex_lock(mutex) }

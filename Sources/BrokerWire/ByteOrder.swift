@@ -1,20 +1,21 @@
-// Little-endian loads and stores at byte offsets; no alignment is assumed.
+// Little-endian loads and stores at byte offsets; no alignment is assumed. Inlinable: other modules'
+// per-message paths use them.
 
 extension UnsafeRawPointer {
-    @inline(__always) func le16(_ offset: Int) -> UInt16 {
+    @inlinable @inline(__always) func le16(_ offset: Int) -> UInt16 {
         UInt16(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
-    @inline(__always) func le32(_ offset: Int) -> UInt32 {
+    @inlinable @inline(__always) func le32(_ offset: Int) -> UInt32 {
         UInt32(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
-    @inline(__always) func le64(_ offset: Int) -> UInt64 {
+    @inlinable @inline(__always) func le64(_ offset: Int) -> UInt64 {
         UInt64(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
-    @inline(__always) func leInt32(_ offset: Int) -> Int32 { Int32(bitPattern: le32(offset)) }
+    @inlinable @inline(__always) func leInt32(_ offset: Int) -> Int32 { Int32(bitPattern: le32(offset)) }
 }
 
 extension UnsafeMutableRawPointer {
-    @inline(__always) func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+    @inlinable @inline(__always) func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
     }
 }

@@ -33,17 +33,24 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
 public struct Frame {
     public let type: FrameType
     public let body: UnsafeRawBufferPointer
+
+    @inlinable init(type: FrameType, body: UnsafeRawBufferPointer) {
+        self.type = type
+        self.body = body
+    }
+
     /// Header plus body: what to consume after handling it.
-    public var totalSize: Int { Wire.frameHeaderSize + body.count }
+    @inlinable public var totalSize: Int { Wire.frameHeaderSize + body.count }
     /// Header and body, as they lie in the buffer.
-    public var whole: UnsafeRawBufferPointer {
+    @inlinable public var whole: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: body.baseAddress.unsafelyUnwrapped - Wire.frameHeaderSize, count: totalSize)
     }
 }
 
+// The per-frame functions are inlinable: every module's per-message path calls them.
 public enum FrameParser {
     /// The largest body accepted for a frame type, given the link's message limit (control + rec).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func bodyLimit(for type: FrameType, maxMessage: Int) -> Int {
         switch type {
         case .message: return Wire.messageHeaderSize + maxMessage
@@ -52,7 +59,8 @@ public enum FrameParser {
         }
     }
 
-    /// The first frame in `bytes`, or nil when more bytes are needed.
+    /// The first frame in `bytes`, or nil when more bytes are needed. Each header field is read once.
+    @inlinable
     public static func next(in bytes: UnsafeRawBufferPointer, maxMessage: Int) throws(WireError) -> Frame? {
         guard bytes.count >= Wire.frameHeaderSize, let start = bytes.baseAddress else { return nil }
         let length = Int(start.le32(0))
@@ -60,7 +68,9 @@ public enum FrameParser {
         guard magic == Wire.frameMagic else { throw .badMagic(magic) }
         guard start.le16(6) == 0 else { throw .reservedNotZero }
         let rawType = start.load(fromByteOffset: 4, as: UInt8.self)
-        guard let type = FrameType(rawValue: rawType) else { throw .unknownType(rawType) }
+        guard let type = rawType == FrameType.message.rawValue ? .message : FrameType(rawValue: rawType) else {
+            throw .unknownType(rawType)
+        }
         let limit = bodyLimit(for: type, maxMessage: maxMessage)
         guard length <= limit else { throw .tooLarge(type: type, length: length, limit: limit) }
         guard bytes.count - Wire.frameHeaderSize >= length else { return nil }
@@ -68,13 +78,14 @@ public enum FrameParser {
     }
 
     /// Bytes the frame at the front of `bytes` needs in all, once its header is readable (nil before).
+    @inlinable
     public static func pendingFrameSize(in bytes: UnsafeRawBufferPointer) -> Int? {
         guard bytes.count >= Wire.frameHeaderSize, let start = bytes.baseAddress else { return nil }
         return Wire.frameHeaderSize + Int(start.le32(0))
     }
 
     /// Writes a frame header at `pointer`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func writeHeader(_ type: FrameType, bodyLength: Int, at pointer: UnsafeMutableRawPointer) {
         pointer.storeLE(UInt32(bodyLength), at: 0)
         pointer.storeBytes(of: type.rawValue, toByteOffset: 4, as: UInt8.self)

@@ -12,6 +12,7 @@ public struct MessageHeader: Equatable, Sendable {
     public var recLength: UInt32
     public var sequence: UInt64
 
+    @inlinable
     public init(
         group: UInt32 = 0, source: Int32 = 0, destination: Int32, flags: RepFlags = [], lsn: LSN = .zero,
         controlLength: UInt32, recLength: UInt32, sequence: UInt64 = 0
@@ -27,9 +28,10 @@ public struct MessageHeader: Equatable, Sendable {
     }
 
     /// Bytes of control and rec together.
-    public var payloadLength: Int { Int(controlLength) + Int(recLength) }
+    @inlinable public var payloadLength: Int { Int(controlLength) + Int(recLength) }
 
-    /// Parses and checks a MESSAGE body.
+    /// Parses and checks a MESSAGE body; each field is read once.
+    @inlinable
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
         guard body.count >= Wire.messageHeaderSize, let p = body.baseAddress else {
             throw .malformed(type: .message, reason: "body of \(body.count) bytes is shorter than its header")
@@ -51,6 +53,7 @@ public struct MessageHeader: Equatable, Sendable {
         }
     }
 
+    @inlinable
     public func write(to p: UnsafeMutableRawPointer) {
         p.storeLE(group, at: 0)
         p.storeLE(source, at: 4)
@@ -96,6 +99,7 @@ public struct MessageHeader: Equatable, Sendable {
     }
 
     /// The control and rec bytes of a checked MESSAGE body.
+    @inlinable
     public static func payload(of body: UnsafeRawBufferPointer, _ header: MessageHeader)
         -> (control: UnsafeRawBufferPointer, rec: UnsafeRawBufferPointer) {
         let all = UnsafeRawBufferPointer(rebasing: body[Wire.messageHeaderSize...])

@@ -4,6 +4,7 @@
 // empty. Every position and length read from the shared memory is checked against the ring before use:
 // the other process may be buggy or hostile, and a bad value must close that client, not crash us.
 // Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
+// The per-record operations are inlinable: the broker and the client call them for every message.
 import CRepBrokerIPC
 
 public enum RecordKind: UInt32, Sendable {
@@ -14,7 +15,7 @@ public enum RecordKind: UInt32, Sendable {
 
 public struct RingError: Error, CustomStringConvertible, Equatable {
     public let reason: String
-    public init(_ reason: String) { self.reason = reason }
+    @inlinable public init(_ reason: String) { self.reason = reason }
     public var description: String { "corrupt ring: \(reason)" }
 }
 
@@ -29,11 +30,13 @@ public enum RingLayout {
     public static let maximumRingBytes = 1 << 30
     public static let defaultRingBytes = 1 << 20
     public static let recordHeaderBytes = 8
+    /// How far ahead of the head the producer prefetches (bytes).
+    public static let prefetchDistance = 512
 
     public static func segmentBytes(ringBytes: Int) -> Int { headerBytes + 2 * ringBytes }
 
     /// Bytes a record with `payload` bytes takes: header and payload padded to 8.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func recordBytes(payload: Int) -> Int { recordHeaderBytes + (payload + 7) & ~7 }
 
     /// The ring size the broker grants for a request: a power of two within the limits and `maximum`.
@@ -75,10 +78,10 @@ public enum RingLayout {
 
 /// One ring: its control block (rb_ring_control) and its data.
 public struct Ring: @unchecked Sendable {
-    let control: UnsafeMutableRawPointer
-    let data: UnsafeMutableRawPointer
+    @usableFromInline let control: UnsafeMutableRawPointer
+    @usableFromInline let data: UnsafeMutableRawPointer
     public let size: Int
-    var mask: UInt64 { UInt64(size - 1) }
+    @inlinable var mask: UInt64 { UInt64(size - 1) }
 
     public init(control: UnsafeMutableRawPointer, data: UnsafeMutableRawPointer, size: Int) {
         self.control = control
@@ -86,13 +89,15 @@ public struct Ring: @unchecked Sendable {
         self.size = size
     }
 
-    var head: UnsafeMutablePointer<UInt64> { control.assumingMemoryBound(to: UInt64.self) }
-    var tail: UnsafeMutablePointer<UInt64> { (control + 64).assumingMemoryBound(to: UInt64.self) }
-    var sleeping: UnsafeMutablePointer<UInt32> { (control + 128).assumingMemoryBound(to: UInt32.self) }
-    var producerWaiting: UnsafeMutablePointer<UInt32> { (control + 132).assumingMemoryBound(to: UInt32.self) }
+    @inlinable var head: UnsafeMutablePointer<UInt64> { control.assumingMemoryBound(to: UInt64.self) }
+    @inlinable var tail: UnsafeMutablePointer<UInt64> { (control + 64).assumingMemoryBound(to: UInt64.self) }
+    @inlinable var sleeping: UnsafeMutablePointer<UInt32> { (control + 128).assumingMemoryBound(to: UInt32.self) }
+    @inlinable var producerWaiting: UnsafeMutablePointer<UInt32> {
+        (control + 132).assumingMemoryBound(to: UInt32.self)
+    }
 
     /// Whether the producer published records the consumer has not released; safe from any thread.
-    public var hasUnreleasedRecords: Bool {
+    @inlinable public var hasUnreleasedRecords: Bool {
         rb_atomic_load_acquire_u64(head) != rb_atomic_load_acquire_u64(tail)
     }
 
@@ -107,10 +112,10 @@ public struct Ring: @unchecked Sendable {
 /// The producing side of a ring.
 public final class RingWriter: @unchecked Sendable {
     public let ring: Ring
-    @exclusivity(unchecked) private var head: UInt64
-    @exclusivity(unchecked) private var cachedTail: UInt64
+    @usableFromInline @exclusivity(unchecked) var head: UInt64
+    @usableFromInline @exclusivity(unchecked) var cachedTail: UInt64
     /// Payloads larger than this go by the socket (a quarter of the ring).
-    public var maxPayload: Int { ring.size / 4 - RingLayout.recordHeaderBytes }
+    @inlinable public var maxPayload: Int { ring.size / 4 - RingLayout.recordHeaderBytes }
 
     public init(_ ring: Ring) {
         self.ring = ring
@@ -122,7 +127,7 @@ public final class RingWriter: @unchecked Sendable {
 
     /// Writes one record of `payload` bytes, filled by `fill`; false when the ring has no room now.
     /// The record is visible to the consumer after `publish()`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func write(kind: RecordKind, payload: Int, _ fill: (UnsafeMutableRawPointer) -> Void) throws(RingError) -> Bool {
         let need = RingLayout.recordBytes(payload: payload)
         let offset = Int(head & ring.mask)
@@ -148,18 +153,21 @@ public final class RingWriter: @unchecked Sendable {
         at.storeBytes(of: kind.rawValue.littleEndian, toByteOffset: 4, as: UInt32.self)
         if payload > 0 { fill(at + RingLayout.recordHeaderBytes) }
         head &+= UInt64(need)
+        // The lines a few records on are most likely out of this core's cache (the consumer read them last):
+        // asking for them now keeps the fence after publish from waiting on their transfer.
+        rb_prefetch_write(ring.data + Int((head &+ UInt64(RingLayout.prefetchDistance)) & ring.mask))
         return true
     }
 
     /// Makes every record written so far visible to the consumer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func publish() {
         // Release: the records' bytes are visible before the head that covers them.
         rb_atomic_store_release_u64(ring.head, head)
     }
 
     /// After `publish`: whether the consumer said it may sleep; if so the caller must ring its doorbell.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func consumerNeedsWake() -> Bool {
         // Seq_cst fence between our head store and this load, paired with the consumer's fence between its
         // store of sleeping and its reload of head: one of us sees the other's store, so no wake-up is lost.
@@ -184,8 +192,8 @@ public final class RingWriter: @unchecked Sendable {
 /// The consuming side of a ring.
 public final class RingReader: @unchecked Sendable {
     public let ring: Ring
-    @exclusivity(unchecked) private var tail: UInt64
-    @exclusivity(unchecked) private var cachedHead: UInt64
+    @usableFromInline @exclusivity(unchecked) var tail: UInt64
+    @usableFromInline @exclusivity(unchecked) var cachedHead: UInt64
 
     public init(_ ring: Ring) {
         self.ring = ring
@@ -194,7 +202,7 @@ public final class RingReader: @unchecked Sendable {
     }
 
     /// The next FRAME or MARK record, or nil when the ring is empty. The payload stays valid until `release`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func next() throws(RingError) -> (kind: RecordKind, payload: UnsafeRawBufferPointer)? {
         while true {
             if tail == cachedHead {
@@ -235,14 +243,14 @@ public final class RingReader: @unchecked Sendable {
     }
 
     /// Hands the space of every record read so far back to the producer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func release() {
         // Release: our reads of those records are done before the producer may overwrite them.
         rb_atomic_store_release_u64(ring.tail, tail)
     }
 
     /// After `release`: whether the producer waits for space; if so the caller must ring its doorbell.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func producerNeedsWake() -> Bool {
         rb_atomic_thread_fence_seq_cst()
         guard rb_atomic_load_seq_cst_u32(ring.producerWaiting) == 1 else { return false }

@@ -99,12 +99,12 @@ public enum ChannelStatus: UInt32, Sendable {
 /// `DB_REP_*` send flags, with db.h's values.
 public struct RepFlags: OptionSet, Sendable, Hashable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let anywhere = RepFlags(rawValue: 0x1)
-    public static let noBuffer = RepFlags(rawValue: 0x2)
-    public static let permanent = RepFlags(rawValue: 0x4)
-    public static let rerequest = RepFlags(rawValue: 0x8)
-    public static let known: RepFlags = [.anywhere, .noBuffer, .permanent, .rerequest]
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var anywhere: RepFlags { RepFlags(rawValue: 0x1) }
+    @inlinable public static var noBuffer: RepFlags { RepFlags(rawValue: 0x2) }
+    @inlinable public static var permanent: RepFlags { RepFlags(rawValue: 0x4) }
+    @inlinable public static var rerequest: RepFlags { RepFlags(rawValue: 0x8) }
+    @inlinable public static var known: RepFlags { RepFlags(rawValue: 0xF) }
 
     static let names: [(String, RepFlags)] = [
         ("anywhere", .anywhere), ("nobuffer", .noBuffer), ("permanent", .permanent), ("rerequest", .rerequest),
@@ -203,11 +203,11 @@ public enum ErrorCode: UInt32, Sendable {
 public struct LSN: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var file: UInt32
     public var offset: UInt32
-    public init(file: UInt32, offset: UInt32) {
+    @inlinable public init(file: UInt32, offset: UInt32) {
         self.file = file
         self.offset = offset
     }
-    public static let zero = LSN(file: 0, offset: 0)
+    @inlinable public static var zero: LSN { LSN(file: 0, offset: 0) }
     public static func < (a: LSN, b: LSN) -> Bool { (a.file, a.offset) < (b.file, b.offset) }
     public var description: String { "\(file)/\(offset)" }
 }

@@ -65,5 +65,20 @@ static inline uint32_t rb_atomic_exchange_seq_cst_u32(uint32_t *p, uint32_t v) {
     return atomic_exchange_explicit((_Atomic uint32_t *)p, v, memory_order_seq_cst);
 }
 static inline void rb_atomic_thread_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
+/* Nonzero when the processor has PREFETCHW (x86 CPUID 0x80000001 ECX bit 8); set at load time. */
+extern int rb_has_prefetchw;
+
+/* Asks for the cache line at p in a writable state ahead of a store; a hint that never faults. */
+static inline void rb_prefetch_write(const void *p) {
+#if defined(__x86_64__)
+    if (rb_has_prefetchw) {
+        __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+    } else {
+        __builtin_prefetch(p, 1, 3);
+    }
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
 
 #endif

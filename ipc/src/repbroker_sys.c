@@ -123,3 +123,13 @@ int rb_poll_two(int first, int second, int timeout_ms) {
     return ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) ? 1 : 0) |
            ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) ? 2 : 0);
 }
+
+int rb_has_prefetchw = 0;
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+__attribute__((constructor)) static void rb_detect_prefetchw(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (__get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx)) rb_has_prefetchw = (ecx >> 8) & 1;
+}
+#endif
