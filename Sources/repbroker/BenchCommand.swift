@@ -2,9 +2,9 @@
 // baseline in the same run (these machines are noisy).
 //
 // bench ipc: one sender client hands messages to a broker, which delivers them to one receiver client on
-// the same host (sender -> broker -> receiver), over the Unix socket and over shared-memory rings in turn.
-// Reports messages and bytes delivered per second (counted by the receiver; every message checked) and the
-// shm/uds ratio.
+// the same host (sender -> broker -> receiver), over the Unix socket and over shared-memory rings in turn,
+// for several rounds. Reports the median messages and bytes delivered per second of each transport
+// (counted by the receiver; every message checked), the range, and the shm/uds ratio of the medians.
 import BrokerDaemon
 import BrokerHarness
 import BrokerSystem
@@ -13,7 +13,7 @@ import RepBrokerClient
 
 enum BenchCommand: Command {
     static let help = """
-        USAGE: repbroker bench ipc  [--size BYTES] [--seconds S] [--json]
+        USAGE: repbroker bench ipc  [--size BYTES] [--seconds S] [--rounds N] [--json]
                repbroker bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
                                     [--mode direct|uds|shm|all] [--json]
 
@@ -26,25 +26,48 @@ enum BenchCommand: Command {
 
         ipc:
         Starts a broker and measures one client handing messages to it and the broker handing them to a
-        receiver client, over each transport in the same run: msgs/s and MB/s delivered, and shm/uds.
+        receiver client, over each transport in turn for N rounds: the median msgs/s and MB/s delivered,
+        the lowest and highest round, and shm/uds (ratio of the medians).
         Build with -c release for meaningful figures: swift run -c release repbroker bench ipc
 
         OPTIONS:
           --size BYTES   rec bytes per message (default 64).
-          --seconds S    Measuring time per transport (default 3).
-          --json         One JSON object instead of the table.
+          --seconds S    Measuring time per transport and round (default 3).
+          --rounds N     Rounds, alternating the transports (default 3).
+          --json         One JSON object instead of the table (every round included).
         """
-    static let valuedOptions: Set<String> = ["size", "seconds", "sites", "senders", "count", "mode"]
+    static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode"]
     static let flagNames: Set<String> = ["json"]
 
-    struct Row: Codable {
-        let transport: String
+    /// One measurement: one transport, one round.
+    struct Round: Codable {
         let messages: Int
         let seconds: Double
         let messagesPerSecond: Double
+        enum CodingKeys: String, CodingKey { case messages, seconds, messagesPerSecond = "msgs_per_s" }
+    }
+
+    struct Row: Codable {
+        let transport: String
+        let messagesPerSecond: Double
         let megabytesPerSecond: Double
+        let lowest: Double
+        let highest: Double
+        let rounds: [Round]
         enum CodingKeys: String, CodingKey {
-            case transport, messages, seconds, messagesPerSecond = "msgs_per_s", megabytesPerSecond = "mb_per_s"
+            case transport, rounds, lowest = "msgs_per_s_lowest", highest = "msgs_per_s_highest",
+                 messagesPerSecond = "msgs_per_s", megabytesPerSecond = "mb_per_s"
+        }
+
+        init(transport: ClientTransport, size: Int, rounds: [Round]) {
+            let rates = rounds.map(\.messagesPerSecond).sorted()
+            let median = rates.count % 2 == 1 ? rates[rates.count / 2] : (rates[rates.count / 2 - 1] + rates[rates.count / 2]) / 2
+            self.transport = transport.rawValue
+            messagesPerSecond = median
+            megabytesPerSecond = median * Double(size) / 1e6
+            lowest = rates.first ?? 0
+            highest = rates.last ?? 0
+            self.rounds = rounds
         }
     }
 
@@ -61,28 +84,39 @@ enum BenchCommand: Command {
         guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc or mesh") }
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
+        let roundCount = try arguments.integer("rounds", Int.self, range: 1...100) ?? 3
         let sites = try LocalSites(count: 1, extraArguments: ["--log-level", "warning", "--client-queue-bytes", "268435456"])
         defer { sites.shutDown() }
         try sites.start()
         let broker = sites.broker(1)
-        var rows: [Row] = []
-        for transport in [ClientTransport.unixSocket, .sharedMemory] {
-            rows.append(try measure(broker, transport: transport, size: size, seconds: seconds))
+        let transports = [ClientTransport.unixSocket, .sharedMemory]
+        var rounds: [[Round]] = transports.map { _ in [] }
+        for _ in 0..<roundCount {
+            for (index, transport) in transports.enumerated() {
+                rounds[index].append(try measure(broker, transport: transport, size: size, seconds: seconds))
+            }
         }
+        let rows = zip(transports, rounds).map { Row(transport: $0, size: size, rounds: $1) }
         let ratio = rows[1].messagesPerSecond / max(rows[0].messagesPerSecond, 1)
         let report = Report(benchmark: "ipc", size: size, rows: rows, shmOverUDS: ratio)
         if arguments.has("json") {
             Console.writeOutput(try jsonLine(report) + "\n")
         } else {
-            Console.writeOutput(String(format: "ipc: sender -> broker -> receiver on one host, %d-byte messages\n", size))
-            Console.writeOutput("transport  messages     msgs/s        MB/s\n")
+            Console.writeOutput("ipc: sender -> broker -> receiver on one host, \(size)-byte messages, median of \(roundCount) "
+                + "round\(roundCount == 1 ? "" : "s") of \(seconds) s\n")
+            Console.writeOutput(pad("transport", 11) + pad("msgs/s", 13) + pad("MB/s", 10) + "rounds: lowest - highest msgs/s\n")
             for row in rows {
-                Console.writeOutput(String(format: "%-9@  %-11d  %-12.0f  %.1f\n", row.transport as NSString, row.messages,
-                                           row.messagesPerSecond, row.megabytesPerSecond))
+                Console.writeOutput(pad(row.transport, 11) + pad(String(format: "%.0f", row.messagesPerSecond), 13)
+                    + pad(String(format: "%.1f", row.megabytesPerSecond), 10)
+                    + String(format: "%.0f - %.0f", row.lowest, row.highest) + "\n")
             }
             Console.writeOutput(String(format: "shm/uds: %.2fx\n", ratio))
         }
         return 0
+    }
+
+    private static func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
     }
 
     static func runMesh(_ arguments: ParsedArguments) throws -> Int32 {
@@ -113,7 +147,7 @@ enum BenchCommand: Command {
         return 0
     }
 
-    static func measure(_ broker: BrokerProcess, transport: ClientTransport, size: Int, seconds: Double) throws -> Row {
+    static func measure(_ broker: BrokerProcess, transport: ClientTransport, size: Int, seconds: Double) throws -> Round {
         var receiverOptions = BrokerClientOptions(socketPath: broker.socketPath, name: "bench-receiver", roles: [.receiver])
         receiverOptions.transport = transport
         receiverOptions.ringBytes = 16 << 20
@@ -164,9 +198,7 @@ enum BenchCommand: Command {
         // Drain what is still in flight so the next transport starts clean.
         while ((try? receiver.receiveAll(timeout: 0.5) { _ in }) ?? 0) > 0 {}
         guard outOfOrder == 0 else { throw HarnessError("\(transport.rawValue): \(outOfOrder) messages lost or out of order") }
-        return Row(transport: transport.rawValue, messages: received, seconds: elapsed,
-                   messagesPerSecond: Double(received) / elapsed,
-                   megabytesPerSecond: Double(received) * Double(size) / elapsed / 1e6)
+        return Round(messages: received, seconds: elapsed, messagesPerSecond: Double(received) / elapsed)
     }
 }
 

@@ -22,13 +22,20 @@ import Testing
     }
 
     @Test func theIPCBenchRunsBothTransports() throws {
-        let (status, output) = try runToExit("repbroker", ["bench", "ipc", "--seconds", "0.5", "--json"], timeout: 120)
+        let (status, output) = try runToExit("repbroker", ["bench", "ipc", "--seconds", "0.3", "--rounds", "2", "--json"],
+                                             timeout: 120)
         #expect(status == 0, "\(output.suffix(1000))")
-        struct Row: Decodable { let transport: String; let messages: Int }
+        struct Round: Decodable { let messages: Int }
+        struct Row: Decodable {
+            let transport: String, rounds: [Round], msgs_per_s: Double, msgs_per_s_lowest: Double, msgs_per_s_highest: Double
+        }
         struct Report: Decodable { let rows: [Row] }
         let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
         let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
         #expect(report.rows.map(\.transport) == ["uds", "shm"])
-        #expect(report.rows.allSatisfy { $0.messages > 0 })
+        for row in report.rows {
+            #expect(row.rounds.count == 2 && row.rounds.allSatisfy { $0.messages > 0 }, "\(row.transport)")
+            #expect(row.msgs_per_s_lowest <= row.msgs_per_s && row.msgs_per_s <= row.msgs_per_s_highest, "\(row.transport)")
+        }
     }
 }
