@@ -68,8 +68,10 @@ if bench {
         }
         print("transport  txns      txns/s     commit p50 us  commit p99 us  perm failures")
         for r in results {
-            print(String(format: "%-9@  %-8d  %-9.0f  %-13d  %-13d  %d", r.transport as NSString, r.txnsCommitted,
-                         r.txnsPerSecond, r.commitP50Microseconds, r.commitP99Microseconds, r.permFailures))
+            // %-9@ does not pad on Linux Foundation: pad the name by hand.
+            let name = r.transport.padding(toLength: 9, withPad: " ", startingAt: 0)
+            print(name + String(format: "  %-8d  %-9.0f  %-13d  %-13d  %d", r.txnsCommitted,
+                                r.txnsPerSecond, r.commitP50Microseconds, r.commitP99Microseconds, r.permFailures))
         }
         if results.count == 2 {
             print(String(format: "broker/repmgr: %.2fx transactions per second", results[0].txnsPerSecond / max(results[1].txnsPerSecond, 1)))
