@@ -50,7 +50,7 @@ extension ClientCore {
             if let ringSide, !ringBusy, !ringSide.awaitingSocketMessage {
                 // A short spin first: records usually follow within microseconds while traffic flows, and
                 // blocking costs the broker and the reader thread a wake-up each.
-                for _ in 0..<Self.spinChecks where !ringSide.hasRecords {}
+                for _ in 0..<Self.spinChecks where ringSide.hasRecords { break }
             }
             if let ringSide, ringSide.hasRecords, !ringSide.awaitingSocketMessage {
                 if ringSide.consumerLock.tryLock() {
