@@ -31,7 +31,7 @@ public enum RingLayout {
     public static let defaultRingBytes = 1 << 20
     public static let recordHeaderBytes = 8
     /// How far ahead of the head the producer prefetches (bytes).
-    public static let prefetchDistance = 512
+    public static let prefetchDistance = 1024
 
     public static func segmentBytes(ringBytes: Int) -> Int { headerBytes + 2 * ringBytes }
 
@@ -154,8 +154,11 @@ public final class RingWriter: @unchecked Sendable {
         if payload > 0 { fill(at + RingLayout.recordHeaderBytes) }
         head &+= UInt64(need)
         // The lines a few records on are most likely out of this core's cache (the consumer read them last):
-        // asking for them now keeps the fence after publish from waiting on their transfer.
-        rb_prefetch_write(ring.data + Int((head &+ UInt64(RingLayout.prefetchDistance)) & ring.mask))
+        // asking for them now keeps the fence after publish from waiting on their transfer. Two lines, as a
+        // small message's record spans about two.
+        let ahead = head &+ UInt64(RingLayout.prefetchDistance)
+        rb_prefetch_write(ring.data + Int(ahead & ring.mask))
+        rb_prefetch_write(ring.data + Int((ahead &+ 64) & ring.mask))
         return true
     }
 
