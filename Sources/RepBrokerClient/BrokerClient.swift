@@ -76,9 +76,9 @@ public final class BrokerClient: @unchecked Sendable {
 
     /// Hands every message now waiting (after waiting up to `timeout` for the first) to `body`, whose views
     /// are valid only during the call; site events are skipped. No allocation per message. Returns the count.
-    /// With shared-memory rings the calling thread reads the ring itself while it keeps calling (the views
-    /// point into the ring), so `body` must not receive on this client again (`receive`, `nextEvent`,
-    /// `receiveAll`); sending from `body` is fine.
+    /// With shared-memory rings the calling thread reads the ring itself while it keeps calling, so `body`
+    /// must not receive on this client again (`receive`, `nextEvent`, `receiveAll`); sending from `body`,
+    /// PERMANENT sends and channel requests included, is fine.
     @discardableResult
     public func receiveAll(timeout: Double?, _ body: (MessageView) -> Void) throws(BrokerClientError) -> Int {
         try core.receiveAll(timeout: timeout, body)

@@ -45,7 +45,7 @@ extension ClientCore {
                     if let outcome = channelOutcomes[id] { return outcome }
                     if isClosed { throw BrokerClientError.closed }
                     if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
-                    if !state.wait(untilNanoseconds: deadline) && channelOutcomes[id] == nil { throw BrokerClientError.timedOut }
+                    if !waitForBroker(until: deadline) && channelOutcomes[id] == nil { throw BrokerClientError.timedOut }
                 }
             }
         }
@@ -78,7 +78,7 @@ extension ClientCore {
             guard subscribed else { throw BrokerClientError.invalidArgument("subscribe to a channel first") }
             while channelInbox.isEmpty {
                 if isClosed { throw BrokerClientError.closed }
-                if !state.wait(untilNanoseconds: deadline) && channelInbox.isEmpty { return nil }
+                if !waitForBroker(until: deadline) && channelInbox.isEmpty { return nil }
             }
             return channelInbox.removeFirst()
         }

@@ -301,7 +301,7 @@ final class ClientCore: @unchecked Sendable {
                 if let status = results[sequence] { return status }
                 if isClosed { throw BrokerClientError.closed }
                 if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
-                if !state.wait(untilNanoseconds: deadline) && results[sequence] == nil { throw BrokerClientError.timedOut }
+                if !waitForBroker(until: deadline) && results[sequence] == nil { throw BrokerClientError.timedOut }
             }
         }
         switch status {
@@ -333,7 +333,7 @@ final class ClientCore: @unchecked Sendable {
         let deadline = Posix.monotonicNanoseconds() + UInt64(max(0, timeout) * 1e9)
         return state.withLock {
             while !condition() {
-                if isClosed || !state.wait(untilNanoseconds: deadline) { return condition() }
+                if isClosed || !waitForBroker(until: deadline) { return condition() }
             }
             return true
         }

@@ -1,7 +1,7 @@
 // The client's reader thread: frames from the broker (by the socket, and by the to-client ring when there
 // are rings and no application thread drains it) into the inbox and send results; on loss of the broker,
 // reconnects with backoff (50 ms doubling to 1 s) and registers again. Its rounds with rings are in
-// ClientRingReceive.swift.
+// ClientReaderRings.swift.
 import BrokerSystem
 import BrokerWire
 import CRepBrokerIPC
@@ -103,28 +103,22 @@ extension ClientCore {
             buffer.shrinkIfIdle()
             return nil
         }
-        // With rings the inbox is fed from the ring and the socket in order: under the consumer lock.
-        ringSide.consumerLock.lock()
-        defer { ringSide.consumerLock.unlock() }
+        // With rings a MESSAGE on the socket is one too large for the ring: it waits beside the ring until the
+        // ring's consumer reaches the MARK that holds its place.
         do {
             while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
                 if frame.type == .message {
-                    // Its MARK in the ring says where it goes: everything before the MARK first.
-                    if ringSide.awaitingSocketMessage {
-                        ringSide.awaitingSocketMessage = false
-                    } else if case .failed(let reason) = drainRing(ringSide, untilMark: true, { frame, _ in
-                        ringSide.staging.append(frame.whole)
-                    }) {
-                        return reason
-                    }
+                    _ = try MessageHeader(body: frame.body)
+                    ringSide.addSocketMessage(frame.whole)
+                } else if let reason = try handle(frame, staging: staging) {
+                    return reason
                 }
-                if let reason = try handle(frame, staging: ringSide.staging) { return reason }
                 buffer.consume(frame.totalSize)
             }
         } catch {
             return "bad frame from the broker: \(error)"
         }
-        deliverStaged(ringSide.staging)
+        deliverStaged(staging)
         buffer.shrinkIfIdle()
         return nil
     }

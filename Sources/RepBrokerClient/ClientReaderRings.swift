@@ -5,8 +5,10 @@
 // reader thread leaves the ring alone while an application thread is blocked in receiveAll (it wakes that
 // thread instead) or drained it within the last millisecond; meanwhile it waits in a 1 ms poll on the
 // socket and the doorbell without saying it sleeps, and a receiveAll about to block rings the doorbell to
-// call it back. Only the reader thread sleeps on the doorbell: after a short spin on an empty ring it says
-// so in the ring (then the broker rings it) and waits in poll on the socket and the doorbell.
+// call it back. It never blocks on the consumer lock (it yields the same way when the lock is taken), so it
+// keeps reading the socket for a callback that waits for the broker. Only the reader thread sleeps on the
+// doorbell: after a short spin on an empty ring it says so in the ring (then the broker rings it) and
+// waits in poll on the socket and the doorbell.
 import BrokerSystem
 import BrokerWire
 import CRepBrokerIPC
@@ -17,27 +19,27 @@ extension ClientCore {
     /// One round of the reader thread with rings; returns why the connection must end, or nil.
     func serviceRing(_ ringSide: ClientRingSide, _ fd: CInt, _ buffer: ByteBuffer) -> String? {
         if let reason = ringSide.failureReason { return reason }
-        if ringSide.hasRecords && !ringSide.awaitingSocketMessage {
+        if ringSide.hasWork {
             ringSide.readerYielding.store(true, ordering: .sequentiallyConsistent)
             let applicationWaits = state.withLock {
                 if directWaiters > 0 { state.broadcast() }
                 return directWaiters > 0
             }
-            if applicationWaits || ringSide.applicationDrainsRing(now: Posix.monotonicNanoseconds()) {
+            // Never blocks on the consumer lock: an application thread may hold it inside its callback while
+            // it waits for something that only this thread's reading of the socket brings.
+            if applicationWaits || ringSide.applicationDrainsRing(now: Posix.monotonicNanoseconds())
+                || !ringSide.consumerLock.tryLock() {
                 return yieldRing(ringSide, fd, buffer)
             }
             ringSide.readerYielding.store(false, ordering: .sequentiallyConsistent)
-            ringSide.consumerLock.lock()
-            let result = drainRing(ringSide, untilMark: false, budget: 4096) { frame, _ in
-                ringSide.staging.append(frame.whole)
-            }
+            let result = drainRing(ringSide, budget: 4096, stage(ringSide))
             deliverStaged(ringSide.staging)
             ringSide.consumerLock.unlock()
             if case .failed(let reason) = result { return reason }
             if result == .handled { return nil }
         }
         // Waiting on a MARK: the next message is on the socket, whatever else the ring holds.
-        let waitsForSocket = ringSide.awaitingSocketMessage
+        let waitsForSocket = ringSide.awaitingSocketMessage && !ringSide.hasWork
         if !waitsForSocket {
             for _ in 0..<2000 where ringSide.hasRecords { return nil }
         }
@@ -45,6 +47,32 @@ extension ClientCore {
         let ready = rb_poll_two(fd, ringSide.clientDoorbell.descriptor, asleep || waitsForSocket ? 1000 : 0)
         if asleep { ringSide.reader.awake() }
         return handlePoll(ready, ringSide, fd, buffer)
+    }
+
+    /// A drain's message handler that stages messages for the inbox.
+    func stage(_ ringSide: ClientRingSide) -> (Frame, MessageHeader) -> Bool {
+        { frame, _ in
+            ringSide.staging.append(frame.whole)
+            return true
+        }
+    }
+
+    /// Waits, `state` held, until the reader thread brings something or `deadline` passes; false on timeout.
+    /// A thread inside receiveAll's callback holds the ring's consumer lock, so nothing it waits for (a send
+    /// result, a channel reply, a role) can come from the ring unless it drains the ring itself: it moves
+    /// the ring's records to the inbox and to their waiters, then polls every millisecond.
+    func waitForBroker(until deadline: UInt64?) -> Bool {
+        guard let ringSide = rings, ringSide.isDrainedByCallingThread else { return state.wait(untilNanoseconds: deadline) }
+        state.unlock()
+        let result = drainRing(ringSide, stage(ringSide))
+        deliverStaged(ringSide.staging, holdBack: false)
+        if case .failed(let reason) = result { ringSide.fail(reason) }
+        if result == .handled { ringSide.drainedWhileCalledBack = true }
+        state.lock()
+        if result == .handled { return true }
+        let slice = Posix.monotonicNanoseconds() + 1_000_000
+        _ = state.wait(untilNanoseconds: deadline.map { min($0, slice) } ?? slice)
+        return deadline.map { Posix.monotonicNanoseconds() < $0 } ?? true
     }
 
     /// Leaves the ring to the application for a moment: a short poll on the socket and the doorbell.
@@ -64,14 +92,13 @@ extension ClientCore {
         return nil
     }
 
-    /// Consumes the to-client ring, consumer lock held: up to `budget` records, the ring's end, or a MARK
-    /// (which means the next message comes by the socket). Each record is parsed where it lies, every
-    /// header field read once and checked before use; messages go to `message`, site events to staging,
-    /// other frames to their waiters.
-    func drainRing(_ ringSide: ClientRingSide, untilMark: Bool, budget: Int = .max,
-                   _ message: (Frame, MessageHeader) -> Void) -> DrainResult {
+    /// Consumes the to-client ring, consumer lock held: up to `budget` messages and frames, the ring's end, a
+    /// MARK whose socket message has not come yet, or `message` returning false. At a MARK the next message
+    /// is the oldest that came by the socket. Each record is parsed where it lies, every header field read
+    /// once and checked before use; messages go to `message`, site events to staging, other frames to their
+    /// waiters.
+    func drainRing(_ ringSide: ClientRingSide, budget: Int = .max, _ message: (Frame, MessageHeader) -> Bool) -> DrainResult {
         var handled = 0
-        var reachedMark = false
         let limit = state.withLock { messageLimit }
         let reader = ringSide.reader
         defer {
@@ -79,18 +106,27 @@ extension ClientCore {
             if reader.producerNeedsWake() { ringSide.brokerDoorbell.signal() }
         }
         do {
-            while handled < budget, !ringSide.awaitingSocketMessage, let record = try reader.next() {
+            while handled < budget {
+                if ringSide.awaitingSocketMessage {
+                    guard let frame = ringSide.takeSocketMessage() else { break }
+                    ringSide.awaitingSocketMessage = false
+                    handled += 1
+                    if !message(frame, try MessageHeader(body: frame.body)) { break }
+                    continue
+                }
+                guard let record = try reader.next() else { break }
                 handled += 1
                 if record.kind == .mark {
-                    if untilMark { reachedMark = true } else { ringSide.awaitingSocketMessage = true }
-                    break
+                    ringSide.awaitingSocketMessage = true
+                    continue
                 }
                 guard let frame = try FrameParser.next(in: record.payload, maxMessage: limit),
                       frame.totalSize == record.payload.count else {
                     return .failed("a ring record from the broker is not one frame")
                 }
                 if frame.type == .message {
-                    message(frame, try MessageHeader(body: frame.body))
+                    // false: stop after this one.
+                    if !message(frame, try MessageHeader(body: frame.body)) { break }
                 } else if let reason = try handle(frame, staging: ringSide.staging) {
                     return .failed(reason)
                 }
@@ -99,7 +135,6 @@ extension ClientCore {
         } catch {
             return .failed("bad ring record from the broker: \(error)")
         }
-        if untilMark && !reachedMark { return .failed("the broker sent a message by the socket without its MARK") }
         return handled > 0 ? .handled : .empty
     }
 }

@@ -1,9 +1,13 @@
 // The application's side of receiving: nextEvent takes one frame from the inbox; receiveAll takes the
 // inbox's batch, or (with rings) drains the to-client ring itself and hands each message to its callback
-// straight from the shared memory, with no thread hop and no copy. The reader thread fills the inbox when
-// no application thread drains the ring, and wakes a blocked receiveAll when records arrive.
+// with no thread hop, copied once into a reused buffer. The reader thread fills the inbox when no
+// application thread drains the ring, and wakes a blocked receiveAll when records arrive. A callback may
+// send and wait (a PERMANENT send, a channel request): the wait then reads the ring on (see waitForBroker).
 import BrokerSystem
 import BrokerWire
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension ClientCore {
     /// Waits until the inbox has frames or `deadline` passes; false on timeout. Lock held.
@@ -47,14 +51,16 @@ extension ClientCore {
         var ringBusy = false
         while true {
             let ringSide = state.withLock { rings }
-            if let ringSide, !ringBusy, !ringSide.awaitingSocketMessage {
+            if let ringSide, !ringBusy {
                 // A short spin first: records usually follow within microseconds while traffic flows, and
                 // blocking costs the broker and the reader thread a wake-up each.
-                for _ in 0..<Self.spinChecks where ringSide.hasRecords { break }
+                for _ in 0..<Self.spinChecks where ringSide.hasWork { break }
             }
-            if let ringSide, ringSide.hasRecords, !ringSide.awaitingSocketMessage {
+            if let ringSide, ringSide.hasWork {
                 if ringSide.consumerLock.tryLock() {
+                    ringSide.directDrainer.store(UInt(pthread_self()), ordering: .relaxed)
                     let count = drainDirectly(ringSide, body)
+                    ringSide.directDrainer.store(0, ordering: .relaxed)
                     ringSide.consumerLock.unlock()
                     if count > 0 { return count }
                 } else {
@@ -73,7 +79,7 @@ extension ClientCore {
                         return .batch(taken)
                     }
                     if isClosed { throw BrokerClientError.closed }
-                    if !ringBusy, let rings, rings.hasRecords, !rings.awaitingSocketMessage { return .ring }
+                    if !ringBusy, let rings, rings.hasWork { return .ring }
                     ringBusy = false
                     directWaiters += 1
                     // A reader thread that left the ring to us must watch the doorbell again.
@@ -120,9 +126,17 @@ extension ClientCore {
         }
         var count = earlier.map { Self.deliver($0, body) } ?? 0
         ringSide.lastDirectDrain.store(Posix.monotonicNanoseconds(), ordering: .relaxed)
-        let result = drainRing(ringSide, untilMark: false, budget: 4096) { frame, header in
-            body(MessageView(frame.body, header))
+        ringSide.drainedWhileCalledBack = false
+        let copy = ringSide.viewCopy
+        let result = drainRing(ringSide, budget: 4096) { frame, header in
+            // A copy (hot in cache, no allocation): a callback that waits for the broker drains the ring
+            // further, and the ring's space must then go back to the broker, this message's too.
+            copy.reset()
+            copy.append(frame.body)
+            body(MessageView(copy.readable, header))
             count += 1
+            // The callback waited and moved newer records to the inbox: those go first now.
+            return !ringSide.drainedWhileCalledBack
         }
         deliverStaged(ringSide.staging, holdBack: false)
         if case .failed(let reason) = result { ringSide.fail(reason) }

@@ -1,6 +1,7 @@
 // Shared-memory rings with real processes: order across ring and socket for messages too large for the
 // ring (with receive and with receiveAll, whose thread drains the ring itself while the reader thread
-// takes over whenever it pauses), receiveAll carrying on across a broker restart, teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
+// takes over whenever it pauses), a PERMANENT send inside a receiveAll callback, receiveAll carrying on
+// across a broker restart, teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
 // left), the broker serving new clients afterwards, fallback when the broker offers no rings, and an idle
 // broker with many ring clients staying idle.
 import BrokerDaemon
@@ -149,6 +150,53 @@ func cpuSeconds(_ pid: Int32) -> Double {
             #expect(try receiver.receive(timeout: 10)?.rec == [2])
             #expect(try broker.stats().clients.allSatisfy { $0.transport == "shm" })
             #expect(shmEntries() == before)
+        }
+    }
+
+    /// A receiveAll callback that sends PERMANENT (waiting for its SEND_RESULT, which comes through the very
+    /// ring the callback's thread is draining, at times behind a MARK whose message comes by the socket)
+    /// gets its result, its message's view stays intact while the wait reads the small ring further, and
+    /// both streams keep their order.
+    @Test func aPermanentSendInsideReceiveAllGetsItsResult() throws {
+        try withSites(1) { sites in
+            var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "echo", roles: [.sender, .receiver])
+            options.transport = .sharedMemory
+            options.ringBytes = 4096
+            options.sendTimeout = 3
+            let receiver = try BrokerClient(options: options)
+            let sender = try client(sites.broker(1), transport: .sharedMemory)
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            let count: UInt32 = 200
+            // Every 25th is too large for the 4 KiB ring and comes by the socket behind a MARK.
+            func size(_ index: UInt32) -> Int { index % 25 == 0 ? 2000 : 1 }
+            for index in 0..<count {
+                try sender.send(control: [], rec: Array(repeating: 7, count: size(index)), lsn: LSN(file: 1, offset: index), to: 1)
+            }
+            var next: [UInt32: UInt32] = [1: 0, 2: 0]
+            var failures: [String] = []
+            let deadline = Posix.monotonicNanoseconds() + 30_000_000_000
+            while next.values.contains(where: { $0 < count }), failures.isEmpty, Posix.monotonicNanoseconds() < deadline {
+                try receiver.receiveAll(timeout: 1) { message in
+                    let stream = message.lsn.file
+                    if message.lsn.offset != next[stream, default: 0] {
+                        failures.append("stream \(stream): expected #\(next[stream, default: 0]), got #\(message.lsn.offset)")
+                    }
+                    next[stream] = message.lsn.offset + 1
+                    guard stream == 1, failures.isEmpty else { return }
+                    do {
+                        try receiver.send(control: [], rec: [8], lsn: LSN(file: 2, offset: message.lsn.offset), to: 1,
+                                          flags: .permanent)
+                        // The view is still this message's, though the wait read the small ring further.
+                        if message.rec.count != size(message.lsn.offset) || message.rec.contains(where: { $0 != 7 }) {
+                            failures.append("#\(message.lsn.offset) changed under its view")
+                        }
+                    } catch {
+                        failures.append("permanent send #\(message.lsn.offset) inside the callback: \(error)")
+                    }
+                }
+            }
+            #expect(failures.isEmpty, "\(failures.prefix(5))")
+            #expect(next == [1: count, 2: count])
         }
     }
 
