@@ -90,24 +90,11 @@ extension ClientCore {
     /// Handles every complete frame that came by the socket; returns why the connection must end, or nil.
     private func processFrames(_ buffer: ByteBuffer) -> String? {
         let (limit, ringSide) = state.withLock { (messageLimit, rings) }
-        guard let ringSide else {
-            do {
-                while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
-                    if let reason = try handle(frame, staging: staging) { return reason }
-                    buffer.consume(frame.totalSize)
-                }
-            } catch {
-                return "bad frame from the broker: \(error)"
-            }
-            deliverStaged(staging)
-            buffer.shrinkIfIdle()
-            return nil
-        }
-        // With rings a MESSAGE on the socket is one too large for the ring: it waits beside the ring until the
-        // ring's consumer reaches the MARK that holds its place.
         do {
             while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
-                if frame.type == .message {
+                if frame.type == .message, let ringSide {
+                    // With rings, a MESSAGE on the socket is one too large for the ring: it waits beside the
+                    // ring until the ring's consumer reaches the MARK that holds its place.
                     _ = try MessageHeader(body: frame.body)
                     ringSide.addSocketMessage(frame.whole)
                 } else if let reason = try handle(frame, staging: staging) {
