@@ -6,7 +6,10 @@
 // thread instead) or drained it within the last millisecond; meanwhile it waits in a 1 ms poll on the
 // socket and the doorbell without saying it sleeps, and a receiveAll about to block rings the doorbell to
 // call it back. It never blocks on the consumer lock (it yields the same way when the lock is taken), so it
-// keeps reading the socket for a callback that waits for the broker. Only the reader thread sleeps on the
+// keeps reading the socket for a callback that waits for the broker. When the lock is still taken after
+// that millisecond (a callback runs long), it says it wants the ring: the application's drain stops after
+// the current callback and leaves the ring to this thread until it has drained it, so that what other
+// threads wait for (a send result) is not held behind the callbacks. Only the reader thread sleeps on the
 // doorbell: after a short spin on an empty ring it says so in the ring (then the broker rings it) and
 // waits in poll on the socket and the doorbell.
 import BrokerSystem
@@ -21,16 +24,23 @@ extension ClientCore {
         if let reason = ringSide.failureReason { return reason }
         if ringSide.hasWork {
             ringSide.readerYielding.store(true, ordering: .sequentiallyConsistent)
-            let applicationWaits = state.withLock {
+            // Once it asked for the ring, this thread takes it as soon as it is free (the application leaves it).
+            let wanted = ringSide.consumerWanted.load(ordering: .relaxed)
+            let applicationWaits = !wanted && state.withLock {
                 if directWaiters > 0 { state.broadcast() }
                 return directWaiters > 0
             }
             // Never blocks on the consumer lock: an application thread may hold it inside its callback while
             // it waits for something that only this thread's reading of the socket brings.
-            if applicationWaits || ringSide.applicationDrainsRing(now: Posix.monotonicNanoseconds())
-                || !ringSide.consumerLock.tryLock() {
+            if applicationWaits || !wanted && ringSide.applicationDrainsRing(now: Posix.monotonicNanoseconds()) {
                 return yieldRing(ringSide, fd, buffer)
             }
+            guard ringSide.consumerLock.tryLock() else {
+                // Held past the yield window: a callback runs long; its drain stops after it.
+                ringSide.consumerWanted.store(true, ordering: .relaxed)
+                return yieldRing(ringSide, fd, buffer)
+            }
+            ringSide.consumerWanted.store(false, ordering: .relaxed)
             ringSide.readerYielding.store(false, ordering: .sequentiallyConsistent)
             let result = drainRing(ringSide, budget: 4096, stage(ringSide))
             deliverStaged(ringSide.staging)

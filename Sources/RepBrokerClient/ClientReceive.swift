@@ -56,7 +56,8 @@ extension ClientCore {
                 // blocking costs the broker and the reader thread a wake-up each.
                 for _ in 0..<Self.spinChecks where ringSide.hasWork { break }
             }
-            if let ringSide, ringSide.hasWork {
+            // The reader thread asked for the ring (a callback ran long): it drains into the inbox meanwhile.
+            if let ringSide, ringSide.hasWork, !ringSide.consumerWanted.load(ordering: .relaxed) {
                 if ringSide.consumerLock.tryLock() {
                     ringSide.directDrainer.store(UInt(pthread_self()), ordering: .relaxed)
                     let count = drainDirectly(ringSide, body)
@@ -79,7 +80,7 @@ extension ClientCore {
                         return .batch(taken)
                     }
                     if isClosed { throw BrokerClientError.closed }
-                    if !ringBusy, let rings, rings.hasWork { return .ring }
+                    if !ringBusy, let rings, rings.hasWork, !rings.consumerWanted.load(ordering: .relaxed) { return .ring }
                     ringBusy = false
                     directWaiters += 1
                     // A reader thread that left the ring to us must watch the doorbell again.
@@ -135,8 +136,9 @@ extension ClientCore {
             copy.append(frame.body)
             body(MessageView(copy.readable, header))
             count += 1
-            // The callback waited and moved newer records to the inbox: those go first now.
-            return !ringSide.drainedWhileCalledBack
+            // The callback waited and moved newer records to the inbox (those go first now), or it ran long
+            // and the reader thread wants the ring: stop here.
+            return !ringSide.drainedWhileCalledBack && !ringSide.consumerWanted.load(ordering: .relaxed)
         }
         deliverStaged(ringSide.staging, holdBack: false)
         if case .failed(let reason) = result { ringSide.fail(reason) }

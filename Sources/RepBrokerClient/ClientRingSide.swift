@@ -48,6 +48,9 @@ final class ClientRingSide: @unchecked Sendable {
     let lastDirectDrain = Atomic<UInt64>(0)
     /// The reader thread waits in a short poll without saying it sleeps, leaving the ring to the application.
     let readerYielding = Atomic<Bool>(false)
+    /// The reader thread found the ring's records held by a callback that runs long: the application's drain
+    /// stops after the current callback and leaves the ring to it (another thread may wait for a result).
+    let consumerWanted = Atomic<Bool>(false)
     /// The application thread draining the ring directly (pthread id), 0 when none.
     let directDrainer = Atomic<UInt>(0)
     /// Set (consumer lock held) when that thread, waiting inside its callback, moved records to the inbox:

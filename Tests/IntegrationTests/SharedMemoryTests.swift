@@ -1,7 +1,7 @@
 // Shared-memory rings with real processes: order across ring and socket for messages too large for the
 // ring (with receive and with receiveAll, whose thread drains the ring itself while the reader thread
-// takes over whenever it pauses), a PERMANENT send inside a receiveAll callback, receiveAll carrying on
-// across a broker restart, teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
+// takes over whenever it pauses), a PERMANENT send inside a receiveAll callback and from another thread
+// while a callback runs long, receiveAll carrying on across a broker restart, teardown when a client or the broker is killed with -9 (no mapping, descriptor or /dev/shm entry
 // left), the broker serving new clients afterwards, fallback when the broker offers no rings, and an idle
 // broker with many ring clients staying idle.
 import BrokerDaemon
@@ -197,6 +197,47 @@ func cpuSeconds(_ pid: Int32) -> Double {
             }
             #expect(failures.isEmpty, "\(failures.prefix(5))")
             #expect(next == [1: count, 2: count])
+        }
+    }
+
+    /// A receiveAll callback that runs long does not hold up another thread's PERMANENT send, whose result
+    /// waits in the ring behind the messages still to be handed to that callback: the reader thread asks
+    /// the drain to stop after the current callback and takes the ring over.
+    @Test func aSlowReceiveAllCallbackDoesNotHoldUpAnotherThreadsSendResult() throws {
+        try withSites(1) { sites in
+            var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "slow", roles: [.sender, .receiver])
+            options.transport = .sharedMemory
+            options.sendTimeout = 2
+            let slow = try BrokerClient(options: options)
+            let feeder = try client(sites.broker(1), transport: .sharedMemory)
+            #expect(slow.waitForReceiverRole(timeout: 10))
+            let stop = Atomic<Bool>(false)
+            let handed = Atomic<Int>(0)
+            let receiving = Thread {
+                while !stop.load(ordering: .relaxed) {
+                    _ = try? slow.receiveAll(timeout: 0.2) { _ in
+                        handed.add(1, ordering: .relaxed)
+                        // Work that takes 50 ms a message: 100 of them would outlast the send timeout.
+                        if !stop.load(ordering: .relaxed) { usleep(50_000) }
+                    }
+                }
+            }
+            receiving.start()
+            defer { stop.store(true, ordering: .relaxed) }
+            // The first message puts the receiving thread inside a callback, draining the ring itself; the
+            // rest pile up in the ring behind it, and the send's result behind them.
+            try feeder.send(control: [], rec: [1], lsn: LSN(file: 1, offset: 0), to: 1)
+            #expect(Deadline.wait(timeout: 10) { handed.load(ordering: .relaxed) >= 1 })
+            for index in 1..<100 {
+                try feeder.send(control: [], rec: [1], lsn: LSN(file: 1, offset: UInt32(index)), to: 1)
+            }
+            var failure: BrokerClientError?
+            do throws(BrokerClientError) {
+                try slow.send(control: [], rec: [2], lsn: LSN(file: 2, offset: 0), to: 1, flags: .permanent)
+            } catch {
+                failure = error
+            }
+            #expect(failure == nil, "\(String(describing: failure)) after \(handed.load(ordering: .relaxed)) callbacks")
         }
     }
 
