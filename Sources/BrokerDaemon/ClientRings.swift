@@ -39,13 +39,7 @@ final class ClientRings {
     @inline(__always)
     func write(_ header: MessageHeader, payload: UnsafeRawBufferPointer, frameSize: Int) -> Bool {
         guard frameSize <= writer.maxPayload else { return false }
-        let written = try? writer.write(kind: .frame, payload: frameSize) { out in
-            FrameParser.writeHeader(.message, bodyLength: frameSize - Wire.frameHeaderSize, at: out)
-            header.write(to: out + Wire.frameHeaderSize)
-            if let source = payload.baseAddress, payload.count > 0 {
-                (out + Wire.frameHeaderSize + Wire.messageHeaderSize).copyMemory(from: source, byteCount: payload.count)
-            }
-        }
+        let written = try? writer.write(kind: .frame, payload: frameSize) { header.writeFrame(at: $0, payload: payload) }
         guard written == true else { return false }
         hasUnpublished = true
         return true

@@ -66,36 +66,42 @@ public struct MessageHeader: Equatable, Sendable {
         p.storeLE(sequence, at: 32)
     }
 
+    /// Bytes of the whole MESSAGE frame: frame header, this header, control and rec.
+    @inlinable public var frameSize: Int { Wire.frameHeaderSize + Wire.messageHeaderSize + payloadLength }
+
+    /// Writes the frame header and this message header at `out` (the first 48 bytes of the frame).
+    @inlinable @inline(__always)
+    public func writeFrameHeaders(at out: UnsafeMutableRawPointer) {
+        FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + payloadLength, at: out)
+        write(to: out + Wire.frameHeaderSize)
+    }
+
+    /// Writes the whole frame (`frameSize` bytes) at `out`: the headers, then `payload` and `more`, which
+    /// together are control then rec. No allocation.
+    @inlinable @inline(__always)
+    public func writeFrame(at out: UnsafeMutableRawPointer, payload: UnsafeRawBufferPointer,
+                           more: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        precondition(payload.count + more.count == payloadLength, "payload length disagrees with the header")
+        writeFrameHeaders(at: out)
+        let cursor = out + Wire.frameHeaderSize + Wire.messageHeaderSize
+        if let source = payload.baseAddress, payload.count > 0 { cursor.copyMemory(from: source, byteCount: payload.count) }
+        if let source = more.baseAddress, more.count > 0 {
+            (cursor + payload.count).copyMemory(from: source, byteCount: more.count)
+        }
+    }
+
     /// Appends a whole MESSAGE frame: header, this message header, control, rec. No allocation unless the
     /// buffer must grow.
     public func append(control: UnsafeRawBufferPointer, rec: UnsafeRawBufferPointer, to buffer: ByteBuffer) {
         precondition(control.count == Int(controlLength) && rec.count == Int(recLength), "lengths disagree")
-        let bodyLength = Wire.messageHeaderSize + payloadLength
-        let out = buffer.reserveForWriting(Wire.frameHeaderSize + bodyLength)
-        FrameParser.writeHeader(.message, bodyLength: bodyLength, at: out)
-        write(to: out + Wire.frameHeaderSize)
-        var cursor = out + Wire.frameHeaderSize + Wire.messageHeaderSize
-        if let source = control.baseAddress, control.count > 0 {
-            cursor.copyMemory(from: source, byteCount: control.count)
-            cursor += control.count
-        }
-        if let source = rec.baseAddress, rec.count > 0 {
-            cursor.copyMemory(from: source, byteCount: rec.count)
-        }
-        buffer.commit(Wire.frameHeaderSize + bodyLength)
+        writeFrame(at: buffer.reserveForWriting(frameSize), payload: control, more: rec)
+        buffer.commit(frameSize)
     }
 
     /// Appends a MESSAGE frame whose payload (control then rec) is already one contiguous region.
     public func append(payload: UnsafeRawBufferPointer, to buffer: ByteBuffer) {
-        precondition(payload.count == payloadLength, "payload length disagrees with the header")
-        let bodyLength = Wire.messageHeaderSize + payloadLength
-        let out = buffer.reserveForWriting(Wire.frameHeaderSize + bodyLength)
-        FrameParser.writeHeader(.message, bodyLength: bodyLength, at: out)
-        write(to: out + Wire.frameHeaderSize)
-        if let source = payload.baseAddress, payload.count > 0 {
-            (out + Wire.frameHeaderSize + Wire.messageHeaderSize).copyMemory(from: source, byteCount: payload.count)
-        }
-        buffer.commit(Wire.frameHeaderSize + bodyLength)
+        writeFrame(at: buffer.reserveForWriting(frameSize), payload: payload)
+        buffer.commit(frameSize)
     }
 
     /// The control and rec bytes of a checked MESSAGE body.

@@ -215,19 +215,12 @@ final class ClientCore: @unchecked Sendable {
                                        controlLength: UInt32(control.count), recLength: UInt32(rec.count),
                                        sequence: sequence)
             var failure: BrokerClientError?
-            let frameSize = Wire.frameHeaderSize + Wire.messageHeaderSize + size
+            let frameSize = header.frameSize
             if let borrowedRings, borrowedRings.with({ frameSize <= $0.writer.maxPayload }) {
                 do throws(BrokerClientError) {
                     try borrowedRings.with { ringSide throws(BrokerClientError) in
-                        try writeToRing(ringSide, frameSize: frameSize, generation: sentGeneration) { out in
-                        FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + size, at: out)
-                        header.write(to: out + Wire.frameHeaderSize)
-                        var cursor = out + Wire.frameHeaderSize + Wire.messageHeaderSize
-                        if let source = control.baseAddress, control.count > 0 {
-                            cursor.copyMemory(from: source, byteCount: control.count)
-                            cursor += control.count
-                        }
-                            if let source = rec.baseAddress, rec.count > 0 { cursor.copyMemory(from: source, byteCount: rec.count) }
+                        try writeToRing(ringSide, frameSize: frameSize, generation: sentGeneration) {
+                            header.writeFrame(at: $0, payload: control, more: rec)
                         }
                     }
                 } catch { failure = error }
@@ -242,9 +235,7 @@ final class ClientCore: @unchecked Sendable {
                 }
                 if failure == nil {
                     withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) { raw in
-                        let base = raw.baseAddress.unsafelyUnwrapped
-                        FrameParser.writeHeader(.message, bodyLength: Wire.messageHeaderSize + size, at: base)
-                        header.write(to: base + Wire.frameHeaderSize)
+                        header.writeFrameHeaders(at: raw.baseAddress.unsafelyUnwrapped)
                         do throws(BrokerClientError) { try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec) } catch {
                             failure = error
                         }
