@@ -22,7 +22,11 @@ let package = Package(
         .executableTarget(name: "bdb-site", dependencies: ["BerkeleyDBSite"]),
         // This package's own broker binary, so that its tests need nothing built elsewhere.
         .executableTarget(name: "bdb-brokerd", dependencies: [.product(name: "BrokerDaemon", package: "repbroker")]),
-        .executableTarget(name: "bdb-scenario", dependencies: ["BerkeleyDBScenario"]),
+        // Also runs as `bdb-scenario broker` and `bdb-scenario site`: `swift run bdb-scenario` builds one product.
+        .executableTarget(
+            name: "bdb-scenario",
+            dependencies: ["BerkeleyDBScenario", "BerkeleyDBSite", .product(name: "BrokerDaemon", package: "repbroker")]
+        ),
         .testTarget(
             name: "BerkeleyDBTests",
             dependencies: ["BerkeleyDBScenario", .product(name: "BrokerHarness", package: "repbroker")]

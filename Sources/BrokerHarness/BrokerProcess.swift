@@ -14,7 +14,7 @@ public final class BrokerProcess: @unchecked Sendable {
     public var peers: [(Int32, UInt16)]
     public var extraArguments: [String]
     /// The broker program: the root package's repbrokerd unless told otherwise.
-    public var executable: String
+    public var program: Program
     public private(set) var child: ChildProcess?
 
     public var socketPath: String { "\(directory)/site\(siteID).sock" }
@@ -22,8 +22,8 @@ public final class BrokerProcess: @unchecked Sendable {
     public var logPath: String { "\(directory)/site\(siteID).log" }
 
     public init(siteID: Int32, port: UInt16, directory: String, peers: [(Int32, UInt16)],
-                extraArguments: [String] = [], executable: String = Executables.path("repbrokerd")) {
-        self.executable = executable
+                extraArguments: [String] = [], program: Program = .repbrokerd) {
+        self.program = program
         self.siteID = siteID
         self.port = port
         self.directory = directory
@@ -38,7 +38,7 @@ public final class BrokerProcess: @unchecked Sendable {
 
     /// Starts the broker and waits until its admin socket answers.
     public func start(timeout: Double = 10) throws {
-        let child = try ChildProcess(name: "repbrokerd-\(siteID)", executable: executable,
+        let child = try ChildProcess(name: "repbrokerd-\(siteID)", program: program,
                                      arguments: arguments, stderrPath: logPath)
         self.child = child
         let ready = Deadline.wait(timeout: timeout) {
@@ -93,14 +93,14 @@ public final class LocalSites: @unchecked Sendable {
     public let brokers: [BrokerProcess]
 
     public init(count: Int, extraArguments: [String] = ["--heartbeat-ms", "200"],
-                executable: String = Executables.path("repbrokerd")) throws {
+                program: Program = .repbrokerd) throws {
         let directory = try TemporaryDirectory()
         let ports = (0..<count).map { _ in FreePort.next() }
         self.directory = directory
         brokers = (0..<count).map { index in
             let peers = (0..<count).filter { $0 != index }.map { (Int32($0 + 1), ports[$0]) }
             return BrokerProcess(siteID: Int32(index + 1), port: ports[index], directory: directory.path, peers: peers,
-                                 extraArguments: extraArguments, executable: executable)
+                                 extraArguments: extraArguments, program: program)
         }
     }
 

@@ -54,6 +54,12 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// Starts `program` with its leading arguments, then `arguments`.
+    public convenience init(name: String, program: Program, arguments: [String], stderrPath: String? = nil) throws {
+        try self.init(name: name, executable: program.executable, arguments: program.leadingArguments + arguments,
+                      stderrPath: stderrPath)
+    }
+
     public var pid: Int32 { process.processIdentifier }
     public var isRunning: Bool { process.isRunning }
 

@@ -51,12 +51,41 @@ public final class TemporaryDirectory: @unchecked Sendable {
 /// Where the project's executables are: next to the running one (`.build/<config>/`).
 public enum Executables {
     public static var directory: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        var dir = URL(fileURLWithPath: current).deletingLastPathComponent()
         // A test bundle may sit one level below the products.
         if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
         return dir.path
     }
 
     public static func path(_ name: String) -> String { directory + "/" + name }
+
+    /// The running program itself (`/proc/self/exe`).
+    public static var current: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+}
+
+/// A program to start as a child: an executable and the arguments that always come first.
+///
+/// `swift run X` builds only product X, so a command that needs a broker (or any other program) at run time
+/// starts itself with a subcommand (`.current("daemon")`) instead of a sibling executable that may not be built.
+public struct Program: Sendable {
+    public var executable: String
+    public var leadingArguments: [String]
+
+    public init(executable: String, leadingArguments: [String] = []) {
+        self.executable = executable
+        self.leadingArguments = leadingArguments
+    }
+
+    /// A product next to the running program (tests: `swift test` builds every product).
+    public static func named(_ name: String) -> Program { Program(executable: Executables.path(name)) }
+
+    /// The running program with `subcommand` first.
+    public static func current(_ subcommand: String) -> Program {
+        Program(executable: Executables.current, leadingArguments: [subcommand])
+    }
+
+    /// The root package's broker executable.
+    public static var repbrokerd: Program { .named("repbrokerd") }
 }

@@ -85,7 +85,8 @@ enum BenchCommand: Command {
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
         let roundCount = try arguments.integer("rounds", Int.self, range: 1...100) ?? 3
-        let sites = try LocalSites(count: 1, extraArguments: ["--log-level", "warning", "--client-queue-bytes", "268435456"])
+        let sites = try LocalSites(count: 1, extraArguments: ["--log-level", "warning", "--client-queue-bytes", "268435456"],
+                                   program: .current("daemon"))
         defer { sites.shutDown() }
         try sites.start()
         let broker = sites.broker(1)

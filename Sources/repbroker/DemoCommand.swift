@@ -26,7 +26,7 @@ enum DemoCommand: Command {
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
         let perSender = try arguments.integer("messages", Int.self, range: 1...10_000_000) ?? 1000
-        let group = try LocalSites(count: Int(sites))
+        let group = try LocalSites(count: Int(sites), program: .current("daemon"))
         defer {
             for broker in group.brokers { broker.terminate() }
             if arguments.has("keep") {

@@ -67,7 +67,7 @@ enum MeshBench {
     }
 
     static func measure(mode: String, _ options: MeshOptions, log: (String) -> Void) throws -> MeshResult {
-        let worker = Executables.path("repbroker")
+        let worker = Executables.current
         let cpuBefore = childCPUSeconds()
         let ports = (0..<options.sites).map { _ in FreePort.next() }
         let pongPorts = (0..<options.sites).map { _ in FreePort.next() }
@@ -78,7 +78,8 @@ enum MeshBench {
             sites?.shutDown()
         }
         if mode != "direct" {
-            let local = try LocalSites(count: Int(options.sites), extraArguments: ["--heartbeat-ms", "500", "--log-level", "error"])
+            let local = try LocalSites(count: Int(options.sites), extraArguments: ["--heartbeat-ms", "500", "--log-level", "error"],
+                                   program: .current("daemon"))
             sites = local
             try local.start()
         }

@@ -1,4 +1,4 @@
-// repbroker: the ops CLI. Subcommands: stats, send, recv, demo.
+// repbroker: the ops CLI. Subcommands: stats, send, recv, request, sites, remove-site, demo, bench, daemon.
 import BrokerDaemon
 import BrokerSystem
 #if canImport(Glibc)
@@ -19,6 +19,8 @@ let overview = """
       remove-site  Remove a site from the group for good.
       demo    Start a three-site group on loopback, send traffic, print each broker's stats, clean up.
       bench   Benchmarks (ipc: socket against shared-memory rings); build with -c release.
+      daemon  Run a broker in this process: the same program and options as repbrokerd
+              ('repbroker daemon --help'). The demo and benchmarks start their brokers this way.
 
     Run 'repbroker <subcommand> --help' for a subcommand's options.
     """
@@ -30,6 +32,7 @@ guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcomman
     exit(words.isEmpty ? 64 : 0)
 }
 words.removeFirst()
+if subcommand == "daemon" { DaemonMain.run(words) }
 
 let commands: [String: Command.Type] = [
     "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self, "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,

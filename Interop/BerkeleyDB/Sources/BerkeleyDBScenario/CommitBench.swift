@@ -35,7 +35,7 @@ extension Scenario {
             var arguments = ["replicate", "--transport", "repmgr", "--home", site.home, "--repmgr-port", "\(ports[index])",
                              "--priority", "\(100 - index)"]
             arguments += index == 0 ? ["--master"] : ["--helper-port", "\(ports[0])"]
-            site.replicate = try ChildProcess(name: "repmgr-\(site.id)", executable: self.site, arguments: arguments,
+            site.replicate = try ChildProcess(name: "repmgr-\(site.id)", program: self.site, arguments: arguments,
                                               stderrPath: site.broker.directory + "/repmgr\(site.id).err")
             if index == 0 {
                 try waitFor("site 1 to become master") { site.replicate?.lines.contains { $0.hasPrefix("ready") } == true }
@@ -46,7 +46,7 @@ extension Scenario {
         }
         let first = members[0]
         let writers = try (0..<options.writers).map { index in
-            try ChildProcess(name: "repmgr-write-\(index)", executable: site,
+            try ChildProcess(name: "repmgr-write-\(index)", program: site,
                              arguments: ["write", "--transport", "repmgr", "--home", first.home, "--repmgr-port", "\(ports[0])",
                                          "--count", "\(options.txns)", "--prefix", "rm\(index)", "--value-size", "\(options.valueSize)"],
                              stderrPath: first.broker.directory + "/repmgr-write-\(index).err")

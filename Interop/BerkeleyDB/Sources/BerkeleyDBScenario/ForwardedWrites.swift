@@ -10,7 +10,7 @@ extension Scenario {
         defer { shutDown() }
         try startGroup()
         // Before anyone serves writes at the master, a put is refused with a retryable error, never lost.
-        let early = try ChildProcess(name: "put-early", executable: self.site,
+        let early = try ChildProcess(name: "put-early", program: self.site,
                                      arguments: ["put", "--socket", members[1].broker.socketPath, "early", "x"],
                                      stderrPath: members[1].broker.directory + "/put-early.err")
         let earlyStatus = early.waitForExit(timeout: 30)
@@ -21,7 +21,7 @@ extension Scenario {
         var servers: [ChildProcess] = []
         defer { servers.forEach { $0.kill9() } }
         for site in members {
-            let server = try ChildProcess(name: "serve-writes-\(site.id)", executable: self.site,
+            let server = try ChildProcess(name: "serve-writes-\(site.id)", program: self.site,
                                           arguments: ["serve-writes", "--home", site.home, "--socket", site.broker.socketPath],
                                           stderrPath: site.broker.directory + "/serve\(site.id).err")
             servers.append(server)
@@ -31,7 +31,7 @@ extension Scenario {
         for site in members.dropFirst() {
             for index in 0..<puts {
                 let key = "put-s\(site.id)-\(index)"
-                let put = try ChildProcess(name: "put", executable: self.site,
+                let put = try ChildProcess(name: "put", program: self.site,
                                            arguments: ["put", "--socket", site.broker.socketPath, key, "from site \(site.id)"],
                                            stderrPath: site.broker.directory + "/put.err")
                 guard put.waitForExit(timeout: 30) == 0 else {

@@ -14,7 +14,7 @@ extension Scenario {
         let before = try awaitConvergence(members, count: written.committed)
         let broker = BrokerProcess(siteID: 4, port: FreePort.next(), directory: sites.directory.path, peers: [],
                                    extraArguments: ["--heartbeat-ms", "250", "--join", "127.0.0.1:\(members[1].broker.port)"],
-                                   executable: Executables.path("bdb-brokerd"))
+                                   program: options.broker)
         try broker.start()
         defer { broker.terminate() }
         try waitFor("site 4 to link to every member") {
@@ -24,7 +24,7 @@ extension Scenario {
         let newcomer = Site(broker: broker, home: broker.directory + "/home4")
         try FileManager.default.createDirectory(atPath: newcomer.home, withIntermediateDirectories: true)
         newcomer.replicate = try ChildProcess(
-            name: "replicate-4", executable: site,
+            name: "replicate-4", program: site,
             arguments: ["replicate", "--home", newcomer.home, "--socket", broker.socketPath, "--site-id", "4",
                         "--nsites", "4", "--priority", "10"],
             stderrPath: broker.directory + "/replicate4.err")

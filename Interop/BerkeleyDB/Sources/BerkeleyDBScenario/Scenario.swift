@@ -17,6 +17,10 @@ public struct ScenarioOptions: Sendable {
     public var txns = 500
     public var ackPolicy = "quorum"
     public var valueSize = 100
+    /// The broker and bdb-site programs. Tests use this package's products; bdb-scenario runs itself
+    /// (`bdb-scenario broker`, `bdb-scenario site`), so that `swift run bdb-scenario` needs nothing else built.
+    public var broker: Program = .named("bdb-brokerd")
+    public var site: Program = .named("bdb-site")
     public init() {}
 }
 
@@ -78,7 +82,7 @@ public final class Scenario: @unchecked Sendable {
         self.options = options
         self.log = log
         sites = try LocalSites(count: options.sites, extraArguments: ["--heartbeat-ms", "250"],
-                               executable: Executables.path("bdb-brokerd"))
+                               program: options.broker)
         members = sites.brokers.map { broker in
             let home = broker.directory + "/home\(broker.siteID)"
             try? FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
@@ -86,14 +90,14 @@ public final class Scenario: @unchecked Sendable {
         }
     }
 
-    var site: String { Executables.path("bdb-site") }
+    var site: Program { options.site }
 
     func startReplication(_ site: Site, asMaster: Bool) throws {
         var arguments = ["replicate", "--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",
                          "--nsites", "\(options.sites)", "--priority", "\(100 - Int(site.id))",
                          "--ack-policy", options.ackPolicy]
         if asMaster { arguments.append("--master") }
-        site.replicate = try ChildProcess(name: "replicate-\(site.id)", executable: self.site, arguments: arguments,
+        site.replicate = try ChildProcess(name: "replicate-\(site.id)", program: self.site, arguments: arguments,
                                           stderrPath: site.broker.directory + "/replicate\(site.id).err")
     }
 
@@ -104,7 +108,7 @@ public final class Scenario: @unchecked Sendable {
     }
 
     func dump(_ site: Site) -> [String]? {
-        guard let child = try? ChildProcess(name: "dump", executable: self.site, arguments: ["dump", "--home", site.home]),
+        guard let child = try? ChildProcess(name: "dump", program: self.site, arguments: ["dump", "--home", site.home]),
               child.waitForExit(timeout: 30) == 0 else { return nil }
         child.waitForOutputEnd(timeout: 5)
         return child.lines
@@ -121,7 +125,7 @@ public final class Scenario: @unchecked Sendable {
 
     func write(at site: Site, phase: String) throws -> Written {
         let writers = try (0..<options.writers).map { index in
-            try ChildProcess(name: "write-\(site.id)-\(index)", executable: self.site,
+            try ChildProcess(name: "write-\(site.id)-\(index)", program: self.site,
                              arguments: ["write", "--home", site.home, "--socket", site.broker.socketPath,
                                          "--count", "\(options.txns)", "--prefix", "\(phase)s\(site.id)w\(index)",
                                          "--value-size", "\(options.valueSize)", "--ack-policy", options.ackPolicy],

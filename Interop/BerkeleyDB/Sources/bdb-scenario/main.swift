@@ -1,10 +1,22 @@
 // bdb-scenario: the Berkeley DB failover scenario through repbroker (see BerkeleyDBScenario/Scenario.swift).
 import BerkeleyDBScenario
+import BerkeleyDBSite
+import BrokerDaemon
+import BrokerHarness
 import Foundation
+
+// The scenario's own children: its brokers and its Berkeley DB processes are this program too.
+switch CommandLine.arguments.dropFirst().first {
+case "broker": DaemonMain.run(Array(CommandLine.arguments.dropFirst(2)))
+case "site": SiteCommand.run(Array(CommandLine.arguments.dropFirst(2)))
+default: break
+}
 
 let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
            bdb-scenario --bench [--transport broker|repmgr|both] [--writers 4] [--txns N] [--value-size BYTES]
+           bdb-scenario broker [repbrokerd options]   (the scenario's brokers: repbrokerd)
+           bdb-scenario site COMMAND [options]        (the scenario's Berkeley DB processes: bdb-site)
     """
 /// Prints `value` as one line of JSON (sorted keys) and exits 0: every check held.
 func printJSON<T: Encodable>(_ value: T) throws -> Never {
@@ -20,6 +32,8 @@ func fail(_ error: Error) -> Never {
 }
 
 var options = ScenarioOptions()
+options.broker = .current("broker")
+options.site = .current("site")
 var words = Array(CommandLine.arguments.dropFirst())
 var bench = false
 var transports = ["broker", "repmgr"]

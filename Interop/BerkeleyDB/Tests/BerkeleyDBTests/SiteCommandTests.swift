@@ -15,7 +15,7 @@ func runSite(_ arguments: [String], in directory: String) throws -> (status: Int
 
 @Suite struct SiteCommandTests {
     @Test func writingAtAClientSiteIsRefused() throws {
-        let sites = try LocalSites(count: 2, executable: Executables.path("bdb-brokerd"))
+        let sites = try LocalSites(count: 2, program: .named("bdb-brokerd"))
         defer { sites.shutDown() }
         try sites.start()
         let homes = sites.brokers.map { $0.directory + "/home\($0.siteID)" }
@@ -39,7 +39,7 @@ func runSite(_ arguments: [String], in directory: String) throws -> (status: Int
     @Test func aMissingEnvironmentOrBrokerIsAClearError() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let sites = try LocalSites(count: 1, executable: Executables.path("bdb-brokerd"))
+        let sites = try LocalSites(count: 1, program: .named("bdb-brokerd"))
         defer { sites.shutDown() }
         try sites.start()
         let missing = try runSite(["write", "--home", directory.path + "/nowhere", "--socket", sites.broker(1).socketPath,
