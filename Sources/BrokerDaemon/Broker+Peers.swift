@@ -4,10 +4,81 @@ import BrokerSystem
 import BrokerWire
 
 extension Broker {
+    /// Dials `link`, or first asks the resolver when its address is a host name not resolved (lately).
+    func dialOrResolve(_ link: PeerLink) {
+        guard let address = link.address else { return }
+        if address.needsResolution(now: now) {
+            link.address?.resolving = true
+            resolver.request(.site(link.siteID), address.text)
+        } else if !address.resolving, address.resolved != nil {
+            dial(link)
+        }
+    }
+
+    /// Applies the resolver's answers: a failure is logged, shown as `unresolved` and retried with backoff.
+    func takeResolverAnswers() {
+        for answer in resolver.takeAnswers() {
+            let result: Result<SocketAddress, PeerAddress.AddressRefused>
+            switch answer.result {
+            case .success(let address) where address.isWildcard:
+                result = .failure(PeerAddress.AddressRefused(answer.text, "it resolves to a wildcard address"))
+            case .success(let address): result = .success(address)
+            case .failure(let error): result = .failure(PeerAddress.AddressRefused(answer.text, "\(error)"))
+            }
+            switch answer.key {
+            case .site(let siteID):
+                guard let link = links[siteID], link.address?.text == answer.text else { continue }
+                link.address?.resolving = false
+                link.address?.resolvedAt = now
+                switch result {
+                case .success(let address):
+                    link.address?.resolved = address
+                    link.address?.failure = nil
+                    dial(link)
+                case .failure(let refused):
+                    let why = refused.why
+                    let first = link.address?.failure == nil
+                    link.address?.failure = why
+                    link.scheduleRedial(now: now)
+                    let metadata: Logger.Metadata = ["peer.site_id": "\(siteID)", "reason": why,
+                                                     "retry_ms": "\((link.nextDialAt &- now) / 1_000_000)"]
+                    if first { logger.warning("cannot resolve peer address", metadata) } else {
+                        logger.debug("cannot resolve peer address", metadata)
+                    }
+                }
+            case .join(let index):
+                guard joinTargets.indices.contains(index) else { continue }
+                joinTargets[index].resolving = false
+                joinTargets[index].resolvedAt = now
+                switch result {
+                case .success(let address):
+                    joinTargets[index].resolved = address
+                    joinTargets[index].failure = nil
+                case .failure(let refused):
+                    let why = refused.why
+                    if joinTargets[index].failure == nil {
+                        logger.warning("cannot resolve join target", ["target": answer.text, "reason": why])
+                    }
+                    joinTargets[index].failure = why
+                }
+            }
+        }
+    }
+
+    /// With a wildcard --listen and no --advertise: the local address of a peer connection, with the listen
+    /// port, is the address other sites can reach this one at.
+    func learnAdvertisedAddress(from fd: CInt, connectionTo peer: String) {
+        guard advertised == nil, let port = peerPort, let local = SocketAddress.local(of: fd, port: port),
+              !local.isWildcard else { return }
+        advertised = local.text
+        logger.info("advertising this site's address", ["address": local.text, "learned_from": peer])
+    }
+
     func dial(_ link: PeerLink) {
-        guard let address = link.address, !link.removed else { return }
+        guard let address = link.address?.resolved, !link.removed else { return }
         do {
             let fd = try Socket.connectTCP(address)
+            learnAdvertisedAddress(from: fd, connectionTo: "site \(link.siteID)")
             let connection = PeerConnection(descriptor: fd, broker: self, outgoing: link)
             do { try connection.register(connecting: true) } catch {
                 Posix.close(descriptor: fd)
@@ -86,9 +157,8 @@ extension Broker {
             spread(FrameParser.encode(.members, body: MembersFrame(members: [
                 MembersFrame.Member(siteID: hello.siteID, address: hello.address)]).body), except: added)
         } else if let target = connection.joinTarget {
-            // The member this broker joined through.
-            let address = hello.address.isEmpty ? target.text : hello.address
-            guard addLink(siteID: hello.siteID, address: address, origin: .joined) != nil else {
+            // The member this broker joined through: this HELLO, on a connection dialled to it, proves its address.
+            guard addLink(siteID: hello.siteID, address: target.text, origin: .joined, verified: true) != nil else {
                 return connection.reject(.unknownSite, "too many sites")
             }
         }
@@ -99,9 +169,18 @@ extension Broker {
         if connection.joinTarget != nil {
             joinDials.removeAll { $0 === connection }
             if link.connection != nil { return connection.reject(.duplicateLink, "already linked", quietly: true) }
-        } else if connection.outgoing, connection.link !== link {
-            return connection.reject(.unknownSite, "dialled site \(connection.link?.siteID ?? 0) but site "
-                + "\(hello.siteID) answered")
+        } else if connection.outgoing, let dialled = connection.link, dialled !== link {
+            if dialled.address?.verified == false {
+                logger.warning("a learned address answered with another site id: forgotten", [
+                    "peer.site_id": "\(dialled.siteID)", "peer.address": dialled.address?.text ?? "-",
+                    "answered": "\(hello.siteID)"])
+                dialled.address = nil
+            }
+            return connection.reject(.unknownSite, "dialled site \(dialled.siteID) but site \(hello.siteID) answered")
+        } else if connection.outgoing, link.address?.verified == false {
+            // This broker dialled the address and the site it was learned for answered: proved, so stored.
+            link.address?.verified = true
+            saveMembership()
         }
         connection.link = link
         guard config.siteID < hello.siteID else { return }  // the peer arbitrates; wait for its ACTIVATE

@@ -34,7 +34,7 @@ public final class Broker {
     var nextClientID: UInt32 = 1
     var handshaking: [PeerConnection] = []
     /// --join targets, dialled until this broker has a link; the join connections in progress.
-    var joinTargets: [SocketAddress] = []
+    var joinTargets: [PeerAddress] = []
     var joinDials: [PeerConnection] = []
     var nextJoinDialAt: UInt64 = 0
     /// Set when the broker must stop with a failure (a duplicate site id).
@@ -42,6 +42,10 @@ public final class Broker {
     var listeners: [Listener] = []
     var ownedSocketPaths: [String] = []
     public private(set) var peerPort: UInt16?
+    /// The address other sites dial to reach this one (never a wildcard); nil until known.
+    var advertised: String?
+    /// Resolves peer host names off the loop.
+    let resolver = PeerResolver()
 
     var badFrames = 0
     var clientsRefused = 0
@@ -77,7 +81,12 @@ public final class Broker {
             links[peer.siteID] = link
             linkList.append(link)
         }
-        joinTargets = config.join.compactMap { try? SocketAddress($0) }
+        joinTargets = config.join.compactMap { try? PeerAddress.parse($0, verified: true).get() }
+        if let advertise = config.advertise {
+            advertised = advertise
+        } else if let listen = config.listen, SocketAddress(numeric: listen)?.isWildcard != true {
+            advertised = listen
+        }
         loadMembership()
     }
 
@@ -99,6 +108,7 @@ public final class Broker {
         }
         logger.info("broker started", [
             "site_id": "\(config.siteID)", "listen": config.listen ?? "-", "socket": config.socketPath,
+            "advertise": advertised ?? (config.listen == nil ? "-" : "(the local address of the first peer connection)"),
             "admin_socket": config.adminSocketPath, "peers": "\(linkList.count)",
         ])
     }
@@ -204,6 +214,7 @@ public final class Broker {
             link.connection?.close(reason: "broker stopping")
             link.dialing?.close(reason: "broker stopping")
         }
+        resolver.stop()
         logger.info("stopped")
     }
 
@@ -224,6 +235,7 @@ public final class Broker {
             logger.warning("the process that started this broker exited: stopping")
             requestStop()
         }
+        takeResolverAnswers()
         dialJoinTargets()
         for link in linkList where !link.removed {
             if let connection = link.connection {
@@ -235,7 +247,7 @@ public final class Broker {
                     link.lastSent = now
                 }
             } else if link.dialing == nil, link.address != nil, now >= link.nextDialAt {
-                dial(link)
+                dialOrResolve(link)
             }
         }
         expirePendingAcks()
@@ -271,6 +283,7 @@ public final class Broker {
             switch kind {
             case .peers:
                 Socket.setNoDelay(fd)
+                learnAdvertisedAddress(from: fd, connectionTo: "an incoming peer connection")
                 let connection = PeerConnection(descriptor: fd, broker: self, outgoing: nil)
                 try connection.register()
                 handshaking.append(connection)

@@ -25,6 +25,17 @@ public struct PeerConfig: Codable, Equatable, Sendable {
 public struct BrokerConfig: Equatable, Sendable {
     public var siteID: Int32
     public var listen: String?
+    /// The address other sites dial (HOST:PORT, never a wildcard). nil: the listen address when it is specific,
+    /// or else the local address of this broker's first peer connection.
+    public var advertise: String?
+    /// Listen on a non-loopback address without a group key (on a trusted network only).
+    public var insecure = false
+    /// Most local clients (socket and ring) served at once; one more is refused with a reason.
+    public var maxClients = 4096
+    /// Most groups served at once, local and bound by peers together.
+    public var maxGroups = 1024
+    /// A group with no client and nothing queued is released after this long.
+    public var groupGraceMilliseconds = 60_000
     public var peers: [PeerConfig] = []
     public var socketPath: String
     public var adminSocketPath: String
@@ -73,32 +84,61 @@ public struct BrokerConfig: Equatable, Sendable {
     public static let maxMessageRange = 1...(1 << 30)
     public static let queueRange = (64 << 10)...(16 << 30)
     public static let heartbeatRange = 10...600_000
+    public static let maxClientsRange = 1...1_000_000
+    public static let maxGroupsRange = 1...65_536
+    public static let groupGraceRange = 0...86_400_000
 
-    /// Checks every setting and resolves peer addresses; returns the resolved addresses by site id.
-    public func validate() throws(ConfigError) -> [Int32: SocketAddress] {
+    /// Checks every setting; returns the peers' addresses by site id (parsed, not looked up: host names are
+    /// resolved off the event loop, and an unresolvable one is retried, not fatal).
+    func validate() throws(ConfigError) -> [Int32: PeerAddress] {
         guard siteID > 0 else { throw .invalid("site id must be a positive integer, not \(siteID)") }
-        var resolved: [Int32: SocketAddress] = [:]
+        var addresses: [Int32: PeerAddress] = [:]
         for peer in peers {
             guard peer.siteID > 0 else { throw .invalid("peer site id must be positive, not \(peer.siteID)") }
             guard peer.siteID != siteID else { throw .invalid("peer \(peer.siteID) has this broker's own site id") }
-            guard resolved[peer.siteID] == nil else { throw .invalid("peer \(peer.siteID) is listed twice") }
-            do {
-                resolved[peer.siteID] = try SocketAddress(peer.address)
-            } catch {
-                throw .invalid("peer \(peer.siteID): \(error)")
+            guard addresses[peer.siteID] == nil else { throw .invalid("peer \(peer.siteID) is listed twice") }
+            switch PeerAddress.parse(peer.address, verified: true) {
+            case .success(let address): addresses[peer.siteID] = address
+            case .failure(let refused): throw .invalid("peer \(peer.siteID): \(refused)")
             }
-        }
-        if let listen {
-            do { _ = try SocketAddress(listen) } catch { throw .invalid("--listen: \(error)") }
         }
         if let groupKey, groupKey.count < 16 {
             throw .invalid("the group key must be at least 16 bytes, not \(groupKey.count)")
         }
+        if let listen {
+            let address: SocketAddress
+            do { address = try SocketAddress(listen) } catch { throw .invalid("--listen: \(error)") }
+            if !address.isLoopback && groupKey == nil && !insecure {
+                throw .invalid("""
+                    --listen \(listen) is reachable from other hosts, and there is no group key: any process that \
+                    reaches this port could claim to be a site of the group and take over its link. Give every \
+                    broker of the group the same --group-key-file (a secret of 16 bytes or more, for example made \
+                    with 'head -c 32 /dev/urandom > group.key'), or pass --insecure on a network you trust.
+                    """)
+            }
+        }
+        if let advertise {
+            guard listen != nil else { throw .invalid("--advertise needs --listen: it is the address of the listener") }
+            if case .failure(let refused) = PeerAddress.parse(advertise, verified: true) {
+                throw .invalid("--advertise: \(refused)")
+            }
+        }
         if !join.isEmpty {
             guard listen != nil else { throw .invalid("--join needs --listen: the group's sites must be able to reach this one") }
             for target in join {
-                do { _ = try SocketAddress(target) } catch { throw .invalid("--join: \(error)") }
+                if case .failure(let refused) = PeerAddress.parse(target, verified: true) {
+                    throw .invalid("--join: \(refused)")
+                }
             }
+        }
+        guard Self.maxClientsRange.contains(maxClients) else {
+            throw .invalid("max clients must be in \(Self.maxClientsRange), not \(maxClients)")
+        }
+        guard Self.maxGroupsRange.contains(maxGroups) else {
+            throw .invalid("max groups must be in \(Self.maxGroupsRange), not \(maxGroups)")
+        }
+        guard Self.groupGraceRange.contains(groupGraceMilliseconds) else {
+            throw .invalid("group grace must be in \(Self.groupGraceRange) ms, not \(groupGraceMilliseconds)")
         }
         for (name, path) in [("socket", socketPath), ("admin socket", adminSocketPath)] {
             guard !path.isEmpty else { throw .invalid("\(name) path is empty") }
@@ -123,7 +163,7 @@ public struct BrokerConfig: Equatable, Sendable {
             throw .invalid("max ring bytes must be 0 or in \(RingLayout.minimumRingBytes)...\(RingLayout.maximumRingBytes)")
         }
         guard socketMode <= 0o777 else { throw .invalid("socket mode \(String(socketMode, radix: 8)) is not a mode") }
-        return resolved
+        return addresses
     }
 }
 
@@ -142,6 +182,11 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
 struct ConfigFile: Codable {
     var site_id: Int32?
     var listen: String?
+    var advertise: String?
+    var insecure: Bool?
+    var max_clients: Int?
+    var max_groups: Int?
+    var group_grace_ms: Int?
     var peers: [PeerConfig]?
     var socket: String?
     var admin_socket: String?
@@ -167,7 +212,10 @@ extension BrokerConfig {
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
         "max-ring-bytes", "join", "state-dir", "group-key-file", "allow-uid", "allow-gid", "socket-group",
+        "advertise", "max-clients", "max-groups", "group-grace-ms",
     ]
+    /// The flags `repbrokerd` takes (options without a value).
+    public static let flagNames: Set<String> = ["exit-with-parent", "insecure"]
 
     /// Builds a config from flags over an optional JSON file over defaults.
     public static func from(arguments: ParsedArguments) throws -> BrokerConfig {
@@ -187,6 +235,12 @@ extension BrokerConfig {
         var config = BrokerConfig(siteID: siteID, socketPath: arguments.last("socket") ?? file.socket,
                                   adminSocketPath: arguments.last("admin-socket") ?? file.admin_socket)
         config.listen = arguments.last("listen") ?? file.listen
+        config.advertise = arguments.last("advertise") ?? file.advertise
+        config.insecure = arguments.has("insecure") || file.insecure == true
+        config.maxClients = try arguments.integer("max-clients") ?? file.max_clients ?? config.maxClients
+        config.maxGroups = try arguments.integer("max-groups") ?? file.max_groups ?? config.maxGroups
+        config.groupGraceMilliseconds = try arguments.integer("group-grace-ms") ?? file.group_grace_ms
+            ?? config.groupGraceMilliseconds
         config.peers = file.peers ?? []
         for spec in arguments.all("peer") {
             guard let equals = spec.firstIndex(of: "="), let id = Int32(spec[..<equals]) else {

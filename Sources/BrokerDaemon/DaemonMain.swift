@@ -16,7 +16,7 @@ public enum DaemonMain {
         }
         let config: BrokerConfig
         do {
-            let arguments = try ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: ["exit-with-parent"])
+            let arguments = try ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: BrokerConfig.flagNames)
             guard arguments.positionals.isEmpty else {
                 throw UsageError("unexpected argument '\(arguments.positionals[0])'")
             }
@@ -73,7 +73,14 @@ public enum DaemonMain {
           --site-id N              This site's id: a positive 32-bit integer, unique in the group, used as
                                    the Berkeley DB environment id (EID) of this site.
           --listen HOST:PORT       Where peer brokers connect. Without it the broker only dials its peers.
-          --peer ID=HOST:PORT      A peer site and its --listen address (repeatable).
+          --advertise HOST:PORT    The address other sites dial to reach this one (never a wildcard). Default:
+                                   the --listen address when it names a host; with a wildcard --listen
+                                   (0.0.0.0 or [::]), the local address of this broker's first peer connection.
+          --insecure               Allow a --listen address other sites can reach without --group-key-file.
+                                   Without a key, anything that reaches the port can claim to be a site.
+          --peer ID=HOST:PORT      A peer site and its advertised address (repeatable). Host names are resolved
+                                   off the event loop and again every 30 s; one that does not resolve is shown
+                                   as 'unresolved' in stats and retried.
           --socket PATH            Local client socket (default: \(BrokerConfig.defaultSocketPath)).
           --admin-socket PATH      Admin socket for `repbroker stats` (default: \(BrokerConfig.defaultAdminSocketPath)).
           --config FILE            JSON file with the same settings in snake_case (site_id, listen, peers:
@@ -91,6 +98,12 @@ public enum DaemonMain {
           --allow-uid UID          Allow local clients of this uid (repeatable; checked with SO_PEERCRED). With
           --allow-gid GID          any allow list set, clients of other users are refused; the broker's own uid
                                    is always allowed.
+          --max-clients N          Most local clients at once (default 4096); one more is refused with a reason.
+          --max-groups N           Most groups at once, created by local clients or bound by peers (default
+                                   1024). A client over it gets ERROR group_limit; a peer's group over it is
+                                   refused for that group alone (counted as groups_refused).
+          --group-grace-ms N       A group with no client and nothing queued is released after this long
+                                   (default 60000).
           --max-ring-bytes N       Largest shared-memory ring granted to a client (default 67108864; 0: rings off,
                                    every client uses the socket).
           --join HOST:PORT         Join a running group through any member (repeatable; needs --listen): the member

@@ -25,7 +25,8 @@ extension Broker {
         guard let data = FileManager.default.contents(atPath: membershipPath),
               let records = try? JSONDecoder().decode([MemberRecord].self, from: data) else { return }
         for record in records where links[record.site_id] == nil && record.site_id != config.siteID {
-            let link = addLink(siteID: record.site_id, address: record.address, origin: record.origin, persist: false)
+            let link = addLink(siteID: record.site_id, address: record.address, origin: record.origin, verified: true,
+                               persist: false)
             link?.removed = record.removed
         }
         logger.info("membership loaded", ["path": membershipPath, "sites": "\(records.count)"])
@@ -33,8 +34,11 @@ extension Broker {
 
     /// Writes what this broker knows: a temporary file renamed over the old one.
     func saveMembership() {
-        let records = linkList.map { MemberRecord(site_id: $0.siteID, address: $0.address?.text ?? "", origin: $0.origin,
-                                                  removed: $0.removed) }
+        // Only an address a HELLO proved (or the operator configured) is stored.
+        let records = linkList.map { link in
+            MemberRecord(site_id: link.siteID, address: link.address?.verified == true ? link.address?.text ?? "" : "",
+                         origin: link.origin, removed: link.removed)
+        }
         guard let data = try? JSONEncoder().encode(records) else { return }
         let temporary = membershipPath + ".tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: data),
@@ -45,16 +49,21 @@ extension Broker {
     }
 
     /// A new site: a link (dialled by the timer), a place in every group's ack table, the membership file.
+    /// `address` is empty when none is known; a wildcard or malformed one is refused (logged) and not kept.
     @discardableResult
-    func addLink(siteID: Int32, address: String, origin: PeerOrigin, persist: Bool = true) -> PeerLink? {
-        if let existing = links[siteID] { return existing }
+    func addLink(siteID: Int32, address: String, origin: PeerOrigin, verified: Bool = false,
+                 persist: Bool = true) -> PeerLink? {
+        if let existing = links[siteID] {
+            if existing.address == nil, !address.isEmpty { existing.address = checkedAddress(address, siteID, verified) }
+            return existing
+        }
         guard linkList.count < Wire.maxMembers else {
             logger.warning("site refused: the group is full", ["peer.site_id": "\(siteID)"])
             return nil
         }
-        let resolved = address.isEmpty ? nil : try? SocketAddress(address)
-        let link = PeerLink(siteID: siteID, index: linkList.count, address: resolved, origin: origin,
-                            queueLimit: config.peerQueueBytes)
+        let link = PeerLink(siteID: siteID, index: linkList.count,
+                            address: address.isEmpty ? nil : checkedAddress(address, siteID, verified),
+                            origin: origin, queueLimit: config.peerQueueBytes)
         links[siteID] = link
         linkList.append(link)
         for group in groupList { group.ackedLSN.append(.zero) }
@@ -63,12 +72,21 @@ extension Broker {
         return link
     }
 
-    /// Members this broker knows, itself included, for MEMBERS.
+    func checkedAddress(_ text: String, _ siteID: Int32, _ verified: Bool) -> PeerAddress? {
+        switch PeerAddress.parse(text, verified: verified) {
+        case .success(let address): return address
+        case .failure(let refused):
+            logger.warning("peer address not kept", ["peer.site_id": "\(siteID)", "reason": "\(refused)"])
+            return nil
+        }
+    }
+
+    /// Members this broker knows, itself included (by its advertised address), for MEMBERS.
     var membersFrame: [UInt8] {
         var members = linkList.filter { !$0.removed && $0.address != nil }.map {
             MembersFrame.Member(siteID: $0.siteID, address: $0.address?.text ?? "")
         }
-        if let listen = config.listen { members.append(MembersFrame.Member(siteID: config.siteID, address: listen)) }
+        if let advertised { members.append(MembersFrame.Member(siteID: config.siteID, address: advertised)) }
         return FrameParser.encode(.members, body: MembersFrame(members: members).body)
     }
 
@@ -82,7 +100,14 @@ extension Broker {
     /// MEMBERS from a peer: unknown sites are added (learned) and passed on to the other members.
     func membersFromPeer(_ frame: MembersFrame, on connection: PeerConnection) {
         var fresh: [MembersFrame.Member] = []
-        for member in frame.members where member.siteID != config.siteID && links[member.siteID] == nil {
+        for member in frame.members where member.siteID != config.siteID {
+            if let known = links[member.siteID] {
+                // A site known without an address (it dialled in, or its address was not proved before a restart).
+                if known.address == nil, !known.removed, !member.address.isEmpty {
+                    known.address = checkedAddress(member.address, member.siteID, false)
+                }
+                continue
+            }
             if addLink(siteID: member.siteID, address: member.address, origin: .learned) != nil { fresh.append(member) }
         }
         if !fresh.isEmpty {
@@ -114,10 +139,16 @@ extension Broker {
         guard !joinTargets.isEmpty, !linkList.contains(where: { $0.connection != nil }), joinDials.isEmpty,
               now >= nextJoinDialAt else { return }
         nextJoinDialAt = now + 500_000_000
-        for target in joinTargets {
+        for (index, target) in joinTargets.enumerated() {
+            if target.needsResolution(now: now) {
+                joinTargets[index].resolving = true
+                resolver.request(.join(index), target.text)
+            }
+            guard let address = target.resolved else { continue }
             do {
-                let fd = try Socket.connectTCP(target)
-                let connection = PeerConnection(descriptor: fd, broker: self, outgoing: nil, joinTarget: target)
+                let fd = try Socket.connectTCP(address)
+                learnAdvertisedAddress(from: fd, connectionTo: "join target \(target.text)")
+                let connection = PeerConnection(descriptor: fd, broker: self, outgoing: nil, joinTarget: address)
                 do { try connection.register(connecting: true) } catch {
                     Posix.close(descriptor: fd)
                     continue

@@ -44,7 +44,7 @@ final class PeerConnection: Connection {
     /// Sends this broker's HELLO.
     func sendHello() {
         let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation,
-                              address: broker.config.listen ?? "", joining: !broker.config.join.isEmpty,
+                              address: broker.advertised ?? "", joining: !broker.config.join.isEmpty,
                               keyed: broker.config.groupKey != nil, nonce: nonce).body
         FrameParser.append(.hello, body: body, to: handshakeOutput)
         scheduleFlush()

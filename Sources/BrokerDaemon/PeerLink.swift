@@ -5,7 +5,8 @@ import BrokerSystem
 import BrokerWire
 
 public enum PeerState: String, Codable, Sendable {
-    case connected, connecting, down
+    /// `unresolved`: its host name did not resolve at the last try (retried with backoff).
+    case connected, connecting, down, unresolved
 }
 
 /// How this broker came to know a site: from its configuration, because the site joined (or was joined)
@@ -18,7 +19,8 @@ final class PeerLink {
     let siteID: Int32
     /// Position in the broker's link list: the index of this site in per-group ack arrays.
     let index: Int
-    let address: SocketAddress?
+    /// Where to dial the site; nil while none is known (the site dials this broker).
+    var address: PeerAddress?
     let origin: PeerOrigin
     /// Left the group for good: not dialled, not routed to, refused when it says HELLO.
     var removed = false
@@ -48,7 +50,7 @@ final class PeerLink {
     static let minimumBackoff = 100
     static let maximumBackoff = 5000
 
-    init(siteID: Int32, index: Int = 0, address: SocketAddress?, origin: PeerOrigin = .configured, queueLimit: Int) {
+    init(siteID: Int32, index: Int = 0, address: PeerAddress?, origin: PeerOrigin = .configured, queueLimit: Int) {
         self.siteID = siteID
         self.index = index
         self.origin = origin
@@ -58,6 +60,7 @@ final class PeerLink {
 
     var state: PeerState {
         if connection != nil { return .connected }
+        if address?.failure != nil { return .unresolved }
         return failedSinceUp ? .down : .connecting
     }
 

@@ -12,6 +12,10 @@ public final class BrokerProcess: @unchecked Sendable {
     public let port: UInt16
     public let directory: String
     public var peers: [(Int32, UInt16)]
+    /// --listen; by default 127.0.0.1 and `port`.
+    public var listenAddress: String
+    /// The host of every --peer address (its port comes from `peers`).
+    public var peerHost: (Int32) -> String = { _ in "127.0.0.1" }
     public var extraArguments: [String]
     /// The broker program: the root package's repbrokerd unless told otherwise.
     public var program: Program
@@ -29,11 +33,13 @@ public final class BrokerProcess: @unchecked Sendable {
         self.directory = directory
         self.peers = peers
         self.extraArguments = extraArguments
+        listenAddress = "127.0.0.1:\(port)"
     }
 
     public var arguments: [String] {
-        ["--site-id", "\(siteID)", "--listen", "127.0.0.1:\(port)", "--socket", socketPath,
-         "--admin-socket", adminSocketPath, "--exit-with-parent"] + peers.flatMap { ["--peer", "\($0.0)=127.0.0.1:\($0.1)"] } + extraArguments
+        ["--site-id", "\(siteID)", "--listen", listenAddress, "--socket", socketPath,
+         "--admin-socket", adminSocketPath, "--exit-with-parent"]
+            + peers.flatMap { ["--peer", "\($0.0)=\(peerHost($0.0)):\($0.1)"] } + extraArguments
     }
 
     /// Starts the broker and waits until its admin socket answers.

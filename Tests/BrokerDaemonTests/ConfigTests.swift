@@ -1,11 +1,13 @@
 // repbrokerd settings: defaults, the JSON file, flags over the file, and clear errors for bad values.
-import BrokerDaemon
+@testable import BrokerDaemon
+import BrokerSystem
 import Foundation
 import Testing
 
 @Suite struct ConfigTests {
     func parse(_ words: [String]) throws -> BrokerConfig {
-        try BrokerConfig.from(arguments: ParsedArguments(words, valued: BrokerConfig.valuedOptions, flagNames: []))
+        try BrokerConfig.from(arguments: ParsedArguments(words, valued: BrokerConfig.valuedOptions,
+                                                             flagNames: BrokerConfig.flagNames))
     }
 
     @Test func onlySiteIDGivesALoneSiteWithDefaultPaths() throws {
@@ -49,6 +51,15 @@ import Testing
         (["--site-id", "1", "--peer-queue-bytes", "10"], "peer queue"),
         (["--site-id", "1", "--socket", "/tmp/x", "--admin-socket", "/tmp/x"], "same path"),
         (["--site-id", "1", "--socket", "/tmp/" + String(repeating: "s", count: 120)], "longer than"),
+        (["--site-id", "1", "--peer", "2=0.0.0.0:7001"], "wildcard"),
+        (["--site-id", "1", "--peer", "2=[::]:7001"], "wildcard"),
+        (["--site-id", "1", "--listen", "0.0.0.0:7001"], "--group-key-file"),
+        (["--site-id", "1", "--listen", "10.9.8.7:7001"], "--insecure"),
+        (["--site-id", "1", "--listen", "127.0.0.1:7001", "--advertise", "0.0.0.0:7001"], "wildcard"),
+        (["--site-id", "1", "--advertise", "10.0.0.1:7001"], "needs --listen"),
+        (["--site-id", "1", "--listen", "127.0.0.1:1", "--join", "0.0.0.0:7001"], "wildcard"),
+        (["--site-id", "1", "--max-groups", "0"], "max groups"),
+        (["--site-id", "1", "--max-clients", "0"], "max clients"),
     ])
     func invalidSettingsAreRefusedWithAReason(words: [String], fragment: String) throws {
         let config = try parse(words)
@@ -66,6 +77,23 @@ import Testing
     ])
     func usageErrorsAreUsageErrors(words: [String]) {
         #expect(throws: UsageError.self) { _ = try parse(words) }
+    }
+
+    @Test func aListenerOthersCanReachNeedsAKeyOrInsecure() throws {
+        let keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("rb-key-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: keyFile) }
+        try Data(repeating: 7, count: 32).write(to: keyFile)
+        _ = try parse(["--site-id", "1", "--listen", "0.0.0.0:7001", "--insecure"]).validate()
+        _ = try parse(["--site-id", "1", "--listen", "0.0.0.0:7001", "--group-key-file", keyFile.path]).validate()
+        _ = try parse(["--site-id", "1", "--listen", "127.0.0.1:7001"]).validate()
+        _ = try parse(["--site-id", "1", "--listen", "[::1]:7001"]).validate()
+    }
+
+    @Test func peerHostNamesAreParsedNotLookedUpAtStart() throws {
+        let config = try parse(["--site-id", "1", "--peer", "2=no-such-host.invalid:7001", "--peer", "3=127.0.0.1:7003"])
+        let addresses = try config.validate()
+        #expect(addresses[2]?.isName == true && addresses[2]?.resolved == nil)
+        #expect(addresses[3]?.isName == false && addresses[3]?.resolved != nil)
     }
 
     @Test func repeatedOptionsAndEqualsFormParse() throws {
