@@ -49,6 +49,11 @@ public final class Broker {
 
     var badFrames = 0
     var clientsRefused = 0
+    var acceptFailures = 0
+    /// A descriptor held back (on /dev/null) for the admin and peer listeners when the rest are used up.
+    var reserveDescriptor: CInt = -1
+    /// Most local clients at once: --max-clients, or by default a share of the descriptor limit.
+    let maxClients: Int
     @exclusivity(unchecked) var unroutable = 0
     @exclusivity(unchecked) var misrouted = 0
     @exclusivity(unchecked) var routedMessages = 0
@@ -75,6 +80,7 @@ public final class Broker {
         self.logger = logger ?? Logger(label: "repbrokerd", level: config.logLevel)
         loop = try EventLoop()
         stopper = Stopper(wakeup: loop.wakeup)
+        maxClients = config.maxClients ?? Self.defaultMaxClients(descriptorLimit: Posix.descriptorLimit())
         for peer in config.peers.sorted(by: { $0.siteID < $1.siteID }) {
             let link = PeerLink(siteID: peer.siteID, index: linkList.count, address: addresses[peer.siteID],
                                 queueLimit: config.peerQueueBytes)
@@ -107,6 +113,7 @@ public final class Broker {
             listeners.append(try Listener(descriptor: fd, kind: kind, broker: self))
         }
         logger.info("broker started", [
+            "max_clients": "\(maxClients)", "descriptor_limit": "\(Posix.descriptorLimit())",
             "site_id": "\(config.siteID)", "listen": config.listen ?? "-", "socket": config.socketPath,
             "advertise": advertised ?? (config.listen == nil ? "-" : "(the local address of the first peer connection)"),
             "admin_socket": config.adminSocketPath, "peers": "\(linkList.count)",
@@ -215,6 +222,7 @@ public final class Broker {
             link.dialing?.close(reason: "broker stopping")
         }
         resolver.stop()
+        _ = releaseReserveDescriptor()
         logger.info("stopped")
     }
 
@@ -236,6 +244,8 @@ public final class Broker {
             requestStop()
         }
         takeResolverAnswers()
+        if reserveDescriptor < 0 { reserveDescriptor = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        for listener in listeners { listener.resumeIfDue(now: now) }
         dialJoinTargets()
         for link in linkList where !link.removed {
             if let connection = link.connection {
@@ -259,6 +269,20 @@ public final class Broker {
         loop.flushDirty()
     }
 
+    /// Closes the reserve descriptor so that one accept can succeed; false when it is already in use.
+    func releaseReserveDescriptor() -> Bool {
+        guard reserveDescriptor >= 0 else { return false }
+        Posix.close(descriptor: reserveDescriptor)
+        reserveDescriptor = -1
+        return true
+    }
+
+    /// Descriptors per local client at most (its socket, and with rings its doorbells), and those kept for the
+    /// listeners, peer links and admin connections: the default --max-clients leaves them free.
+    static func defaultMaxClients(descriptorLimit: Int) -> Int {
+        max(8, min(4096, (descriptorLimit - 256) / 4))
+    }
+
     /// Whether the process at the other end of a local socket may use it (SO_PEERCRED against the allow lists).
     func mayConnect(_ fd: CInt) -> Bool {
         guard !config.allowUIDs.isEmpty || !config.allowGIDs.isEmpty else { return true }
@@ -276,6 +300,16 @@ public final class Broker {
                 "client.gid": "\(credentials?.gid ?? 0)",
             ])
             Connection.writeError(.notAllowed, "uid \(credentials?.uid ?? 0) is not allowed to use this broker", to: fd)
+            Posix.close(descriptor: fd)
+            return
+        }
+        if kind == .clients && clients.count >= maxClients {
+            clientsRefused += 1
+            if clientsRefused == 1 || clientsRefused % 1000 == 0 {
+                logger.warning("local client refused: --max-clients reached", [
+                    "max_clients": "\(maxClients)", "clients_refused": "\(clientsRefused)"])
+            }
+            Connection.writeError(.clientLimit, "this broker serves \(maxClients) clients already (--max-clients)", to: fd)
             Posix.close(descriptor: fd)
             return
         }

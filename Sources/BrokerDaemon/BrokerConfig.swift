@@ -30,8 +30,9 @@ public struct BrokerConfig: Equatable, Sendable {
     public var advertise: String?
     /// Listen on a non-loopback address without a group key (on a trusted network only).
     public var insecure = false
-    /// Most local clients (socket and ring) served at once; one more is refused with a reason.
-    public var maxClients = 4096
+    /// Most local clients (socket and ring) served at once; one more is refused with a reason. nil: a share
+    /// of the descriptor limit (at most 4096).
+    public var maxClients: Int?
     /// Most groups served at once, local and bound by peers together.
     public var maxGroups = 1024
     /// A group with no client and nothing queued is released after this long.
@@ -131,7 +132,7 @@ public struct BrokerConfig: Equatable, Sendable {
                 }
             }
         }
-        guard Self.maxClientsRange.contains(maxClients) else {
+        if let maxClients, !Self.maxClientsRange.contains(maxClients) {
             throw .invalid("max clients must be in \(Self.maxClientsRange), not \(maxClients)")
         }
         guard Self.maxGroupsRange.contains(maxGroups) else {
@@ -237,7 +238,7 @@ extension BrokerConfig {
         config.listen = arguments.last("listen") ?? file.listen
         config.advertise = arguments.last("advertise") ?? file.advertise
         config.insecure = arguments.has("insecure") || file.insecure == true
-        config.maxClients = try arguments.integer("max-clients") ?? file.max_clients ?? config.maxClients
+        config.maxClients = try arguments.integer("max-clients") ?? file.max_clients
         config.maxGroups = try arguments.integer("max-groups") ?? file.max_groups ?? config.maxGroups
         config.groupGraceMilliseconds = try arguments.integer("group-grace-ms") ?? file.group_grace_ms
             ?? config.groupGraceMilliseconds

@@ -30,6 +30,7 @@ public enum DaemonMain {
         }
 
         signal(SIGPIPE, SIG_IGN)
+        Posix.raiseDescriptorLimit()
         let broker: Broker
         do {
             broker = try Broker(config: config)
@@ -98,7 +99,9 @@ public enum DaemonMain {
           --allow-uid UID          Allow local clients of this uid (repeatable; checked with SO_PEERCRED). With
           --allow-gid GID          any allow list set, clients of other users are refused; the broker's own uid
                                    is always allowed.
-          --max-clients N          Most local clients at once (default 4096); one more is refused with a reason.
+          --max-clients N          Most local clients at once; one more is refused with ERROR client_limit.
+                                   Default: (descriptor limit - 256) / 4, at most 4096 (the soft descriptor
+                                   limit is raised to the hard one at start).
           --max-groups N           Most groups at once, created by local clients or bound by peers (default
                                    1024). A client over it gets ERROR group_limit; a peer's group over it is
                                    refused for that group alone (counted as groups_refused).

@@ -12,6 +12,14 @@ final class Listener: LoopHandler {
     /// The broker outlives every connection it serves.
     unowned(unsafe) let broker: Broker
     var token: UInt64 = 0
+    /// Out of descriptors or memory: the listener is not polled until then (0: it is polled).
+    private(set) var pausedUntil: UInt64 = 0
+    private var backoffMilliseconds = 0
+    private var nextWarningAt: UInt64 = 0
+    private var suppressedWarnings = 0
+
+    static let minimumBackoff = 100
+    static let maximumBackoff = 1000
 
     init(descriptor: CInt, kind: Kind, broker: Broker) throws(SystemError) {
         self.descriptor = descriptor
@@ -24,13 +32,57 @@ final class Listener: LoopHandler {
         // A bounded batch per wake-up keeps one busy listener from starving the other sockets.
         for _ in 0..<64 {
             let accepted: CInt?
-            do { accepted = try Socket.accept(descriptor) } catch {
-                broker.logger.warning("accept failed: \(error)")
+            do { accepted = try acceptUsingReserve() } catch {
+                broker.acceptFailures += 1
+                if Self.isPerConnection(error.errno) { continue }
+                pause(error)
                 return
             }
             guard let fd = accepted else { return }
+            backoffMilliseconds = 0
             broker.accepted(fd, on: kind)
         }
+    }
+
+    /// Out of descriptors, the admin and peer listeners take the broker's reserve descriptor: operators can
+    /// still ask for stats, and peer links come back, while clients have used up the rest.
+    private func acceptUsingReserve() throws(SystemError) -> CInt? {
+        do { return try Socket.accept(descriptor) } catch {
+            guard kind != .clients, error.errno.rawValue == EMFILE, broker.releaseReserveDescriptor() else { throw error }
+            return try Socket.accept(descriptor)
+        }
+    }
+
+    /// Errors of one pending connection (it is gone); the next one may be accepted at once.
+    static func isPerConnection(_ errno: Errno) -> Bool {
+        [ECONNABORTED, EPROTO, EPERM].contains(errno.rawValue)
+    }
+
+    /// Stops polling for a growing while (100 ms doubling to 1 s): a level-triggered listener that cannot
+    /// accept (EMFILE, ENFILE, ENOBUFS, ENOMEM) would otherwise spin the loop and flood the log.
+    private func pause(_ error: SystemError) {
+        backoffMilliseconds = backoffMilliseconds == 0
+            ? Self.minimumBackoff : min(backoffMilliseconds * 2, Self.maximumBackoff)
+        let now = Posix.monotonicNanoseconds()
+        pausedUntil = now + UInt64(backoffMilliseconds) * 1_000_000
+        broker.loop.modify(descriptor, token: token, [])
+        guard now >= nextWarningAt else {
+            suppressedWarnings += 1
+            return
+        }
+        broker.logger.warning("accept failed: not accepting for a while", [
+            "listener": "\(kind)", "reason": "\(error)", "pause_ms": "\(backoffMilliseconds)",
+            "suppressed": "\(suppressedWarnings)",
+        ])
+        suppressedWarnings = 0
+        nextWarningAt = now + UInt64(Self.maximumBackoff) * 1_000_000
+    }
+
+    /// Polls the listener again once its pause is over (called on the broker's tick).
+    func resumeIfDue(now: UInt64) {
+        guard pausedUntil != 0, now >= pausedUntil else { return }
+        pausedUntil = 0
+        broker.loop.modify(descriptor, token: token, .readable)
     }
 
     func close() {

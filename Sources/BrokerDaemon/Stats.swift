@@ -97,6 +97,8 @@ public struct TotalStats: Codable, Sendable {
     public var badFrames: Int
     public var clientsConnected: Int
     public var clientsRefused: Int
+    /// accept() failures on any listener (out of descriptors or memory, connections aborted before accept).
+    public var acceptFailures: Int
     public var peersConnected: Int
     public var acksReceived: Int
     public var permanentAcked: Int
@@ -113,7 +115,8 @@ public struct TotalStats: Codable, Sendable {
         case messagesRouted = "msgs_routed", messagesSentToPeers = "msgs_sent_to_peers"
         case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
-        case clientsConnected = "clients_connected", clientsRefused = "clients_refused", peersConnected = "peers_connected"
+        case clientsConnected = "clients_connected", clientsRefused = "clients_refused"
+        case acceptFailures = "accept_failures", peersConnected = "peers_connected"
         case acksReceived = "acks_received", permanentAcked = "perm_acked", permanentAckFailures = "perm_ack_failures"
     }
 }
@@ -160,7 +163,8 @@ extension Broker {
             dropped: linkList.reduce(0) { $0 + $1.dropped } + groupList.reduce(0) { $0 + $1.dropped },
             refused: linkList.reduce(0) { $0 + $1.refused },
             unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
-            clientsConnected: clientList.count, clientsRefused: clientsRefused, peersConnected: peers.filter { $0.state == .connected }.count,
+            clientsConnected: clientList.count, clientsRefused: clientsRefused,
+            acceptFailures: acceptFailures, peersConnected: peers.filter { $0.state == .connected }.count,
             acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures,
             channelMessages: channelMessages, channelRequests: channelRequests, channelReplies: channelReplies,
             channelNoSubscriber: channelNoSubscriber, channelTimeouts: channelTimeouts)

@@ -62,6 +62,25 @@ public enum Posix {
         Glibc.kill(pid, 0) == 0 || Errno.current != .noSuchProcess
     }
 
+    /// Raises the soft limit on open descriptors to the hard limit; returns the limit now in force.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return descriptorLimit() }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return descriptorLimit()
+    }
+
+    /// The soft limit on open descriptors.
+    public static func descriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(CInt(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        return Int(min(UInt64(limit.rlim_cur), UInt64(Int32.max)))
+    }
+
     /// Monotonic clock in nanoseconds.
     public static func monotonicNanoseconds() -> UInt64 {
         var ts = timespec()

@@ -197,6 +197,10 @@ public enum ErrorCode: UInt32, Sendable {
     case shutdown = 8
     case auth = 9
     case notAllowed = 10
+    /// A local client over --max-clients.
+    case clientLimit = 11
+    /// A REGISTER for a new group over --max-groups.
+    case groupLimit = 12
 }
 
 /// A Berkeley DB log sequence number.

@@ -53,6 +53,9 @@ import Testing
         #expect(ErrorCode.duplicateLink.rawValue == RB_ERR_DUPLICATE_LINK)
         #expect(ErrorCode.shutdown.rawValue == RB_ERR_SHUTDOWN)
         #expect(ErrorCode.auth.rawValue == RB_ERR_AUTH)
+        #expect(ErrorCode.notAllowed.rawValue == RB_ERR_NOT_ALLOWED)
+        #expect(ErrorCode.clientLimit.rawValue == RB_ERR_CLIENT_LIMIT)
+        #expect(ErrorCode.groupLimit.rawValue == RB_ERR_GROUP_LIMIT)
     }
 
     @Test func layoutSizesMatchTheCHeader() {
