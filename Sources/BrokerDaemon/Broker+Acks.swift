@@ -32,9 +32,8 @@ extension Broker {
 
     /// A peer site's ack.
     func peerAcknowledged(_ frame: PeerAckFrame, on connection: PeerConnection) throws(WireError) {
-        guard let link = connection.link else { return }
-        guard let group = link.remoteGroups[frame.group] else {
-            throw .malformed(type: .peerAck, reason: "group index \(frame.group) was never bound")
+        guard let link = connection.link, let group = try boundGroup(link, frame.group, .peerAck, create: false) else {
+            return  // no group here, so no PERMANENT send waits for this ack
         }
         acksReceived += 1
         if frame.lsn > group.ackedLSN[link.index] { group.ackedLSN[link.index] = frame.lsn }
@@ -75,10 +74,7 @@ extension Broker {
     }
 
     func peerAnnouncedMaster(_ frame: MasterFrame, on connection: PeerConnection) throws(WireError) {
-        guard let link = connection.link else { return }
-        guard let group = link.remoteGroups[frame.group] else {
-            throw .malformed(type: .peerMaster, reason: "group index \(frame.group) was never bound")
-        }
+        guard let link = connection.link, let group = try boundGroup(link, frame.group, .peerMaster) else { return }
         setMaster(group, frame.siteID, source: "site \(link.siteID)")
     }
 

@@ -59,10 +59,7 @@ extension Broker {
 
     /// A channel frame from a peer: labelled with the link's site.
     func channelFromPeer(_ connection: PeerConnection, _ frame: ChannelFrame) throws(WireError) {
-        guard let link = connection.link else { return }
-        guard let group = link.remoteGroups[frame.group] else {
-            throw .malformed(type: .channel, reason: "group index \(frame.group) was never bound")
-        }
+        guard let link = connection.link, let group = try boundGroup(link, frame.group, .channel) else { return }
         guard frame.destination == config.siteID else {
             misrouted += 1
             return

@@ -4,25 +4,6 @@ import BrokerSystem
 import BrokerWire
 
 extension Broker {
-    /// Most groups one broker serves: a bound on what clients and peers can make it allocate.
-    static let maxGroups = 1024
-
-    /// The group of that name, created (and announced to every peer link) on first use; nil past `maxGroups`.
-    func group(named name: String) -> Group? {
-        if let existing = groups[name] { return existing }
-        guard groupList.count < Self.maxGroups else {
-            logger.warning("group refused: this broker already serves \(Self.maxGroups) groups", ["group": name])
-            return nil
-        }
-        let group = Group(name: name, index: UInt32(groupList.count + 1), peerCount: linkList.count)
-        groups[name] = group
-        groupList.append(group)
-        let bind = group.bindFrame
-        for link in linkList { link.enqueueControl(bind, loop: loop) }
-        logger.debug("group created", ["group": name, "group.index": "\(group.index)"])
-        return group
-    }
-
     func register(_ client: LocalClient, _ frame: RegisterFrame) throws(WireError) {
         guard frame.version == Wire.protocolVersion else {
             client.writeErrorNow(.version, "protocol version \(frame.version); this broker speaks \(Wire.protocolVersion)")
@@ -30,10 +11,16 @@ extension Broker {
             return
         }
         guard let group = group(named: frame.group) else {
-            throw .malformed(type: .register, reason: "this broker already serves \(Self.maxGroups) groups")
+            groupsRefused += 1
+            let reason = "group '\(frame.group)' is new and this broker serves \(config.maxGroups) groups already (--max-groups)"
+            client.writeErrorNow(.groupLimit, reason)
+            client.close(reason: reason)
+            return
         }
         client.registration = frame
         client.group = group
+        group.clientCount += 1
+        group.idleSince = 0
         if client.pid == 0 { client.pid = frame.pid }
         if frame.roles.contains(.receiver) {
             if group.receiver == nil {
@@ -84,6 +71,7 @@ extension Broker {
         forgetPendingAcks(of: client)
         unsubscribeAll(client)
         guard let group = client.group else { return }
+        group.clientCount -= 1
         group.standbys.removeAll { $0 === client }
         guard group.receiver === client else { return }
         group.receiver = nil

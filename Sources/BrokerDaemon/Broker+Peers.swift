@@ -213,6 +213,7 @@ extension Broker {
         link.connection = connection
         link.remoteIncarnation = hello.incarnation
         link.remoteGroups.removeAll(keepingCapacity: true)
+        link.remoteGroupNames.removeAll(keepingCapacity: true)
         link.lastHeard = now
         link.lastSent = now
         link.backoffMilliseconds = PeerLink.minimumBackoff
@@ -238,6 +239,7 @@ extension Broker {
         if link.connection === connection {
             link.connection = nil
             link.remoteGroups.removeAll()
+            link.remoteGroupNames.removeAll()
             if link.queue.discardPartialFront() { link.dropped += 1 }
             if !connection.closedQuietly {
                 link.failedSinceUp = true
@@ -254,22 +256,14 @@ extension Broker {
         }
     }
 
-    func bind(group frame: GroupBindFrame, on connection: PeerConnection) throws(WireError) {
-        guard let link = connection.link else { return }
-        guard let group = group(named: frame.name) else {
-            throw .malformed(type: .groupBind, reason: "this broker already serves \(Self.maxGroups) groups")
-        }
-        link.remoteGroups[frame.group] = group
-    }
-
     /// A peer's MESSAGE: labelled with the link's site (not what the frame claims) and handed over.
     func deliver(fromPeer connection: PeerConnection, _ header: MessageHeader,
                  payload: UnsafeRawBufferPointer) throws(WireError) {
         guard let link = connection.link else { return }
-        guard let group = link.remoteGroups[header.group] else {
-            throw .malformed(type: .message, reason: "group index \(header.group) was never bound")
-        }
+        var bound = link.remoteGroups[header.group]
+        if bound == nil { bound = try boundGroup(link, header.group, .message) }
         link.messagesReceived += 1
+        guard let group = bound else { return }
         link.bytesReceived += payload.count
         guard header.destination == SiteID.broadcast || header.destination == config.siteID else {
             misrouted += 1

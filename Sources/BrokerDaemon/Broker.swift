@@ -22,6 +22,11 @@ public final class Broker {
     var linkList: [PeerLink] = []
     var groups: [String: Group] = [:]
     var groupList: [Group] = []
+    /// Indexes of released groups, lowest last: the next group takes the lowest.
+    var freeGroupIndexes: [UInt32] = []
+    var nextGroupSweepAt: UInt64 = 0
+    var groupsRefused = 0
+    var groupsReleased = 0
     var clients: [UInt32: LocalClient] = [:]
     /// Clients with shared-memory rings: polled every turn while busy, woken through the loop's eventfd.
     var ringClients: [LocalClient] = []
@@ -246,6 +251,7 @@ public final class Broker {
         takeResolverAnswers()
         if reserveDescriptor < 0 { reserveDescriptor = open("/dev/null", O_RDONLY | O_CLOEXEC) }
         for listener in listeners { listener.resumeIfDue(now: now) }
+        releaseIdleGroups()
         dialJoinTargets()
         for link in linkList where !link.removed {
             if let connection = link.connection {

@@ -28,6 +28,10 @@ final class Group {
     var channels: [String: ChannelSubscribers] = [:]
     /// PERMANENT sends of local clients waiting for their ack policy.
     var pendingAcks: [PendingAck] = []
+    /// Registered local clients of the group.
+    var clientCount = 0
+    /// When the group was last seen idle (no client, nothing queued); 0 while in use.
+    var idleSince: UInt64 = 0
 
     init(name: String, index: UInt32, peerCount: Int) {
         self.name = name
@@ -45,6 +49,12 @@ final class Group {
 
     var bindFrame: [UInt8] { FrameParser.encode(.groupBind, body: GroupBindFrame(group: index, name: name).body) }
     var masterFrame: [UInt8] { FrameParser.encode(.peerMaster, body: MasterFrame(group: index, siteID: master).peerBody) }
+
+    /// No client and nothing queued: the group may be released (after the grace period).
+    var isIdle: Bool {
+        clientCount == 0 && receiver == nil && standbys.isEmpty && pending.isEmpty && pendingAcks.isEmpty
+            && channels.values.allSatisfy { $0.clients.isEmpty }
+    }
 
     /// The next standby still connected, removed from the standby list.
     func takeNextStandby() -> LocalClient? {

@@ -89,7 +89,7 @@ final class PeerConnection: Connection {
         case (.active, .heartbeat):
             break
         case (.active, .groupBind):
-            try broker.bind(group: GroupBindFrame(body: frame.body), on: self)
+            broker.bind(group: try GroupBindFrame(body: frame.body), on: self)
         case (.active, .peerAck):
             try broker.peerAcknowledged(PeerAckFrame(body: frame.body), on: self)
         case (.active, .channel):

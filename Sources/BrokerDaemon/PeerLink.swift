@@ -29,8 +29,10 @@ final class PeerLink {
     var connection: PeerConnection?
     var dialing: PeerConnection?
     var remoteIncarnation: UInt64 = 0
-    /// Groups by the peer's index, learnt from GROUP_BIND on the current connection.
+    /// Groups by the peer's index, learnt from GROUP_BIND on the current connection. A group released here
+    /// (or refused for want of room) keeps its name in `remoteGroupNames` and is bound again on its next frame.
     var remoteGroups: [UInt32: Group] = [:]
+    var remoteGroupNames: [UInt32: String] = [:]
 
     var everUp = false
     var failedSinceUp = false

@@ -99,6 +99,11 @@ public struct TotalStats: Codable, Sendable {
     public var clientsRefused: Int
     /// accept() failures on any listener (out of descriptors or memory, connections aborted before accept).
     public var acceptFailures: Int
+    /// Groups refused for want of a slot (--max-groups): local REGISTERs, peer GROUP_BINDs and peer frames of
+    /// a refused group.
+    public var groupsRefused: Int
+    /// Groups released after their grace period with no client and nothing queued.
+    public var groupsReleased: Int
     public var peersConnected: Int
     public var acksReceived: Int
     public var permanentAcked: Int
@@ -116,7 +121,8 @@ public struct TotalStats: Codable, Sendable {
         case messagesReceivedFromPeers = "msgs_received_from_peers", messagesDelivered = "msgs_delivered"
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
         case clientsConnected = "clients_connected", clientsRefused = "clients_refused"
-        case acceptFailures = "accept_failures", peersConnected = "peers_connected"
+        case acceptFailures = "accept_failures", groupsRefused = "groups_refused", groupsReleased = "groups_released"
+        case peersConnected = "peers_connected"
         case acksReceived = "acks_received", permanentAcked = "perm_acked", permanentAckFailures = "perm_ack_failures"
     }
 }
@@ -164,7 +170,7 @@ extension Broker {
             refused: linkList.reduce(0) { $0 + $1.refused },
             unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
             clientsConnected: clientList.count, clientsRefused: clientsRefused,
-            acceptFailures: acceptFailures, peersConnected: peers.filter { $0.state == .connected }.count,
+            acceptFailures: acceptFailures, groupsRefused: groupsRefused, groupsReleased: groupsReleased, peersConnected: peers.filter { $0.state == .connected }.count,
             acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures,
             channelMessages: channelMessages, channelRequests: channelRequests, channelReplies: channelReplies,
             channelNoSubscriber: channelNoSubscriber, channelTimeouts: channelTimeouts)

@@ -29,11 +29,13 @@ extension BrokerStats {
         let t = totals
         out += render([
             ["routed", "to_peers", "from_peers", "delivered", "dropped", "refused", "unroutable", "misrouted",
-             "bad_frames", "clients", "clients_refused", "accept_failures", "peers_up", "acks_in", "perm_acked", "perm_failed", "ch_msgs", "ch_requests",
+             "bad_frames", "clients", "clients_refused", "accept_failures",
+             "groups_refused", "groups_released", "peers_up", "acks_in", "perm_acked", "perm_failed", "ch_msgs", "ch_requests",
              "ch_replies", "ch_no_subscriber", "ch_timeouts"],
             ["\(t.messagesRouted)", "\(t.messagesSentToPeers)", "\(t.messagesReceivedFromPeers)",
              "\(t.messagesDelivered)", "\(t.dropped)", "\(t.refused)", "\(t.unroutable)", "\(t.misrouted)",
-             "\(t.badFrames)", "\(t.clientsConnected)", "\(t.clientsRefused)", "\(t.acceptFailures)", "\(t.peersConnected)", "\(t.acksReceived)",
+             "\(t.badFrames)", "\(t.clientsConnected)", "\(t.clientsRefused)", "\(t.acceptFailures)",
+             "\(t.groupsRefused)", "\(t.groupsReleased)", "\(t.peersConnected)", "\(t.acksReceived)",
              "\(t.permanentAcked)", "\(t.permanentAckFailures)", "\(t.channelMessages)", "\(t.channelRequests)",
              "\(t.channelReplies)", "\(t.channelNoSubscriber)", "\(t.channelTimeouts)"],
         ])

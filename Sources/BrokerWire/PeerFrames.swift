@@ -169,6 +169,9 @@ public struct GroupBindFrame: Equatable, Sendable {
         try requireSize(body, 8, .groupBind, exact: false)
         let p = body.baseAddress.unsafelyUnwrapped
         group = p.le32(0)
+        guard (1...Wire.maxGroupIndex).contains(group) else {
+            throw .malformed(type: .groupBind, reason: "group index \(group) is outside 1...\(Wire.maxGroupIndex)")
+        }
         let length = Int(p.le16(4))
         guard 8 + length == body.count else {
             throw .malformed(type: .groupBind, reason: "name length \(length) does not fill the body")

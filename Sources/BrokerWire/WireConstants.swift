@@ -14,6 +14,8 @@ public enum Wire {
     public static let maxClientName = 64
     public static let maxAddress = 255
     public static let maxMembers = 1024
+    /// Group indexes on a peer link are 1 ... maxGroupIndex (a broker reuses the indexes of released groups).
+    public static let maxGroupIndex: UInt32 = 65_536
     public static let defaultGroup = "default"
 }
 
