@@ -32,6 +32,7 @@ let package = Package(
             name: "repbroker",
             dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]
         ),
+        .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem"]),
         .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "BrokerSystem", "CRepBrokerIPC"]),
         .testTarget(name: "BrokerDaemonTests", dependencies: ["BrokerDaemon", "BrokerSystem", "BrokerWire"]),
         .testTarget(

@@ -46,9 +46,13 @@ public enum Posix {
         try ioCall("writev") { Glibc.writev(descriptor, iovecs.baseAddress, CInt(iovecs.count)) }
     }
 
-    /// Closes a descriptor once; EINTR is not retried (Linux has already released the descriptor).
+    /// Closes a descriptor once; EINTR is not retried (Linux has already released the descriptor). EBADF means
+    /// this process closed a number it did not own (a double close, which may have closed another file): a bug
+    /// of ours, so it stops here, as swift-nio does.
     public static func close(descriptor: CInt) {
-        _ = Glibc.close(descriptor)
+        guard Glibc.close(descriptor) != 0 else { return }
+        let failure = Errno.current
+        precondition(failure.rawValue != EBADF, "close(\(descriptor)): \(failure): closed twice or never open")
     }
 
     public static func setNonBlocking(descriptor: CInt, _ on: Bool) throws(SystemError) {

@@ -11,8 +11,11 @@ final class ClientCore: @unchecked Sendable {
     let state = ConditionLock()
     let writeLock = ConditionLock()
 
-    // Guarded by `state` (and `writeLock` for changes to `descriptor`).
-    var descriptor: CInt = -1
+    // Guarded by `state` (and `writeLock` for changes to `connection`). Only the reader thread closes it
+    // (`disconnect`); `close()` on another thread only shuts it down, which the owner checks against closing.
+    var connection: OwnedDescriptor?
+    /// The connection's number, -1 without one.
+    var descriptor: CInt { connection?.number ?? -1 }
     var generation = 0
     var welcome: WelcomeFrame? {
         didSet { messageLimit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
@@ -131,7 +134,7 @@ final class ClientCore: @unchecked Sendable {
                     Posix.close(descriptor: fd)
                     return
                 }
-                descriptor = fd
+                connection = OwnedDescriptor(adopting: fd)
                 generation += 1
                 welcome = frame
                 roleState = frame.roleState
@@ -155,9 +158,9 @@ final class ClientCore: @unchecked Sendable {
     func disconnect(reason: String) {
         writeLock.withLock {
             state.withLock {
-                guard descriptor >= 0 else { return }
-                Posix.close(descriptor: descriptor)
-                descriptor = -1
+                guard let closing = connection else { return }
+                closing.close()
+                connection = nil
                 generation += 1
                 roleState = .none
                 rings = nil
@@ -174,12 +177,14 @@ final class ClientCore: @unchecked Sendable {
         for part in parts where part.count > 0 {
             var offset = 0
             while offset < part.count {
-                let n = Glibc.send(fd, part.baseAddress.unsafelyUnwrapped + offset, part.count - offset, CInt(MSG_NOSIGNAL))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw .brokerUnavailable("write to the broker failed: \(Errno.current)")
+                // A blocking socket: EINTR is retried by the wrapper, EAGAIN cannot happen but is retried too.
+                do {
+                    if case .processed(let n) = try Posix.write(descriptor: fd, from: UnsafeRawBufferPointer(rebasing: part[offset...])) {
+                        offset += n
+                    }
+                } catch {
+                    throw .brokerUnavailable("write to the broker failed: \(error.errno)")
                 }
-                offset += n
             }
         }
     }
@@ -330,12 +335,13 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
+    /// Marks the client closed and wakes the reader thread, which closes the connection itself.
     func close() {
-        let fd: CInt = state.withLock {
+        let owned: OwnedDescriptor? = state.withLock {
             isClosed = true
             state.broadcast()
-            return descriptor
+            return connection
         }
-        if fd >= 0 { shutdown(fd, CInt(SHUT_RDWR)) }
+        owned?.shutdown()
     }
 }

@@ -77,10 +77,12 @@ extension ClientCore {
             buffer.reserve(needed - buffer.readableBytes)
         }
         buffer.reserve(64 << 10)
-        let n = Glibc.read(fd, buffer.writable.baseAddress, buffer.writable.count)
-        if n < 0 {
-            if errno == EINTR { return nil }
-            return "read from the broker failed: \(Errno.current)"
+        let n: Int
+        do {
+            guard case .processed(let count) = try Posix.read(descriptor: fd, into: buffer.writable) else { return nil }
+            n = count
+        } catch {
+            return "read from the broker failed: \(error.errno)"
         }
         if n == 0 { return "the broker closed the connection" }
         buffer.commit(n)
