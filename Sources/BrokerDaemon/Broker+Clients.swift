@@ -65,6 +65,7 @@ extension Broker {
 
     func clientClosed(_ client: LocalClient, reason: String) {
         clients[client.id] = nil
+        if trimMemoryAt == 0 { trimMemoryAt = now + 1_000_000_000 }
         if client.rings != nil { ringClients.removeAll { $0 === client } }
         logger.info("client disconnected", ["client.id": "\(client.id)", "client.pid": "\(client.pid)",
                                             "reason": reason])

@@ -36,6 +36,8 @@ public final class Broker {
     /// Empty turns spent polling rings before the loop sleeps.
     @exclusivity(unchecked) var idleRingTurns = 0
     var nextTickAt: UInt64 = 0
+    /// When to hand freed memory back to the system after clients left (0: nothing to hand back).
+    var trimMemoryAt: UInt64 = 0
     var nextClientID: UInt32 = 1
     var handshaking: [PeerConnection] = []
     /// --join targets, dialled until this broker has a link; the join connections in progress.
@@ -267,6 +269,12 @@ public final class Broker {
             }
         }
         expirePendingAcks()
+        if trimMemoryAt != 0 && now >= trimMemoryAt {
+            trimMemoryAt = 0
+            // Clients' buffers (hundreds of KiB each) go back to the system once they have left; glibc keeps
+            // freed heap memory otherwise, and a broker that saw a burst of clients would keep its peak.
+            Posix.releaseFreedMemory()
+        }
         if !handshaking.isEmpty {
             for connection in handshaking where now > connection.deadline {
                 connection.close(reason: "handshake with \(connection.peerDescription) timed out")

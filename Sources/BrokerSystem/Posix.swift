@@ -1,10 +1,15 @@
 // Raw system calls. Each wrapper is @inline(never) so nothing runs between the -1 return and reading errno.
 // EINTR is retried here; EAGAIN comes back as `.wouldBlock`; close never retries.
+import CRepBrokerIPC
 #if canImport(Glibc)
 import Glibc
 #endif
 
 public enum Posix {
+    /// Hands freed heap memory back to the system (malloc_trim): glibc otherwise keeps what a burst of
+    /// short-lived buffers used. Walks the heap: call it seldom, off any per-message path.
+    public static func releaseFreedMemory() { _ = rb_malloc_trim() }
+
     @inline(never)
     static func call<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> T {
         while true {

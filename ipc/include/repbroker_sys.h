@@ -27,6 +27,9 @@ int rb_accept_nonblocking(int listener);
 /* Credentials of the process at the other end of a Unix socket. */
 int rb_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/* Hands freed heap memory back to the system (glibc's malloc_trim); 1 when some was released. */
+int rb_malloc_trim(void);
+
 /* A sealed memfd of `size` bytes (no name in any file system; cannot shrink or grow); -1 with errno. */
 int rb_memfd_sealed(const char *name, uint64_t size);
 /* Whether `fd` carries the seals rb_memfd_sealed sets. */

@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -133,3 +134,5 @@ __attribute__((constructor)) static void rb_detect_prefetchw(void) {
     if (__get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx)) rb_has_prefetchw = (ecx >> 8) & 1;
 }
 #endif
+
+int rb_malloc_trim(void) { return malloc_trim(0); }
