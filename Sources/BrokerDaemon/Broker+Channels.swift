@@ -2,7 +2,8 @@
 // subscriber of that channel at its destination site (round-robin); requests are answered by replies that
 // find their way back to the requesting client by (site, client id); what cannot be delivered comes back to
 // the sender as a CHANNEL_RESULT (noSubscriber, noMaster, unroutable, queueFull). Destination -3 resolves, at
-// send time, to the site last announced as the group's master. Channel traffic is off the replication hot
+// send time, to the site last announced as the group's master; routing is the one decision messages use
+// (Broker.routeDecision), and a channel has no broadcast. Channel traffic is off the replication hot
 // path: frames are built as arrays.
 import BrokerWire
 
@@ -45,12 +46,16 @@ extension Broker {
         case .reply: channelReplies += 1
         }
         if frame.kind != .reply { out.requester = client.id }
-        if frame.destination == SiteID.master {
-            guard group.master != 0 else { return channelResult(.noMaster, for: out, toSite: config.siteID) }
-            out.destination = group.master
+        let link: PeerLink
+        switch routeDecision(group, frame.destination) {
+        case .local(let site):
+            out.destination = site
+            return deliverChannel(group, out)
+        case .peer(let peer): link = peer
+        case .noMaster: return channelResult(.noMaster, for: out, toSite: config.siteID)
+        case .broadcast, .unroutable: return channelResult(.unroutable, for: out, toSite: config.siteID)
         }
-        if out.destination == config.siteID { return deliverChannel(group, out) }
-        guard let link = links[out.destination] else { return channelResult(.unroutable, for: out, toSite: config.siteID) }
+        out.destination = link.siteID
         out.group = group.index
         let bytes = FrameParser.encode(.channel, body: out.body)
         guard link.hasRoom(for: bytes.count) else { return channelResult(.queueFull, for: out, toSite: config.siteID) }

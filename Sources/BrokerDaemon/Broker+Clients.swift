@@ -3,6 +3,17 @@
 import BrokerSystem
 import BrokerWire
 
+/// Where a message or channel frame goes (see `Broker.routeDecision`).
+enum RouteDecision {
+    /// This site (its id, after resolving -3).
+    case local(Int32)
+    case peer(PeerLink)
+    case broadcast
+    /// -3 with no master known.
+    case noMaster
+    case unroutable
+}
+
 extension Broker {
     func register(_ client: LocalClient, _ frame: RegisterFrame) throws(WireError) {
         guard frame.version == Wire.protocolVersion else {
@@ -113,13 +124,8 @@ extension Broker {
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
         let permanent = header.flags.contains(.permanent)
         var status = SendStatus.ok
-        var destination = header.destination
-        if destination == SiteID.master {
-            // Forwarding to the master: resolved now, to the site last announced (0: none known).
-            destination = group.master == 0 ? SiteID.invalid : group.master
-            out.destination = destination
-        }
-        if destination == SiteID.broadcast {
+        switch routeDecision(group, header.destination) {
+        case .broadcast:
             if permanent, let full = linkList.first(where: { !$0.removed && !$0.hasRoom(for: size) }) {
                 full.refused += 1
                 status = .queueFull
@@ -132,10 +138,12 @@ extension Broker {
                     }
                 }
             }
-        } else if destination == config.siteID {
+        case .local(let site):
             out.group = 0
+            out.destination = site
             deliverLocally(group, out, payload: payload)
-        } else if let link = links[destination], !link.removed {
+        case .peer(let link):
+            out.destination = link.siteID
             if link.hasRoom(for: size) {
                 link.enqueue(out, payload: payload, loop: loop)
             } else if permanent {
@@ -144,7 +152,7 @@ extension Broker {
             } else {
                 link.dropped += 1
             }
-        } else {
+        case .noMaster, .unroutable:
             status = .unroutable
             unroutable += 1
         }
@@ -154,6 +162,21 @@ extension Broker {
         } else {
             client.sendResult(header.sequence, status)
         }
+    }
+
+    /// Where a frame of `group` addressed to `destination` goes: the one decision for messages and channels.
+    /// -3 resolves now to the site last announced as master; a removed or unknown site is unroutable.
+    @inline(__always)
+    func routeDecision(_ group: Group, _ destination: Int32) -> RouteDecision {
+        var site = destination
+        if site == SiteID.master {
+            guard group.master != 0 else { return .noMaster }
+            site = group.master
+        }
+        if site == SiteID.broadcast { return .broadcast }
+        if site == config.siteID { return .local(site) }
+        guard site > 0, let link = links[site], !link.removed else { return .unroutable }
+        return .peer(link)
     }
 
     /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.

@@ -62,7 +62,7 @@ final class LocalClient: Connection {
 
     override func handleFrame(_ frame: Frame) throws(WireError) {
         guard isRegistered else {
-            guard frame.type == .register else { throw .unexpected(type: frame.type, state: "before REGISTER") }
+            guard frame.type == .register else { throw .notRegistered(type: frame.type) }
             try broker.register(self, RegisterFrame(body: frame.body))
             return
         }

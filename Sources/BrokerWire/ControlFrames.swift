@@ -62,6 +62,9 @@ public struct RegisterFrame: Equatable, Sendable {
         let p = body.baseAddress.unsafelyUnwrapped
         version = p.le16(0)
         roles = ClientRoles(rawValue: p.le16(2))
+        guard roles.isSubset(of: .known) else {
+            throw .malformed(type: .register, reason: "unknown role bits 0x\(String(roles.rawValue, radix: 16))")
+        }
         pid = p.leInt32(4)
         let groupLength = Int(p.le16(8))
         let nameLength = Int(p.le16(10))

@@ -9,6 +9,8 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
     case tooLarge(type: FrameType, length: Int, limit: Int)
     case malformed(type: FrameType, reason: String)
     case unexpected(type: FrameType, state: String)
+    /// A client's frame before its REGISTER.
+    case notRegistered(type: FrameType)
 
     public var description: String {
         switch self {
@@ -19,13 +21,17 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
             return "\(type) frame of \(length) bytes exceeds the limit of \(limit)"
         case .malformed(let type, let reason): return "malformed \(type) frame: \(reason)"
         case .unexpected(let type, let state): return "unexpected \(type) frame \(state)"
+        case .notRegistered(let type): return "\(type) frame before REGISTER"
         }
     }
 
     /// The ERROR code that tells the other side why it is being closed.
     public var code: ErrorCode {
-        if case .tooLarge = self { return .tooLarge }
-        return .badFrame
+        switch self {
+        case .tooLarge: return .tooLarge
+        case .notRegistered: return .notRegistered
+        default: return .badFrame
+        }
     }
 }
 

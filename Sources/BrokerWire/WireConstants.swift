@@ -137,6 +137,8 @@ public struct ClientRoles: OptionSet, Sendable, Hashable {
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     public static let sender = ClientRoles(rawValue: 0x1)
     public static let receiver = ClientRoles(rawValue: 0x2)
+    /// Every role bit of protocol version 1; others are a bad frame.
+    public static let known: ClientRoles = [.sender, .receiver]
 }
 
 /// Whether a client holds its group's receiver role (`RB_ROLE_STATE_*`).

@@ -218,10 +218,22 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
                 case .tooLarge: kind = "tooLarge"
                 case .malformed: kind = "malformed"
                 case .unexpected: kind = "unexpected"
+                case .notRegistered: kind = "notRegistered"
                 }
                 #expect(kind == vector.error, "\(vector.name): \(error)")
             }
         }
+    }
+
+    @Test func aChannelHeaderMayAnnounceMoreThanTheControlLimit() throws {
+        // CHANNEL payloads are limited like a MESSAGE's control + rec, not by the 65536 of control frames.
+        let length = UInt32(65_537)
+        var header = withUnsafeBytes(of: length.littleEndian) { Array($0) }
+        header += [FrameType.channel.rawValue, Wire.frameMagic, 0, 0]
+        let pending = header.withUnsafeBytes { FrameParser.pendingFrameSize(in: $0) }
+        #expect(pending == 8 + 65_537)
+        let none = try header.withUnsafeBytes { try FrameParser.next(in: $0, maxMessage: 1 << 20) }
+        #expect(none == nil, "a valid header waits for its body")
     }
 
     @Test func anOversizedLengthIsRejectedBeforeTheBodyArrives() throws {

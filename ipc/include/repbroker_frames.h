@@ -15,7 +15,7 @@
 #define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
 
 /* Limits a reader enforces before it sizes anything. */
-#define RB_MAX_CONTROL_BODY 65536u            /* every frame but MESSAGE */
+#define RB_MAX_CONTROL_BODY 65536u            /* every frame but MESSAGE and CHANNEL; those: see PROTOCOL.md */
 #define RB_DEFAULT_MAX_MESSAGE (64u << 20)    /* control + rec, configurable per broker */
 #define RB_MAX_GROUP_NAME 64u
 #define RB_MAX_CLIENT_NAME 64u
@@ -94,7 +94,7 @@
 #define RB_ERR_DUPLICATE_LINK 4u
 #define RB_ERR_UNKNOWN_SITE 5u
 #define RB_ERR_SITE_CONFLICT 6u
-#define RB_ERR_NOT_REGISTERED 7u
+#define RB_ERR_NOT_REGISTERED 7u /* local client: a frame other than REGISTER came first */
 #define RB_ERR_SHUTDOWN 8u
 #define RB_ERR_AUTH 9u
 #define RB_ERR_NOT_ALLOWED 10u /* local client: its uid/gid is not in the broker's allow list */

@@ -116,6 +116,10 @@ invalid = [
     ("channel-empty-name", frame("CHANNEL", struct.pack("<IiiHHQII", 0, 0, 2, 0, 0, 1, 0, 0)), "malformed"),
     ("subscribe-empty", frame("SUBSCRIBE", struct.pack("<HH", 0, 0)), "malformed"),
     ("channel-result-unknown-status", frame("CHANNEL_RESULT", struct.pack("<QII", 1, 1, 77)), "malformed"),
+    ("channel-too-large", struct.pack("<IBBH", 32 + 64 + (64 << 20) + 1, TYPES["CHANNEL"], MAGIC, 0), "tooLarge"),
+    ("register-unknown-role", frame("REGISTER", struct.pack("<HHiHHI", 1, 4, 1, 1, 0, 0) + b"g"), "malformed"),
+    ("group-bind-index-zero", frame("GROUP_BIND", struct.pack("<IHH", 0, 1, 0) + b"g"), "malformed"),
+    ("group-bind-index-too-large", frame("GROUP_BIND", struct.pack("<IHH", 65537, 1, 0) + b"g"), "malformed"),
 ]
 
 document = {

@@ -1,0 +1,106 @@
+// Where ipc/PROTOCOL.md and the broker once disagreed, the broker now does what the page says: a frame before
+// REGISTER is ERROR 7, unknown role bits are a bad frame, a channel goes nowhere a message could not (removed
+// sites, broadcast), and a delivered MESSAGE carries what the page says it carries.
+import BrokerHarness
+import BrokerSystem
+import BrokerWire
+import Foundation
+import RepBrokerClient
+import Testing
+
+/// A raw connection to a broker's local socket: writes `bytes`, returns the ERROR the broker answers with.
+func errorAnswer(_ socketPath: String, _ bytes: [UInt8]) throws -> ErrorFrame? {
+    let fd = try Socket.connectUnix(path: socketPath)
+    defer { Posix.close(descriptor: fd) }
+    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+    let buffer = ByteBuffer(capacity: 4096)
+    while true {
+        if let frame = try FrameParser.next(in: buffer.readable, maxMessage: 1 << 20) {
+            guard frame.type == .error else { return nil }
+            return try ErrorFrame(body: frame.body)
+        }
+        buffer.reserve(1024)
+        guard case .processed(let n) = try Posix.read(descriptor: fd, into: buffer.writable), n > 0 else { return nil }
+        buffer.commit(n)
+    }
+}
+
+@Suite struct SpecConformanceTests {
+    @Test func aFrameBeforeRegisterIsErrorNotRegisteredAndCounted() throws {
+        try withSites(1) { sites in
+            let answer = try errorAnswer(sites.broker(1).socketPath, FrameParser.encode(.ack, body: [UInt8](repeating: 0, count: 8)))
+            #expect(answer?.code == ErrorCode.notRegistered.rawValue, "\(String(describing: answer))")
+            #expect(sites.broker(1).waitForStats(timeout: 5) { $0.totals.badFrames == 1 })
+        }
+    }
+
+    @Test func unknownRoleBitsAreABadFrame() throws {
+        try withSites(1) { sites in
+            let register = RegisterFrame(roles: ClientRoles(rawValue: 0x4), pid: 1, group: "g", name: "", ringBytes: 0)
+            let answer = try errorAnswer(sites.broker(1).socketPath, FrameParser.encode(.register, body: register.body))
+            #expect(answer?.code == ErrorCode.badFrame.rawValue, "\(String(describing: answer))")
+        }
+    }
+
+    @Test func aChannelToARemovedSiteIsUnroutableLikeAMessage() throws {
+        try withSites(3) { sites in
+            let (status, _) = try runToExit("repbroker", ["remove-site", "--admin-socket", sites.broker(1).adminSocketPath, "3"])
+            #expect(status == 0)
+            let sender = try client(sites.broker(1))
+            defer { sender.close() }
+            #expect(throws: BrokerClientError.unroutable(3)) {
+                try sender.send(control: [], rec: [1], to: 3, flags: .permanent)
+            }
+            #expect(throws: BrokerClientError.unroutable(3)) {
+                try sender.send(channel: "writes", to: 3, payload: [1], timeout: 5)
+            }
+        }
+    }
+
+    @Test func aDeliveredMessageCarriesSourceDestinationFlagsLSNAndSequenceZero() throws {
+        try withSites(2) { sites in
+            let receiver = try RawReceiver(sites.broker(2).socketPath)
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.clients.contains { $0.roles == ["receiver"] } })
+            let sender = try client(sites.broker(1))
+            defer { sender.close() }
+            let lsn = LSN(file: 3, offset: 77)
+            try sender.send(control: [9], rec: [8], lsn: lsn, to: 2, flags: [.permanent, .noBuffer])
+            try sender.send(control: [], rec: [7], to: SiteID.broadcast)
+            let unicast = try receiver.nextMessage()
+            #expect(unicast.group == 0 && unicast.source == 1 && unicast.destination == 2 && unicast.sequence == 0)
+            #expect(unicast.lsn == lsn && unicast.flags == [.permanent, .noBuffer])
+            let broadcast = try receiver.nextMessage()
+            #expect(broadcast.source == 1 && broadcast.destination == SiteID.broadcast && broadcast.sequence == 0)
+        }
+    }
+}
+
+/// A receiver written from the page alone: REGISTER over the socket (no rings), then MESSAGE headers.
+final class RawReceiver {
+    let fd: CInt
+    let buffer = ByteBuffer(capacity: 1 << 16)
+
+    init(_ socketPath: String) throws {
+        fd = try Socket.connectUnix(path: socketPath)
+        let register = RegisterFrame(roles: .receiver, pid: getpid(), group: "default", name: "raw", ringBytes: 0)
+        let bytes = FrameParser.encode(.register, body: register.body)
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+    }
+
+    deinit { Posix.close(descriptor: fd) }
+
+    func nextMessage() throws -> MessageHeader {
+        while true {
+            if let frame = try FrameParser.next(in: buffer.readable, maxMessage: 1 << 20) {
+                defer { buffer.consume(frame.totalSize) }
+                if frame.type == .message { return try MessageHeader(body: frame.body) }
+                continue
+            }
+            buffer.reserve(4096)
+            guard case .processed(let n) = try Posix.read(descriptor: fd, into: buffer.writable), n > 0 else {
+                throw HarnessError("the broker closed the raw receiver")
+            }
+            buffer.commit(n)
+        }
+    }
+}
