@@ -264,6 +264,11 @@ public final class Broker {
                     link.enqueueControl(FrameParser.encode(.heartbeat, body: []), loop: loop)
                     link.lastSent = now
                 }
+                // A site that dialled in told us its address: one dial of our own proves it (the HELLO on it
+                // says who answers) before it is stored; the arbiter then drops that spare connection.
+                if link.address?.verified == false, link.dialing == nil, now >= link.nextDialAt {
+                    dialOrResolve(link)
+                }
             } else if link.dialing == nil, link.address != nil, now >= link.nextDialAt {
                 dialOrResolve(link)
             }

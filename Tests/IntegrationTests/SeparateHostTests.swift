@@ -109,9 +109,13 @@ struct SeparateHostTests {
                 #expect(hosts.waitLinked(id, to: [1, 2, 3, 4].filter { $0 != id }), "site \(id) after the join")
             }
             try checkDelivery(hosts, from: 4, to: 2, tag: "joined")
-            let membership = try String(contentsOfFile: hosts.directory.path + "/membership-site2.json", encoding: .utf8)
-            #expect(membership.contains("10.77.0.4:\(SeparateHosts.port)"), "site 2 stored site 4's proved address")
-            #expect(!membership.contains("0.0.0.0"))
+            for id: Int32 in [1, 2] {
+                let path = hosts.directory.path + "/membership-site\(id).json"
+                #expect(Deadline.wait(timeout: 10) {
+                    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains("10.77.0.4:\(SeparateHosts.port)")
+                }, "site \(id) stored site 4's proved address")
+                #expect(!((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains("0.0.0.0"))
+            }
 
             joiner.kill9()
             #expect(hosts.broker(1).waitForStats(timeout: 10) { $0.peers.first { $0.siteID == 4 }?.state != .connected })
@@ -148,6 +152,24 @@ struct SeparateHostTests {
 }
 
 @Suite struct PeerAddressIntegrationTests {
+    /// --advertise is what a joining site tells the group; a name there is resolved (off the loop) and dialled,
+    /// and the member stores it once its own dial is answered by that site.
+    @Test func aJoiningSiteIsKnownByItsAdvertisedAddress() throws {
+        try withSites(1) { sites in
+            let joining = joiner(sites, siteID: 2, through: 1)
+            joining.extraArguments += ["--advertise", "localhost:\(joining.port)"]
+            try joining.start()
+            defer { joining.terminate() }
+            #expect(sites.broker(1).waitForStats(timeout: 20) { stats in
+                stats.peers.first?.address == "localhost:\(joining.port)" && stats.peers.first?.state == .connected
+            })
+            let membership = sites.directory.path + "/membership-site1.json"
+            #expect(Deadline.wait(timeout: 20) {
+                ((try? String(contentsOfFile: membership, encoding: .utf8)) ?? "").contains("localhost:\(joining.port)")
+            }, "site 1 dialled the advertised name, site 2 answered, and the address was stored")
+        }
+    }
+
     /// A peer whose name does not resolve is shown as unresolved, logged once, and retried; the broker serves on.
     @Test func anUnresolvablePeerIsShownUnresolvedAndRetried() throws {
         let directory = try TemporaryDirectory()
