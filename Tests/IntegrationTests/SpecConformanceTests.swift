@@ -5,7 +5,7 @@ import BrokerHarness
 import BrokerSystem
 import BrokerWire
 import Foundation
-import RepBrokerClient
+@testable import RepBrokerClient
 import Testing
 
 /// A raw connection to a broker's local socket: writes `bytes`, returns the ERROR the broker answers with.
@@ -101,6 +101,84 @@ final class RawReceiver {
                 throw HarnessError("the broker closed the raw receiver")
             }
             buffer.commit(n)
+        }
+    }
+}
+
+/// A ring client written from the page: REGISTER asking for rings, WELCOME with three descriptors, then records
+/// in the to-broker ring (the library's ring code, without its client).
+final class RawRingClient {
+    let fd: CInt
+    let rings: ClientRingSide
+
+    init(_ socketPath: String, group: String = "default") throws {
+        let socket = try Socket.connectUnix(path: socketPath)
+        let register = RegisterFrame(roles: .sender, pid: getpid(), group: group, name: "raw-ring", ringBytes: 65536)
+        let bytes = FrameParser.encode(.register, body: register.body)
+        _ = bytes.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+        let buffer = ByteBuffer(capacity: 4096)
+        var descriptors: [CInt] = []
+        while true {
+            if let frame = try FrameParser.next(in: buffer.readable, maxMessage: 1 << 20) {
+                let welcome = try WelcomeFrame(body: frame.body)
+                rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), descriptors: descriptors)
+                fd = socket
+                return
+            }
+            buffer.reserve(4096)
+            let n = try Socket.receive(into: buffer.writable, on: socket, fds: &descriptors)
+            guard n > 0 else {
+                Posix.close(descriptor: socket)
+                throw HarnessError("the broker closed the raw ring client")
+            }
+            buffer.commit(n)
+        }
+    }
+
+    deinit { Posix.close(descriptor: fd) }
+
+    /// Writes `frame` as one FRAME record into the to-broker ring and publishes it.
+    func writeToRing(_ frame: [UInt8]) throws {
+        let written = try rings.writer.write(kind: .frame, payload: frame.count) { target in
+            frame.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: frame.count) }
+        }
+        #expect(written)
+        rings.publish()
+    }
+
+    func writeToSocket(_ frame: [UInt8]) {
+        _ = frame.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+    }
+}
+
+@Suite struct RingPathConformanceTests {
+    @Test func controlFramesWrittenIntoTheRingAreHandled() throws {
+        try withSites(2) { sites in
+            let subscriber = try client(sites.broker(2), name: "subscriber")
+            defer { subscriber.close() }
+            try subscriber.subscribe(channel: "c")
+            let raw = try RawRingClient(sites.broker(1).socketPath)
+            try raw.writeToRing(FrameParser.encode(.master, body: MasterFrame(siteID: 2).localBody))
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.groups.first?.master == 2 }, "MASTER by the ring")
+            try raw.writeToRing(FrameParser.encode(.ack, body: AckFrame(lsn: LSN(file: 1, offset: 9)).body))
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.totals.acksReceived == 1 }, "ACK by the ring")
+            let channel = ChannelFrame(destination: 2, kind: .message, channel: "c", requestID: 1, payload: [5])
+            try raw.writeToRing(FrameParser.encode(.channel, body: channel.body))
+            #expect(try subscriber.receiveChannelMessage(timeout: 10)?.payload == [5], "CHANNEL by the ring")
+        }
+    }
+
+    @Test func aRingClientsSocketMessageWithoutAMarkIsABadFrame() throws {
+        try withSites(1) { sites in
+            let raw = try RawRingClient(sites.broker(1).socketPath)
+            let header = MessageHeader(destination: 1, flags: [], lsn: .zero, controlLength: 0, recLength: 1, sequence: 0)
+            var frame = [UInt8](repeating: 0, count: header.frameSize)
+            let rec: [UInt8] = [1]
+            frame.withUnsafeMutableBytes { raw in
+                rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
+            }
+            raw.writeToSocket(frame)
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.isEmpty })
         }
     }
 }
