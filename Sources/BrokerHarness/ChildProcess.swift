@@ -13,11 +13,16 @@ public final class ChildProcess: @unchecked Sendable {
     private var partial = Data()
     private var outputClosed = false
 
-    /// Starts `executable` with `arguments`; stderr goes to `stderrPath` (appended) or is discarded.
-    public init(name: String, executable: String, arguments: [String], stderrPath: String? = nil) throws {
+    /// Starts `executable` with `arguments`; stderr goes to `stderrPath` (appended) or is discarded. `environment`
+    /// is added to this process's own.
+    public init(name: String, executable: String, arguments: [String], stderrPath: String? = nil,
+                environment: [String: String] = [:]) throws {
         self.name = name
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         if let stderrPath {
@@ -55,9 +60,10 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Starts `program` with its leading arguments, then `arguments`.
-    public convenience init(name: String, program: Program, arguments: [String], stderrPath: String? = nil) throws {
+    public convenience init(name: String, program: Program, arguments: [String], stderrPath: String? = nil,
+                            environment: [String: String] = [:]) throws {
         try self.init(name: name, executable: program.executable, arguments: program.leadingArguments + arguments,
-                      stderrPath: stderrPath)
+                      stderrPath: stderrPath, environment: environment)
     }
 
     public var pid: Int32 { process.processIdentifier }

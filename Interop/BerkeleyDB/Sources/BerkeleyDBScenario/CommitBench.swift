@@ -1,42 +1,176 @@
-// Replicated transactions, the broker against Berkeley DB's own Replication Manager: three sites, the
-// master's `writers` processes commit `txns` transactions each (one put, quorum ack policy), on each
-// transport in the same run. Reports committed transactions per second and commit latency percentiles.
+// Replicated commits, the broker against Berkeley DB's own Replication Manager at its best: three sites, the
+// master's writers commit `txns` transactions each (one put, quorum ack policy, ack timeout 1 s, commits
+// flushed: DB_TXN_SYNC, the default), every transport in the same run:
+//   broker                the writers are processes, each with its broker client (the FAQ's model);
+//   repmgr                repmgr's idiomatic setup: writer threads in the one repmgr process per site, one
+//                         shared handle (DB_THREAD), DB_REP_CONF_BULK;
+//   repmgr-procs          writers as subordinate repmgr processes: how repmgr serves several writer processes;
+//   *-nodelay             the same with TCP_NODELAY forced on repmgr's sockets by an LD_PRELOAD shim: a
+//                         patched repmgr (5.3 never sets it), to show what repmgr could do.
+// Every writer commits one warm-up transaction, then all start their timed loops together (`go`); start-up
+// perm failures are reported apart. Reported: txn/s, commit p50/p99, perm failures in the timed loop, the TCP
+// connections of the master's host, and the CPU seconds of every process of the group per 1000 commits.
 import BrokerHarness
 import BrokerSystem
 import Foundation
 
+public enum CommitTransport: String, CaseIterable, Codable, Sendable {
+    case broker
+    case repmgr
+    case repmgrNodelay = "repmgr-nodelay"
+    case repmgrProcesses = "repmgr-procs"
+    case repmgrProcessesNodelay = "repmgr-procs-nodelay"
+
+    var writersAreThreads: Bool { self == .repmgr || self == .repmgrNodelay }
+    var patched: Bool { self == .repmgrNodelay || self == .repmgrProcessesNodelay }
+    public var isRepmgr: Bool { self != .broker }
+
+    public var label: String {
+        switch self {
+        case .broker: return "broker, writer processes, BULK"
+        case .repmgr: return "repmgr, writer threads, BULK"
+        case .repmgrNodelay: return "repmgr PATCHED (NODELAY), threads, BULK"
+        case .repmgrProcesses: return "repmgr, writer processes, BULK"
+        case .repmgrProcessesNodelay: return "repmgr PATCHED (NODELAY), processes, BULK"
+        }
+    }
+}
+
 public struct CommitBenchResult: Codable, Sendable {
     public var transport: String
+    public var label: String
+    public var writers: Int
     public var txnsCommitted: Int
     public var txnsPerSecond: Double
     public var commitP50Microseconds: Int
     public var commitP99Microseconds: Int
     public var permFailures: Int
+    public var startupPermFailures: Int
+    public var deadlockRetries: Int
+    public var tcpConnectionsPerHost: Int
+    public var cpuSecondsPer1000Commits: Double
+    /// The same CPU by role: the brokers, the replication processes (with repmgr's writer threads), the writer
+    /// processes.
+    public var cpuBrokers: Double
+    public var cpuReplication: Double
+    public var cpuWriters: Double
+    /// Commits by latency: how many took at most each bound of `histogramBoundsMicroseconds` (the last bucket:
+    /// longer than the last bound).
+    public var latencyHistogram: [Int]
+    public var durability = CommitBenchResult.durabilitySetting
     enum CodingKeys: String, CodingKey {
-        case transport, txnsCommitted = "txns_committed", txnsPerSecond = "txns_per_s"
+        case transport, label, writers, txnsCommitted = "txns_committed", txnsPerSecond = "txns_per_s"
         case commitP50Microseconds = "commit_p50_us", commitP99Microseconds = "commit_p99_us"
-        case permFailures = "perm_failures"
+        case permFailures = "perm_failures", startupPermFailures = "startup_perm_failures"
+        case deadlockRetries = "deadlock_retries", tcpConnectionsPerHost = "tcp_connections_per_host"
+        case cpuSecondsPer1000Commits = "cpu_s_per_1000_commits", durability
+        case cpuBrokers = "cpu_s_per_1000_brokers", cpuReplication = "cpu_s_per_1000_replication"
+        case cpuWriters = "cpu_s_per_1000_writers", latencyHistogram = "latency_histogram"
+    }
+
+    public static let durabilitySetting = "DB_TXN_SYNC commits, quorum acks, ack timeout 1 s"
+    public static let histogramBoundsMicroseconds = [1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+                                                     1_000_000]
+
+    static func histogram(_ latencies: [Int]) -> [Int] {
+        var buckets = [Int](repeating: 0, count: histogramBoundsMicroseconds.count + 1)
+        for latency in latencies {
+            buckets[histogramBoundsMicroseconds.firstIndex { latency <= $0 } ?? histogramBoundsMicroseconds.count] += 1
+        }
+        return buckets
     }
 }
 
 extension Scenario {
-    /// The commit benchmark over the broker: site 1 master, clients synced, then the master's writers.
-    public func benchBroker() throws -> CommitBenchResult {
+    /// One row of the benchmark: a fresh group on `transport`, `options.writers` writers of `options.txns`.
+    public func bench(_ transport: CommitTransport, shim: String? = nil) throws -> CommitBenchResult {
         defer { shutDown() }
-        try startGroup()
-        return Self.result("broker", try write(at: members[0], phase: "bench"))
+        let environment = transport.patched ? ["LD_PRELOAD": try shim ?? NodelayShim.build()] : [:]
+        var run = transport == .broker ? try startBrokerWriters() : try startRepmgrWriters(transport, environment)
+        let connections = ProcessStats.establishedConnections(of: run.hostProcesses.map(\.pid))
+        func cpu(_ processes: [ChildProcess]) -> Double { processes.reduce(0) { $0 + ProcessStats.cpuSeconds($1.pid) } }
+        let brokersBefore = cpu(run.brokers)
+        let replicationBefore = cpu(run.replicas)
+        for writer in run.writers { writer.write("go\n") }
+        var written = Written()
+        var cpuOfWriters = 0.0
+        for writer in run.writers {
+            if run.writersAreThreads {
+                try waitFor("the writer threads' summary", timeout: 600) { writer.lines.last?.hasPrefix("{") == true }
+            } else {
+                guard writer.waitForExit(timeout: 600) == 0 else { throw ScenarioFailure("\(writer.name) failed") }
+                writer.waitForOutputEnd(timeout: 5)
+            }
+            guard let summary = parseSummary(writer.lines) else { throw ScenarioFailure("\(writer.name): no summary") }
+            written.add(summary)
+            if !run.writersAreThreads { cpuOfWriters += Double(summary["cpu_ms"] as? Int ?? 0) / 1000 }
+        }
+        let perThousand = 1000 / max(Double(written.committed), 1)
+        let cpuBrokers = (cpu(run.brokers) - brokersBefore) * perThousand
+        let cpuReplication = (cpu(run.replicas) - replicationBefore) * perThousand
+        let cpuWriters = cpuOfWriters * perThousand
+        run.writers.removeAll()
+        let sorted = written.latencies.sorted()
+        func percentile(_ p: Double) -> Int { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        return CommitBenchResult(
+            transport: transport.rawValue,
+            label: transport == .broker && !options.bulk ? "broker, writer processes" : transport.label,
+            writers: options.writers,
+            txnsCommitted: written.committed,
+            txnsPerSecond: Double(written.committed) / max(Double(written.elapsedMilliseconds) / 1000, 0.001),
+            commitP50Microseconds: percentile(0.5), commitP99Microseconds: percentile(0.99),
+            permFailures: written.permFailures, startupPermFailures: written.startupPermFailures,
+            deadlockRetries: written.deadlockRetries, tcpConnectionsPerHost: connections,
+            cpuSecondsPer1000Commits: cpuBrokers + cpuReplication + cpuWriters,
+            cpuBrokers: cpuBrokers, cpuReplication: cpuReplication, cpuWriters: cpuWriters,
+            latencyHistogram: CommitBenchResult.histogram(written.latencies))
     }
 
-    /// The same on Berkeley DB's Replication Manager (no broker): site 1 creates the group, the others join.
-    public func benchRepmgr() throws -> CommitBenchResult {
-        defer { shutDown() }
+    /// The processes of one benchmark row: writers (warmed, waiting for `go`), the master's host, the group's
+    /// brokers and replication processes.
+    struct BenchRun {
+        var writers: [ChildProcess]
+        var writersAreThreads: Bool
+        var hostProcesses: [ChildProcess]
+        var brokers: [ChildProcess] = []
+        var replicas: [ChildProcess]
+    }
+
+    /// The broker's group, with `writers` warmed-up writer processes at site 1.
+    func startBrokerWriters() throws -> BenchRun {
+        try startGroup()
+        let first = members[0]
+        let writers = try (0..<options.writers).map { index in
+            try ChildProcess(name: "write-\(index)", program: site,
+                             arguments: ["write", "--home", first.home, "--socket", first.broker.socketPath,
+                                         "--count", "\(options.txns)", "--prefix", "bench-w\(index)",
+                                         "--value-size", "\(options.valueSize)", "--ack-policy", options.ackPolicy,
+                                         "--warm-up", "--wait-for-go"],
+                             stderrPath: first.broker.directory + "/write-\(index).err")
+        }
+        try awaitWarm(writers, at: first)
+        let brokers = members.compactMap(\.broker.child)
+        let replicas = members.compactMap(\.replicate)
+        return BenchRun(writers: writers, writersAreThreads: false,
+                        hostProcesses: [first.broker.child, first.replicate].compactMap { $0 } + writers,
+                        brokers: brokers, replicas: replicas)
+    }
+
+    /// Berkeley DB's Replication Manager (no broker): site 1 creates the group, the others join; the writers
+    /// are threads of site 1's process or subordinate processes.
+    func startRepmgrWriters(_ transport: CommitTransport, _ environment: [String: String]) throws -> BenchRun {
         let ports = members.map { _ in FreePort.next() }
         for (index, site) in members.enumerated() {
             var arguments = ["replicate", "--transport", "repmgr", "--home", site.home, "--repmgr-port", "\(ports[index])",
                              "--priority", "\(100 - index)"]
             arguments += index == 0 ? ["--master"] : ["--helper-port", "\(ports[0])"]
+            if index == 0 && transport.writersAreThreads {
+                arguments += ["--writer-threads", "\(options.writers)", "--count", "\(options.txns)",
+                              "--value-size", "\(options.valueSize)"]
+            }
             site.replicate = try ChildProcess(name: "repmgr-\(site.id)", program: self.site, arguments: arguments,
-                                              stderrPath: site.broker.directory + "/repmgr\(site.id).err")
+                                              stderrPath: site.broker.directory + "/repmgr\(site.id).err",
+                                              environment: environment)
             if index == 0 {
                 try waitFor("site 1 to become master") { site.replicate?.lines.contains { $0.hasPrefix("ready") } == true }
             }
@@ -45,28 +179,54 @@ extension Scenario {
             try waitFor("site \(site.id) to sync") { site.replicate?.lines.contains("startupdone") == true }
         }
         let first = members[0]
+        let replicas = members.compactMap(\.replicate)
+        guard let master = first.replicate else { throw ScenarioFailure("no repmgr process at site 1") }
+        if transport.writersAreThreads {
+            master.write("warm\n")
+            try waitFor("the writer threads to warm up", timeout: 300) { master.lines.contains("warm") }
+            return BenchRun(writers: [master], writersAreThreads: true, hostProcesses: [master], replicas: replicas)
+        }
         let writers = try (0..<options.writers).map { index in
             try ChildProcess(name: "repmgr-write-\(index)", program: site,
-                             arguments: ["write", "--transport", "repmgr", "--home", first.home, "--repmgr-port", "\(ports[0])",
-                                         "--count", "\(options.txns)", "--prefix", "rm\(index)", "--value-size", "\(options.valueSize)"],
-                             stderrPath: first.broker.directory + "/repmgr-write-\(index).err")
+                             arguments: ["write", "--transport", "repmgr", "--home", first.home,
+                                         "--repmgr-port", "\(ports[0])", "--count", "\(options.txns)",
+                                         "--prefix", "rm\(index)", "--value-size", "\(options.valueSize)",
+                                         "--warm-up", "--wait-for-go"],
+                             stderrPath: first.broker.directory + "/repmgr-write-\(index).err", environment: environment)
         }
-        var written = Written()
-        for writer in writers {
-            guard writer.waitForExit(timeout: 600) == 0 else { throw ScenarioFailure("\(writer.name) failed") }
-            writer.waitForOutputEnd(timeout: 5)
-            if let summary = parseSummary(writer.lines) { written.add(summary) }
-        }
-        return Self.result("repmgr", written)
+        try awaitWarm(writers, at: first)
+        return BenchRun(writers: writers, writersAreThreads: false, hostProcesses: [master] + writers, replicas: replicas)
     }
 
-    static func result(_ transport: String, _ written: Written) -> CommitBenchResult {
-        let sorted = written.latencies.sorted()
-        func percentile(_ p: Double) -> Int { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        return CommitBenchResult(
-            transport: transport, txnsCommitted: written.committed,
-            txnsPerSecond: Double(written.committed) / max(Double(written.elapsedMilliseconds) / 1000, 0.001),
-            commitP50Microseconds: percentile(0.5), commitP99Microseconds: percentile(0.99),
-            permFailures: written.permFailures)
+    func awaitWarm(_ writers: [ChildProcess], at site: Site) throws {
+        try waitFor("\(writers.count) writers to warm up", timeout: 300) {
+            if let failed = writers.first(where: { !$0.isRunning }) {
+                let err = (try? String(contentsOfFile: site.broker.directory + "/\(failed.name).err", encoding: .utf8)) ?? ""
+                log("\(failed.name) exited before its timed loop: \(err.suffix(300))")
+                return true
+            }
+            return writers.allSatisfy { $0.lines.contains("warm") }
+        }
+        guard writers.allSatisfy({ $0.isRunning }) else { throw ScenarioFailure("a writer failed during start-up") }
+    }
+}
+
+/// The LD_PRELOAD shim that forces TCP_NODELAY on a process's TCP sockets (shims/tcp_nodelay.c), built once.
+public enum NodelayShim {
+    static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shims/tcp_nodelay.c").path
+
+    /// Compiles the shim with the system's C compiler into a temporary directory; returns the library's path.
+    public static func build() throws -> String {
+        let directory = try TemporaryDirectory(prefix: "rbshim")
+        let library = directory.path + "/tcp_nodelay.so"
+        let compiler = try ChildProcess(name: "cc", executable: "/usr/bin/env",
+                                        arguments: ["cc", "-O2", "-shared", "-fPIC", "-o", library, source, "-ldl"],
+                                        stderrPath: directory.path + "/cc.err")
+        guard compiler.waitForExit(timeout: 60) == 0, FileManager.default.fileExists(atPath: library) else {
+            let why = (try? String(contentsOfFile: directory.path + "/cc.err", encoding: .utf8)) ?? ""
+            throw ScenarioFailure("cannot build the TCP_NODELAY shim from \(source): \(why)")
+        }
+        return library
     }
 }

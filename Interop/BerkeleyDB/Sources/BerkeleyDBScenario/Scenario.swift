@@ -17,6 +17,8 @@ public struct ScenarioOptions: Sendable {
     public var txns = 500
     public var ackPolicy = "quorum"
     public var valueSize = 100
+    /// The replication processes batch log records (DB_REP_CONF_BULK); the commit benchmark turns it on.
+    public var bulk = false
     /// The broker and bdb-site programs. Tests use this package's products; bdb-scenario runs itself
     /// (`bdb-scenario broker`, `bdb-scenario site`), so that `swift run bdb-scenario` needs nothing else built.
     public var broker: Program = .named("bdb-brokerd")
@@ -66,6 +68,8 @@ extension Scenario.Written {
     mutating func add(_ summary: [String: Any]) {
         committed += summary["committed"] as? Int ?? 0
         permFailures += summary["perm_failures"] as? Int ?? 0
+        startupPermFailures += summary["startup_perm_failures"] as? Int ?? 0
+        deadlockRetries += summary["deadlock_retries"] as? Int ?? 0
         latencies += summary["latencies_us"] as? [Int] ?? []
         elapsedMilliseconds = max(elapsedMilliseconds, summary["elapsed_ms"] as? Int ?? 0)
     }
@@ -97,6 +101,7 @@ public final class Scenario: @unchecked Sendable {
                          "--nsites", "\(options.sites)", "--priority", "\(100 - Int(site.id))",
                          "--ack-policy", options.ackPolicy]
         if asMaster { arguments.append("--master") }
+        if options.bulk { arguments.append("--bulk") }
         site.replicate = try ChildProcess(name: "replicate-\(site.id)", program: self.site, arguments: arguments,
                                           stderrPath: site.broker.directory + "/replicate\(site.id).err")
     }
@@ -118,6 +123,8 @@ public final class Scenario: @unchecked Sendable {
     struct Written {
         var committed = 0
         var permFailures = 0
+        var startupPermFailures = 0
+        var deadlockRetries = 0
         var acked = Set<String>()
         var latencies: [Int] = []
         var elapsedMilliseconds = 0

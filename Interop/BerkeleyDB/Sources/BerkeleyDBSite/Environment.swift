@@ -109,6 +109,20 @@ public final class Database: @unchecked Sendable {
         try check(txn.pointee.commit(txn, 0), "DB_TXN->commit")
     }
 
+    /// `putCommitted`, again while Berkeley DB picks this transaction as a deadlock's loser (it was aborted, so
+    /// it is simply retried). Returns how many retries it took.
+    public func putRetrying(key: [UInt8], value: [UInt8]) throws(BDBError) -> Int {
+        var retries = 0
+        while true {
+            do {
+                try putCommitted(key: key, value: value)
+                return retries
+            } catch where error.code == DB_LOCK_DEADLOCK && retries < 1000 {
+                retries += 1
+            }
+        }
+    }
+
     /// Every key/value pair in key order.
     public func all() throws(BDBError) -> [(key: [UInt8], value: [UInt8])] {
         var cursor: UnsafeMutablePointer<DBC>?

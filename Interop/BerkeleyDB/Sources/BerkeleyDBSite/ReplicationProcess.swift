@@ -18,6 +18,9 @@ public struct ReplicateOptions: Sendable {
     public var startAsMaster = false
     public var group = "default"
     public var ackPolicy: AckPolicy = .quorum
+    /// DB_REP_CONF_BULK: the master batches log records into bulk messages (sent when a PERMANENT record is
+    /// written or the buffer fills), as repmgr's benchmark rows do.
+    public var bulk = false
     public init(home: String, socketPath: String, siteID: Int32, sites: Int) {
         self.home = home
         self.socketPath = socketPath
@@ -72,6 +75,7 @@ public final class ReplicationProcess: @unchecked Sendable {
             // A checkpoint would block this message loop for DB_REP_CHECKPOINT_DELAY (30 s by default).
             try check(env.pointee.rep_set_timeout(env, DB_REP_CHECKPOINT_DELAY, 0), "rep_set_timeout(checkpoint)")
             try check(env.pointee.rep_set_timeout(env, DB_REP_ELECTION_TIMEOUT, 2_000_000), "rep_set_timeout(election)")
+            if options.bulk { try check(env.pointee.rep_set_config(env, UInt32(DB_REP_CONF_BULK), 1), "rep_set_config(BULK)") }
             try transport.install(on: env)
         }
         try start(asMaster: options.startAsMaster)

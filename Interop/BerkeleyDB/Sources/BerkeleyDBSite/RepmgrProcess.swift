@@ -1,7 +1,9 @@
 // The same site processes on Berkeley DB's own Replication Manager, for the benchmark: the replication
 // process configures the local site (site 1 creates the group; the others join through it as helper),
-// sets the quorum ack policy and starts repmgr; writer processes join as subordinate processes
-// (repmgr_start in a process that is not the first one does not listen, it only connects out).
+// sets the quorum ack policy, an explicit ack timeout and bulk transfer (DB_REP_CONF_BULK), and starts repmgr.
+// Writers are either threads of that one process sharing its handles (repmgr's idiomatic configuration,
+// `benchThreads`), or subordinate processes (repmgr_start in a process that is not the first one does not
+// listen, it only connects out), the only way repmgr serves several writer processes.
 import CBerkeleyDB
 import Foundation
 
@@ -12,6 +14,13 @@ public struct RepmgrOptions: Sendable {
     public var createsGroup = false
     public var priority: UInt32 = 100
     public var sites = 3
+    public var bulk = true
+    /// DB_REP_ACK_TIMEOUT; the broker's clients wait as long.
+    public var ackTimeoutMicroseconds: UInt32 = 1_000_000
+    /// Writer threads in this process for the benchmark (0: none); each commits `benchCount` transactions.
+    public var benchThreads = 0
+    public var benchCount = 0
+    public var valueSize = 100
     public init(home: String, port: UInt16) {
         self.home = home
         self.port = port
@@ -59,6 +68,9 @@ func configureRepmgr(_ env: UnsafeMutablePointer<DB_ENV>, _ options: RepmgrOptio
         }
     }
     try check(env.pointee.repmgr_set_ack_policy(env, DB_REPMGR_ACKS_QUORUM), "DB_ENV->repmgr_set_ack_policy")
+    try check(env.pointee.rep_set_timeout(env, DB_REP_ACK_TIMEOUT, options.ackTimeoutMicroseconds),
+              "rep_set_timeout(DB_REP_ACK_TIMEOUT)")
+    if options.bulk { try check(env.pointee.rep_set_config(env, UInt32(DB_REP_CONF_BULK), 1), "rep_set_config(BULK)") }
 }
 
 /// The replication process on repmgr: runs until killed.
@@ -82,9 +94,76 @@ public func runRepmgrReplication(_ options: RepmgrOptions) throws -> Never {
         usleep(250_000)
     }
     say("ready port=\(options.port)")
+    if options.benchThreads > 0 { try runWriterThreads(environment, options) }
     while true {
         sleep(1)
         _ = env.pointee.failchk(env, 0)
+    }
+}
+
+/// The benchmark's writer threads in the replication process: on `warm` (stdin) each commits one warm-up
+/// transaction, then `warm` is printed; on `go` each commits `benchCount` transactions; the summary (the same
+/// JSON as a writer process's) is printed last. Perm failures are process-wide events, counted in the window.
+func runWriterThreads(_ environment: Environment, _ options: RepmgrOptions) throws {
+    while let line = readLine(), line != "warm" {}
+    let database = try openForWriting(environment)
+    let count = options.benchThreads
+    let warmed = DispatchSemaphore(value: 0)
+    let go = DispatchSemaphore(value: 0)
+    let done = DispatchGroup()
+    let results = WriterThreadResults()
+    for thread in 0..<count {
+        done.enter()
+        Thread.detachNewThread {
+            defer { done.leave() }
+            var latencies: [Int] = []
+            var retries = 0
+            do {
+                retries += try database.putRetrying(key: Array("t\(thread)-warmup".utf8), value: benchValue("warmup", options.valueSize))
+                warmed.signal()
+                go.wait()
+                latencies.reserveCapacity(options.benchCount)
+                for index in 0..<options.benchCount {
+                    let key = "t\(thread)-\(String(format: "%06d", index))"
+                    let begin = DispatchTime.now().uptimeNanoseconds
+                    retries += try database.putRetrying(key: Array(key.utf8), value: benchValue(key, options.valueSize))
+                    latencies.append(Int((DispatchTime.now().uptimeNanoseconds - begin) / 1000))
+                }
+            } catch {
+                complain("bdb-site: writer thread \(thread): \(error)")
+                warmed.signal()
+            }
+            results.add(latencies, retries: retries)
+        }
+    }
+    for _ in 0..<count { warmed.wait() }
+    let startup = RepmgrEvents.shared.lock.withLock { RepmgrEvents.shared.permanentFailures }
+    say("warm")
+    while let line = readLine(), line != "go" {}
+    let started = Date()
+    for _ in 0..<count { go.signal() }
+    done.wait()
+    let failures = RepmgrEvents.shared.lock.withLock { RepmgrEvents.shared.permanentFailures } - startup
+    var summary = results.summary
+    summary.permFailures = failures
+    summary.acked = summary.committed - failures
+    summary.startupPermFailures = startup
+    summary.elapsedMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    say(String(decoding: try encoder.encode(summary), as: UTF8.self))
+}
+
+final class WriterThreadResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var summary = WriteSummary(committed: 0, acked: 0, permFailures: 0)
+
+    func add(_ latencies: [Int], retries: Int) {
+        lock.withLock {
+            summary.committed += latencies.count
+            summary.deadlockRetries += retries
+            summary.latenciesMicroseconds += latencies
+        }
     }
 }
 

@@ -7,11 +7,13 @@ public enum SiteCommand {
     public static let help = """
     USAGE:
       bdb-site replicate --home DIR --socket PATH --site-id N --nsites K [--priority P] [--master]
-                         [--ack-policy none|one|quorum|all]
+                         [--ack-policy none|one|quorum|all] [--bulk]
       bdb-site replicate --transport repmgr --home DIR --repmgr-port P [--helper-port H] [--master] [--priority P]
+                         [--writer-threads K --count N [--value-size BYTES]]   (benchmark writers as threads)
       bdb-site write     --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
                          [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS]
       bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
+      bdb-site write     ... [--warm-up] [--wait-for-go]   (benchmark: one warm-up commit, `warm`, then wait for `go`)
       bdb-site dump      --home DIR
       bdb-site serve-writes --home DIR --socket PATH [--ack-policy none|one|quorum|all]
       bdb-site put       --socket PATH [--timeout SECONDS] KEY VALUE
@@ -40,6 +42,9 @@ public enum SiteCommand {
                 options.helperPort = value("helper-port", in: words).flatMap(UInt16.init)
                 options.createsGroup = words.contains("--master")
                 options.priority = UInt32(value("priority", in: words).flatMap(UInt32.init) ?? 100)
+                options.benchThreads = value("writer-threads", in: words).flatMap(Int.init) ?? 0
+                options.benchCount = value("count", in: words).flatMap(Int.init) ?? 0
+                options.valueSize = value("value-size", in: words).flatMap(Int.init) ?? 100
                 try runRepmgrReplication(options)
             case "replicate":
                 var options = ReplicateOptions(home: required("home", in: words), socketPath: required("socket", in: words),
@@ -47,6 +52,7 @@ public enum SiteCommand {
                 options.priority = UInt32(value("priority", in: words).flatMap(UInt32.init) ?? 100)
                 options.startAsMaster = words.contains("--master")
                 options.ackPolicy = policy(in: words)
+                options.bulk = words.contains("--bulk")
                 try ReplicationProcess(options: options).run()
             case "write":
                 let repmgr = value("transport", in: words) == "repmgr"
@@ -58,6 +64,8 @@ public enum SiteCommand {
                 options.ackPolicy = policy(in: words)
                 options.ackTimeout = value("ack-timeout", in: words).flatMap(Double.init) ?? 1
                 if repmgr { options.repmgrPort = UInt16(integer("repmgr-port", in: words)) }
+                options.warmUp = words.contains("--warm-up")
+                options.waitForGo = words.contains("--wait-for-go")
                 let summary = try runWriter(options)
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = .sortedKeys

@@ -3,7 +3,9 @@
 // the log records it writes: many processes, one broker, one link per peer site.
 //
 // Prints `acked KEY` for each transaction whose commit record met the ack policy, `unacked KEY` when it did
-// not, and a JSON summary last: {"committed":N,"acked":N,"perm_failures":N}.
+// not, and a JSON summary last: {"committed":N,"acked":N,"perm_failures":N,...}. For the benchmark, a writer
+// commits one warm-up transaction first (`warmUp`: its start-up is then over, and perm failures so far are
+// reported apart), says `warm`, and starts its timed loop when a line `go` arrives on stdin (`waitForGo`).
 import CBerkeleyDB
 import Foundation
 import RepBrokerClient
@@ -19,6 +21,8 @@ public struct WriteOptions: Sendable {
     public var ackTimeout: Double = 1
     /// Set to write through Berkeley DB's Replication Manager (as a subordinate process) instead of the broker.
     public var repmgrPort: UInt16?
+    public var warmUp = false
+    public var waitForGo = false
     public init(home: String, socketPath: String, count: Int, prefix: String) {
         self.home = home
         self.socketPath = socketPath
@@ -30,12 +34,20 @@ public struct WriteOptions: Sendable {
 public struct WriteSummary: Codable, Sendable {
     public var committed: Int
     public var acked: Int
+    /// PERMANENT sends that failed in the timed loop.
     public var permFailures: Int
+    /// PERMANENT sends that failed before it (joining the environment, opening the database, the warm-up).
+    public var startupPermFailures = 0
+    public var deadlockRetries = 0
+    /// CPU time of this process during the timed loop (user + system).
+    public var cpuMilliseconds = 0
     public var elapsedMilliseconds = 0
     /// Every transaction's begin-to-commit time in microseconds, in order.
     public var latenciesMicroseconds: [Int] = []
     enum CodingKeys: String, CodingKey {
         case committed, acked, permFailures = "perm_failures", elapsedMilliseconds = "elapsed_ms"
+        case startupPermFailures = "startup_perm_failures", deadlockRetries = "deadlock_retries"
+        case cpuMilliseconds = "cpu_ms"
         case latenciesMicroseconds = "latencies_us"
     }
 }
@@ -74,17 +86,26 @@ func commit(_ options: WriteOptions, _ environment: Environment, failures: () ->
     guard try environment.replicationRole() == UInt32(DB_REP_MASTER) else { throw WriteError.notMaster }
     let database = try openForWriting(environment)
     defer { database.close() }
-    let started = Date()
-
     var summary = WriteSummary(committed: 0, acked: 0, permFailures: 0)
+    if options.warmUp {
+        summary.deadlockRetries += try database.putRetrying(key: Array("\(options.prefix)-warmup".utf8),
+                                                            value: benchValue("warmup", options.valueSize))
+    }
+    summary.startupPermFailures = failures()
+    if options.waitForGo {
+        say("warm")
+        while let line = readLine(), line != "go" {}
+    }
+    let started = Date()
+    let cpuBefore = processCPUMilliseconds()
+
     for index in 0..<options.count {
         let key = "\(options.prefix)-\(String(format: "%06d", index))"
-        var value = Array("v-\(key)-".utf8)
-        while value.count < options.valueSize { value.append(UInt8(ascii: "a") + UInt8(value.count % 26)) }
+        let value = benchValue(key, options.valueSize)
         let failuresBefore = failures()
         let begin = DispatchTime.now().uptimeNanoseconds
         do {
-            try database.putCommitted(key: Array(key.utf8), value: value)
+            summary.deadlockRetries += try database.putRetrying(key: Array(key.utf8), value: value)
             summary.latenciesMicroseconds.append(Int((DispatchTime.now().uptimeNanoseconds - begin) / 1000))
         } catch {
             guard error.code == EACCES else { throw error }
@@ -100,9 +121,24 @@ func commit(_ options: WriteOptions, _ environment: Environment, failures: () ->
             say("unacked \(key)")
         }
     }
-    summary.permFailures = failures()
+    summary.permFailures = failures() - summary.startupPermFailures
     summary.elapsedMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
+    summary.cpuMilliseconds = processCPUMilliseconds() - cpuBefore
     return summary
+}
+
+/// A value of `size` bytes that names its key.
+func benchValue(_ key: String, _ size: Int) -> [UInt8] {
+    var value = Array("v-\(key)-".utf8)
+    while value.count < size { value.append(UInt8(ascii: "a") + UInt8(value.count % 26)) }
+    return value
+}
+
+/// User plus system CPU time of this process so far, in milliseconds.
+func processCPUMilliseconds() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000 + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000
 }
 
 /// Joins a site's existing environment (no recovery, no rep_start), with `transport` when given.

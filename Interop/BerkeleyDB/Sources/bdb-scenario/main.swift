@@ -14,16 +14,21 @@ default: break
 
 let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
-           bdb-scenario --bench [--transport broker|repmgr|both] [--writers 4] [--txns N] [--value-size BYTES]
+           bdb-scenario --bench [--transport all|broker|repmgr|repmgr-nodelay|repmgr-procs|repmgr-procs-nodelay]
+                        [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off] [--json]
            bdb-scenario broker [repbrokerd options]   (the scenario's brokers: repbrokerd)
            bdb-scenario site COMMAND [options]        (the scenario's Berkeley DB processes: bdb-site)
+
+    --bench  Replicated commits, the broker against Berkeley DB's Replication Manager, every transport in the
+             same run, one table per writer count: txn/s, commit p50 and p99, perm failures in the timed loop
+             (start-up ones apart), TCP connections of the master's host, CPU seconds of every process per
+             1000 commits. Rows marked PATCHED run repmgr with TCP_NODELAY forced by an LD_PRELOAD shim.
+             Every row uses DB_REP_CONF_BULK (--bulk off: not the broker's).
     """
-/// Prints `value` as one line of JSON (sorted keys) and exits 0: every check held.
-func printJSON<T: Encodable>(_ value: T) throws -> Never {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = .sortedKeys
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
-    exit(0)
+
+func complainAndExit(_ text: String) -> Never {
+    FileHandle.standardError.write(Data("bdb-scenario: \(text)\n\(usage)\n".utf8))
+    exit(64)
 }
 
 func fail(_ error: Error) -> Never {
@@ -31,25 +36,29 @@ func fail(_ error: Error) -> Never {
     exit(1)
 }
 
+func jsonLine<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
 var options = ScenarioOptions()
 options.broker = .current("broker")
 options.site = .current("site")
 var words = Array(CommandLine.arguments.dropFirst())
 var bench = false
-var transports = ["broker", "repmgr"]
+var jsonOnly = false
+var transports = CommitTransport.allCases
+var writerCounts = [4]
+var txnsGiven = false
+var bulkChoice: Bool?
 if let index = words.firstIndex(of: "--bench") {
     words.remove(at: index)
     bench = true
-    options.writers = 4
 }
-if let index = words.firstIndex(of: "--transport"), index + 1 < words.count {
-    let choice = words[index + 1]
-    guard ["broker", "repmgr", "both"].contains(choice) else {
-        FileHandle.standardError.write(Data("bdb-scenario: --transport must be broker, repmgr or both\n".utf8))
-        exit(64)
-    }
-    transports = choice == "both" ? ["broker", "repmgr"] : [choice]
-    words.removeSubrange(index...(index + 1))
+if let index = words.firstIndex(of: "--json") {
+    words.remove(at: index)
+    jsonOnly = true
 }
 while !words.isEmpty {
     let name = words.removeFirst()
@@ -57,46 +66,58 @@ while !words.isEmpty {
         print(usage)
         exit(0)
     }
-    guard !words.isEmpty else {
-        FileHandle.standardError.write(Data("bdb-scenario: \(name) needs a value\n\(usage)\n".utf8))
-        exit(64)
-    }
+    guard !words.isEmpty else { complainAndExit("\(name) needs a value") }
     let value = words.removeFirst()
     switch (name, Int(value)) {
     case ("--sites", let n?) where n >= 3: options.sites = n
+    case ("--writers", _) where bench:
+        let counts = value.split(separator: ",").compactMap { Int($0) }
+        guard !counts.isEmpty, counts.count == value.split(separator: ",").count, counts.allSatisfy({ (1...256).contains($0) }) else {
+            complainAndExit("--writers takes counts from 1 to 256, separated by commas, not '\(value)'")
+        }
+        writerCounts = counts
     case ("--writers", let n?) where n >= 1: options.writers = n
-    case ("--txns", let n?) where n >= 1: options.txns = n
+    case ("--txns", let n?) where n >= 1:
+        options.txns = n
+        txnsGiven = true
     case ("--value-size", let n?) where n >= 16: options.valueSize = n
     case ("--ack-policy", _) where ["none", "one", "quorum", "all"].contains(value): options.ackPolicy = value
+    case ("--bulk", _) where ["on", "off"].contains(value): bulkChoice = value == "on"
+    case ("--transport", _) where bench:
+        if value == "all" { transports = CommitTransport.allCases; continue }
+        guard let transport = CommitTransport(rawValue: value) else { complainAndExit("unknown transport '\(value)'") }
+        transports = [transport]
     default:
-        FileHandle.standardError.write(Data("bdb-scenario: bad option \(name) \(value)\n\(usage)\n".utf8))
-        exit(64)
+        complainAndExit("bad option \(name) \(value)")
     }
 }
-if bench {
+options.bulk = bulkChoice ?? bench
+guard !bench else {
     do {
+        let shim = transports.contains { $0.isRepmgr } ? try NodelayShim.build() : nil
         var results: [CommitBenchResult] = []
-        for transport in transports {
-            let scenario = try Scenario(options: options) { print("bdb-scenario: \($0)") }
-            results.append(transport == "broker" ? try scenario.benchBroker() : try scenario.benchRepmgr())
+        for writers in writerCounts {
+            var rowOptions = options
+            rowOptions.writers = writers
+            // About 6,000 transactions per row unless --txns says how many per writer.
+            if !txnsGiven { rowOptions.txns = max(50, 6000 / writers) }
+            var rows: [CommitBenchResult] = []
+            for transport in transports {
+                let log: (String) -> Void = jsonOnly ? { _ in } : { print("bdb-scenario: \($0)") }
+                rows.append(try Scenario(options: rowOptions, log: log).bench(transport, shim: shim))
+            }
+            results += rows
+            if !jsonOnly { print(CommitTable.render(rows)) }
         }
-        print("transport  txns      txns/s     commit p50 us  commit p99 us  perm failures")
-        for r in results {
-            // %-9@ does not pad on Linux Foundation: pad the name by hand.
-            let name = r.transport.padding(toLength: 9, withPad: " ", startingAt: 0)
-            print(name + String(format: "  %-8d  %-9.0f  %-13d  %-13d  %d", r.txnsCommitted,
-                                r.txnsPerSecond, r.commitP50Microseconds, r.commitP99Microseconds, r.permFailures))
-        }
-        if results.count == 2 {
-            print(String(format: "broker/repmgr: %.2fx transactions per second", results[0].txnsPerSecond / max(results[1].txnsPerSecond, 1)))
-        }
-        try printJSON(results)
+        print(try jsonLine(results))
+        exit(0)
     } catch {
         fail(error)
     }
 }
 do {
-    try printJSON(try Scenario(options: options) { print("bdb-scenario: \($0)") }.run())
+    print(try jsonLine(try Scenario(options: options) { print("bdb-scenario: \($0)") }.run()))
+    exit(0)
 } catch {
     fail(error)
 }

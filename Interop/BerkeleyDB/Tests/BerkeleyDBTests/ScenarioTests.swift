@@ -15,17 +15,20 @@ import Testing
 }
 
 @Suite struct CommitBenchTests {
-    /// The commit benchmark's two transports, short: every transaction commits on each (no timing asserted).
-    @Test(arguments: ["broker", "repmgr"])
-    func aShortCommitBenchCommitsEveryTransaction(transport: String) throws {
+    /// Every row of the commit benchmark, short: each commits every transaction of its writers, after their
+    /// warm-up, and reports its host's connections and the group's CPU (no timing asserted).
+    @Test(arguments: CommitTransport.allCases)
+    func aShortCommitBenchCommitsEveryTransaction(transport: CommitTransport) throws {
         var options = ScenarioOptions()
         options.writers = 2
         options.txns = 30
         let scenario = try Scenario(options: options) { print("bench: \($0)") }
-        let result = transport == "broker" ? try scenario.benchBroker() : try scenario.benchRepmgr()
-        #expect(result.transport == transport)
+        let result = try scenario.bench(transport)
+        #expect(result.transport == transport.rawValue && result.writers == 2)
         #expect(result.txnsCommitted == 60)
-        #expect(result.commitP50Microseconds > 0 && result.txnsPerSecond > 0)
+        #expect(result.commitP50Microseconds > 0 && result.txnsPerSecond > 0 && result.cpuSecondsPer1000Commits > 0)
+        #expect(result.tcpConnectionsPerHost >= 2, "the master's host keeps a link to each other site")
+        if transport == .broker { #expect(result.tcpConnectionsPerHost == 2, "one link per peer site, whatever the writers") }
     }
 }
 

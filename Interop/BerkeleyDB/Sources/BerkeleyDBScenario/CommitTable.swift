@@ -1,0 +1,37 @@
+// The commit benchmark's table for one writer count: one row per transport, and the broker's ratios against
+// the best repmgr row (patched included) measured in the same run.
+import Foundation
+
+public enum CommitTable {
+    public static func render(_ rows: [CommitBenchResult]) -> String {
+        guard let writers = rows.first?.writers else { return "" }
+        var out = "\n\(writers) writer\(writers == 1 ? "" : "s") per site (\(CommitBenchResult.durabilitySetting))\n"
+        let header = ["transport", "txns", "txn/s", "p50 us", "p99 us", "perm fail", "startup fail", "tcp/host",
+                      "cpu s/1k", "brokers", "repl", "writers"]
+        let cells = rows.map { row in
+            [row.label, "\(row.txnsCommitted)", String(format: "%.0f", row.txnsPerSecond), "\(row.commitP50Microseconds)",
+             "\(row.commitP99Microseconds)", "\(row.permFailures)", "\(row.startupPermFailures)",
+             "\(row.tcpConnectionsPerHost)", String(format: "%.2f", row.cpuSecondsPer1000Commits),
+             String(format: "%.2f", row.cpuBrokers), String(format: "%.2f", row.cpuReplication),
+             String(format: "%.2f", row.cpuWriters)]
+        }
+        let widths = header.indices.map { column in ([header] + cells).map { $0[column].count }.max() ?? 0 }
+        for line in [header] + cells {
+            out += zip(line, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+                .joined(separator: "  ") + "\n"
+        }
+        let bounds = CommitBenchResult.histogramBoundsMicroseconds.map { $0 >= 1000 ? "\($0 / 1000)ms" : "\($0)us" }
+        out += "commits by latency, at most " + bounds.joined(separator: " ") + " (then more):\n"
+        for row in rows {
+            out += "  " + row.label.padding(toLength: 42, withPad: " ", startingAt: 0)
+                + row.latencyHistogram.map(String.init).joined(separator: " ") + "\n"
+        }
+        if let broker = rows.first(where: { $0.transport == CommitTransport.broker.rawValue }),
+           let best = rows.filter({ $0.transport != CommitTransport.broker.rawValue }).max(by: { $0.txnsPerSecond < $1.txnsPerSecond }) {
+            out += String(format: "broker / best repmgr (%@): %.2fx txn/s, commit p99 %d us against %d us\n",
+                          best.label, broker.txnsPerSecond / max(best.txnsPerSecond, 1),
+                          broker.commitP99Microseconds, best.commitP99Microseconds)
+        }
+        return out
+    }
+}
