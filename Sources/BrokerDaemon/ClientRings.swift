@@ -91,6 +91,12 @@ extension LocalClient {
         return true
     }
 
+    /// Whether the to-broker ring has records to drain now (it does not wait at a MARK for the socket).
+    @inline(__always)
+    var hasRingInput: Bool {
+        borrowedRings?.with { !$0.awaitingSocketMessage && $0.reader.hasRecords } ?? false
+    }
+
     /// Handles up to `budget` records of the to-broker ring; true when it found any.
     @discardableResult
     func drainRing(budget: Int = 4096, untilMark: Bool = false) -> Bool {

@@ -105,6 +105,8 @@ extension Scenario {
             written.add(summary)
             if !run.writersAreThreads { cpuOfWriters += Double(summary["cpu_ms"] as? Int ?? 0) / 1000 }
         }
+        let exited = exitedProcesses()
+        guard exited.isEmpty else { throw ScenarioFailure("exited during the run: \(exited.joined(separator: "; "))") }
         let perThousand = 1000 / max(Double(written.committed), 1)
         let cpuBrokers = (cpu(run.brokers) - brokersBefore) * perThousand
         let cpuReplication = (cpu(run.replicas) - replicationBefore) * perThousand

@@ -247,6 +247,22 @@ public final class Scenario: @unchecked Sendable {
                               elapsedMilliseconds: elapsed())
     }
 
+    /// Processes of the group that exited while they should run, with the end of their stderr.
+    func exitedProcesses() -> [String] {
+        var exited: [String] = []
+        for site in members {
+            if let child = site.broker.child, !child.isRunning {
+                exited.append("broker \(site.id): \(site.broker.log.suffix(800))")
+            }
+            if let replicate = site.replicate, !replicate.isRunning {
+                let path = site.broker.directory + "/\(replicate.name.hasPrefix("repmgr") ? "repmgr" : "replicate")\(site.id).err"
+                let err = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+                exited.append("\(replicate.name): \(err.suffix(800))")
+            }
+        }
+        return exited
+    }
+
     func shutDown() {
         for site in members { site.replicate?.kill9() }
         sites.shutDown()
