@@ -79,6 +79,22 @@ import Testing
         #expect(throws: UsageError.self) { _ = try parse(words) }
     }
 
+    @Test func theLimitsAndAddressSettingsComeFromTheFileToo() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("rb-config-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data("""
+            {"site_id": 2, "listen": "0.0.0.0:7002", "advertise": "10.1.2.3:7002", "insecure": true,
+             "max_clients": 50, "max_groups": 9, "group_grace_ms": 1500}
+            """.utf8).write(to: file)
+        let config = try parse(["--config", file.path])
+        #expect(config.advertise == "10.1.2.3:7002" && config.insecure)
+        #expect(config.maxClients == 50 && config.maxGroups == 9 && config.groupGraceMilliseconds == 1500)
+        _ = try config.validate()
+        let overridden = try parse(["--config", file.path, "--max-groups", "3", "--advertise", "10.1.2.4:7002"])
+        #expect(overridden.maxGroups == 3 && overridden.advertise == "10.1.2.4:7002")
+        #expect(try parse(["--site-id", "1"]).maxClients == nil, "by default a share of the descriptor limit")
+    }
+
     @Test func aListenerOthersCanReachNeedsAKeyOrInsecure() throws {
         let keyFile = FileManager.default.temporaryDirectory.appendingPathComponent("rb-key-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: keyFile) }
