@@ -257,7 +257,9 @@ public final class Scenario: @unchecked Sendable {
             if let replicate = site.replicate, !replicate.isRunning {
                 let path = site.broker.directory + "/\(replicate.name.hasPrefix("repmgr") ? "repmgr" : "replicate")\(site.id).err"
                 let err = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-                exited.append("\(replicate.name): \(err.suffix(800))")
+                // A crash report starts with its reason and the crashed thread's frames.
+                let crash = err.range(of: "*** ").map { String(err[$0.lowerBound...].prefix(2500)) }
+                exited.append("\(replicate.name): \(crash ?? String(err.suffix(800)))")
             }
         }
         return exited
