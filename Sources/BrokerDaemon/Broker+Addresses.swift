@@ -16,51 +16,29 @@ extension Broker {
         }
     }
 
-    /// Applies the resolver's answers: a failure is logged, shown as `unresolved` and retried with backoff.
+    /// Applies the resolver's answers: a failure is logged (warned once), shown as `unresolved` and retried
+    /// with the dial backoff.
     func takeResolverAnswers() {
         for answer in resolver.takeAnswers() {
-            let result: Result<SocketAddress, PeerAddress.AddressRefused>
-            switch answer.result {
-            case .success(let address) where address.isWildcard:
-                result = .failure(PeerAddress.AddressRefused(answer.text, "it resolves to a wildcard address"))
-            case .success(let address): result = .success(address)
-            case .failure(let error): result = .failure(PeerAddress.AddressRefused(answer.text, "\(error)"))
-            }
             switch answer.key {
             case .site(let siteID):
                 guard let link = links[siteID], link.address?.text == answer.text else { continue }
-                link.address?.resolving = false
-                link.address?.resolvedAt = now
-                switch result {
-                case .success(let address):
-                    link.address?.resolved = address
-                    link.address?.failure = nil
+                let failedBefore = link.address?.failure != nil
+                guard let why = link.address?.take(answer.result, now: now) else {
                     dial(link)
-                case .failure(let refused):
-                    let why = refused.why
-                    let first = link.address?.failure == nil
-                    link.address?.failure = why
-                    link.scheduleRedial(now: now)
-                    let metadata: Logger.Metadata = ["peer.site_id": "\(siteID)", "reason": why,
-                                                     "retry_ms": "\((link.nextDialAt &- now) / 1_000_000)"]
-                    if first { logger.warning("cannot resolve peer address", metadata) } else {
-                        logger.debug("cannot resolve peer address", metadata)
-                    }
+                    continue
+                }
+                link.scheduleRedial(now: now)
+                let metadata: Logger.Metadata = ["peer.site_id": "\(siteID)", "reason": why,
+                                                 "retry_ms": "\((link.nextDialAt &- now) / 1_000_000)"]
+                if failedBefore { logger.debug("cannot resolve peer address", metadata) } else {
+                    logger.warning("cannot resolve peer address", metadata)
                 }
             case .join(let index):
                 guard joinTargets.indices.contains(index) else { continue }
-                joinTargets[index].resolving = false
-                joinTargets[index].resolvedAt = now
-                switch result {
-                case .success(let address):
-                    joinTargets[index].resolved = address
-                    joinTargets[index].failure = nil
-                case .failure(let refused):
-                    let why = refused.why
-                    if joinTargets[index].failure == nil {
-                        logger.warning("cannot resolve join target", ["target": answer.text, "reason": why])
-                    }
-                    joinTargets[index].failure = why
+                let failedBefore = joinTargets[index].failure != nil
+                if let why = joinTargets[index].take(answer.result, now: now), !failedBefore {
+                    logger.warning("cannot resolve join target", ["target": answer.text, "reason": why])
                 }
             }
         }

@@ -54,7 +54,10 @@ extension Broker {
     func addLink(siteID: Int32, address: String, origin: PeerOrigin, verified: Bool = false,
                  persist: Bool = true) -> PeerLink? {
         if let existing = links[siteID] {
-            if existing.address == nil, !address.isEmpty { existing.address = checkedAddress(address, siteID, verified) }
+            // A site known without an address (it dialled in, or its address was not proved before a restart).
+            if existing.address == nil, !existing.removed, !address.isEmpty {
+                existing.address = checkedAddress(address, siteID, verified)
+            }
             return existing
         }
         guard linkList.count < Wire.maxMembers else {
@@ -97,18 +100,15 @@ extension Broker {
         }
     }
 
-    /// MEMBERS from a peer: unknown sites are added (learned) and passed on to the other members.
+    /// MEMBERS from a peer: unknown sites are added (learned) and passed on to the other members; a known site
+    /// without an address takes the one given (unproved until this broker's dial is answered by that site).
     func membersFromPeer(_ frame: MembersFrame, on connection: PeerConnection) {
         var fresh: [MembersFrame.Member] = []
         for member in frame.members where member.siteID != config.siteID {
-            if let known = links[member.siteID] {
-                // A site known without an address (it dialled in, or its address was not proved before a restart).
-                if known.address == nil, !known.removed, !member.address.isEmpty {
-                    known.address = checkedAddress(member.address, member.siteID, false)
-                }
-                continue
+            let unknown = links[member.siteID] == nil
+            if addLink(siteID: member.siteID, address: member.address, origin: .learned) != nil, unknown {
+                fresh.append(member)
             }
-            if addLink(siteID: member.siteID, address: member.address, origin: .learned) != nil { fresh.append(member) }
         }
         if !fresh.isEmpty {
             spread(FrameParser.encode(.members, body: MembersFrame(members: fresh).body), except: connection.link)

@@ -42,6 +42,22 @@ struct PeerAddress {
         var description: String { "address '\(text)' refused: \(why)" }
     }
 
+    /// Takes the resolver's answer for this address; returns why it failed (a wildcard answer fails too), or nil.
+    mutating func take(_ answer: Result<SocketAddress, SocketAddress.ParseError>, now: UInt64) -> String? {
+        resolving = false
+        resolvedAt = now
+        switch answer {
+        case .success(let address) where !address.isWildcard:
+            resolved = address
+            failure = nil
+        case .success:
+            failure = "it resolves to a wildcard address"
+        case .failure(let error):
+            failure = "\(error)"
+        }
+        return failure
+    }
+
     /// Whether a resolution must be asked for before the next dial.
     func needsResolution(now: UInt64) -> Bool {
         guard isName, !resolving else { return false }

@@ -94,9 +94,15 @@ func twoSites(_ directory: TemporaryDirectory, site1: [String], site2: [String])
         #expect(site2.waitForStats(timeout: 10) { $0.totals.groupsRefused == 3 }, "a message of a refused group is counted")
         #expect(throws: BrokerClientError.self) { try client(site2, group: "local-new").close() }
 
-        // The link never flapped: no reconnect and no bad frame on either side, well past a heartbeat timeout.
-        let quiet = Posix.monotonicNanoseconds() + 1_000_000_000
-        while Posix.monotonicNanoseconds() < quiet { usleep(100_000) }
+        // The link never flapped: no reconnect and no bad frame on either side, well past a heartbeat timeout
+        // (heartbeats every 100 ms; the old broker reconnected every 100 ms or so).
+        let flapped = Deadline.wait(timeout: 1, interval: 0.05) {
+            [site1, site2].contains { site in
+                guard let stats = try? site.stats() else { return true }
+                return stats.peers.first?.state != .connected || stats.peers.first?.reconnects != 0 || stats.totals.badFrames != 0
+            }
+        }
+        #expect(!flapped, "the link went down, reconnected or saw a bad frame")
         for site in [site1, site2] {
             let stats = try site.stats()
             #expect(stats.peers.first?.state == .connected && stats.peers.first?.reconnects == 0)

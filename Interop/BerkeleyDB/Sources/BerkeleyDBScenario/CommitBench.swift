@@ -86,7 +86,7 @@ extension Scenario {
     public func bench(_ transport: CommitTransport, shim: String? = nil) throws -> CommitBenchResult {
         defer { shutDown() }
         let environment = transport.patched ? ["LD_PRELOAD": try shim ?? NodelayShim.build()] : [:]
-        var run = transport == .broker ? try startBrokerWriters() : try startRepmgrWriters(transport, environment)
+        let run = transport == .broker ? try startBrokerWriters() : try startRepmgrWriters(transport, environment)
         let connections = ProcessStats.establishedConnections(of: run.hostProcesses.map(\.pid))
         func cpu(_ processes: [ChildProcess]) -> Double { processes.reduce(0) { $0 + ProcessStats.cpuSeconds($1.pid) } }
         let brokersBefore = cpu(run.brokers)
@@ -111,7 +111,6 @@ extension Scenario {
         let cpuBrokers = (cpu(run.brokers) - brokersBefore) * perThousand
         let cpuReplication = (cpu(run.replicas) - replicationBefore) * perThousand
         let cpuWriters = cpuOfWriters * perThousand
-        run.writers.removeAll()
         let sorted = written.latencies.sorted()
         func percentile(_ p: Double) -> Int { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         return CommitBenchResult(

@@ -149,9 +149,7 @@ func runWriterThreads(_ environment: Environment, _ options: RepmgrOptions) thro
     summary.acked = summary.committed - failures
     summary.startupPermFailures = startup
     summary.elapsedMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = .sortedKeys
-    say(String(decoding: try encoder.encode(summary), as: UTF8.self))
+    say(try summary.jsonLine())
 }
 
 final class WriterThreadResults: @unchecked Sendable {

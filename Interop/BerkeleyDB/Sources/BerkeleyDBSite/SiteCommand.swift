@@ -67,9 +67,7 @@ public enum SiteCommand {
                 options.warmUp = words.contains("--warm-up")
                 options.waitForGo = words.contains("--wait-for-go")
                 let summary = try runWriter(options)
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = .sortedKeys
-                say(String(decoding: try encoder.encode(summary), as: UTF8.self))
+                say(try summary.jsonLine())
             case "serve-writes":
                 try serveWrites(home: required("home", in: words), socketPath: required("socket", in: words),
                                 ackPolicy: policy(in: words))

@@ -50,6 +50,13 @@ public struct WriteSummary: Codable, Sendable {
         case cpuMilliseconds = "cpu_ms"
         case latenciesMicroseconds = "latencies_us"
     }
+
+    /// The summary as the writer's last line: one line of JSON, keys sorted.
+    public func jsonLine() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
 }
 
 public enum WriteError: Error, CustomStringConvertible {
