@@ -90,14 +90,14 @@ extension Broker {
         if !up {
             for group in groupList { group.ackedLSN[link.index] = .zero }
         }
-        let body = SiteEventFrame(siteID: link.siteID, up: up).body
-        for group in groupList { group.receiver?.send(.siteEvent, body: body) }
+        let event = SiteEventFrame(siteID: link.siteID, up: up)
+        for group in groupList { group.receiver?.sendSiteEvent(event) }
     }
 
     /// Gives a new receiver the state of every peer link.
     func sendSiteStates(to client: LocalClient) {
         for link in linkList {
-            client.send(.siteEvent, body: SiteEventFrame(siteID: link.siteID, up: link.connection != nil).body)
+            client.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: link.connection != nil))
         }
     }
 }

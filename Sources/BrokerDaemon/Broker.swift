@@ -186,7 +186,7 @@ public final class Broker {
     func ringWaitMilliseconds() -> Int32 {
         if idleRingTurns < Self.ringSpinTurns { return 0 }
         for client in ringClients {
-            guard let rings = client.rings, rings.awaitingSocketMessage || rings.reader.prepareToSleep() else { return 0 }
+            guard let rings = client.rings, rings.reader.prepareToSleep() else { return 0 }
         }
         return tickMilliseconds
     }

@@ -1,11 +1,12 @@
-// A local client's shared-memory rings, on the broker's side. The client writes MESSAGE frames into the
-// to-broker ring (control frames and messages too large for the ring go by the socket, the latter behind a
-// MARK record in the ring); the broker writes frames for the client into the to-client ring the same way,
-// straight from routing while the client's output queue is empty, from the queue otherwise.
+// A local client's shared-memory rings, on the broker's side. The to-broker ring carries the client's
+// MESSAGE frames; the to-client ring carries what the client's receiver consumes, MESSAGE and SITE_EVENT
+// frames, written straight from routing while the client's output queue is empty, from the queue otherwise.
+// Every other frame, both ways, travels on the socket. A frame too large for one record is written as
+// FRAGMENT records and a last FRAME record (RingFragments.swift).
 // A MESSAGE record is parsed where it lies: the frame and message headers are each read once into local
 // values and checked against the record's length, and the payload is then only copied, never interpreted,
-// so a client that changes the shared memory meanwhile garbles nothing but its own payload. Other records
-// are copied to private memory before they are parsed.
+// so a client that changes the shared memory meanwhile garbles nothing but its own payload. Parts of a
+// fragmented frame are copied to private memory before the frame is parsed.
 // Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
@@ -14,24 +15,27 @@ final class ClientRings {
     let segment: SharedSegment
     let reader: RingReader
     let writer: RingWriter
-    /// Rung to wake the client's reader thread (it sleeps in poll on this eventfd and the socket).
-    let clientDoorbell: EventFd
-    /// Frames for the client that are too large for the ring; each has a MARK in the ring.
+    /// Rung when the to-client ring has records and the client's receiver said it sleeps.
+    let dataDoorbell: EventFd
+    /// Rung when the to-broker ring has room and the client's sender said it waits for some.
+    let roomDoorbell: EventFd
+    /// Frames for the client's socket: everything but MESSAGE and SITE_EVENT.
     let socketOutput = FrameQueue(capacity: 4096)
-    /// Private copy of a control record being handled.
-    let scratch = ByteBuffer(capacity: 4096)
-    /// The ring reached a MARK before its socket frame arrived: the ring waits for the socket.
-    @exclusivity(unchecked) var awaitingSocketMessage = false
+    /// Joins a client's message that came in parts.
+    let assembler = FrameAssembler()
+    /// Bytes of the frame at the front of the output queue already written as fragments.
+    @exclusivity(unchecked) var fragmentOffset = 0
     /// Records written to the to-client ring and not yet published.
     @exclusivity(unchecked) private(set) var hasUnpublished = false
     var ringBytes: Int { reader.ring.size }
 
-    init(segment: SharedSegment, ringBytes: Int, clientDoorbell: EventFd) {
+    init(segment: SharedSegment, ringBytes: Int, dataDoorbell: EventFd, roomDoorbell: EventFd) {
         self.segment = segment
         let rings = RingLayout.rings(segment.base, ringBytes: ringBytes)
         reader = RingReader(rings.toBroker)
         writer = RingWriter(rings.toClient)
-        self.clientDoorbell = clientDoorbell
+        self.dataDoorbell = dataDoorbell
+        self.roomDoorbell = roomDoorbell
     }
 
     /// Writes one MESSAGE frame into the to-client ring; false when it is too large for the ring, the ring is
@@ -55,18 +59,14 @@ final class ClientRings {
         return written
     }
 
-    /// Writes a MARK: the next frame goes by the socket.
-    func writeMark() throws(RingError) -> Bool {
-        let written = try writer.write(kind: .mark, payload: 0) { _ in }
-        if written { hasUnpublished = true }
-        return written
-    }
+    /// Notes records written by the fragment writer, for the next publish.
+    func markWritten() { hasUnpublished = true }
 
     /// Makes the written records visible and wakes the client if it said it sleeps.
     func publish() {
         hasUnpublished = false
         writer.publish()
-        if writer.consumerNeedsWake() { clientDoorbell.signal() }
+        if writer.consumerNeedsWake() { dataDoorbell.signal() }
     }
 }
 
@@ -80,51 +80,44 @@ extension LocalClient {
                                                         name: "repbroker-client-\(id)")
         defer { Posix.close(descriptor: memfd) }
         RingLayout.initialize(segment.base, ringBytes: ringBytes)
-        let doorbell = try EventFd()
+        let dataDoorbell = try EventFd()
+        let roomDoorbell = try EventFd()
         var granted = welcome
         granted.ringBytes = UInt32(ringBytes)
         let bytes = FrameParser.encode(.welcome, body: granted.body)
-        let sent = try Socket.send(bytes, with: [memfd, broker.loop.wakeup.descriptor, doorbell.descriptor],
-                                   on: descriptor)
+        let sent = try Socket.send(bytes, with: [memfd, broker.loop.wakeup.descriptor, dataDoorbell.descriptor,
+                                                 roomDoorbell.descriptor], on: descriptor)
         guard sent == bytes.count else { throw SystemError("sendmsg(WELCOME)", .wouldBlock) }
-        rings = ClientRings(segment: segment, ringBytes: ringBytes, clientDoorbell: doorbell)
+        rings = ClientRings(segment: segment, ringBytes: ringBytes, dataDoorbell: dataDoorbell, roomDoorbell: roomDoorbell)
         return true
     }
 
-    /// Whether the to-broker ring has records to drain now (it does not wait at a MARK for the socket).
+    /// Whether the to-broker ring has records to drain now.
     @inline(__always)
     var hasRingInput: Bool {
-        borrowedRings?.with { !$0.awaitingSocketMessage && $0.reader.hasRecords } ?? false
+        borrowedRings?.with { $0.reader.hasRecords } ?? false
     }
 
     /// Handles up to `budget` records of the to-broker ring; true when it found any.
     @discardableResult
-    func drainRing(budget: Int = 4096, untilMark: Bool = false) -> Bool {
+    func drainRing(budget: Int = 4096) -> Bool {
         guard let rings, !isClosed else { return false }
         let reader = rings.reader
         var handled = 0
-        var sawMark = false
         do {
-            while handled < budget, !rings.awaitingSocketMessage, let record = try reader.next() {
+            while handled < budget, let record = try reader.next() {
                 handled += 1
-                if record.kind == .mark {
-                    if untilMark {
-                        sawMark = true
-                        break
-                    }
-                    rings.awaitingSocketMessage = true
-                    break
-                }
+                guard let whole = try rings.assembler.add(kind: record.kind, payload: record.payload,
+                                                          maxFrame: Wire.frameHeaderSize + Wire.messageHeaderSize + maxMessage)
+                else { continue }
                 // The frame header is read once (FrameParser.next) and its type and length are values from then on.
-                guard let frame = try FrameParser.next(in: record.payload, maxMessage: maxMessage),
-                      frame.totalSize == record.payload.count else {
+                guard let frame = try FrameParser.next(in: whole, maxMessage: maxMessage), frame.totalSize == whole.count else {
                     throw WireError.malformed(type: .message, reason: "ring record is not exactly one frame")
                 }
-                if frame.type == .message {
-                    try routeRingMessage(frame.body)
-                } else {
-                    try handleRingControl(record.payload, scratch: rings.scratch)
+                guard frame.type == .message else {
+                    throw WireError.unexpected(type: frame.type, state: "in the to-broker ring (only MESSAGE frames go there)")
                 }
+                try routeRingMessage(frame.body)
                 if isClosed { return true }
             }
         } catch let error as RingError {
@@ -139,10 +132,7 @@ extension LocalClient {
             return true
         }
         reader.release()
-        if reader.producerNeedsWake() { rings.clientDoorbell.signal() }
-        if untilMark && !sawMark {
-            protocolError(.unexpected(type: .message, state: "on the socket with no MARK for it in the ring"))
-        }
+        if reader.producerNeedsWake() { rings.roomDoorbell.signal() }
         return handled > 0
     }
 
@@ -154,43 +144,29 @@ extension LocalClient {
         borrowedBroker.with { $0.route(from: self, header, payload: payload) }
     }
 
-    /// Any other record: copied to private memory, then handled like a frame from the socket.
-    private func handleRingControl(_ record: UnsafeRawBufferPointer, scratch: ByteBuffer) throws(WireError) {
-        scratch.reset()
-        scratch.append(record)
-        guard let frame = try FrameParser.next(in: scratch.readable, maxMessage: maxMessage),
-              frame.totalSize == record.count else {
-            throw .malformed(type: .message, reason: "ring record changed while it was copied")
-        }
-        isHandlingRingRecord = true
-        defer { isHandlingRingRecord = false }
-        try handleFrame(frame)
-    }
-
-    /// A MESSAGE that came by the socket: every ring record before its MARK is handled first.
-    func socketMessageFromRingClient() -> Bool {
-        guard let rings else { return true }
-        if rings.awaitingSocketMessage {
-            rings.awaitingSocketMessage = false
-            return true
-        }
-        drainRing(budget: Int.max, untilMark: true)
-        return !isClosed
-    }
-
-    /// Moves whole frames from the output queue into the to-client ring (large ones go by the socket behind
-    /// a MARK); true when it moved any. The caller publishes.
+    /// Moves whole frames from the output queue into the to-client ring (a frame too large for one record in
+    /// parts, resumed where it stopped when the ring filled); true when it moved any. The caller publishes.
     @discardableResult
     func flushToRing() -> Bool {
         guard let rings, !isClosed, !output.isEmpty else { return false }
         var moved = 0
+        var progressed = false
         var bytes = output.readable
         do {
             while let size = FrameParser.pendingFrameSize(in: bytes), size <= bytes.count {
                 let frame = UnsafeRawBufferPointer(rebasing: bytes[..<size])
                 if size > rings.writer.maxPayload {
-                    guard try rings.writeMark() else { break }
-                    rings.socketOutput.buffer.append(frame)
+                    let offset = try rings.writer.writeFragments(of: frame, from: rings.fragmentOffset)
+                    if offset > rings.fragmentOffset {
+                        rings.markWritten()
+                        progressed = true
+                    }
+                    rings.fragmentOffset = offset
+                    guard offset == size else {
+                        if rings.writer.announceWaiting(forPayload: rings.writer.maxPayload) { continue }
+                        break
+                    }
+                    rings.fragmentOffset = 0
                 } else if try !rings.write(frame: frame) {
                     // Full: say so; the client rings our doorbell when it has made room.
                     if rings.writer.announceWaiting(forPayload: size) { continue }
@@ -204,9 +180,8 @@ extension LocalClient {
             close(reason: error.description)
             return true
         }
-        guard moved > 0 else { return false }
+        guard moved > 0 || progressed else { return false }
         output.didWrite(moved)
-        if !rings.socketOutput.isEmpty { scheduleFlush() }
         return true
     }
 }

@@ -1,6 +1,7 @@
 // One local process connected to the broker's Unix socket. Its first frame must be REGISTER; then it
-// sends MESSAGE frames and receives WELCOME, ROLE, SEND_RESULT and MESSAGE frames. Output is bounded:
-// a delivery that would pass the limit is dropped and counted.
+// sends MESSAGE frames and receives WELCOME, ROLE, SEND_RESULT and MESSAGE frames. With rings, MESSAGE
+// frames both ways and SITE_EVENT frames to it travel in the rings, everything else on the socket.
+// Output is bounded: a delivery that would pass the limit is dropped and counted.
 // Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
@@ -24,8 +25,6 @@ final class LocalClient: Connection {
     }
     /// `rings` (which owns them) for the per-message path.
     @exclusivity(unchecked) private(set) var borrowedRings: Borrowed<ClientRings>?
-    /// Set while a frame from the to-broker ring is handled (not one from the socket).
-    @exclusivity(unchecked) var isHandlingRingRecord = false
     var group: Group? {
         didSet { borrowedGroup = group.map(Borrowed.init) }
     }
@@ -69,9 +68,8 @@ final class LocalClient: Connection {
         switch frame.type {
         case .message:
             let header = try MessageHeader(body: frame.body)
-            if rings != nil, !isHandlingRingRecord {
-                guard socketMessageFromRingClient() else { return }
-            }
+            // Order between the socket and the ring would be undefined: a ring client's messages use the ring.
+            guard rings == nil else { throw .unexpected(type: .message, state: "on the socket of a client with rings") }
             broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
         case .ack:
             broker.acknowledge(from: self, try AckFrame(body: frame.body).lsn)
@@ -98,15 +96,24 @@ final class LocalClient: Connection {
         }
     }
 
+    /// Where control frames for the client wait: its socket's queue (the output queue without rings).
+    private var controlQueue: FrameQueue { rings?.socketOutput ?? output }
+
     /// Queues a control frame for the client.
     func send(_ type: FrameType, body: [UInt8]) {
-        FrameParser.append(type, body: body, to: output.buffer)
+        FrameParser.append(type, body: body, to: controlQueue.buffer)
+        scheduleFlush()
+    }
+
+    /// Queues a site event for the receiver, in order with its messages (in the ring, with rings).
+    func sendSiteEvent(_ event: SiteEventFrame) {
+        FrameParser.append(.siteEvent, body: event.body, to: output.buffer)
         scheduleFlush()
     }
 
     /// Queues the outcome of a send that asked for one.
     func sendResult(_ sequence: UInt64, _ status: SendStatus) {
-        SendResultFrame(sequence: sequence, status: status).append(to: output.buffer)
+        SendResultFrame(sequence: sequence, status: status).append(to: controlQueue.buffer)
         scheduleFlush()
     }
 

@@ -8,9 +8,12 @@
 import CRepBrokerIPC
 
 public enum RecordKind: UInt32, Sendable {
+    /// A whole frame, or the last part of a frame whose earlier parts came as FRAGMENT records.
     case frame = 1
+    /// Padding to the end of the data; the next record is at offset 0.
     case wrap = 2
-    case mark = 3
+    /// Part of a frame too large for one record; the frame continues in the next record.
+    case fragment = 4
 }
 
 public struct RingError: Error, CustomStringConvertible, Equatable {
@@ -22,7 +25,7 @@ public struct RingError: Error, CustomStringConvertible, Equatable {
 /// Offsets and sizes of a segment (rb_shm_header).
 public enum RingLayout {
     public static let magic: UInt32 = 0x4853_4252
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     public static let headerBytes = 448
     public static let toBrokerControl = 64
     public static let toClientControl = 256
@@ -114,7 +117,7 @@ public final class RingWriter: @unchecked Sendable {
     public let ring: Ring
     @usableFromInline @exclusivity(unchecked) var head: UInt64
     @usableFromInline @exclusivity(unchecked) var cachedTail: UInt64
-    /// Payloads larger than this go by the socket (a quarter of the ring).
+    /// The largest record payload written (a quarter of the ring); a larger frame is written in parts.
     @inlinable public var maxPayload: Int { ring.size / 4 - RingLayout.recordHeaderBytes }
 
     public init(_ ring: Ring) {
@@ -204,7 +207,7 @@ public final class RingReader: @unchecked Sendable {
         cachedHead = rb_atomic_load_acquire_u64(ring.head)
     }
 
-    /// The next FRAME or MARK record, or nil when the ring is empty. The payload stays valid until `release`.
+    /// The next FRAME or FRAGMENT record, or nil when the ring is empty. The payload stays valid until `release`.
     @inlinable @inline(__always)
     public func next() throws(RingError) -> (kind: RecordKind, payload: UnsafeRawBufferPointer)? {
         while true {
@@ -226,19 +229,13 @@ public final class RingReader: @unchecked Sendable {
             case .wrap?:
                 guard length == 0, UInt64(toEnd) <= cachedHead - tail else { throw RingError("bad wrap record") }
                 tail &+= UInt64(toEnd)
-            case .mark?:
-                guard length == 0, cachedHead - tail >= UInt64(RingLayout.recordHeaderBytes) else {
-                    throw RingError("bad mark record")
-                }
-                tail &+= UInt64(RingLayout.recordHeaderBytes)
-                return (.mark, UnsafeRawBufferPointer(start: nil, count: 0))
-            case .frame?:
+            case let kind? /* .frame, .fragment */:
                 let need = RingLayout.recordBytes(payload: length)
                 guard length > 0, need <= toEnd, UInt64(need) <= cachedHead - tail else {
                     throw RingError("record of \(length) bytes at offset \(offset) runs past the ring or the head")
                 }
                 tail &+= UInt64(need)
-                return (.frame, UnsafeRawBufferPointer(start: at + RingLayout.recordHeaderBytes, count: length))
+                return (kind, UnsafeRawBufferPointer(start: at + RingLayout.recordHeaderBytes, count: length))
             case nil:
                 throw RingError("unknown record kind \(rawKind) at offset \(offset)")
             }

@@ -1,11 +1,16 @@
-// The thin client a worker process links. Blocking and thread-safe: any thread may send; one thread
-// receives. A reader thread takes frames from the broker; when the broker goes away it fails what waits,
-// then reconnects and re-registers with backoff. Sends made while disconnected fail at once.
-//
-// Locking: `writeLock` serialises writes to the socket and the to-broker ring and is held whenever the
-// descriptor or the rings are swapped, so a send never writes to a descriptor that was closed and reused.
-// A ring side's `consumerLock` is held by whichever thread reads the to-client ring (ClientReaderRings.swift).
-// `state` guards everything else; it is taken after `writeLock` or `consumerLock`, never before.
+// The thin client a worker process links. Blocking and thread-safe: any thread may send; one thread at a
+// time receives. Who owns what:
+// - Sending threads write MESSAGE frames into the to-broker ring (or the socket without rings) and control
+//   frames to the socket, one at a time under `writeLock`.
+// - The receiving thread (receive, receiveAll, nextEvent) alone reads the to-client ring, which carries the
+//   receiver's MESSAGE and SITE_EVENT frames, and blocks on its doorbell itself (ClientReceive.swift).
+// - The reader thread alone reads the socket: send results, roles, channel frames, errors, and without
+//   rings the receiver's frames, into the inbox (ClientReader.swift). When the broker goes away it fails
+//   what waits, then reconnects and registers again with backoff. Sends made while disconnected fail at once.
+// `writeLock` is held whenever the descriptor or the rings are swapped, so a send never writes to a
+// descriptor that was closed and reused. `state` guards what the reader thread shares with callers; it is
+// taken after `writeLock`, never before, and nobody waits for anything while holding `writeLock` except a
+// sender for ring room, which the broker makes without any thread of this process.
 import BrokerSystem
 import BrokerWire
 #if canImport(Glibc)
@@ -26,7 +31,7 @@ public final class BrokerClient: @unchecked Sendable {
         guard options.name.utf8.count <= Wire.maxClientName else {
             throw .invalidArgument("client name must be at most \(Wire.maxClientName) bytes")
         }
-        core = ClientCore(options: options)
+        core = try ClientCore(options: options)
         try core.connectFirst()
     }
 
@@ -76,9 +81,8 @@ public final class BrokerClient: @unchecked Sendable {
 
     /// Hands every message now waiting (after waiting up to `timeout` for the first) to `body`, whose views
     /// are valid only during the call; site events are skipped. No allocation per message. Returns the count.
-    /// With shared-memory rings the calling thread reads the ring itself while it keeps calling, so `body`
-    /// must not receive on this client again (`receive`, `nextEvent`, `receiveAll`); sending from `body`,
-    /// PERMANENT sends and channel requests included, is fine.
+    /// With shared-memory rings the views point into the ring. `body` may send on this client, PERMANENT sends
+    /// and channel requests included; receiving again from `body` throws `invalidArgument`.
     @discardableResult
     public func receiveAll(timeout: Double?, _ body: (MessageView) -> Void) throws(BrokerClientError) -> Int {
         try core.receiveAll(timeout: timeout, body)

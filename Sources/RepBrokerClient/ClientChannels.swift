@@ -32,6 +32,8 @@ extension ClientCore {
             let next = nextSequence
             nextSequence += 1
             channelWaiting.insert(next)
+            // A reader thread holding back for a full inbox reads on while a reply is awaited.
+            state.broadcast()
             return next
         }
         defer { state.withLock { channelWaiting.remove(id); channelOutcomes[id] = nil } }
@@ -45,7 +47,7 @@ extension ClientCore {
                     if let outcome = channelOutcomes[id] { return outcome }
                     if isClosed { throw BrokerClientError.closed }
                     if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
-                    if !waitForBroker(until: deadline) && channelOutcomes[id] == nil { throw BrokerClientError.timedOut }
+                    if !state.wait(untilNanoseconds: deadline) && channelOutcomes[id] == nil { throw BrokerClientError.timedOut }
                 }
             }
         }
@@ -78,7 +80,7 @@ extension ClientCore {
             guard subscribed else { throw BrokerClientError.invalidArgument("subscribe to a channel first") }
             while channelInbox.isEmpty {
                 if isClosed { throw BrokerClientError.closed }
-                if !waitForBroker(until: deadline) && channelInbox.isEmpty { return nil }
+                if !state.wait(untilNanoseconds: deadline) && channelInbox.isEmpty { return nil }
             }
             return channelInbox.removeFirst()
         }

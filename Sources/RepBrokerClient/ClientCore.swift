@@ -1,6 +1,7 @@
-// State, socket I/O and the reader thread behind BrokerClient. See BrokerClient.swift for the locking rule.
+// State, connection and sending behind BrokerClient. See BrokerClient.swift for who owns what.
 import BrokerSystem
 import BrokerWire
+import CRepBrokerIPC
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -8,11 +9,13 @@ import Glibc
 
 final class ClientCore: @unchecked Sendable {
     let options: BrokerClientOptions
+    /// Guards what the reader thread shares with the calling threads (below, up to the receiver's state).
     let state = ConditionLock()
+    /// Serialises writers of the socket and of the to-broker ring; held (with `state`) to swap the connection.
     let writeLock = ConditionLock()
 
-    // Guarded by `state` (and `writeLock` for changes to `connection`). Only the reader thread closes it
-    // (`disconnect`); `close()` on another thread only shuts it down, which the owner checks against closing.
+    // Guarded by `state`; changed only with `writeLock` held too, so a writer may read them under either.
+    // Only the reader thread closes the connection (`disconnect`); other threads shut it down.
     var connection: OwnedDescriptor?
     /// The connection's number, -1 without one.
     var descriptor: CInt { connection?.number ?? -1 }
@@ -20,19 +23,24 @@ final class ClientCore: @unchecked Sendable {
     var welcome: WelcomeFrame? {
         didSet { messageLimit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
     }
-    /// The broker's message limit (control + rec) from WELCOME; read by every send.
+    /// The broker's message limit (control + rec) from WELCOME.
     var messageLimit = Wire.defaultMaxMessage
+    /// Shared-memory rings of the current connection (replaced with it).
+    var rings: ClientRingSide?
+
+    // Guarded by `state`.
     var roleState: RoleState = .none
-    /// Guarded by `state`; mirrored in `closedFlag` so that the send path needs only `writeLock`.
+    /// Mirrored in `closedFlag` for the paths that do not take `state`.
     var isClosed = false {
-        didSet { closedFlag.store(isClosed, ordering: .releasing) }
+        didSet { closedFlag.store(isClosed, ordering: .sequentiallyConsistent) }
     }
     let closedFlag = Atomic<Bool>(false)
     var lastError = "not connected yet"
-    /// MESSAGE and SITE_EVENT frames for the receiver, in arrival order (no allocation per message).
-    var inbox = ByteBuffer(capacity: 256 << 10)
-    /// The buffer `receiveAll` swaps in while it walks the previous one outside the lock.
-    var spareInbox = ByteBuffer(capacity: 256 << 10)
+    /// Set by the reader thread when the connection broke, before it tears it down: a sender waiting for
+    /// room in the ring gives up.
+    var failing = false
+    /// Why another thread shut the connection down (a corrupt ring); the reader thread reports it.
+    var abandonReason: String?
     var nextSequence: UInt64 = 1
     var results: [UInt64: SendStatus] = [:]
     var waiting: Set<UInt64> = []
@@ -41,21 +49,26 @@ final class ClientCore: @unchecked Sendable {
     var channelInbox: [ChannelMessage] = []
     var channelWaiting: Set<UInt64> = []
     var channelOutcomes: [UInt64: ChannelOutcome] = [:]
-    /// Frames the reader thread collected during one drain, moved to the inbox under one lock.
-    let staging = ByteBuffer(capacity: 64 << 10)
-    /// Shared-memory rings of the current connection (replaced with it).
-    var rings: ClientRingSide? {
-        didSet { borrowedRings = rings.map(Borrowed.init) }
-    }
-    /// `rings` for the send path, which holds `writeLock` (under which `rings` changes): no reference count
-    /// traffic, shared with the receiving threads, per message.
-    var borrowedRings: Borrowed<ClientRingSide>?
-    /// Set by the reader thread when the connection broke, before it tears it down.
-    var failing = false
-    /// Application threads blocked in receiveAll; the reader thread wakes them to drain the ring themselves.
-    var directWaiters = 0
+    /// Without rings: MESSAGE and SITE_EVENT frames the reader thread read, in order, for the receiver.
+    var inbox = ByteBuffer(capacity: 256 << 10)
+    /// Frames of the inbox, mirrored for the receiver's check without the lock.
+    let inboxFrames = Atomic<Int>(0)
 
-    init(options: BrokerClientOptions) { self.options = options }
+    // The reader thread's signals to the receiving thread.
+    /// Bumped whenever the connection (and so the rings) changes.
+    let connectionEpoch = Atomic<Int>(0)
+    /// Rung for the receiving thread when it said it sleeps: inbox frames, a changed connection, close.
+    let receiverBell: EventFd
+    let receiverSleeping = Atomic<Bool>(false)
+
+    /// Held by the one thread receiving now; it alone touches `receiver`.
+    let receiving = Atomic<Bool>(false)
+    let receiver = ReceiverState()
+
+    init(options: BrokerClientOptions) throws(BrokerClientError) {
+        self.options = options
+        do { receiverBell = try EventFd() } catch { throw .brokerUnavailable("cannot create an eventfd: \(error)") }
+    }
 
     // MARK: connecting
 
@@ -99,7 +112,7 @@ final class ClientCore: @unchecked Sendable {
                         if welcome.ringBytes > 0 {
                             let taken = descriptors
                             descriptors.removeAll()
-                            rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), descriptors: taken)
+                            rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), maxMessage: Int(welcome.maxMessage), descriptors: taken)
                         } else if options.transport == .sharedMemory {
                             throw BrokerClientError.protocolError("the broker offers no shared-memory rings")
                         }
@@ -140,18 +153,28 @@ final class ClientCore: @unchecked Sendable {
                 roleState = frame.roleState
                 rings = newRings
                 failing = false
+                abandonReason = nil
                 state.broadcast()
             }
         }
+        connectionChanged()
+    }
+
+    /// Tells the receiving thread to look at the connection again.
+    func connectionChanged() {
+        connectionEpoch.add(1, ordering: .sequentiallyConsistent)
+        receiverBell.signal()
     }
 
     /// The reader thread found the connection broken: waiting senders give up before it is torn down.
     func markFailing(_ reason: String) {
-        state.withLock {
+        let ringSide: ClientRingSide? = state.withLock {
             failing = true
             lastError = reason
             state.broadcast()
+            return rings
         }
+        ringSide?.roomDoorbell.signal()
     }
 
     /// Forgets the current connection: waiting sends fail, the descriptor is closed.
@@ -167,6 +190,18 @@ final class ClientCore: @unchecked Sendable {
                 lastError = reason
                 state.broadcast()
             }
+        }
+        connectionChanged()
+    }
+
+    /// Another thread found the connection unusable (a corrupt ring): it shuts the socket down, and the
+    /// reader thread, which owns the descriptor, ends the connection with `reason`.
+    func abandonConnection(reason: String) {
+        state.withLock {
+            guard abandonReason == nil else { return }
+            abandonReason = reason
+            lastError = reason
+            connection?.shutdown()
         }
     }
 
@@ -200,89 +235,108 @@ final class ClientCore: @unchecked Sendable {
         var sequence: UInt64 = 0
         var sentGeneration = 0
         try writeLock.withLock { () throws(BrokerClientError) in
-            // descriptor, rings, generation and welcome change only under writeLock (and state): held here.
-            guard !closedFlag.load(ordering: .acquiring) else { throw BrokerClientError.closed }
+            // descriptor, rings, generation and the limit change only under writeLock (and state): held here.
+            guard !closedFlag.load(ordering: .relaxed) else { throw BrokerClientError.closed }
             let fd = descriptor
             guard fd >= 0 else { throw BrokerClientError.brokerUnavailable(state.withLock { lastError }) }
             let limit = messageLimit
             guard size <= limit else { throw BrokerClientError.messageTooLarge(size: size, limit: limit) }
-            let borrowedRings = borrowedRings
             sentGeneration = generation
-            if permanent {
-                sequence = state.withLock {
-                    let next = nextSequence
-                    nextSequence += 1
-                    waiting.insert(next)
-                    return next
-                }
-            }
+            if permanent { sequence = expectResult() }
             let header = MessageHeader(destination: destination, flags: flags, lsn: lsn,
                                        controlLength: UInt32(control.count), recLength: UInt32(rec.count),
                                        sequence: sequence)
-            var failure: BrokerClientError?
-            let frameSize = header.frameSize
-            if let borrowedRings, borrowedRings.with({ frameSize <= $0.writer.maxPayload }) {
-                do throws(BrokerClientError) {
-                    try borrowedRings.with { ringSide throws(BrokerClientError) in
-                        try writeToRing(ringSide, frameSize: frameSize, generation: sentGeneration) {
-                            header.writeFrame(at: $0, payload: control, more: rec)
-                        }
-                    }
-                } catch { failure = error }
-            } else {
-                // Too large for the ring: a MARK holds its place there, the frame goes by the socket.
+            do throws(BrokerClientError) {
                 if let ringSide = rings {
-                    do throws(BrokerClientError) {
-                        try writeToRing(ringSide, kind: .mark, frameSize: 0, generation: sentGeneration) { _ in }
-                    } catch {
-                        failure = error
-                    }
-                }
-                if failure == nil {
-                    withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) { raw in
+                    try writeToRing(ringSide, header, control, rec, generation: sentGeneration)
+                } else {
+                    try withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) {
+                        raw throws(BrokerClientError) in
                         header.writeFrameHeaders(at: raw.baseAddress.unsafelyUnwrapped)
-                        do throws(BrokerClientError) { try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec) } catch {
-                            failure = error
-                        }
+                        try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec)
                     }
                 }
-            }
-            if let failure {
-                state.withLock { _ = waiting.remove(sequence) }
-                throw failure
+            } catch {
+                if permanent { state.withLock { _ = waiting.remove(sequence) } }
+                throw error
             }
         }
         guard permanent else { return }
         try awaitResult(sequence, generation: sentGeneration, destination: destination)
     }
 
-    /// Writes one record into the to-broker ring, waiting (up to the send timeout) while it is full.
-    private func writeToRing(
-        _ ringSide: ClientRingSide, kind: RecordKind = .frame, frameSize: Int, generation sent: Int,
-        _ fill: (UnsafeMutableRawPointer) -> Void
-    ) throws(BrokerClientError) {
+    /// A sequence number whose SEND_RESULT the reader thread will keep (it reads on past a full inbox for it).
+    private func expectResult() -> UInt64 {
+        state.withLock {
+            let next = nextSequence
+            nextSequence += 1
+            waiting.insert(next)
+            state.broadcast()
+            return next
+        }
+    }
+
+    /// Writes one MESSAGE into the to-broker ring, in one record or (too large for one) in parts, waiting for
+    /// room up to the send timeout. Write lock held.
+    private func writeToRing(_ ringSide: ClientRingSide, _ header: MessageHeader, _ control: UnsafeRawBufferPointer,
+                             _ rec: UnsafeRawBufferPointer, generation sent: Int) throws(BrokerClientError) {
+        let frameSize = header.frameSize
+        let writer = ringSide.writer
         var deadline: UInt64 = 0
-        while true {
-            let written: Bool
-            do { written = try ringSide.writer.write(kind: kind, payload: frameSize, fill) } catch {
-                throw .protocolError("\(error)")
+        if frameSize <= writer.maxPayload {
+            while true {
+                let written: Bool
+                do {
+                    written = try writer.write(kind: .frame, payload: frameSize) {
+                        header.writeFrame(at: $0, payload: control, more: rec)
+                    }
+                } catch { throw .protocolError("\(error)") }
+                if written { break }
+                try waitForRoom(ringSide, payload: frameSize, generation: sent, deadline: &deadline)
             }
-            if written {
-                ringSide.publish()
-                return
+        } else {
+            // Gathered once into private memory, then written in parts as the broker makes room.
+            let frame = ringSide.largeFrame
+            defer {
+                frame.reset()
+                frame.shrinkIfIdle()
             }
-            ringSide.publish()
-            if ringSide.writer.announceWaiting(forPayload: frameSize) { continue }
-            let now = Posix.monotonicNanoseconds()
-            if deadline == 0 { deadline = now + UInt64(options.sendTimeout * 1e9) }
-            guard now < deadline else { throw .refused("the shared-memory ring to the broker stayed full") }
-            try state.withLock { () throws(BrokerClientError) in
-                if isClosed { throw BrokerClientError.closed }
-                if failing || generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
-                // The reader thread broadcasts when the broker rings our doorbell after making room.
-                _ = state.wait(untilNanoseconds: min(deadline, now + 50_000_000))
+            let out = frame.reserveForWriting(frameSize)
+            header.writeFrameHeaders(at: out)
+            var at = out + Wire.frameHeaderSize + Wire.messageHeaderSize
+            for part in [control, rec] where part.count > 0 {
+                at.copyMemory(from: part.baseAddress.unsafelyUnwrapped, byteCount: part.count)
+                at += part.count
+            }
+            frame.commit(frameSize)
+            var offset = 0
+            while true {
+                do { offset = try writer.writeFragments(of: frame.readable, from: offset) } catch {
+                    throw .protocolError("\(error)")
+                }
+                if offset == frameSize { break }
+                try waitForRoom(ringSide, payload: writer.maxPayload, generation: sent, deadline: &deadline)
             }
         }
+        ringSide.publish()
+    }
+
+    /// The to-broker ring is full: publishes what is written, says the sender waits, and blocks on the room
+    /// doorbell (rung by the broker when it made room, by the reader thread when the connection fails, by
+    /// `close`). Throws when the send timeout passes or the connection is gone.
+    private func waitForRoom(_ ringSide: ClientRingSide, payload: Int, generation sent: Int,
+                             deadline: inout UInt64) throws(BrokerClientError) {
+        ringSide.publish()
+        if ringSide.writer.announceWaiting(forPayload: payload) { return }
+        let now = Posix.monotonicNanoseconds()
+        if deadline == 0 { deadline = now + UInt64(options.sendTimeout * 1e9) }
+        guard now < deadline else { throw .refused("the shared-memory ring to the broker stayed full") }
+        try state.withLock { () throws(BrokerClientError) in
+            if isClosed { throw BrokerClientError.closed }
+            if failing || generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
+        }
+        let milliseconds = CInt(min((deadline - now + 999_999) / 1_000_000, 60_000))
+        if rb_poll_two(ringSide.roomDoorbell.descriptor, -1, milliseconds) > 0 { ringSide.roomDoorbell.drain() }
     }
 
     private func awaitResult(_ sequence: UInt64, generation sent: Int, destination: Int32) throws(BrokerClientError) {
@@ -297,7 +351,7 @@ final class ClientCore: @unchecked Sendable {
                 if let status = results[sequence] { return status }
                 if isClosed { throw BrokerClientError.closed }
                 if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
-                if !waitForBroker(until: deadline) && results[sequence] == nil { throw BrokerClientError.timedOut }
+                if !state.wait(untilNanoseconds: deadline) && results[sequence] == nil { throw BrokerClientError.timedOut }
             }
         }
         switch status {
@@ -329,7 +383,7 @@ final class ClientCore: @unchecked Sendable {
         let deadline = Posix.monotonicNanoseconds() + UInt64(max(0, timeout) * 1e9)
         return state.withLock {
             while !condition() {
-                if isClosed || !waitForBroker(until: deadline) { return condition() }
+                if isClosed || !state.wait(untilNanoseconds: deadline) { return condition() }
             }
             return true
         }
@@ -337,11 +391,13 @@ final class ClientCore: @unchecked Sendable {
 
     /// Marks the client closed and wakes the reader thread, which closes the connection itself.
     func close() {
-        let owned: OwnedDescriptor? = state.withLock {
+        let (owned, ringSide): (OwnedDescriptor?, ClientRingSide?) = state.withLock {
             isClosed = true
             state.broadcast()
-            return connection
+            return (connection, rings)
         }
         owned?.shutdown()
+        ringSide?.roomDoorbell.signal()
+        receiverBell.signal()
     }
 }

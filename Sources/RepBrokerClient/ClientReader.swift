@@ -1,23 +1,24 @@
-// The client's reader thread: frames from the broker (by the socket, and by the to-client ring when there
-// are rings and no application thread drains it) into the inbox and send results; on loss of the broker,
-// reconnects with backoff (50 ms doubling to 1 s) and registers again. Its rounds with rings are in
-// ClientReaderRings.swift.
+// The client's reader thread: the only reader of the socket. It hands control frames to the threads that
+// wait for them (send results, roles, channel messages and outcomes) and, without rings, the receiver's
+// frames to the inbox. It never touches a ring, so nothing it does waits for the application's receiving.
+// On loss of the broker it fails what waits, then reconnects with backoff (50 ms doubling to 1 s) and
+// registers again.
 import BrokerSystem
 import BrokerWire
-import CRepBrokerIPC
 #if canImport(Glibc)
 import Glibc
 #endif
 
 extension ClientCore {
     func readerLoop(initial: [UInt8]) {
-        let buffer = ByteBuffer(capacity: 256 << 10)
+        let buffer = ByteBuffer(capacity: 64 << 10)
+        let staging = ByteBuffer(capacity: 64 << 10)
         buffer.append(initial)
         // Frames that came with WELCOME are handled before the first blocking read.
-        if let reason = processFrames(buffer) { lose(reason) }
+        if let reason = processFrames(buffer, staging) { lose(reason) }
         var backoff = 0.05
         while true {
-            let (fd, ringSide): (CInt, ClientRingSide?) = state.withLock { isClosed ? (-2, nil) : (descriptor, rings) }
+            let fd: CInt = state.withLock { isClosed ? -2 : descriptor }
             if fd == -2 { break }
             if fd < 0 {
                 guard options.reconnect else { break }
@@ -27,7 +28,7 @@ extension ClientCore {
                     buffer.append(leftover)
                     install(newFD, frame, newRings)
                     backoff = 0.05
-                    if let reason = processFrames(buffer) { lose(reason) }
+                    if let reason = processFrames(buffer, staging) { lose(reason) }
                 } catch {
                     state.withLock {
                         lastError = "\(error)"
@@ -37,42 +38,24 @@ extension ClientCore {
                 }
                 continue
             }
-            let reason = ringSide.map { serviceRing($0, fd, buffer) } ?? readOnce(fd, buffer)
-            if let reason {
+            if let reason = readOnce(fd, buffer, staging) {
                 lose(reason)
                 buffer.clear()
+                staging.clear()
             }
         }
         let fd: CInt = state.withLock { descriptor }
         if fd >= 0 { disconnect(reason: "client closed") }
     }
 
-    /// Moves the staged frames into the inbox under one lock. With `holdBack` (the reader thread) it waits
-    /// while the inbox is over its limit, so it stops reading and the broker queues, bounded.
-    func deliverStaged(_ staging: ByteBuffer, holdBack: Bool = true) {
-        guard !staging.isEmpty else { return }
-        state.withLock {
-            while holdBack && inbox.readableBytes > options.inboxLimitBytes && !isClosed {
-                state.wait(untilNanoseconds: Posix.monotonicNanoseconds() + 100_000_000)
-            }
-            if inbox.isEmpty {
-                // Nothing waits: the staged buffer becomes the inbox (no copy).
-                inbox.swapContents(with: staging)
-            } else {
-                inbox.append(staging.readable)
-            }
-            state.broadcast()
-        }
-        staging.reset()
-    }
-
     func lose(_ reason: String) {
+        let reason = state.withLock { abandonReason } ?? reason
         markFailing(reason)
         disconnect(reason: reason)
     }
 
     /// One blocking read and the frames it completes; returns why the connection ended, or nil.
-    func readOnce(_ fd: CInt, _ buffer: ByteBuffer) -> String? {
+    private func readOnce(_ fd: CInt, _ buffer: ByteBuffer, _ staging: ByteBuffer) -> String? {
         if let needed = FrameParser.pendingFrameSize(in: buffer.readable), needed > buffer.readableBytes {
             buffer.reserve(needed - buffer.readableBytes)
         }
@@ -86,38 +69,33 @@ extension ClientCore {
         }
         if n == 0 { return "the broker closed the connection" }
         buffer.commit(n)
-        return processFrames(buffer)
+        return processFrames(buffer, staging)
     }
 
-    /// Handles every complete frame that came by the socket; returns why the connection must end, or nil.
-    private func processFrames(_ buffer: ByteBuffer) -> String? {
-        let (limit, ringSide) = state.withLock { (messageLimit, rings) }
+    /// Handles every complete frame in `buffer`; returns why the connection must end, or nil.
+    private func processFrames(_ buffer: ByteBuffer, _ staging: ByteBuffer) -> String? {
+        let (limit, hasRings) = state.withLock { (messageLimit, rings != nil) }
         do {
             while let frame = try FrameParser.next(in: buffer.readable, maxMessage: limit) {
-                if frame.type == .message, let ringSide {
-                    // With rings, a MESSAGE on the socket is one too large for the ring: it waits beside the
-                    // ring until the ring's consumer reaches the MARK that holds its place.
-                    _ = try MessageHeader(body: frame.body)
-                    ringSide.addSocketMessage(frame.whole)
-                } else if let reason = try handle(frame, staging: staging) {
-                    return reason
-                }
+                if let reason = try handle(frame, staging: staging, hasRings: hasRings) { return reason }
                 buffer.consume(frame.totalSize)
             }
         } catch {
             return "bad frame from the broker: \(error)"
         }
-        deliverStaged(staging)
+        deliverToInbox(staging)
         buffer.shrinkIfIdle()
         return nil
     }
 
-    /// One checked frame from the broker: messages and site events to `staging` (then the inbox), the
-    /// rest to the waiting callers. Returns why the connection must end, or nil.
-    func handle(_ frame: Frame, staging: ByteBuffer) throws(WireError) -> String? {
+    /// One checked frame from the broker: the receiver's frames to `staging` (then the inbox), the rest to the
+    /// threads waiting for them. Returns why the connection must end, or nil.
+    private func handle(_ frame: Frame, staging: ByteBuffer, hasRings: Bool) throws(WireError) -> String? {
         switch frame.type {
-        case .message:
-            _ = try MessageHeader(body: frame.body)
+        case .message, .siteEvent:
+            // With rings these come in the to-client ring, in order; on the socket they would jump the queue.
+            guard !hasRings else { throw .unexpected(type: frame.type, state: "on the socket of a client with rings") }
+            if frame.type == .message { _ = try MessageHeader(body: frame.body) } else { _ = try SiteEventFrame(body: frame.body) }
             staging.append(frame.whole)
         case .sendResult:
             let result = try SendResultFrame(body: frame.body)
@@ -127,9 +105,6 @@ extension ClientCore {
                     state.broadcast()
                 }
             }
-        case .siteEvent:
-            _ = try SiteEventFrame(body: frame.body)
-            staging.append(frame.whole)
         case .channel:
             handleChannel(try ChannelFrame(body: frame.body))
         case .channelResult:
@@ -146,5 +121,32 @@ extension ClientCore {
             throw .unexpected(type: frame.type, state: "from the broker")
         }
         return nil
+    }
+
+    /// Moves the staged receiver frames into the inbox under one lock. While the inbox is over its limit it
+    /// waits (it stops reading, so the broker queues, bounded), but only while no thread waits for a reply:
+    /// a reply never queues behind messages the receiver has not taken.
+    private func deliverToInbox(_ staging: ByteBuffer) {
+        guard !staging.isEmpty else { return }
+        var frames = 0
+        var bytes = staging.readable
+        while let size = FrameParser.pendingFrameSize(in: bytes), size <= bytes.count {
+            frames += 1
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[size...])
+        }
+        state.withLock {
+            while inbox.readableBytes > options.inboxLimitBytes && !isClosed && waiting.isEmpty && channelWaiting.isEmpty {
+                _ = state.wait(untilNanoseconds: nil)
+            }
+            if inbox.isEmpty {
+                // Nothing waits: the staged buffer becomes the inbox (no copy).
+                inbox.swapContents(with: staging)
+            } else {
+                inbox.append(staging.readable)
+            }
+            inboxFrames.add(frames, ordering: .sequentiallyConsistent)
+        }
+        staging.reset()
+        if receiverSleeping.load(ordering: .sequentiallyConsistent) { receiverBell.signal() }
     }
 }

@@ -77,6 +77,17 @@ import Testing
         #expect(MemoryLayout<rb_peer_master>.size == MasterFrame(group: 1, siteID: 1).peerBody.count)
     }
 
+    @Test func ringConstantsMatchTheCHeader() {
+        #expect(UInt32(RingLayout.version) == RB_SHM_VERSION)
+        #expect(RingLayout.magic == RB_SHM_MAGIC)
+        #expect(RecordKind.frame.rawValue == RB_RECORD_FRAME)
+        #expect(RecordKind.wrap.rawValue == RB_RECORD_WRAP)
+        #expect(RecordKind.fragment.rawValue == RB_RECORD_FRAGMENT)
+        #expect(RecordKind(rawValue: 3) == nil, "MARK (version 1) is refused")
+        #expect(RingLayout.recordHeaderBytes == MemoryLayout<rb_record_header>.size)
+        #expect(RingLayout.headerBytes == MemoryLayout<rb_shm_header>.size)
+    }
+
     @Test(arguments: [(2, 1, 1, 1), (3, 1, 1, 2), (4, 1, 2, 3), (5, 1, 2, 4), (1, 0, 0, 0)])
     func ackPoliciesCountSitesBesidesTheSender(sites: Int, one: Int, quorum: Int, all: Int) {
         #expect(AckPolicy.none.requiredAcks(sites: sites) == 0)

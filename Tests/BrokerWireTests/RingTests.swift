@@ -74,18 +74,64 @@ func pattern(_ sequence: Int, _ length: Int) -> [UInt8] {
         #expect(sawFull && sawEmpty && written > 1000)
     }
 
-    @Test func marksKeepTheirPlace() throws {
+    /// Frames of every size up to five times the largest record, in a 4 KiB ring the reader drains as it
+    /// goes: each comes back whole and in order, between single-record frames, across wraps.
+    @Test func largeFramesTravelInPartsAndComeBackWhole() throws {
         let segment = LocalSegment(ringBytes: 4096)
         let writer = RingWriter(segment.rings.toClient)
         let reader = RingReader(segment.rings.toClient)
-        #expect(try writer.write(kind: .frame, payload: 3) { $0.storeBytes(of: 7, as: UInt8.self) })
-        #expect(try writer.write(kind: .mark, payload: 0) { _ in })
-        #expect(try writer.write(kind: .frame, payload: 1) { $0.storeBytes(of: 9, as: UInt8.self) })
-        writer.publish()
-        #expect(try reader.next()?.kind == .frame)
-        #expect(try reader.next()?.kind == .mark)
-        #expect(try reader.next()?.payload.first == 9)
-        #expect(try reader.next() == nil)
+        let assembler = FrameAssembler()
+        let limit = 5 * writer.maxPayload
+        var sizes = [100, writer.maxPayload, writer.maxPayload + 1, 2 * writer.maxPayload, limit]
+        for size in stride(from: 9, through: limit, by: 397) { sizes.append(size) }
+        var received: [[UInt8]] = []
+        for (index, size) in sizes.enumerated() {
+            var frame = FrameParser.encode(.role, body: [UInt8](repeating: 0, count: size - Wire.frameHeaderSize))
+            for i in Wire.frameHeaderSize..<size { frame[i] = UInt8(truncatingIfNeeded: i &* 31 &+ index) }
+            var offset = 0
+            var rounds = 0
+            while offset < frame.count {
+                offset = try frame.withUnsafeBytes { try writer.writeFragments(of: $0, from: offset) }
+                writer.publish()
+                while let record = try reader.next() {
+                    if let whole = try assembler.add(kind: record.kind, payload: record.payload, maxFrame: limit) {
+                        received.append(Array(whole))
+                    }
+                }
+                reader.release()
+                rounds += 1
+                #expect(rounds < 100)
+            }
+            #expect(received.count == index + 1)
+            #expect(received.last == frame, "frame \(index) of \(size) bytes")
+        }
+    }
+
+    @Test func partsThatDisagreeWithTheirFrameAreRefused() throws {
+        let header = FrameParser.encode(.role, body: [UInt8](repeating: 1, count: 92)) // a 100-byte frame
+        try header.withUnsafeBytes { whole in
+            let first = UnsafeRawBufferPointer(rebasing: whole[..<60])
+            let rest = UnsafeRawBufferPointer(rebasing: whole[60...])
+            // Parts adding up to the frame.
+            let assembler = FrameAssembler()
+            #expect(try assembler.add(kind: .fragment, payload: first, maxFrame: 100) == nil)
+            #expect(try assembler.add(kind: .frame, payload: rest, maxFrame: 100).map(Array.init) == Array(whole))
+            // A frame over the limit.
+            #expect(throws: RingError.self) { _ = try FrameAssembler().add(kind: .fragment, payload: first, maxFrame: 99) }
+            // A first part too short to hold the header.
+            #expect(throws: RingError.self) {
+                _ = try FrameAssembler().add(kind: .fragment, payload: UnsafeRawBufferPointer(rebasing: whole[..<4]), maxFrame: 100)
+            }
+            // Parts running past the frame, or ending short of it.
+            let long = FrameAssembler()
+            _ = try long.add(kind: .fragment, payload: first, maxFrame: 100)
+            #expect(throws: RingError.self) { _ = try long.add(kind: .fragment, payload: whole, maxFrame: 100) }
+            let short = FrameAssembler()
+            _ = try short.add(kind: .fragment, payload: first, maxFrame: 100)
+            #expect(throws: RingError.self) { _ = try short.add(kind: .frame, payload: UnsafeRawBufferPointer(rebasing: first[..<10]), maxFrame: 100) }
+            // A fragment holding the whole frame.
+            #expect(throws: RingError.self) { _ = try FrameAssembler().add(kind: .fragment, payload: whole, maxFrame: 100) }
+        }
     }
 
     @Test func corruptPositionsAndLengthsAreRefused() throws {

@@ -34,7 +34,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
 @Suite struct SharedMemoryTests {
     @Test func messagesTooLargeForTheRingKeepTheirOrderBothWays() throws {
         try withSites(2) { sites in
-            // 4 KiB rings: anything over ~1 KiB goes by the socket behind a MARK.
+            // 4 KiB rings: anything over ~1 KiB travels in parts (FRAGMENT records).
             let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory, ringBytes: 4096)
             let sender = try client(sites.broker(1), transport: .sharedMemory, ringBytes: 4096)
             let count = 400
@@ -57,11 +57,10 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
-    /// receiveAll drains the ring on its own thread while it keeps calling, and the reader thread takes the
-    /// ring over (into the inbox) while it pauses; messages too large for the ring come by the socket. Two
-    /// streams (one through a peer link, one local) arrive complete and each in order, whichever path each
-    /// message took.
-    @Test func receiveAllKeepsOrderAcrossItsOwnDrainsTheReaderThreadAndTheSocket() throws {
+    /// Two streams (one through a peer link, one local) into a 4 KiB ring, every 37th message too large for
+    /// one record, with the receiver pausing now and then so the ring fills and the broker queues: both
+    /// arrive complete and each in order.
+    @Test func twoStreamsWithLargeMessagesArriveInOrderThroughASmallRing() throws {
         try withSites(2) { sites in
             let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory, ringBytes: 4096)
             let remote = try client(sites.broker(1), transport: .sharedMemory, ringBytes: 4096)
@@ -72,7 +71,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
                 Thread {
                     do {
                         for index in 0..<perSender {
-                            // Every 37th is too large for a 4 KiB ring and goes by the socket behind a MARK.
+                            // Every 37th is too large for one record of a 4 KiB ring: it travels in parts.
                             let rec = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: index % 37 == 0 ? 2000 : 16)
                             try sender.send(control: [], rec: rec, lsn: LSN(file: UInt32(site), offset: UInt32(index)), to: 2)
                         }
@@ -85,7 +84,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
             let deadline = Posix.monotonicNanoseconds() + 30_000_000_000
             while next.values.contains(where: { $0 < UInt32(perSender) }), Posix.monotonicNanoseconds() < deadline {
                 calls += 1
-                // A pause now and then: longer than the reader thread's 1 ms yield, so it drains meanwhile.
+                // A pause now and then: the ring fills meanwhile and the broker queues behind it.
                 if calls % 50 == 0 { usleep(3000) }
                 try receiver.receiveAll(timeout: 1) { message in
                     let site = Int32(message.lsn.file)
@@ -153,10 +152,9 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
-    /// A receiveAll callback that sends PERMANENT (waiting for its SEND_RESULT, which comes through the very
-    /// ring the callback's thread is draining, at times behind a MARK whose message comes by the socket)
-    /// gets its result, its message's view stays intact while the wait reads the small ring further, and
-    /// both streams keep their order.
+    /// A receiveAll callback that sends PERMANENT (waiting for its SEND_RESULT on the socket while its own
+    /// small ring fills behind it, some messages in parts) gets its result, its message's view stays intact
+    /// meanwhile, and both streams keep their order.
     @Test func aPermanentSendInsideReceiveAllGetsItsResult() throws {
         try withSites(1) { sites in
             var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "echo", roles: [.sender, .receiver])
@@ -167,7 +165,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
             let sender = try client(sites.broker(1), transport: .sharedMemory)
             #expect(receiver.waitForReceiverRole(timeout: 10))
             let count: UInt32 = 200
-            // Every 25th is too large for the 4 KiB ring and comes by the socket behind a MARK.
+            // Every 25th is too large for one record of the 4 KiB ring: it travels in parts.
             func size(_ index: UInt32) -> Int { index % 25 == 0 ? 2000 : 1 }
             for index in 0..<count {
                 try sender.send(control: [], rec: Array(repeating: 7, count: size(index)), lsn: LSN(file: 1, offset: index), to: 1)
@@ -186,7 +184,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
                     do {
                         try receiver.send(control: [], rec: [8], lsn: LSN(file: 2, offset: message.lsn.offset), to: 1,
                                           flags: .permanent)
-                        // The view is still this message's, though the wait read the small ring further.
+                        // The view is still this message's, though the broker wrote on meanwhile.
                         if message.rec.count != size(message.lsn.offset) || message.rec.contains(where: { $0 != 7 }) {
                             failures.append("#\(message.lsn.offset) changed under its view")
                         }
@@ -200,9 +198,8 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
-    /// A receiveAll callback that runs long does not hold up another thread's PERMANENT send, whose result
-    /// waits in the ring behind the messages still to be handed to that callback: the reader thread asks
-    /// the drain to stop after the current callback and takes the ring over.
+    /// A receiveAll callback that runs long does not hold up another thread's PERMANENT send while messages
+    /// pile up in the ring behind it: the result comes by the socket.
     @Test func aSlowReceiveAllCallbackDoesNotHoldUpAnotherThreadsSendResult() throws {
         try withSites(1) { sites in
             var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "slow", roles: [.sender, .receiver])
@@ -224,8 +221,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
             }
             receiving.start()
             defer { stop.store(true, ordering: .relaxed) }
-            // The first message puts the receiving thread inside a callback, draining the ring itself; the
-            // rest pile up in the ring behind it, and the send's result behind them.
+            // The first message puts the receiving thread inside a callback; the rest pile up in the ring.
             try feeder.send(control: [], rec: [1], lsn: LSN(file: 1, offset: 0), to: 1)
             #expect(Deadline.wait(timeout: 10) { handed.load(ordering: .relaxed) >= 1 })
             for index in 1..<100 {
@@ -241,7 +237,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
-    /// A thread that receives with receiveAll (so drains the ring itself) while the broker is killed with -9
+    /// A thread that receives with receiveAll (reading the ring itself) while the broker is killed with -9
     /// and restarted carries on with the fresh rings: nothing out of order or twice, and what is sent after
     /// the restart arrives.
     @Test func receiveAllCarriesOnAcrossABrokerRestart() throws {

@@ -105,7 +105,7 @@ final class RawReceiver {
     }
 }
 
-/// A ring client written from the page: REGISTER asking for rings, WELCOME with three descriptors, then records
+/// A ring client written from the page: REGISTER asking for rings, WELCOME with four descriptors, then records
 /// in the to-broker ring (the library's ring code, without its client).
 final class RawRingClient {
     let fd: CInt
@@ -121,7 +121,8 @@ final class RawRingClient {
         while true {
             if let frame = try FrameParser.next(in: buffer.readable, maxMessage: 1 << 20) {
                 let welcome = try WelcomeFrame(body: frame.body)
-                rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), descriptors: descriptors)
+                rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), maxMessage: Int(welcome.maxMessage),
+                                           descriptors: descriptors)
                 fd = socket
                 return
             }
@@ -138,9 +139,11 @@ final class RawRingClient {
     deinit { Posix.close(descriptor: fd) }
 
     /// Writes `frame` as one FRAME record into the to-broker ring and publishes it.
-    func writeToRing(_ frame: [UInt8]) throws {
-        let written = try rings.writer.write(kind: .frame, payload: frame.count) { target in
-            frame.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: frame.count) }
+    func writeToRing(_ frame: [UInt8]) throws { try writeRecord(.frame, frame) }
+
+    func writeRecord(_ kind: RecordKind, _ bytes: [UInt8]) throws {
+        let written = try rings.writer.write(kind: kind, payload: bytes.count) { target in
+            bytes.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
         }
         #expect(written)
         rings.publish()
@@ -152,23 +155,21 @@ final class RawRingClient {
 }
 
 @Suite struct RingPathConformanceTests {
-    @Test func controlFramesWrittenIntoTheRingAreHandled() throws {
-        try withSites(2) { sites in
-            let subscriber = try client(sites.broker(2), name: "subscriber")
-            defer { subscriber.close() }
-            try subscriber.subscribe(channel: "c")
+    /// Only MESSAGE frames go into the to-broker ring; a control frame there closes that client alone.
+    @Test func aControlFrameInTheRingIsABadFrame() throws {
+        try withSites(1) { sites in
+            let bystander = try client(sites.broker(1), name: "bystander")
+            defer { bystander.close() }
             let raw = try RawRingClient(sites.broker(1).socketPath)
             try raw.writeToRing(FrameParser.encode(.master, body: MasterFrame(siteID: 2).localBody))
-            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.groups.first?.master == 2 }, "MASTER by the ring")
-            try raw.writeToRing(FrameParser.encode(.ack, body: AckFrame(lsn: LSN(file: 1, offset: 9)).body))
-            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.totals.acksReceived == 1 }, "ACK by the ring")
-            let channel = ChannelFrame(destination: 2, kind: .message, channel: "c", requestID: 1, payload: [5])
-            try raw.writeToRing(FrameParser.encode(.channel, body: channel.body))
-            #expect(try subscriber.receiveChannelMessage(timeout: 10)?.payload == [5], "CHANNEL by the ring")
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.count == 1 })
+            #expect(try sites.broker(1).stats().groups.first?.master ?? 0 == 0, "the frame was not acted on")
+            #expect(bystander.isConnected)
         }
     }
 
-    @Test func aRingClientsSocketMessageWithoutAMarkIsABadFrame() throws {
+    /// A ring client's messages use its ring: one on the socket would have no defined order with them.
+    @Test func aRingClientsMessageOnTheSocketIsABadFrame() throws {
         try withSites(1) { sites in
             let raw = try RawRingClient(sites.broker(1).socketPath)
             let header = MessageHeader(destination: 1, flags: [], lsn: .zero, controlLength: 0, recLength: 1, sequence: 0)
@@ -178,6 +179,22 @@ final class RawRingClient {
                 rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
             }
             raw.writeToSocket(frame)
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.isEmpty })
+        }
+    }
+
+    /// Parts that run past the frame they announce close the client with a reason.
+    @Test func fragmentsPastTheirFrameAreABadFrame() throws {
+        try withSites(1) { sites in
+            let raw = try RawRingClient(sites.broker(1).socketPath)
+            let header = MessageHeader(destination: 1, flags: [], lsn: .zero, controlLength: 0, recLength: 100, sequence: 0)
+            var frame = [UInt8](repeating: 0, count: header.frameSize)
+            let rec = [UInt8](repeating: 3, count: 100)
+            frame.withUnsafeMutableBytes { raw in
+                rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
+            }
+            try raw.writeRecord(.fragment, Array(frame[..<60]))
+            try raw.writeRecord(.fragment, Array(frame[60...]) + [0, 0, 0, 0])
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.isEmpty })
         }
     }

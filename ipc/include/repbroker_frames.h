@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define RB_PROTOCOL_VERSION 1u
+#define RB_PROTOCOL_VERSION 2u
 #define RB_FRAME_MAGIC 0xB7u
 #define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
 

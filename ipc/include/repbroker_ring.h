@@ -8,9 +8,11 @@
  *
  * A record is an 8-byte rb_record_header and `length` payload bytes, padded to a multiple of 8. It never
  * straddles the end of the data: when it would, the producer writes a WRAP record (length 0) and continues
- * at offset 0. A FRAME record's payload is one whole frame as on the socket (repbroker_frames.h). A MARK
- * record (length 0) holds the place of one MESSAGE frame that went by the socket instead (too large for
- * the ring): the consumer handles that socket frame when it reaches the MARK, so order is kept.
+ * at offset 0. A FRAME record's payload is one whole frame as on the socket (repbroker_frames.h), or the
+ * last part of one. A frame larger than a quarter of the ring travels as FRAGMENT records of at most
+ * ring_bytes / 4 - 8 bytes each and a last FRAME record: the first part holds the frame header, and the
+ * parts add up to exactly the frame it announces. The to-broker ring carries MESSAGE frames only; the
+ * to-client ring carries MESSAGE and SITE_EVENT frames for the receiver. Every other frame goes by the socket.
  *
  * Memory order: the producer writes a record, then stores head with release; the consumer loads head with
  * acquire, reads records, then stores tail with release; the producer loads tail with acquire before
@@ -26,7 +28,7 @@
 #include <stdint.h>
 
 #define RB_SHM_MAGIC 0x48534252u /* "RBSH" read as little-endian */
-#define RB_SHM_VERSION 1u
+#define RB_SHM_VERSION 2u
 #define RB_CACHE_LINE 64u
 #define RB_RECORD_ALIGN 8u
 #define RB_RING_MIN_BYTES 4096u
@@ -35,7 +37,7 @@
 
 #define RB_RECORD_FRAME 1u
 #define RB_RECORD_WRAP 2u
-#define RB_RECORD_MARK 3u
+#define RB_RECORD_FRAGMENT 4u /* 3 was MARK in version 1; it is refused */
 
 typedef struct rb_ring_control {
     uint64_t head;              /* line 0, written by the producer only */
@@ -59,7 +61,7 @@ typedef struct rb_shm_header {
 } rb_shm_header;                /* data of to_broker at 448, of to_client at 448 + ring_bytes */
 
 typedef struct rb_record_header {
-    uint32_t length;            /* payload bytes (0 for WRAP and MARK) */
+    uint32_t length;            /* payload bytes (0 for WRAP, at least 1 otherwise) */
     uint32_t kind;              /* RB_RECORD_* */
 } rb_record_header;
 

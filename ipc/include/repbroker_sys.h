@@ -68,6 +68,15 @@ static inline uint32_t rb_atomic_exchange_seq_cst_u32(uint32_t *p, uint32_t v) {
     return atomic_exchange_explicit((_Atomic uint32_t *)p, v, memory_order_seq_cst);
 }
 static inline void rb_atomic_thread_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
+/* Tells the processor this thread spins (x86 PAUSE): it yields the core's resources to its sibling. */
+static inline void rb_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 /* Nonzero when the processor has PREFETCHW (x86 CPUID 0x80000001 ECX bit 8); set at load time. */
 extern int rb_has_prefetchw;
 
