@@ -283,6 +283,38 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
+    /// One thread receives at a time: a receive from inside a receiveAll callback, or from a second thread
+    /// while one is waiting, is refused with a reason; the waiting receiver then gets its message.
+    @Test(arguments: [ClientTransport.sharedMemory, .unixSocket])
+    func aSecondReceiverIsRefusedWithAReason(transport: ClientTransport) throws {
+        try withSites(1) { sites in
+            let receiver = try client(sites.broker(1), roles: [.receiver], transport: transport)
+            let sender = try client(sites.broker(1), transport: transport)
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            try sender.send(control: [], rec: [1], to: 1)
+            var inner: BrokerClientError?
+            let count = try receiver.receiveAll(timeout: 10) { _ in
+                do throws(BrokerClientError) { _ = try receiver.receive(timeout: 0) } catch { inner = error }
+            }
+            #expect(count == 1)
+            guard case .invalidArgument(let reason)? = inner else {
+                Issue.record("a receive inside the callback gave \(String(describing: inner))")
+                return
+            }
+            #expect(reason.contains("one thread receives at a time"))
+            let stop = Atomic<Bool>(false)
+            let waiting = Thread { while !stop.load(ordering: .relaxed) { _ = try? receiver.receive(timeout: 0.5) } }
+            waiting.start()
+            defer { stop.store(true, ordering: .relaxed) }
+            // While that thread waits, a second receiver is refused.
+            var refused = false
+            #expect(Deadline.wait(timeout: 10) {
+                do throws(BrokerClientError) { _ = try receiver.receive(timeout: 0) } catch .invalidArgument { refused = true } catch {}
+                return refused
+            })
+        }
+    }
+
     @Test func withRingsOffAutomaticUsesTheSocketAndSharedMemoryFailsClearly() throws {
         try withSites(1, extraArguments: ["--max-ring-bytes", "0"]) { sites in
             let automatic = try client(sites.broker(1), name: "auto", transport: .automatic)
