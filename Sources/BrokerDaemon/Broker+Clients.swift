@@ -108,12 +108,13 @@ extension Broker {
                                                 "client.pid": "\(next.pid)"])
     }
 
-    /// Routes one client message: to one peer, to every peer (broadcast), or to this site's receiver.
+    /// Routes one client message (from its socket) to where `routeDecision` says.
     func route(from client: LocalClient, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
         client.borrowedGroup?.with { route(from: client, in: $0, header, payload: payload) }
     }
 
-    private func route(from client: LocalClient, in group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
+    /// Routes one client message of `group`: to one peer, to every peer (broadcast), or to this site's receiver.
+    func route(from client: LocalClient, in group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
         client.messagesSent += 1
         client.bytesSent += payload.count
         routedMessages += 1

@@ -33,8 +33,6 @@ public final class Broker {
     /// Local producers are paused while a connected peer's queue is above `backpressureBytes`.
     var producersPaused = false
     var backpressureBytes: Int { min(config.peerQueueBytes / 2, 1 << 20) }
-    /// Empty turns spent polling rings before the loop sleeps.
-    @exclusivity(unchecked) var idleRingTurns = 0
     var nextTickAt: UInt64 = 0
     /// When to hand freed memory back to the system after clients left (0: nothing to hand back).
     var trimMemoryAt: UInt64 = 0
@@ -127,24 +125,6 @@ public final class Broker {
         ])
     }
 
-    /// Runs the loop until `requestStop`, then flushes peers (bounded) and releases everything.
-    public func run() throws {
-        while !stopper.isRequested {
-            applyBackpressure()
-            let timeout = producersPaused ? 1 : ringClients.isEmpty ? tickMilliseconds : ringWaitMilliseconds()
-            let events = try loop.turn(timeoutMilliseconds: timeout)
-            now = Posix.monotonicNanoseconds()
-            // Rings that all said they sleep need no look on a quiet timeout: producers ring the eventfd.
-            if !ringClients.isEmpty && (events > 0 || timeout == 0) { serviceRings() }
-            if now >= nextTickAt {
-                tick()
-                nextTickAt = now + UInt64(tickMilliseconds) * 1_000_000
-            }
-        }
-        try shutDown()
-        if let fatalReason { throw BrokerFailure(reason: fatalReason) }
-    }
-
     public struct BrokerFailure: Error, CustomStringConvertible {
         public let reason: String
         public var description: String { reason }
@@ -162,36 +142,6 @@ public final class Broker {
         producersPaused = congested
         for client in clients.values where client.isRegistered { client.setReadingPaused(congested) }
     }
-
-    /// Reads every client's to-broker ring and fills its to-client ring.
-    func serviceRings() {
-        var active = false
-        var index = 0
-        while index < ringClients.count {
-            let client = ringClients[index]
-            // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
-            // third of a busy broker's cycles went to polling 17 idle rings while it spun).
-            if !producersPaused, client.hasRingInput, client.drainRing() { active = true }
-            if !client.output.isEmpty, client.flushToRing() {
-                active = true
-                client.scheduleFlush()
-            }
-            if ringClients.indices.contains(index), ringClients[index] === client { index += 1 }
-        }
-        loop.flushDirty()
-        idleRingTurns = active ? 0 : idleRingTurns + 1
-    }
-
-    /// Spins (timeout 0) for a few empty turns after ring traffic, then sleeps once every ring says so.
-    func ringWaitMilliseconds() -> Int32 {
-        if idleRingTurns < Self.ringSpinTurns { return 0 }
-        for client in ringClients {
-            guard let rings = client.rings, rings.reader.prepareToSleep() else { return 0 }
-        }
-        return tickMilliseconds
-    }
-
-    static let ringSpinTurns = 64
 
     /// Asks the loop to stop; safe from any thread.
     public func requestStop() { stopper.requestStop() }
@@ -211,7 +161,7 @@ public final class Broker {
         }
     }
 
-    private func shutDown() throws {
+    func shutDown() throws {
         logger.info("stopping: no new connections, flushing peers for up to \(config.shutdownFlushMilliseconds) ms")
         for listener in listeners { listener.close() }
         listeners.removeAll()

@@ -64,6 +64,8 @@ public struct BrokerConfig: Equatable, Sendable {
     /// Largest shared-memory ring granted to a client (each of its two rings); 0 offers none.
     public var maxRingBytes = 64 << 20
     public var socketMode: UInt32 = 0o660
+    /// What the loop does when a pass finds no work (see IdleStrategy.swift).
+    public var idleStrategy = IdleStrategyKind.backoff
 
     public init(siteID: Int32, socketPath: String? = nil, adminSocketPath: String? = nil) {
         self.siteID = siteID
@@ -205,6 +207,7 @@ struct ConfigFile: Codable {
     var allow_uids: [UInt32]?
     var allow_gids: [UInt32]?
     var socket_group: String?
+    var idle_strategy: String?
 }
 
 extension BrokerConfig {
@@ -213,7 +216,7 @@ extension BrokerConfig {
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
         "max-ring-bytes", "join", "state-dir", "group-key-file", "allow-uid", "allow-gid", "socket-group",
-        "advertise", "max-clients", "max-groups", "group-grace-ms",
+        "advertise", "max-clients", "max-groups", "group-grace-ms", "idle-strategy",
     ]
     /// The flags `repbrokerd` takes (options without a value).
     public static let flagNames: Set<String> = ["exit-with-parent", "insecure"]
@@ -293,6 +296,12 @@ extension BrokerConfig {
                 throw ConfigError.unreadable(keyFile, "cannot read the group key file")
             }
             config.groupKey = Array(key)
+        }
+        if let name = arguments.last("idle-strategy") ?? file.idle_strategy {
+            guard let kind = IdleStrategyKind(rawValue: name) else {
+                throw UsageError("--idle-strategy must be backoff, spin or block; not '\(name)'")
+            }
+            config.idleStrategy = kind
         }
         if let mode = arguments.last("socket-mode") ?? file.socket_mode {
             guard let value = UInt32(mode, radix: 8) else { throw UsageError("--socket-mode takes octal, not '\(mode)'") }

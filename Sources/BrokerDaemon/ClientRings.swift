@@ -98,52 +98,6 @@ extension LocalClient {
         borrowedRings?.with { $0.reader.hasRecords } ?? false
     }
 
-    /// Handles up to `budget` records of the to-broker ring; true when it found any.
-    @discardableResult
-    func drainRing(budget: Int = 4096) -> Bool {
-        guard let rings, !isClosed else { return false }
-        let reader = rings.reader
-        var handled = 0
-        do {
-            while handled < budget, let record = try reader.next() {
-                handled += 1
-                guard let whole = try rings.assembler.add(kind: record.kind, payload: record.payload,
-                                                          maxFrame: Wire.frameHeaderSize + Wire.messageHeaderSize + maxMessage)
-                else { continue }
-                // The frame header is read once (FrameParser.next) and its type and length are values from then on.
-                guard let frame = try FrameParser.next(in: whole, maxMessage: maxMessage), frame.totalSize == whole.count else {
-                    throw WireError.malformed(type: .message, reason: "ring record is not exactly one frame")
-                }
-                guard frame.type == .message else {
-                    throw WireError.unexpected(type: frame.type, state: "in the to-broker ring (only MESSAGE frames go there)")
-                }
-                try routeRingMessage(frame.body)
-                if isClosed { return true }
-            }
-        } catch let error as RingError {
-            broker.countBadFrame(clientID: id, .malformed(type: .message, reason: error.description))
-            close(reason: error.description)
-            return true
-        } catch let error as WireError {
-            protocolError(error)
-            return true
-        } catch {
-            close(reason: "\(error)")
-            return true
-        }
-        reader.release()
-        if reader.producerNeedsWake() { rings.roomDoorbell.signal() }
-        return handled > 0
-    }
-
-    /// A MESSAGE record, in place: MessageHeader reads each field once and checks the lengths against the body.
-    @inline(__always)
-    private func routeRingMessage(_ body: UnsafeRawBufferPointer) throws(WireError) {
-        let header = try MessageHeader(body: body)
-        let payload = UnsafeRawBufferPointer(rebasing: body[Wire.messageHeaderSize...])
-        borrowedBroker.with { $0.route(from: self, header, payload: payload) }
-    }
-
     /// Moves whole frames from the output queue into the to-client ring (a frame too large for one record in
     /// parts, resumed where it stopped when the ring filled); true when it moved any. The caller publishes.
     @discardableResult

@@ -1,6 +1,6 @@
-// The broker's single event loop: level-triggered epoll, an eventfd for wake-ups from other threads,
-// a periodic tick for timers, and a dirty list so that every connection with new output is written once
-// at the end of each turn (frames queued in one turn leave in one write).
+// The broker's sockets: level-triggered epoll, an eventfd for wake-ups from other threads (and the rings'
+// producers), and a dirty list so that every connection with new output is written once per pass of the
+// broker's duty cycle (frames queued in one pass leave in one write).
 import BrokerSystem
 
 /// Something registered with the event loop.
@@ -50,8 +50,9 @@ final class EventLoop {
         dirty.append(connection)
     }
 
-    /// Flushes every dirty connection.
-    func flushDirty() {
+    /// Flushes every dirty connection; returns how many.
+    @discardableResult
+    func flushDirty() -> Int {
         var index = 0
         while index < dirty.count {
             let connection = dirty[index]
@@ -60,12 +61,12 @@ final class EventLoop {
             index += 1
         }
         dirty.removeAll(keepingCapacity: true)
+        return index
     }
 
-    /// One turn: wait up to `timeoutMilliseconds`, dispatch events, flush. Returns how many events came
-    /// (a wake-up through the eventfd counts).
-    @discardableResult
-    func turn(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+    /// Waits up to `timeoutMilliseconds` (0: not at all) and dispatches the events that came. Returns how
+    /// many came (a wake-up through the eventfd counts).
+    func poll(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
         var events = 0
         try epoll.wait(timeoutMilliseconds: timeoutMilliseconds) { token, ready in
             events += 1
@@ -75,6 +76,13 @@ final class EventLoop {
             }
             handlers[token]?.handleEvents(ready)
         }
+        return events
+    }
+
+    /// One turn: `poll`, then flush.
+    @discardableResult
+    func turn(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        let events = try poll(timeoutMilliseconds: timeoutMilliseconds)
         flushDirty()
         return events
     }

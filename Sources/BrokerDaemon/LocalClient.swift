@@ -9,8 +9,6 @@ import BrokerWire
 final class LocalClient: Connection {
     /// The broker outlives every connection it serves.
     unowned(unsafe) let broker: Broker
-    /// `broker` for the per-message path.
-    let borrowedBroker: Borrowed<Broker>
     let id: UInt32
     let output = FrameQueue(capacity: 64 << 10)
     let outputLimit: Int
@@ -49,7 +47,6 @@ final class LocalClient: Connection {
 
     init(descriptor: CInt, broker: Broker, id: UInt32) {
         self.broker = broker
-        borrowedBroker = Borrowed(broker)
         self.id = id
         outputLimit = broker.config.clientQueueBytes
         pid = Socket.peerCredentials(descriptor).map { Int32($0.pid) } ?? 0
@@ -167,7 +164,7 @@ final class LocalClient: Connection {
 
     /// A client that exits right after its last send has its records still in the ring: handle them first.
     override func otherSideClosed() {
-        if rings != nil { drainRing(budget: Int.max) }
+        if rings != nil { broker.drainRing(of: self, budget: .max) }
         super.otherSideClosed()
     }
 
