@@ -25,6 +25,9 @@ public final class BrokerClient: @unchecked Sendable {
         guard !options.group.isEmpty, options.group.utf8.count <= Wire.maxGroupName else {
             throw .invalidArgument("group name must be 1...\(Wire.maxGroupName) bytes")
         }
+        guard options.receiveSpin >= 0, options.receiveSpin <= 1 else {
+            throw .invalidArgument("receive spin must be in [0, 1] seconds")
+        }
         guard options.ackTimeout > 0, options.ackTimeout <= 600 else {
             throw .invalidArgument("ack timeout must be in (0, 600] seconds")
         }

@@ -164,20 +164,29 @@ extension ClientCore {
         return handled
     }
 
-    static let spinChecks = 1000
-
     /// Waits for the receiver's frames, a changed connection or close, until `deadline`; false when it passed.
     /// Spins a moment first (records usually follow within microseconds while traffic flows), then says it
     /// sleeps, checks once more, and blocks in poll.
     private func waitForFrames(until deadline: UInt64?) -> Bool {
         let ringSide = receiver.rings.flatMap { $0.isCorrupt ? nil : $0 }
         let epoch = receiver.epoch
-        for _ in 0..<Self.spinChecks {
-            if ringSide?.hasRecords == true || inboxFrames.load(ordering: .relaxed) > 0
-                || connectionEpoch.load(ordering: .relaxed) != epoch || closedFlag.load(ordering: .relaxed) {
-                return true
+        if options.receiveSpin > 0 {
+            let spinUntil = Posix.monotonicNanoseconds() + UInt64(options.receiveSpin * 1e9)
+            var checks = 0
+            while true {
+                if ringSide?.hasRecords == true || inboxFrames.load(ordering: .relaxed) > 0
+                    || connectionEpoch.load(ordering: .relaxed) != epoch || closedFlag.load(ordering: .relaxed) {
+                    return true
+                }
+                rb_cpu_relax()
+                checks += 1
+                if checks & 31 == 0 {
+                    if Posix.monotonicNanoseconds() >= spinUntil { break }
+                    // More threads than cores (a broker, its clients): the one that brings the next message
+                    // may need this core.
+                    sched_yield()
+                }
             }
-            rb_cpu_relax()
         }
         // Seq_cst stores then loads, paired with the reader thread's and the broker's: either they see that
         // this thread sleeps, or it sees what they published.

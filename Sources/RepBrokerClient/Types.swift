@@ -35,13 +35,18 @@ public struct BrokerClientOptions: Sendable {
     public var ackTimeout: Double = 1
     /// Reconnect and re-register by itself after the broker goes away.
     public var reconnect = true
-    /// Bytes of received messages held before the client stops reading (the broker then queues, bounded).
+    /// Without rings: bytes of received messages held before the reader thread stops reading (the broker then
+    /// queues, bounded), unless a thread waits for a reply.
     public var inboxLimitBytes = 64 << 20
     /// Socket, shared-memory rings, or rings when offered.
     public var transport: ClientTransport = .automatic
-    /// Each ring's size asked for (the broker rounds to a power of two within its limit). Messages larger than
-    /// a quarter of the ring go by the socket, in order.
+    /// Each ring's size asked for (the broker rounds to a power of two within its limit). A message larger
+    /// than a quarter of the ring travels through it in parts.
     public var ringBytes = 1 << 20
+    /// How long (seconds) a receive with nothing to take spins on the ring before it sleeps: while traffic
+    /// flows the next message usually comes within microseconds, and a sleep costs a wake-up on both sides.
+    /// 0 sleeps at once (best when receiver threads outnumber the cores).
+    public var receiveSpin: Double = 0.000_02
 
     public init(socketPath: String, group: String = "default", name: String = "", roles: ClientRoles = [.sender]) {
         self.socketPath = socketPath

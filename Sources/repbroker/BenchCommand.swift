@@ -14,6 +14,8 @@ import RepBrokerClient
 enum BenchCommand: Command {
     static let help = """
         USAGE: repbroker bench ipc  [--size BYTES] [--seconds S] [--rounds N] [--json]
+               repbroker bench pingpong [--size 64] [--count 20000] [--idle-strategy spin|backoff|block|all]
+                                    [--client-spin SECONDS] [--json]
                repbroker bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
                                     [--mode direct|uds|shm|all] [--json]
 
@@ -23,6 +25,13 @@ enum BenchCommand: Command {
         transport. Reports delivered messages and MB per second (dropped ones counted apart), RTT p50/p99
         idle and under load (site 1 pings site 2), TCP connections per host, broker RSS and CPU seconds per
         million delivered messages, and the broker/direct ratios.
+
+        pingpong: round trips on one site, pinger -> broker -> echo -> broker -> pinger over shared-memory rings,
+        with the broker started with each idle strategy in turn (default all), and the same two threads over one
+        TCP loopback connection with TCP_NODELAY as the baseline of the same run. Reports p50, p99 and p99.9 round
+        trip, the ratio of each p50 to the direct one, and the broker's CPU while it ran. --client-spin sets the
+        clients' spin before they sleep (default 0.00002; on two cores the pinger, the echo and a spinning
+        broker share them).
 
         ipc:
         Starts a broker and measures one client handing messages to it and the broker handing them to a
@@ -36,7 +45,8 @@ enum BenchCommand: Command {
           --rounds N     Rounds, alternating the transports (default 3).
           --json         One JSON object instead of the table (every round included).
         """
-    static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode"]
+    static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode",
+                                             "idle-strategy", "client-spin"]
     static let flagNames: Set<String> = ["json"]
 
     /// One measurement: one transport, one round.
@@ -81,7 +91,8 @@ enum BenchCommand: Command {
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
         if arguments.positionals == ["mesh"] { return try runMesh(arguments) }
-        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc or mesh") }
+        if arguments.positionals == ["pingpong"] { return try runPingPong(arguments) }
+        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc, pingpong or mesh") }
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
         let roundCount = try arguments.integer("rounds", Int.self, range: 1...100) ?? 3
@@ -144,6 +155,31 @@ enum BenchCommand: Command {
                                                     size: options.size, seconds: options.seconds, results: results)) + "\n")
         } else {
             Console.writeOutput(MeshBench.table(results))
+        }
+        return 0
+    }
+
+    static func runPingPong(_ arguments: ParsedArguments) throws -> Int32 {
+        let size = try arguments.integer("size", Int.self, range: 1...(1 << 20)) ?? 64
+        let count = try arguments.integer("count", Int.self, range: 1...10_000_000) ?? 20_000
+        let clientSpin = try arguments.seconds("client-spin") ?? 0.000_02
+        let strategies: [IdleStrategyKind]
+        switch arguments.last("idle-strategy") ?? "all" {
+        case "all": strategies = [.spin, .backoff, .block]
+        case let name:
+            guard let kind = IdleStrategyKind(rawValue: name) else {
+                throw UsageError("--idle-strategy must be spin, backoff, block or all, not '\(name)'")
+            }
+            strategies = [kind]
+        }
+        let results = try strategies.map { try PingPongBench.measureBroker(strategy: $0, size: size, count: count, clientSpin: clientSpin) }
+        let direct = try PingPongBench.measureDirect(size: size, count: count)
+        if arguments.has("json") {
+            struct Report: Codable { let benchmark: String, size: Int, results: [PingPongResult], direct: PingPongResult }
+            Console.writeOutput(try jsonLine(Report(benchmark: "pingpong", size: size, results: results, direct: direct)) + "\n")
+        } else {
+            Console.writeOutput("pingpong: round trips on one site, \(size)-byte messages, \(count) timed after 1000 to warm up\n")
+            Console.writeOutput(PingPongBench.table(results, direct: direct))
         }
         return 0
     }
