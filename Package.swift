@@ -28,9 +28,11 @@ let package = Package(
         // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
         .target(name: "BrokerHarness", dependencies: ["BrokerDaemon", "BrokerSystem"]),
         .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon"]),
+        // The bench's physical reference: a two-hop relay over shared memory with no broker.
+        .target(name: "CRelayReference"),
         .executableTarget(
             name: "repbroker",
-            dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]
+            dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient", "CRelayReference"]
         ),
         .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem"]),
         .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "BrokerSystem", "CRepBrokerIPC"]),

@@ -8,6 +8,7 @@
 import BrokerDaemon
 import BrokerHarness
 import BrokerSystem
+import CRelayReference
 import Foundation
 import RepBrokerClient
 
@@ -36,7 +37,9 @@ enum BenchCommand: Command {
         ipc:
         Starts a broker and measures one client handing messages to it and the broker handing them to a
         receiver client, over each transport in turn for N rounds: the median msgs/s and MB/s delivered,
-        the lowest and highest round, and shm/uds (ratio of the medians).
+        the lowest and highest round, and shm/uds (ratio of the medians). Each round also runs the relay
+        reference (three C processes, two shared-memory hops, no broker; sizes up to 64 KiB): its best round is
+        the machine's capacity, and shm / relay best is printed beside it.
         Build with -c release for meaningful figures: swift run -c release repbroker bench ipc
 
         OPTIONS:
@@ -69,10 +72,10 @@ enum BenchCommand: Command {
                  messagesPerSecond = "msgs_per_s", megabytesPerSecond = "mb_per_s"
         }
 
-        init(transport: ClientTransport, size: Int, rounds: [Round]) {
+        init(transport: String, size: Int, rounds: [Round]) {
             let rates = rounds.map(\.messagesPerSecond).sorted()
             let median = rates.count % 2 == 1 ? rates[rates.count / 2] : (rates[rates.count / 2 - 1] + rates[rates.count / 2]) / 2
-            self.transport = transport.rawValue
+            self.transport = transport
             messagesPerSecond = median
             megabytesPerSecond = median * Double(size) / 1e6
             lowest = rates.first ?? 0
@@ -86,7 +89,13 @@ enum BenchCommand: Command {
         let size: Int
         let rows: [Row]
         let shmOverUDS: Double
-        enum CodingKeys: String, CodingKey { case benchmark, size, rows, shmOverUDS = "shm_over_uds" }
+        /// The machine's capacity for two hops over shared memory: the best relay round.
+        let relayBest: Double
+        let shmOverRelayBest: Double
+        enum CodingKeys: String, CodingKey {
+            case benchmark, size, rows, shmOverUDS = "shm_over_uds", relayBest = "relay_best_msgs_per_s",
+                 shmOverRelayBest = "shm_over_relay_best"
+        }
     }
 
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
@@ -103,14 +112,21 @@ enum BenchCommand: Command {
         let broker = sites.broker(1)
         let transports = [ClientTransport.unixSocket, .sharedMemory]
         var rounds: [[Round]] = transports.map { _ in [] }
+        var relayRounds: [Round] = []
         for _ in 0..<roundCount {
             for (index, transport) in transports.enumerated() {
                 rounds[index].append(try measure(broker, transport: transport, size: size, seconds: seconds))
             }
+            // The relay reference, in the same minute: its best round is the machine's capacity.
+            let rate = size <= 1 << 16 ? rb_relay_reference(CInt(size), seconds) : -1
+            if rate > 0 { relayRounds.append(Round(messages: Int(rate * seconds), seconds: seconds, messagesPerSecond: rate)) }
         }
-        let rows = zip(transports, rounds).map { Row(transport: $0, size: size, rounds: $1) }
+        var rows = zip(transports, rounds).map { Row(transport: $0.rawValue, size: size, rounds: $1) }
+        let relayBest = relayRounds.map(\.messagesPerSecond).max() ?? 0
+        if !relayRounds.isEmpty { rows.append(Row(transport: "relay", size: size, rounds: relayRounds)) }
         let ratio = rows[1].messagesPerSecond / max(rows[0].messagesPerSecond, 1)
-        let report = Report(benchmark: "ipc", size: size, rows: rows, shmOverUDS: ratio)
+        let report = Report(benchmark: "ipc", size: size, rows: rows, shmOverUDS: ratio, relayBest: relayBest,
+                            shmOverRelayBest: relayBest > 0 ? rows[1].messagesPerSecond / relayBest : 0)
         if arguments.has("json") {
             Console.writeOutput(try jsonLine(report) + "\n")
         } else {
@@ -123,6 +139,10 @@ enum BenchCommand: Command {
                     + String(format: "%.0f - %.0f", row.lowest, row.highest) + "\n")
             }
             Console.writeOutput(String(format: "shm/uds: %.2fx\n", ratio))
+            if relayBest > 0 {
+                Console.writeOutput(String(format: "relay (C, no broker: producer -> ring -> relay -> ring -> consumer) best "
+                    + "round: %.0f msgs/s; shm / relay best: %.2fx\n", relayBest, report.shmOverRelayBest))
+            }
         }
         return 0
     }
