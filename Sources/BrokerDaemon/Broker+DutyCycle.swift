@@ -64,7 +64,7 @@ extension Broker {
             let client = ringClients[index]
             // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
             // third of a busy broker's cycles went to polling 17 idle rings while it spun).
-            if !producersPaused, client.hasRingInput { work += drainRing(of: client) }
+            if !producersPaused || client.roleState == .receiver, client.hasRingInput { work += drainRing(of: client) }
             if !client.output.isEmpty, client.flushToRing() {
                 work += 1
                 client.scheduleFlush()

@@ -141,6 +141,7 @@ extension Broker {
         handshaking.removeAll { $0 === connection }
         connection.phase = .active
         link.connection = connection
+        if peersPaused { connection.setReadingPaused(true) }
         link.remoteIncarnation = hello.incarnation
         link.remoteGroups.removeAll(keepingCapacity: true)
         link.remoteGroupNames.removeAll(keepingCapacity: true)

@@ -7,10 +7,14 @@ import BrokerSystem
 import BrokerWire
 
 extension Broker {
+    /// Records taken from one client's ring per pass: small enough that every ring (and so a latency-bound
+    /// client beside bulk senders) is served within about a millisecond, large enough to amortize the pass.
+    static let ringBudget = 256
+
     /// Handles up to `budget` records of `client`'s to-broker ring; returns how many it handled. A bad
     /// record closes that client alone, with a reason and a count.
     @discardableResult
-    func drainRing(of client: LocalClient, budget: Int = 4096) -> Int {
+    func drainRing(of client: LocalClient, budget: Int = Broker.ringBudget) -> Int {
         guard let rings = client.rings, !client.isClosed, let group = client.group else { return 0 }
         let reader = rings.reader
         let maxMessage = client.maxMessage

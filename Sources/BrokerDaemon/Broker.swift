@@ -30,9 +30,11 @@ public final class Broker {
     var clients: [UInt32: LocalClient] = [:]
     /// Clients with shared-memory rings: polled every turn while busy, woken through the loop's eventfd.
     var ringClients: [LocalClient] = []
-    /// Local producers are paused while a connected peer's queue is above `backpressureBytes`.
+    /// Local producers (but receivers) are paused while a connected peer's queue or a local receiver's is above
+    /// `backpressureBytes`; peer links are not read while a local receiver's is.
     var producersPaused = false
-    var backpressureBytes: Int { min(config.peerQueueBytes / 2, 1 << 20) }
+    var peersPaused = false
+    var backpressureBytes: Int { min(config.peerQueueBytes / 2, 256 << 10) }
     var nextTickAt: UInt64 = 0
     /// When to hand freed memory back to the system after clients left (0: nothing to hand back).
     var trimMemoryAt: UInt64 = 0
@@ -130,18 +132,48 @@ public final class Broker {
         public var description: String { reason }
     }
 
-    /// Pauses local producers while a connected peer link is congested, and resumes them when it drains:
-    /// senders then wait (as on a TCP connection) instead of having their messages dropped. A peer that is
-    /// down does not pause anyone: messages for it are queued, then dropped and counted when its queue is full.
+    /// Backpressure, end to end and without drops. Local producers pause while a connected peer link's queue
+    /// or a local receiver's queue is over the mark; peer links are not read while a local receiver's queue is
+    /// (TCP then pushes back to the sending broker, whose producers pause in turn). Clients holding a receiver
+    /// role are never paused: what they send (acks, answers, sends from a receive callback) is often what
+    /// lets a queue drain. The mark is low (256 KiB) and the kernel's send queue short (TCP_NOTSENT_LOWAT), so
+    /// a message waits milliseconds behind bulk traffic, not seconds. A peer that is down pauses nobody:
+    /// messages for it are queued, then dropped and counted when its queue is full.
     func applyBackpressure() {
-        var congested = false
+        var peerCongested = false
         for link in linkList where !link.removed && link.connection != nil && link.queue.byteCount > backpressureBytes {
-            congested = true
+            peerCongested = true
         }
-        guard congested != producersPaused else { return }
-        producersPaused = congested
-        for client in clients.values where client.isRegistered { client.setReadingPaused(congested) }
+        var receiverCongested = false
+        for group in groupList {
+            if let receiver = group.receiver, receiver.output.byteCount > backpressureBytes { receiverCongested = true }
+        }
+        let pause = peerCongested || receiverCongested
+        if pause != producersPaused {
+            producersPaused = pause
+            for client in clients.values where client.isRegistered {
+                client.setReadingPaused(pause && client.roleState != .receiver)
+            }
+        }
+        if receiverCongested != peersPaused {
+            peersPaused = receiverCongested
+            for link in linkList {
+                guard let connection = link.connection else { continue }
+                connection.setReadingPaused(receiverCongested)
+                // Silence while this side does not read is not the peer's: it is heard again from now.
+                if !receiverCongested { link.lastHeard = now }
+            }
+        }
     }
+
+    /// Options of every peer socket: no Nagle delay, and a short kernel send queue (TCP_NOTSENT_LOWAT).
+    static func configurePeerSocket(_ fd: CInt) {
+        Socket.setNoDelay(fd)
+        Socket.setNotSentLowWatermark(fd, bytes: CInt(peerNotSentLowWatermark))
+    }
+
+    /// Unsent bytes the kernel may hold per peer socket before the broker's queue holds the rest.
+    static let peerNotSentLowWatermark = 128 << 10
 
     /// Asks the loop to stop; safe from any thread.
     public func requestStop() { stopper.requestStop() }
@@ -210,7 +242,7 @@ public final class Broker {
         for link in linkList where !link.removed {
             if let connection = link.connection {
                 let silent = now &- link.lastHeard
-                if silent > 3 * heartbeatNanoseconds {
+                if silent > 3 * heartbeatNanoseconds && !peersPaused {
                     connection.close(reason: "no traffic for \(silent / 1_000_000) ms")
                 } else if now &- link.lastSent >= heartbeatNanoseconds && link.queue.isEmpty {
                     link.enqueueControl(FrameParser.encode(.heartbeat, body: []), loop: loop)
@@ -287,7 +319,7 @@ public final class Broker {
         do {
             switch kind {
             case .peers:
-                Socket.setNoDelay(fd)
+                Self.configurePeerSocket(fd)
                 learnAdvertisedAddress(from: fd, connectionTo: "an incoming peer connection")
                 let connection = PeerConnection(descriptor: fd, broker: self, outgoing: nil)
                 try connection.register()

@@ -69,7 +69,7 @@ final class PeerConnection: Connection {
                 return
             }
             phase = .handshaking
-            Socket.setNoDelay(descriptor)
+            Broker.configurePeerSocket(descriptor)
             sendHello()
         }
         super.handleEvents(events)

@@ -94,6 +94,14 @@ public enum Socket {
         _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
     }
 
+    /// Wakes a writer (epoll writable) only while fewer than `bytes` are unsent in the kernel: the kernel's
+    /// send queue stays short and the data waits in the application's queue, where it can be scheduled.
+    public static func setNotSentLowWatermark(_ fd: CInt, bytes: CInt) {
+        var value = bytes
+        // TCP_NOTSENT_LOWAT (Linux 3.12).
+        _ = setsockopt(fd, CInt(IPPROTO_TCP), 25, &value, socklen_t(MemoryLayout<CInt>.size))
+    }
+
     public static func setBufferSizes(_ fd: CInt, bytes: CInt) {
         var value = bytes
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &value, socklen_t(MemoryLayout<CInt>.size))

@@ -32,7 +32,7 @@ import Testing
         struct Report: Decodable { let rows: [Row] }
         let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
         let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
-        #expect(report.rows.map(\.transport) == ["uds", "shm"])
+        #expect(report.rows.map(\.transport) == ["uds", "shm", "relay"])
         for row in report.rows {
             #expect(row.rounds.count == 2 && row.rounds.allSatisfy { $0.messages > 0 }, "\(row.transport)")
             #expect(row.msgs_per_s_lowest <= row.msgs_per_s && row.msgs_per_s <= row.msgs_per_s_highest, "\(row.transport)")

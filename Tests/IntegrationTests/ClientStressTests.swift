@@ -57,7 +57,9 @@ struct SeededRandom {
                 }
             }
             let phase = Atomic<Int>(0) // restarts done
+            // Senders stop first, while the receiver still receives: a receiver that stops makes senders wait.
             let stop = Atomic<Bool>(false)
+            let stopReceiving = Atomic<Bool>(false)
             let finished = Atomic<Int>(0) // threads that left their loop
             let sentInLastPhase = Mutex<[UInt32: ClosedRange<UInt32>]>([:])
             let senderThreads = senders.enumerated().map { index, sender in
@@ -105,7 +107,7 @@ struct SeededRandom {
                         $0.total += 1
                     }
                 }
-                while !stop.load(ordering: .relaxed) {
+                while !stopReceiving.load(ordering: .relaxed) {
                     do throws(BrokerClientError) {
                         switch random.below(3) {
                         case 0:
@@ -140,7 +142,10 @@ struct SeededRandom {
             }
             senderThreads.forEach { $0.start() }
             receiving.start()
-            defer { stop.store(true, ordering: .relaxed) }
+            defer {
+                stop.store(true, ordering: .relaxed)
+                stopReceiving.store(true, ordering: .relaxed)
+            }
             for restart in 1...2 {
                 let before = seen.withLock { $0.total }
                 #expect(Deadline.wait(timeout: 20) { seen.withLock { $0.total } >= before + 2000 }, "seed \(seed)")
@@ -152,6 +157,8 @@ struct SeededRandom {
             let before = seen.withLock { $0.total }
             #expect(Deadline.wait(timeout: 20) { seen.withLock { $0.total } >= before + 3000 }, "seed \(seed)")
             stop.store(true, ordering: .relaxed)
+            #expect(Deadline.wait(timeout: 20) { finished.load(ordering: .acquiring) == senderCount }, "seed \(seed)")
+            stopReceiving.store(true, ordering: .relaxed)
             #expect(Deadline.wait(timeout: 20) { finished.load(ordering: .acquiring) == senderCount + 1 }, "seed \(seed)")
             // Every message sent after the last restart arrives.
             let expected = sentInLastPhase.withLock { $0 }

@@ -55,17 +55,68 @@ import Testing
                     sent.increment()
                 }
             }
-            // The queue to the frozen peer stops near the backpressure mark (1 MiB) and the sender waits.
-            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.peers[0].queuedBytes > 1 << 20 })
-            let stalled = sent.value
-            #expect(Deadline.wait(timeout: 1) { sent.value == 3000 } == false, "the sender ran ahead of a frozen peer")
+            // The queue to the frozen peer stops near the backpressure mark (256 KiB), and the sender's ring
+            // fills behind it: the sender waits.
+            #expect(sites.broker(1).waitForStats(timeout: 10) { stats in
+                stats.peers[0].queuedBytes > 256 << 10
+                    && (stats.clients.first { $0.name == "pressed" }?.ringToBrokerUsed ?? 0) > 512 << 10
+            })
             let queued = try sites.broker(1).stats().peers[0].queuedBytes
-            #expect(queued < 2 << 20, "queued \(queued) bytes: producers were not paused")
-            #expect(sent.value - stalled < 600)
+            #expect(queued < 1 << 20, "queued \(queued) bytes: producers were not paused")
+            #expect(sent.value < 3000, "the sender ran ahead of a frozen peer")
             sites.broker(2).child?.signal(SIGCONT)
             let received = try receiveAll(receiver, count: 3000, timeout: 30)
             #expect(received.count == 3000)
             #expect(received.enumerated().allSatisfy { $0.element.control == [UInt8($0.offset % 256)] })
+            #expect(try sites.broker(1).stats().peers[0].dropped == 0)
+        }
+    }
+
+    /// A receiver that stops receiving makes the remote sender wait: the queue in front of the receiver stays
+    /// near the mark (the receiving broker stops reading the link, TCP pushes back, the sending broker pauses
+    /// its producers), the link stays up though this side does not read it for seconds, and once the receiver
+    /// receives again every message arrives, in order, none dropped.
+    @Test func aSlowReceiverMakesRemoteSendersWaitInsteadOfPilingUpOrDropping() throws {
+        try withSites(2, extraArguments: ["--heartbeat-ms", "200"]) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory)
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "eager")
+            options.transport = .sharedMemory
+            options.sendTimeout = 60
+            let sender = try BrokerClient(options: options)
+            let count = 6000
+            let sent = Counter()
+            let payload = Array(repeating: UInt8(9), count: 4096)
+            startThread {
+                for index in 0..<count {
+                    guard (try? sender.send(control: [UInt8(index % 256)], rec: payload, to: 2)) != nil else { return }
+                    sent.increment()
+                }
+            }
+            // 24 MiB sent at a receiver that takes nothing: its ring (1 MiB) fills, then the broker's queue for it
+            // to the mark, then the link, then the sender's own ring.
+            #expect(sites.broker(1).waitForStats(timeout: 20) { stats in
+                (stats.clients.first { $0.name == "eager" }?.ringToBrokerUsed ?? 0) > 512 << 10
+            })
+            let receiverQueue = try #require(try sites.broker(2).stats().clients.first { $0.roles == ["receiver"] }).queuedBytes
+            #expect(receiverQueue < 1 << 20, "\(receiverQueue) bytes queued in front of the receiver")
+            #expect(sent.value < count)
+            // More than three heartbeats (600 ms) without reading the link: it stays up.
+            let before = try sites.broker(2).stats().peers[0].reconnects
+            #expect(sites.broker(2).waitForStats(timeout: 10) { ($0.peers[0].millisecondsSinceHeard ?? 0) > 1000 })
+            #expect(try sites.broker(2).stats().peers[0].state == .connected)
+            var next = 0
+            var inOrder = true
+            let deadline = Posix.monotonicNanoseconds() + 60_000_000_000
+            while next < count, Posix.monotonicNanoseconds() < deadline {
+                try receiver.receiveAll(timeout: 5) { message in
+                    if message.control.count != 1 || message.control[0] != UInt8(next % 256) { inOrder = false }
+                    next += 1
+                }
+            }
+            #expect(next == count && inOrder)
+            let after = try sites.broker(2).stats()
+            #expect(after.peers[0].reconnects == before && after.totals.dropped == 0)
             #expect(try sites.broker(1).stats().peers[0].dropped == 0)
         }
     }
