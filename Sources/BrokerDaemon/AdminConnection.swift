@@ -6,7 +6,7 @@ import Foundation
 
 final class AdminConnection: Connection {
     /// The broker outlives every connection it serves.
-    unowned(unsafe) let broker: Broker
+    unowned let broker: Broker
     let output = ByteBuffer(capacity: 4096)
     private var answered = false
     static let maxRequest = 1024

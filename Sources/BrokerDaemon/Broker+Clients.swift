@@ -110,7 +110,7 @@ extension Broker {
 
     /// Routes one client message (from its socket) to where `routeDecision` says.
     func route(from client: LocalClient, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
-        client.borrowedGroup?.with { route(from: client, in: $0, header, payload: payload) }
+        client.$group?.with { route(from: client, in: $0, header, payload: payload) }
     }
 
     /// Routes one client message of `group`: to one peer, to every peer (broadcast), or to this site's receiver.
@@ -182,7 +182,7 @@ extension Broker {
 
     /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.
     func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
-        if let receiver = group.borrowedReceiver {
+        if let receiver = group.$receiver {
             if receiver.with({ $0.deliver(header, payload: payload) }) { group.delivered += 1 } else { group.dropped += 1 }
             return
         }

@@ -17,13 +17,14 @@ extension Broker {
     func drainRing(of client: LocalClient, budget: Int = Broker.ringBudget) -> Int {
         guard let rings = client.rings, !client.isClosed, let group = client.group else { return 0 }
         let reader = rings.reader
+        let assembler = rings.assembler
         let maxMessage = client.maxMessage
         let maxFrame = Wire.frameHeaderSize + Wire.messageHeaderSize + maxMessage
         var handled = 0
         do {
             while handled < budget, let record = try reader.next() {
                 handled += 1
-                guard let whole = try rings.assembler.add(kind: record.kind, payload: record.payload, maxFrame: maxFrame)
+                guard let whole = try assembler.add(kind: record.kind, payload: record.payload, maxFrame: maxFrame)
                 else { continue }
                 // The frame header is read once (FrameParser.next) and its type and length are values from then on.
                 guard let frame = try FrameParser.next(in: whole, maxMessage: maxMessage), frame.totalSize == whole.count else {

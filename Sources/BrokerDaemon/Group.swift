@@ -1,6 +1,5 @@
 // A replication group on this broker: its index on peer links, the client holding the receiver role,
 // the standbys in the order they asked, and a bounded queue of messages waiting for a receiver.
-// Hot-path state is @exclusivity(unchecked): one thread owns it and no access to it overlaps another.
 import BrokerSystem
 import BrokerWire
 
@@ -8,18 +7,16 @@ final class Group {
     let name: String
     /// This broker's index for the group, sent in GROUP_BIND and MESSAGE frames on peer links.
     let index: UInt32
-    var receiver: LocalClient? {
-        didSet { borrowedReceiver = receiver.map(Borrowed.init) }
-    }
-    /// `receiver` (which owns it) for the per-message path.
-    @exclusivity(unchecked) private(set) var borrowedReceiver: Borrowed<LocalClient>?
+    @Borrowable var receiver: LocalClient?
     var standbys: [LocalClient] = []
     /// MESSAGE frames, ready for a client, that arrived while no client held the receiver role.
     let pending = FrameQueue(capacity: 4096)
-    @exclusivity(unchecked) var pendingMessages = 0
-    @exclusivity(unchecked) var pendingPayloadBytes = 0
+    var pendingMessages = 0
+    var pendingPayloadBytes = 0
+    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) var delivered = 0
-    @exclusivity(unchecked) var dropped = 0
+    var dropped = 0
     /// The master site as last announced here or by a peer; 0 when none is known.
     var master: Int32 = 0
     /// Per peer link (by `PeerLink.index`): the LSN that site has acknowledged as durable.

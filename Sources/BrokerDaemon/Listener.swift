@@ -10,7 +10,7 @@ final class Listener: LoopHandler {
     let descriptor: CInt
     let kind: Kind
     /// The broker outlives every connection it serves.
-    unowned(unsafe) let broker: Broker
+    unowned let broker: Broker
     var token: UInt64 = 0
     /// Out of descriptors or memory: the listener is not polled until then (0: it is polled).
     private(set) var pausedUntil: UInt64 = 0

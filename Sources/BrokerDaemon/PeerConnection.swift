@@ -9,7 +9,7 @@ final class PeerConnection: Connection {
     enum Phase { case connecting, handshaking, active }
 
     /// The broker outlives every connection it serves.
-    unowned(unsafe) let broker: Broker
+    unowned let broker: Broker
     let outgoing: Bool
     var link: PeerLink?
     var phase: Phase
