@@ -1,5 +1,6 @@
 // The benchmarks' own transports and counters (no timing is asserted): a short mesh run in each mode
-// delivers exactly what its senders sent, and the ipc bench runs both transports.
+// delivers exactly what its senders sent, the ipc bench runs both transports and its relay reference, and
+// the pingpong bench completes every round trip with each idle strategy and its direct baseline.
 import BrokerHarness
 import Foundation
 import Testing
@@ -36,6 +37,19 @@ import Testing
         for row in report.rows {
             #expect(row.rounds.count == 2 && row.rounds.allSatisfy { $0.messages > 0 }, "\(row.transport)")
             #expect(row.msgs_per_s_lowest <= row.msgs_per_s && row.msgs_per_s <= row.msgs_per_s_highest, "\(row.transport)")
+        }
+    }
+
+    @Test func thePingPongBenchCompletesEveryRoundTripWithEachStrategy() throws {
+        let (status, output) = try runToExit("repbroker", ["bench", "pingpong", "--count", "300", "--json"], timeout: 120)
+        #expect(status == 0, "\(output.suffix(1000))")
+        struct Result: Decodable { let path: String, round_trips: Int, p50_us: Double, p99_us: Double }
+        struct Report: Decodable { let results: [Result], direct: Result }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
+        #expect(report.results.map(\.path) == ["broker (spin)", "broker (backoff)", "broker (block)"])
+        for result in report.results + [report.direct] {
+            #expect(result.round_trips == 300 && result.p50_us > 0 && result.p50_us <= result.p99_us, "\(result.path)")
         }
     }
 }

@@ -42,7 +42,7 @@ struct SeededRandom {
                 try client(broker, name: "stress-\(index)", transport: index == 0 ? .unixSocket : .sharedMemory,
                            ringBytes: 8192)
             }
-            let failures = Mutex<[String]>([])
+            let failures = Locked<[String]>([])
             @Sendable func fail(_ text: String) { failures.withLock { if $0.count < 20 { $0.append(text) } } }
             // Stream s's sequence numbers go in lsn.offset, its id in lsn.file (1...senderCount; the echo
             // stream is senderCount + 1). A message's bytes are a function of (stream, sequence).
@@ -61,7 +61,7 @@ struct SeededRandom {
             let stop = Atomic<Bool>(false)
             let stopReceiving = Atomic<Bool>(false)
             let finished = Atomic<Int>(0) // threads that left their loop
-            let sentInLastPhase = Mutex<[UInt32: ClosedRange<UInt32>]>([:])
+            let sentInLastPhase = Locked<[UInt32: ClosedRange<UInt32>]>([:])
             let senderThreads = senders.enumerated().map { index, sender in
                 Thread {
                     var random = SeededRandom(state: seed &+ UInt64(index) &* 1000)
@@ -93,7 +93,7 @@ struct SeededRandom {
             // now and then a send (PERMANENT at times) of the echo stream to itself.
             let echoStream = UInt32(senderCount + 1)
             struct Seen { var last: [UInt32: UInt32] = [:], total = 0 }
-            let seen = Mutex(Seen())
+            let seen = Locked(Seen())
             let receiving = Thread {
                 var random = SeededRandom(state: seed ^ 0xA5A5)
                 var echoSequence: UInt32 = 0

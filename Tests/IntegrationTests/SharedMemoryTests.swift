@@ -66,7 +66,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
             let remote = try client(sites.broker(1), transport: .sharedMemory, ringBytes: 4096)
             let local = try client(sites.broker(2), transport: .sharedMemory, ringBytes: 4096)
             let perSender = 3000
-            let failures = Mutex<[String]>([])
+            let failures = Locked<[String]>([])
             let senders = [(remote, Int32(1)), (local, Int32(2))].map { sender, site in
                 Thread {
                     do {
@@ -246,7 +246,7 @@ func cpuSeconds(_ pid: Int32) -> Double {
             let receiver = try client(broker, roles: [.receiver], transport: .sharedMemory)
             let sender = try client(broker, transport: .sharedMemory)
             struct Seen { var last: UInt32 = 0, count = 0, disorder = 0 }
-            let seen = Mutex(Seen())
+            let seen = Locked(Seen())
             let stop = Atomic<Bool>(false)
             let receiving = Thread {
                 while !stop.load(ordering: .relaxed) {

@@ -1,6 +1,7 @@
 // Helpers for tests with real processes: `repbroker send` / `recv` children, parsed receiver output,
 // and a group of brokers that is always shut down.
 import BrokerDaemon
+import BrokerSystem
 import BrokerHarness
 import Foundation
 import RepBrokerClient
@@ -73,4 +74,17 @@ func receiveAll(_ receiver: BrokerClient, count: Int, timeout: Double = 20) thro
     var messages: [ReceivedMessage] = []
     while messages.count < count, let message = try receiver.receive(timeout: timeout) { messages.append(message) }
     return messages
+}
+
+/// A value behind a pthread mutex, for state the tests' threads share. ThreadSanitizer sees a pthread mutex;
+/// it does not see the futex under Synchronization's Mutex and would report the accesses it orders.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
 }
