@@ -236,7 +236,7 @@ public final class Broker {
             requestStop()
         }
         takeResolverAnswers()
-        if reserveDescriptor < 0 { reserveDescriptor = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        _ = holdReserveDescriptor()
         for listener in listeners { listener.resumeIfDue(now: now) }
         releaseIdleGroups()
         dialJoinTargets()
@@ -271,6 +271,12 @@ public final class Broker {
             }
         }
         loop.flushDirty()
+    }
+
+    /// Takes the reserve descriptor back when it was used and a descriptor is free; true when it is held.
+    func holdReserveDescriptor() -> Bool {
+        if reserveDescriptor < 0 { reserveDescriptor = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        return reserveDescriptor >= 0
     }
 
     /// Closes the reserve descriptor so that one accept can succeed; false when it is already in use.

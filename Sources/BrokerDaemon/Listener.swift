@@ -29,6 +29,13 @@ final class Listener: LoopHandler {
     }
 
     func handleEvents(_ events: EpollEvents) {
+        // Clients never take the descriptor the reserve needs: a descriptor freed by a closing connection goes
+        // back to the reserve first, so the admin and peer listeners can always accept one more.
+        if kind == .clients && !broker.holdReserveDescriptor() {
+            broker.acceptFailures += 1
+            pause(SystemError("open(reserve descriptor)", .current))
+            return
+        }
         // A bounded batch per wake-up keeps one busy listener from starving the other sockets.
         for _ in 0..<64 {
             let accepted: CInt?

@@ -28,10 +28,10 @@ func rawConnections(_ path: String, count: Int) throws -> [CInt] {
         defer { directory.remove() }
         let ports = [FreePort.next(), FreePort.next()]
         let limited = BrokerProcess(siteID: 1, port: ports[0], directory: directory.path, peers: [(2, ports[1])],
-                                    extraArguments: ["--heartbeat-ms", "100", "--max-clients", "1000"],
+                                    extraArguments: ["--heartbeat-ms", "300", "--max-clients", "1000"],
                                     program: brokerWithDescriptorLimit(48))
         let other = BrokerProcess(siteID: 2, port: ports[1], directory: directory.path, peers: [(1, ports[0])],
-                                  extraArguments: ["--heartbeat-ms", "100"])
+                                  extraArguments: ["--heartbeat-ms", "300"])
         try limited.start()
         defer { limited.terminate() }
         try other.start()
@@ -44,7 +44,7 @@ func rawConnections(_ path: String, count: Int) throws -> [CInt] {
         #expect(limited.waitForStats(timeout: 10) { $0.totals.acceptFailures > 0 }, "the admin socket answers")
         let cpuBefore = ProcessStats.cpuSeconds(pid)
         let linesBefore = limited.log.components(separatedBy: "accept failed").count
-        // Three seconds out of descriptors, heartbeats every 100 ms: the link must not go down for silence, and
+        // Three seconds out of descriptors, heartbeats every 300 ms: the link must not go down for silence, and
         // the admin socket answers throughout.
         let faltered = Deadline.wait(timeout: 3, interval: 0.2) {
             (try? limited.stats().peers.first?.state) != .connected
