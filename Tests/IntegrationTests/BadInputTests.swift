@@ -124,4 +124,20 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
             #expect(site1.log.contains("protocol version 9"))
         }
     }
+
+    /// A client of protocol version 1 (rings with MARK records, control frames in the rings) is refused with
+    /// ERROR 1 and a reason naming both versions; it is not counted as a bad frame.
+    @Test func aClientOfTheOldProtocolVersionIsRefusedWithAReason() throws {
+        try withSites(1) { sites in
+            let raw = try RawConnection.unix(sites.broker(1).socketPath)
+            let old = RegisterFrame(version: 1, roles: .sender, pid: 1, group: "default", name: "old", ringBytes: 65536)
+            raw.write(FrameParser.encode(.register, body: old.body))
+            let answer = try #require(raw.readUntilClosed())
+            raw.close()
+            let reasons = RawConnection.errorReasons(answer)
+            #expect(reasons.contains { $0.contains("protocol version 1") && $0.contains("speaks 2") }, "\(reasons)")
+            let stats = try sites.broker(1).stats()
+            #expect(stats.clients.isEmpty && stats.totals.badFrames == 0)
+        }
+    }
 }
