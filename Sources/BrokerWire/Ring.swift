@@ -263,7 +263,7 @@ public final class RingReader: @unchecked Sendable {
         rb_atomic_store_seq_cst_u32(ring.sleeping, 1)
         // Paired with the producer's fence in consumerNeedsWake (see there).
         rb_atomic_thread_fence_seq_cst()
-        // The released tail, not this side's private one: with a consumer lock, another thread may consume.
+        // The released tail: the consumer releases what it read before it says it sleeps.
         if rb_atomic_load_acquire_u64(ring.head) != rb_atomic_load_acquire_u64(ring.tail) {
             rb_atomic_store_seq_cst_u32(ring.sleeping, 0)
             return false

@@ -315,6 +315,44 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
+    /// Messages larger than the ring itself (default 1 MiB rings, messages up to 3 MiB) cross a peer link in
+    /// both directions' rings, from two sending threads, with every byte as sent and each stream in order.
+    @Test func messagesLargerThanTheRingCrossAPeerLinkIntact() throws {
+        try withSites(2) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory)
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            let senders = try (0..<2).map { _ in try client(sites.broker(1), transport: .sharedMemory) }
+            let perSender = 20
+            @Sendable func bytes(_ stream: UInt32, _ index: UInt32) -> [UInt8] {
+                let size = 1 + Int((index &* 2_654_435_761 &+ stream &* 97) % (3 << 20))
+                return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(index) &+ Int(stream) &* 7) }
+            }
+            let threads = senders.enumerated().map { offset, sender in
+                Thread {
+                    for index in 0..<UInt32(perSender) {
+                        let stream = UInt32(offset + 1)
+                        try? sender.send(control: [UInt8(offset)], rec: bytes(stream, index), lsn: LSN(file: stream, offset: index),
+                                         to: 2, flags: index % 3 == 0 ? .permanent : [])
+                    }
+                }
+            }
+            threads.forEach { $0.start() }
+            var next: [UInt32: UInt32] = [1: 0, 2: 0]
+            var failures: [String] = []
+            while next.values.contains(where: { $0 < UInt32(perSender) }), failures.count < 5,
+                  let message = try receiver.receive(timeout: 20) {
+                let stream = message.lsn.file
+                if message.lsn.offset != next[stream] { failures.append("stream \(stream): #\(message.lsn.offset) after #\(next[stream] ?? 0)") }
+                if message.rec != bytes(stream, message.lsn.offset) {
+                    failures.append("stream \(stream) #\(message.lsn.offset): \(message.rec.count) bytes differ from what was sent")
+                }
+                next[stream] = message.lsn.offset + 1
+            }
+            #expect(failures.isEmpty, "\(failures)")
+            #expect(next == [1: UInt32(perSender), 2: UInt32(perSender)])
+        }
+    }
+
     @Test func withRingsOffAutomaticUsesTheSocketAndSharedMemoryFailsClearly() throws {
         try withSites(1, extraArguments: ["--max-ring-bytes", "0"]) { sites in
             let automatic = try client(sites.broker(1), name: "auto", transport: .automatic)

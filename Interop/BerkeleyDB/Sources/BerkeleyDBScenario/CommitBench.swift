@@ -58,6 +58,8 @@ public struct CommitBenchResult: Codable, Sendable {
     /// longer than the last bound).
     public var latencyHistogram: [Int]
     public var durability = CommitBenchResult.durabilitySetting
+    /// Why the row has no figures: a process of the group failed during it (nil: it ran).
+    public var failure: String?
     enum CodingKeys: String, CodingKey {
         case transport, label, writers, txnsCommitted = "txns_committed", txnsPerSecond = "txns_per_s"
         case commitP50Microseconds = "commit_p50_us", commitP99Microseconds = "commit_p99_us"
@@ -65,7 +67,16 @@ public struct CommitBenchResult: Codable, Sendable {
         case deadlockRetries = "deadlock_retries", tcpConnectionsPerHost = "tcp_connections_per_host"
         case cpuSecondsPer1000Commits = "cpu_s_per_1000_commits", durability
         case cpuBrokers = "cpu_s_per_1000_brokers", cpuReplication = "cpu_s_per_1000_replication"
-        case cpuWriters = "cpu_s_per_1000_writers", latencyHistogram = "latency_histogram"
+        case cpuWriters = "cpu_s_per_1000_writers", latencyHistogram = "latency_histogram", failure
+    }
+
+    /// A row whose group failed: reported with its reason, no figures.
+    public static func failed(_ transport: CommitTransport, writers: Int, reason: String) -> CommitBenchResult {
+        CommitBenchResult(transport: transport.rawValue, label: transport.label, writers: writers, txnsCommitted: 0,
+                          txnsPerSecond: 0, commitP50Microseconds: 0, commitP99Microseconds: 0, permFailures: 0,
+                          startupPermFailures: 0, deadlockRetries: 0, tcpConnectionsPerHost: 0,
+                          cpuSecondsPer1000Commits: 0, cpuBrokers: 0, cpuReplication: 0, cpuWriters: 0,
+                          latencyHistogram: [], failure: reason)
     }
 
     public static let durabilitySetting = "DB_TXN_SYNC commits, quorum acks, ack timeout 1 s"

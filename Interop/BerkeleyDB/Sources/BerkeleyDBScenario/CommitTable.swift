@@ -8,7 +8,8 @@ public enum CommitTable {
         var out = "\n\(writers) writer\(writers == 1 ? "" : "s") per site (\(CommitBenchResult.durabilitySetting))\n"
         let header = ["transport", "txns", "txn/s", "p50 us", "p99 us", "perm fail", "startup fail", "tcp/host",
                       "cpu s/1k", "brokers", "repl", "writers"]
-        let cells = rows.map { row in
+        let ran = rows.filter { $0.failure == nil }
+        let cells = ran.map { row in
             [row.label, "\(row.txnsCommitted)", String(format: "%.0f", row.txnsPerSecond), "\(row.commitP50Microseconds)",
              "\(row.commitP99Microseconds)", "\(row.permFailures)", "\(row.startupPermFailures)",
              "\(row.tcpConnectionsPerHost)", String(format: "%.2f", row.cpuSecondsPer1000Commits),
@@ -20,14 +21,17 @@ public enum CommitTable {
             out += zip(line, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
                 .joined(separator: "  ") + "\n"
         }
+        for row in rows where row.failure != nil {
+            out += "\(row.label): FAILED, no figures: \(row.failure ?? "")\n"
+        }
         let bounds = CommitBenchResult.histogramBoundsMicroseconds.map { $0 >= 1000 ? "\($0 / 1000)ms" : "\($0)us" }
         out += "commits by latency, at most " + bounds.joined(separator: " ") + " (then more):\n"
-        for row in rows {
+        for row in ran {
             out += "  " + row.label.padding(toLength: 42, withPad: " ", startingAt: 0)
                 + row.latencyHistogram.map(String.init).joined(separator: " ") + "\n"
         }
-        if let broker = rows.first(where: { $0.transport == CommitTransport.broker.rawValue }),
-           let best = rows.filter({ $0.transport != CommitTransport.broker.rawValue }).max(by: { $0.txnsPerSecond < $1.txnsPerSecond }) {
+        if let broker = ran.first(where: { $0.transport == CommitTransport.broker.rawValue }),
+           let best = ran.filter({ $0.transport != CommitTransport.broker.rawValue }).max(by: { $0.txnsPerSecond < $1.txnsPerSecond }) {
             out += String(format: "broker / best repmgr (%@): %.2fx txn/s, commit p99 %d us against %d us\n",
                           best.label, broker.txnsPerSecond / max(best.txnsPerSecond, 1),
                           broker.commitP99Microseconds, best.commitP99Microseconds)

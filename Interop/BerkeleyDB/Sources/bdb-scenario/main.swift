@@ -104,13 +104,20 @@ guard !bench else {
             var rows: [CommitBenchResult] = []
             for transport in transports {
                 let log: (String) -> Void = jsonOnly ? { _ in } : { print("bdb-scenario: \($0)") }
-                rows.append(try Scenario(options: rowOptions, log: log).bench(transport, shim: shim))
+                do {
+                    rows.append(try Scenario(options: rowOptions, log: log).bench(transport, shim: shim))
+                } catch {
+                    // One row's failure (Berkeley DB's own repmgr has panicked here under load) is reported in
+                    // its row; the other rows still run. A failed broker row fails the run at the end.
+                    rows.append(.failed(transport, writers: writers, reason: "\(error)"))
+                }
             }
             results += rows
             if !jsonOnly { print(CommitTable.render(rows)) }
         }
         print(try jsonLine(results))
-        exit(0)
+        let brokerFailures = results.filter { $0.transport == CommitTransport.broker.rawValue && $0.failure != nil }
+        exit(brokerFailures.isEmpty ? 0 : 1)
     } catch {
         fail(error)
     }
