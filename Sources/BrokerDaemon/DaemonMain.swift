@@ -117,8 +117,9 @@ public enum DaemonMain {
                                    without it (or with another) can neither link nor join.
           --state-dir DIR          Where the membership file is kept (default: the --socket directory); a restarted
                                    broker reconnects to every site it knew.
-          --idle-strategy NAME     What the loop does when it finds no work: backoff (default: spin about 200
-                                   passes, yield 20 times, then sleep in epoll with timeouts growing from 1 ms),
+          --idle-strategy NAME     What the loop does when it finds no work: backoff (default: spin 20 passes,
+                                   poll yielding the core 100 times, then sleep in epoll with timeouts growing
+                                   from 1 ms),
                                    spin (never sleep: lowest latency, one core always busy) or block (sleep at
                                    once: least CPU, a wake-up per message when traffic is light).
           --exit-with-parent       Stop (as on SIGTERM) when the process that started the broker exits.

@@ -1,7 +1,8 @@
 // What the broker's loop does after a pass that found no work (Aeron's idle strategies are the model):
 // - spin: poll again at once (lowest latency; a core stays busy);
-// - backoff (default): spin a little, then yield the processor a few times, then park with timeouts that
-//   grow from 1 ms to the timer period;
+// - backoff (default): spin a little (20 passes), then poll yielding the processor (100 passes: with more
+//   busy threads than cores, the one that brings the next message gets to run), then park with timeouts
+//   that grow from 1 ms to the timer period;
 // - block: park at once.
 // Parking means epoll_wait with a timeout, after every ring said its consumer sleeps, so a producer's
 // doorbell (or a socket) ends the park: parking costs a wake-up, never a message.
@@ -27,8 +28,8 @@ struct IdleStrategy {
     let kind: IdleStrategyKind
     /// The longest park: the timer period.
     let maxParkMilliseconds: Int32
-    static let spins = 200
-    static let yields = 20
+    static let spins = 20
+    static let yields = 100
     private var idlePasses = 0
     private var parkMilliseconds: Int32 = 1
 
