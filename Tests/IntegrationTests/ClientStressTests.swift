@@ -148,14 +148,14 @@ struct SeededRandom {
             }
             for restart in 1...2 {
                 let before = seen.withLock { $0.total }
-                #expect(Deadline.wait(timeout: 20) { seen.withLock { $0.total } >= before + 2000 }, "seed \(seed)")
+                #expect(Deadline.wait(timeout: 60) { seen.withLock { $0.total } >= before + 1000 }, "seed \(seed)")
                 broker.kill9()
                 try broker.start()
                 #expect(receiver.waitForConnection(timeout: 10) && receiver.waitForReceiverRole(timeout: 10), "seed \(seed)")
                 phase.store(restart, ordering: .releasing)
             }
             let before = seen.withLock { $0.total }
-            #expect(Deadline.wait(timeout: 20) { seen.withLock { $0.total } >= before + 3000 }, "seed \(seed)")
+            #expect(Deadline.wait(timeout: 60) { seen.withLock { $0.total } >= before + 1500 }, "seed \(seed)")
             stop.store(true, ordering: .relaxed)
             #expect(Deadline.wait(timeout: 20) { finished.load(ordering: .acquiring) == senderCount }, "seed \(seed)")
             stopReceiving.store(true, ordering: .relaxed)

@@ -315,24 +315,29 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
-    /// Messages larger than the ring itself (default 1 MiB rings, messages up to 3 MiB) cross a peer link in
+    /// Messages larger than the ring itself (default 1 MiB rings, messages up to 2.5 MiB) cross a peer link in
     /// both directions' rings, from two sending threads, with every byte as sent and each stream in order.
     @Test func messagesLargerThanTheRingCrossAPeerLinkIntact() throws {
         try withSites(2) { sites in
             let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory)
             #expect(receiver.waitForReceiverRole(timeout: 10))
             let senders = try (0..<2).map { _ in try client(sites.broker(1), transport: .sharedMemory) }
-            let perSender = 20
-            @Sendable func bytes(_ stream: UInt32, _ index: UInt32) -> [UInt8] {
-                let size = 1 + Int((index &* 2_654_435_761 &+ stream &* 97) % (3 << 20))
-                return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(index) &+ Int(stream) &* 7) }
+            let perSender = 8
+            // Made once, before the threads start: the same bytes to send and to compare with.
+            let messages: [[[UInt8]]] = (0..<2).map { stream in
+                (0..<perSender).map { index in
+                    let size = 1 + (index * 2_654_435 + stream * 977_123) % (5 << 19)
+                    var bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: index + 16 * stream), count: size)
+                    for position in stride(from: 0, to: size, by: 4093) { bytes[position] = UInt8(truncatingIfNeeded: position / 4093) }
+                    return bytes
+                }
             }
             let threads = senders.enumerated().map { offset, sender in
                 Thread {
-                    for index in 0..<UInt32(perSender) {
-                        let stream = UInt32(offset + 1)
-                        try? sender.send(control: [UInt8(offset)], rec: bytes(stream, index), lsn: LSN(file: stream, offset: index),
-                                         to: 2, flags: index % 3 == 0 ? .permanent : [])
+                    for index in 0..<perSender {
+                        try? sender.send(control: [UInt8(offset)], rec: messages[offset][index],
+                                         lsn: LSN(file: UInt32(offset + 1), offset: UInt32(index)), to: 2,
+                                         flags: index % 3 == 0 ? .permanent : [])
                     }
                 }
             }
@@ -340,13 +345,13 @@ func cpuSeconds(_ pid: Int32) -> Double {
             var next: [UInt32: UInt32] = [1: 0, 2: 0]
             var failures: [String] = []
             while next.values.contains(where: { $0 < UInt32(perSender) }), failures.count < 5,
-                  let message = try receiver.receive(timeout: 20) {
-                let stream = message.lsn.file
-                if message.lsn.offset != next[stream] { failures.append("stream \(stream): #\(message.lsn.offset) after #\(next[stream] ?? 0)") }
-                if message.rec != bytes(stream, message.lsn.offset) {
-                    failures.append("stream \(stream) #\(message.lsn.offset): \(message.rec.count) bytes differ from what was sent")
+                  let message = try receiver.receive(timeout: 60) {
+                let stream = message.lsn.file, index = message.lsn.offset
+                if index != next[stream] { failures.append("stream \(stream): #\(index) after #\(next[stream] ?? 0)") }
+                if stream < 1 || stream > 2 || index >= UInt32(perSender) || message.rec != messages[Int(stream) - 1][Int(index)] {
+                    failures.append("stream \(stream) #\(index): \(message.rec.count) bytes differ from what was sent")
                 }
-                next[stream] = message.lsn.offset + 1
+                next[stream] = index + 1
             }
             #expect(failures.isEmpty, "\(failures)")
             #expect(next == [1: UInt32(perSender), 2: UInt32(perSender)])
