@@ -14,8 +14,10 @@ import Testing
 
 /// Lines of /proc/PID/maps that map a client segment.
 func ringMappings(_ pid: Int32) -> [String] {
-    let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
-    return maps.split(separator: "\n").filter { $0.contains("memfd:repbroker-client") }.map(String.init)
+    // Read to the end: /proc files report size 0, and a sanitizer's process has thousands of mappings.
+    let data = FileHandle(forReadingAtPath: "/proc/\(pid)/maps")?.readDataToEndOfFile() ?? Data()
+    return String(decoding: data, as: UTF8.self).split(separator: "\n")
+        .filter { $0.contains("memfd:repbroker-client") }.map(String.init)
 }
 
 func shmEntries() -> Set<String> {
