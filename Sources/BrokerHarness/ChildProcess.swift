@@ -110,12 +110,15 @@ public final class ChildProcess: @unchecked Sendable {
         if process.isRunning { kill(process.processIdentifier, number) }
     }
 
-    /// Waits for the child to exit; returns its status, or nil if it still runs after `timeout`.
+    /// Waits for the child to exit and its output to be read; returns its status, or nil if it still runs after `timeout`.
     @discardableResult
     public func waitForExit(timeout: Double) -> Int32? {
         let exited = Deadline.wait(timeout: timeout) { !process.isRunning }
         guard exited else { return nil }
         process.waitUntilExit()
+        // The reader thread may still be taking the last of its output from the pipe: `lines` after this call
+        // holds everything the child printed (a busy machine made a test see 1,500 of 1,800 lines).
+        waitForOutputEnd(timeout: 5)
         return process.terminationStatus
     }
 
