@@ -39,8 +39,12 @@ final class ClientCore: @unchecked Sendable {
     /// Set by the reader thread when the connection broke, before it tears it down: a sender waiting for
     /// room in the ring gives up.
     var failing = false
-    /// Why another thread shut the connection down (a corrupt ring); the reader thread reports it.
-    var abandonReason: String?
+    /// Why another thread shut the connection down (a corrupt ring, a message left in parts); the reader
+    /// thread reports it. Mirrored in `abandoned` for the send path, which then sends nothing more on it.
+    var abandonReason: String? {
+        didSet { abandoned.store(abandonReason != nil, ordering: .releasing) }
+    }
+    let abandoned = Atomic<Bool>(false)
     var nextSequence: UInt64 = 1
     var results: [UInt64: SendStatus] = [:]
     var waiting: Set<UInt64> = []

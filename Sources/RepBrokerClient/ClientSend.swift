@@ -39,7 +39,9 @@ extension ClientCore {
             // descriptor, rings, generation and the limit change only under writeLock (and state): held here.
             guard !closedFlag.load(ordering: .relaxed) else { throw BrokerClientError.closed }
             let fd = descriptor
-            guard fd >= 0 else { throw BrokerClientError.brokerUnavailable(state.withLock { lastError }) }
+            guard fd >= 0, !abandoned.load(ordering: .acquiring) else {
+                throw BrokerClientError.brokerUnavailable(state.withLock { lastError })
+            }
             let limit = messageLimit
             guard size <= limit else { throw BrokerClientError.messageTooLarge(size: size, limit: limit) }
             sentGeneration = generation
@@ -111,12 +113,19 @@ extension ClientCore {
             }
             frame.commit(frameSize)
             var offset = 0
-            while true {
-                do { offset = try writer.writeFragments(of: frame.readable, from: offset) } catch {
-                    throw .protocolError("\(error)")
+            do throws(BrokerClientError) {
+                while true {
+                    do { offset = try writer.writeFragments(of: frame.readable, from: offset) } catch {
+                        throw .protocolError("\(error)")
+                    }
+                    if offset == frameSize { break }
+                    try waitForRoom(ringSide, payload: writer.maxPayload, generation: sent, deadline: &deadline)
                 }
-                if offset == frameSize { break }
-                try waitForRoom(ringSide, payload: writer.maxPayload, generation: sent, deadline: &deadline)
+            } catch {
+                // Parts of this frame are in the ring already, and the broker would join the next frame onto
+                // them: this connection cannot carry another message. The reader thread reconnects.
+                if offset > 0 { abandonConnection(reason: "a send stopped partway through a message in parts: \(error)") }
+                throw error
             }
         }
         ringSide.publish()

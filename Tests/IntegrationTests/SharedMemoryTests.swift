@@ -360,6 +360,36 @@ func cpuSeconds(_ pid: Int32) -> Double {
         }
     }
 
+    /// A send that times out partway through a message in parts leaves parts in the ring that the broker would
+    /// join the next message onto: the client drops that connection and reconnects, so the next message
+    /// arrives and the broker sees no bad frame.
+    @Test func aSendThatStopsPartwayThroughAMessageInPartsCostsOnlyThatConnection() throws {
+        try withSites(1) { sites in
+            let broker = sites.broker(1)
+            let receiver = try client(broker, roles: [.receiver], transport: .sharedMemory)
+            var options = BrokerClientOptions(socketPath: broker.socketPath, name: "stopped")
+            options.transport = .sharedMemory
+            options.ringBytes = 4096
+            options.sendTimeout = 0.5
+            let sender = try BrokerClient(options: options)
+            broker.child?.signal(SIGSTOP)
+            var failure: BrokerClientError?
+            do throws(BrokerClientError) {
+                try sender.send(control: [], rec: [UInt8](repeating: 1, count: 100_000), to: 1)
+            } catch { failure = error }
+            broker.child?.signal(SIGCONT)
+            guard case .refused? = failure else {
+                Issue.record("the send into a stopped broker gave \(String(describing: failure))")
+                return
+            }
+            #expect(Deadline.wait(timeout: 10) {
+                sender.isConnected && (try? sender.send(control: [], rec: [2], to: 1)) != nil
+            })
+            #expect(try receiver.receive(timeout: 10)?.rec == [2])
+            #expect(try broker.stats().totals.badFrames == 0)
+        }
+    }
+
     @Test func withRingsOffAutomaticUsesTheSocketAndSharedMemoryFailsClearly() throws {
         try withSites(1, extraArguments: ["--max-ring-bytes", "0"]) { sites in
             let automatic = try client(sites.broker(1), name: "auto", transport: .automatic)
