@@ -17,6 +17,7 @@ enum BenchCommand: Command {
         USAGE: repbroker bench ipc  [--size BYTES] [--seconds S] [--rounds N] [--json]
                repbroker bench pingpong [--size 64] [--count 20000] [--idle-strategy spin|backoff|block|all]
                                     [--client-spin SECONDS] [--json]
+               repbroker bench idle [--clients 100] [--seconds 3] [--idle-strategy backoff|spin|block] [--json]
                repbroker bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
                                     [--mode direct|uds|shm|all] [--json]
 
@@ -34,6 +35,9 @@ enum BenchCommand: Command {
         clients' spin before they sleep (default 0.00002; on two cores the pinger, the echo and a spinning
         broker share them).
 
+        idle: a broker with N clients on shared-memory rings that send nothing; its CPU over S seconds, as a share of
+        one core (default strategy backoff: well under 1%).
+
         ipc:
         Starts a broker and measures one client handing messages to it and the broker handing them to a
         receiver client, over each transport in turn for N rounds: the median msgs/s and MB/s delivered,
@@ -49,7 +53,7 @@ enum BenchCommand: Command {
           --json         One JSON object instead of the table (every round included).
         """
     static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode",
-                                             "idle-strategy", "client-spin"]
+                                             "idle-strategy", "client-spin", "clients"]
     static let flagNames: Set<String> = ["json"]
 
     /// One measurement: one transport, one round.
@@ -101,7 +105,8 @@ enum BenchCommand: Command {
     static func run(_ arguments: ParsedArguments) throws -> Int32 {
         if arguments.positionals == ["mesh"] { return try runMesh(arguments) }
         if arguments.positionals == ["pingpong"] { return try runPingPong(arguments) }
-        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc, pingpong or mesh") }
+        if arguments.positionals == ["idle"] { return try runIdle(arguments) }
+        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc, pingpong, idle or mesh") }
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
         let roundCount = try arguments.integer("rounds", Int.self, range: 1...100) ?? 3
@@ -175,6 +180,23 @@ enum BenchCommand: Command {
                                                     size: options.size, seconds: options.seconds, results: results)) + "\n")
         } else {
             Console.writeOutput(MeshBench.table(results))
+        }
+        return 0
+    }
+
+    static func runIdle(_ arguments: ParsedArguments) throws -> Int32 {
+        let count = try arguments.integer("clients", Int.self, range: 1...4096) ?? 100
+        let seconds = try arguments.seconds("seconds") ?? 3
+        let name = arguments.last("idle-strategy") ?? "backoff"
+        guard let strategy = IdleStrategyKind(rawValue: name) else {
+            throw UsageError("--idle-strategy must be backoff, spin or block, not '\(name)'")
+        }
+        let result = try IdleBench.measure(clients: count, strategy: strategy, seconds: seconds)
+        if arguments.has("json") {
+            Console.writeOutput(try jsonLine(result) + "\n")
+        } else {
+            Console.writeOutput(String(format: "idle broker, %d ring clients, --idle-strategy %@: %.2f%% of a core over %.1f s\n",
+                                       result.clients, result.idleStrategy, result.cpuPercent, result.seconds))
         }
         return 0
     }

@@ -52,4 +52,16 @@ import Testing
             #expect(result.round_trips == 300 && result.p50_us > 0 && result.p50_us <= result.p99_us, "\(result.path)")
         }
     }
+
+    /// The idle benchmark measures a broker with ring clients that send nothing (its figure is the benchmark's,
+    /// not this test's: no timing is asserted here).
+    @Test func theIdleBenchMeasuresABrokerWithRingClients() throws {
+        let (status, output) = try runToExit("repbroker", ["bench", "idle", "--clients", "10", "--seconds", "0.5", "--json"],
+                                             timeout: 120)
+        #expect(status == 0, "\(output.suffix(1000))")
+        struct Result: Decodable { let clients: Int, seconds: Double, cpu_percent_of_a_core: Double }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let result = try JSONDecoder().decode(Result.self, from: Data(json.utf8))
+        #expect(result.clients == 10 && result.seconds >= 0.5 && result.cpu_percent_of_a_core >= 0)
+    }
 }
