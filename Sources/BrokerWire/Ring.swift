@@ -100,11 +100,6 @@ public struct Ring: @unchecked Sendable {
         (control + 132).assumingMemoryBound(to: UInt32.self)
     }
 
-    /// Whether the producer published records the consumer has not released; safe from any thread.
-    @inlinable public var hasUnreleasedRecords: Bool {
-        rb_atomic_load_acquire_u64(head) != rb_atomic_load_acquire_u64(tail)
-    }
-
     /// Bytes in use, as both sides last published them (for stats).
     public var usedBytes: Int {
         let h = rb_atomic_load_relaxed_u64(head)
@@ -191,9 +186,6 @@ public final class RingWriter: @unchecked Sendable {
         let need = RingLayout.recordBytes(payload: payload) * 2
         return head &+ UInt64(need) &- cachedTail <= UInt64(ring.size)
     }
-
-    /// Bytes written and not yet consumed, as this side knows it.
-    public var pendingBytes: Int { Int(head &- cachedTail) }
 }
 
 /// The consuming side of a ring.
