@@ -21,6 +21,24 @@ import Testing
         _ = try config.validate()
     }
 
+    /// The loop's idle strategy: backoff by default, from the file's `idle_strategy`, the flag over the file, and
+    /// an unknown name refused with the names it takes.
+    @Test func theIdleStrategyComesFromTheFlagOrTheFile() throws {
+        #expect(try parse(["--site-id", "1"]).idleStrategy == .backoff)
+        #expect(try parse(["--site-id", "1", "--idle-strategy", "spin"]).idleStrategy == .spin)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("rb-idle-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"site_id": 1, "idle_strategy": "block"}"#.utf8).write(to: file)
+        #expect(try parse(["--config", file.path]).idleStrategy == .block)
+        #expect(try parse(["--config", file.path, "--idle-strategy", "backoff"]).idleStrategy == .backoff)
+        do {
+            _ = try parse(["--site-id", "1", "--idle-strategy", "nap"])
+            Issue.record("an unknown idle strategy was accepted")
+        } catch {
+            #expect("\(error)".contains("backoff, spin or block"), "\(error)")
+        }
+    }
+
     @Test func flagsOverrideTheFile() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("rb-config-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: file) }
