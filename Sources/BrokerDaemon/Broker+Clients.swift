@@ -134,6 +134,7 @@ extension Broker {
                 for link in linkList where !link.removed {
                     if link.hasRoom(for: size) {
                         link.enqueue(out, payload: payload, loop: loop)
+                        if link.queue.byteCount > backpressureBytes { markPassed = true }
                     } else {
                         link.dropped += 1
                     }
@@ -147,6 +148,7 @@ extension Broker {
             out.destination = link.siteID
             if link.hasRoom(for: size) {
                 link.enqueue(out, payload: payload, loop: loop)
+                if link.queue.byteCount > backpressureBytes { markPassed = true }
             } else if permanent {
                 link.refused += 1
                 status = .queueFull
@@ -184,6 +186,7 @@ extension Broker {
     func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
         if let receiver = group.$receiver {
             if receiver.with({ $0.deliver(header, payload: payload) }) { group.delivered += 1 } else { group.dropped += 1 }
+            if receiver.with({ $0.output.byteCount }) > backpressureBytes { markPassed = true }
             return
         }
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count

@@ -64,7 +64,8 @@ extension Broker {
             let client = ringClients[index]
             // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
             // third of a busy broker's cycles went to polling 17 idle rings while it spun).
-            if !producersPaused || client.roleState == .receiver, client.hasRingInput { work += drainRing(of: client) }
+            let pausable = client.roleState != .receiver
+            if !(pausable && (producersPaused || markPassed)), client.hasRingInput { work += drainRing(of: client) }
             if !client.output.isEmpty, client.flushToRing() {
                 work += 1
                 client.scheduleFlush()

@@ -36,6 +36,9 @@ public final class Broker {
     var producersPaused = false
     var peersPaused = false
     var backpressureBytes: Int { min(config.peerQueueBytes / 2, 256 << 10) }
+    /// Set during a pass when a queue a client's message went into passed the mark: the rings phase stops
+    /// taking producers' records then, so a queue passes the mark by about one message, not a pass's worth.
+    @exclusivity(unchecked) var markPassed = false
     var nextTickAt: UInt64 = 0
     /// When to hand freed memory back to the system after clients left (0: nothing to hand back).
     var trimMemoryAt: UInt64 = 0
@@ -141,6 +144,7 @@ public final class Broker {
     /// a message waits milliseconds behind bulk traffic, not seconds. A peer that is down pauses nobody:
     /// messages for it are queued, then dropped and counted when its queue is full.
     func applyBackpressure() {
+        markPassed = false
         var peerCongested = false
         for link in linkList where !link.removed && link.connection != nil && link.queue.byteCount > backpressureBytes {
             peerCongested = true

@@ -156,7 +156,7 @@ final class LocalClient: Connection {
 
     /// A client that exits right after its last send has its records still in the ring: handle them first.
     override func otherSideClosed() {
-        if rings != nil { broker.drainRing(of: self, budget: .max) }
+        if rings != nil { broker.drainRing(of: self, budget: .max, toTheEnd: true) }
         super.otherSideClosed()
     }
 

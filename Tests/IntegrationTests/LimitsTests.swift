@@ -121,6 +121,31 @@ import Testing
         }
     }
 
+    /// Sender processes that exit right after their last send, into a receiver that keeps its queue over the
+    /// mark: every record they published is handled when they are gone, whatever the queues' state.
+    @Test func sendersThatExitBesideACongestedReceiverLoseNothing() throws {
+        try withSites(1) { sites in
+            let broker = sites.broker(1)
+            let receiver = try client(broker, roles: [.receiver], transport: .sharedMemory, ringBytes: 4096)
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            let payload = String(repeating: "x", count: 500)
+            let senders = try (0..<4).map { index in
+                try runSender(broker, to: "1", lines: (0..<1500).map { "s\(index)-\($0)-\(payload)" }, name: "exiting-\(index)",
+                              transport: "shm")
+            }
+            var received = 0
+            let deadline = Posix.monotonicNanoseconds() + 60_000_000_000
+            while received < 6000, Posix.monotonicNanoseconds() < deadline {
+                // A slow receiver: a small batch, then a pause, so its queue stays over the mark.
+                received += try receiver.receiveAll(timeout: 5) { _ in }
+                usleep(2000)
+            }
+            for sender in senders { #expect(sender.waitForExit(timeout: 60) == 0, "\(sender.name)") }
+            #expect(received == 6000)
+            #expect(try broker.stats().totals.dropped == 0)
+        }
+    }
+
     @Test func messagesWaitForAReceiverWithinTheInboundLimit() throws {
         try withSites(2, extraArguments: ["--heartbeat-ms", "200", "--inbound-queue-bytes", "65536"]) { sites in
             let sender = try client(sites.broker(1))
