@@ -57,11 +57,17 @@ extension Broker {
     }
 
     /// Reads every client's to-broker ring and fills its to-client ring; returns the records and fills done.
+    /// Each pass starts one client further on: when a queue passes its mark partway through a pass, the rings
+    /// not read yet wait for the next, and no client is always the one left out.
     func serviceRings() -> Int {
         var work = 0
-        var index = 0
-        while index < ringClients.count {
-            let client = ringClients[index]
+        let count = ringClients.count
+        guard count > 0 else { return 0 }
+        ringCursor = ringCursor >= count - 1 ? 0 : ringCursor + 1
+        for step in 0..<count {
+            // A client closed during this pass leaves the array: stop at its new end.
+            guard ringClients.count == count else { break }
+            let client = ringClients[(ringCursor + step) % count]
             // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
             // third of a busy broker's cycles went to polling 17 idle rings while it spun).
             let pausable = client.roleState != .receiver
@@ -70,7 +76,6 @@ extension Broker {
                 work += 1
                 client.scheduleFlush()
             }
-            if ringClients.indices.contains(index), ringClients[index] === client { index += 1 }
         }
         return work
     }

@@ -31,6 +31,8 @@ public final class Broker {
     var clients: [UInt32: LocalClient] = [:]
     /// Clients with shared-memory rings: polled every turn while busy, woken through the loop's eventfd.
     var ringClients: [LocalClient] = []
+    /// Where the rings phase starts this pass (one client further each pass).
+    var ringCursor = 0
     /// Local producers (but receivers) are paused while a connected peer's queue or a local receiver's is above
     /// `backpressureBytes`; peer links are not read while a local receiver's is.
     var producersPaused = false
