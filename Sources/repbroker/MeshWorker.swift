@@ -3,6 +3,7 @@
 // sender connects to every other site's receiver; MESSAGE frames, one write per message). Workers print
 // machine-readable lines on stdout for the orchestrator.
 import BrokerDaemon
+import BrokerHarness
 import BrokerSystem
 import BrokerWire
 import Foundation
@@ -186,7 +187,7 @@ enum MeshWorker: Command {
             client.close()
         }
         rtts.sort()
-        func percentile(_ p: Double) -> Double { rtts.isEmpty ? 0 : rtts[min(rtts.count - 1, Int(Double(rtts.count) * p))] }
+        func percentile(_ p: Double) -> Double { rtts.percentile(p) ?? 0 }
         Console.writeOutput(String(format: "rtt_us %.1f %.1f %.1f %.1f %d\n", percentile(0.5), percentile(0.99),
                                    percentile(0.999), rtts.last ?? 0, lost))
         return 0

@@ -28,9 +28,7 @@ struct PingPongResult: Codable {
 
     init(path: String, nanoseconds: [UInt64], brokerCPUPercent: Double?) {
         let sorted = nanoseconds.sorted()
-        func percentile(_ p: Double) -> Double {
-            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
-        }
+        func percentile(_ p: Double) -> Double { Double(sorted.percentile(p) ?? 0) / 1000 }
         self.path = path
         roundTrips = sorted.count
         p50Microseconds = percentile(0.5)

@@ -123,7 +123,7 @@ extension Scenario {
         let cpuReplication = (cpu(run.replicas) - replicationBefore) * perThousand
         let cpuWriters = cpuOfWriters * perThousand
         let sorted = written.latencies.sorted()
-        func percentile(_ p: Double) -> Int { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        func percentile(_ p: Double) -> Int { sorted.percentile(p) ?? 0 }
         return CommitBenchResult(
             transport: transport.rawValue,
             label: transport == .broker && !options.bulk ? "broker, writer processes" : transport.label,
