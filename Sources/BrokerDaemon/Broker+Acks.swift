@@ -25,7 +25,7 @@ extension Broker {
     func acknowledge(from client: LocalClient, _ lsn: LSN) {
         guard let group = client.group else { return }
         for link in linkList where link.connection != nil {
-            PeerAckFrame(group: group.index, lsn: lsn).append(to: link.queue.buffer)
+            PeerAckFrame(group: group.index, lsn: lsn).append(to: link.control.buffer)
             link.connection?.scheduleFlush()
         }
     }
@@ -70,7 +70,7 @@ extension Broker {
         guard let group = client.group else { return }
         setMaster(group, siteID, source: "client \(client.id)")
         let frame = group.masterFrame
-        for link in linkList { link.enqueueControl(frame, loop: loop) }
+        for link in linkList { link.enqueueControl(frame) }
     }
 
     func peerAnnouncedMaster(_ frame: MasterFrame, on connection: PeerConnection) throws(WireError) {

@@ -59,7 +59,9 @@ extension Broker {
         out.group = group.index
         let bytes = FrameParser.encode(.channel, body: out.body)
         guard link.hasRoom(for: bytes.count) else { return channelResult(.queueFull, for: out, toSite: config.siteID) }
-        link.enqueueControl(bytes, loop: loop)
+        let flow = link.flow(group, .channel)
+        link.enqueue(frame: bytes, in: flow)
+        if flow.queue.readableBytes > backpressureBytes { congest(group) }
     }
 
     /// A channel frame from a peer: labelled with the link's site.
@@ -100,7 +102,7 @@ extension Broker {
         if site == config.siteID {
             clients[frame.requester]?.send(.channelResult, body: result.body)
         } else if let link = links[site] {
-            link.enqueueControl(FrameParser.encode(.channelResult, body: result.body), loop: loop)
+            link.enqueueControl(FrameParser.encode(.channelResult, body: result.body))
         }
     }
 

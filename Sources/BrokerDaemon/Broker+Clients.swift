@@ -133,8 +133,9 @@ extension Broker {
             } else {
                 for link in linkList where !link.removed {
                     if link.hasRoom(for: size) {
-                        link.enqueue(out, payload: payload, loop: loop)
-                        if link.queue.byteCount > backpressureBytes { markPassed = true }
+                        let flow = link.flow(group, .replication)
+                        link.enqueue(out, payload: payload, in: flow)
+                        if flow.queue.readableBytes > backpressureBytes { congest(group) }
                     } else {
                         link.dropped += 1
                     }
@@ -147,8 +148,9 @@ extension Broker {
         case .peer(let link):
             out.destination = link.siteID
             if link.hasRoom(for: size) {
-                link.enqueue(out, payload: payload, loop: loop)
-                if link.queue.byteCount > backpressureBytes { markPassed = true }
+                let flow = link.flow(group, .replication)
+                link.enqueue(out, payload: payload, in: flow)
+                if flow.queue.readableBytes > backpressureBytes { congest(group) }
             } else if permanent {
                 link.refused += 1
                 status = .queueFull
@@ -186,7 +188,7 @@ extension Broker {
     func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
         if let receiver = group.$receiver {
             if receiver.with({ $0.deliver(header, payload: payload) }) { group.delivered += 1 } else { group.dropped += 1 }
-            if receiver.with({ $0.output.byteCount }) > backpressureBytes { markPassed = true }
+            if receiver.with({ $0.output.byteCount }) > backpressureBytes { congest(group) }
             return
         }
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count

@@ -33,6 +33,7 @@ extension Broker {
     func doWork() throws(SystemError) -> Int {
         now = Posix.monotonicNanoseconds()
         applyBackpressure()
+        returnCredits()
         var work = try loop.poll(timeoutMilliseconds: 0)
         work += serviceRings()
         runTimers()
@@ -49,8 +50,8 @@ extension Broker {
             guard let rings = client.rings, rings.reader.prepareToSleep() else { return 0 }
         }
         let untilTick = nextTickAt > now ? Int32(clamping: (nextTickAt - now + 999_999) / 1_000_000) : 0
-        // Paused producers are resumed by a peer queue draining, which no event announces: look again soon.
-        let timeout = min(milliseconds, untilTick, producersPaused ? 1 : .max)
+        // Paused producers are resumed by a queue draining, which no event announces: look again soon.
+        let timeout = min(milliseconds, untilTick, congestedGroups.isEmpty ? .max : 1)
         let events = try loop.poll(timeoutMilliseconds: timeout)
         now = Posix.monotonicNanoseconds()
         return events + loop.flushDirty()
@@ -70,8 +71,7 @@ extension Broker {
             let client = ringClients[(ringCursor + step) % count]
             // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
             // third of a busy broker's cycles went to polling 17 idle rings while it spun).
-            let pausable = client.roleState != .receiver
-            if !(pausable && (producersPaused || markPassed)), client.hasRingInput { work += drainRing(of: client) }
+            if client.hasRingInput { work += drainRing(of: client) }
             if !client.output.isEmpty, client.flushToRing() {
                 work += 1
                 client.scheduleFlush()

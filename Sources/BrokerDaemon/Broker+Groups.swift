@@ -28,7 +28,7 @@ extension Broker {
         groupList.append(group)
         // Links that are down learn every group when they come up (activate prepends the binds).
         let bind = group.bindFrame
-        for link in linkList where link.connection != nil { link.enqueueControl(bind, loop: loop) }
+        for link in linkList where link.connection != nil { link.enqueueControl(bind) }
         logger.debug("group created", ["group": name, "group.index": "\(group.index)"])
         return group
     }
@@ -36,11 +36,13 @@ extension Broker {
     /// A peer's GROUP_BIND: its index for `name` on this link. The group itself is made when a frame needs it.
     func bind(group frame: GroupBindFrame, on connection: PeerConnection) {
         guard let link = connection.link else { return }
+        // The index named another group before: what this side owed that group's flows is void.
+        if let previous = link.remoteGroupNames[frame.group], previous != frame.name { link.credit.forget(group: frame.group) }
         link.remoteGroupNames[frame.group] = frame.name
         let existing = groups[frame.name]
         link.remoteGroups[frame.group] = existing
         // A group made anew at the peer learns the master this broker knows.
-        if let existing, existing.master != 0 { link.enqueueControl(existing.masterFrame, loop: loop) }
+        if let existing, existing.master != 0 { link.enqueueControl(existing.masterFrame) }
     }
 
     /// The group a peer's frame names by its index, made here if `create` and it does not exist (nil when it
@@ -64,7 +66,7 @@ extension Broker {
         guard now >= nextGroupSweepAt else { return }
         nextGroupSweepAt = now + 500_000_000
         let grace = UInt64(config.groupGraceMilliseconds) * 1_000_000
-        let peerQueuesEmpty = linkList.allSatisfy { $0.queue.isEmpty }
+        let peerQueuesEmpty = linkList.allSatisfy { $0.queuedBytes == 0 }
         var released: [Group] = []
         for group in groupList {
             guard group.isIdle else {
@@ -82,6 +84,8 @@ extension Broker {
         groupList.removeAll { $0 === group }
         freeGroupIndexes.append(group.index)
         freeGroupIndexes.sort(by: >)
+        for link in linkList { link.removeFlows(of: group) }
+        congestedGroups.removeAll { $0 === group }
         for link in linkList where link.remoteGroups.values.contains(where: { $0 === group }) {
             link.remoteGroups = link.remoteGroups.filter { $0.value !== group }
         }

@@ -141,7 +141,6 @@ extension Broker {
         handshaking.removeAll { $0 === connection }
         connection.phase = .active
         link.connection = connection
-        if peersPaused { connection.setReadingPaused(true) }
         link.remoteIncarnation = hello.incarnation
         link.remoteGroups.removeAll(keepingCapacity: true)
         link.remoteGroupNames.removeAll(keepingCapacity: true)
@@ -152,12 +151,13 @@ extension Broker {
         link.everUp = true
         link.failedSinceUp = false
         // The peer learns our group indexes anew on every connection: binds go before anything queued.
-        link.queue.discardPartialFront()
-        link.queue.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame } + membersFrame)
+        link.wire.discardPartialFront()
+        link.wire.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame } + membersFrame)
+        link.restartFlows(window: Int(hello.window))
         connection.scheduleFlush()
         announceSite(link, up: true)
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
-                                     "queued_bytes": "\(link.queue.byteCount)"])
+                                     "queued_bytes": "\(link.queuedBytes)"])
     }
 
     func peerConnectionClosed(_ connection: PeerConnection, reason: String) {
@@ -171,14 +171,14 @@ extension Broker {
             link.connection = nil
             link.remoteGroups.removeAll()
             link.remoteGroupNames.removeAll()
-            if link.queue.discardPartialFront() { link.dropped += 1 }
+            if link.wire.discardPartialFront() { link.dropped += 1 }
             if !connection.closedQuietly {
                 link.failedSinceUp = true
                 link.nextDialAt = now + UInt64(PeerLink.minimumBackoff) * 1_000_000
             }
             announceSite(link, up: false)
             logger.warning("peer link down", ["peer.site_id": "\(link.siteID)", "reason": reason,
-                                              "queued_bytes": "\(link.queue.byteCount)"])
+                                              "queued_bytes": "\(link.queuedBytes)"])
         } else if link.dialing === connection {
             link.dialing = nil
             if !connection.closedQuietly && link.connection == nil { dialFailed(link, reason: reason) }

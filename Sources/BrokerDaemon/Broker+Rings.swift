@@ -13,7 +13,7 @@ extension Broker {
 
     /// Handles up to `budget` records of `client`'s to-broker ring; returns how many it handled. A bad
     /// record closes that client alone, with a reason and a count. Unless `toTheEnd` (a client that is gone:
-    /// everything it published is handled), it stops once a queue passed its mark in this pass.
+    /// everything it published is handled), a producer's ring is not read while its group is congested.
     @discardableResult
     func drainRing(of client: LocalClient, budget: Int = Broker.ringBudget, toTheEnd: Bool = false) -> Int {
         guard let rings = client.rings, !client.isClosed, let group = client.group else { return 0 }
@@ -25,7 +25,7 @@ extension Broker {
         do {
             // A producer stops at a queue's mark (a receiver never does: its sends let queues drain).
             let pausable = client.roleState != .receiver && !toTheEnd
-            while handled < budget, !(pausable && markPassed && !rings.assembler.isJoining), let record = try reader.next() {
+            while handled < budget, !(pausable && group.congested && !rings.assembler.isJoining), let record = try reader.next() {
                 handled += 1
                 guard let whole = try assembler.add(kind: record.kind, payload: record.payload, maxFrame: maxFrame)
                 else { continue }

@@ -33,14 +33,11 @@ public final class Broker {
     var ringClients: [LocalClient] = []
     /// Where the rings phase starts this pass (one client further each pass).
     var ringCursor = 0
-    /// Local producers (but receivers) are paused while a connected peer's queue or a local receiver's is above
-    /// `backpressureBytes`; peer links are not read while a local receiver's is.
-    var producersPaused = false
-    var peersPaused = false
+    /// Groups whose queues passed the backpressure mark (see `applyBackpressure`).
+    var congestedGroups: [Group] = []
     var backpressureBytes: Int { min(config.peerQueueBytes / 2, 256 << 10) }
-    /// Set during a pass when a queue a client's message went into passed the mark: the rings phase stops
-    /// taking producers' records then, so a queue passes the mark by about one message, not a pass's worth.
-    @exclusivity(unchecked) var markPassed = false
+    /// Credit goes back to a peer's flow in batches of this many bytes (a quarter of the window granted).
+    let creditBatch: Int
     var nextTickAt: UInt64 = 0
     /// When to hand freed memory back to the system after clients left (0: nothing to hand back).
     var trimMemoryAt: UInt64 = 0
@@ -94,6 +91,7 @@ public final class Broker {
         loop = try EventLoop()
         stopper = Stopper(wakeup: loop.wakeup)
         maxClients = config.maxClients ?? Self.defaultMaxClients(descriptorLimit: Posix.descriptorLimit())
+        creditBatch = config.flowWindowBytes / 4
         for peer in config.peers.sorted(by: { $0.siteID < $1.siteID }) {
             let link = PeerLink(siteID: peer.siteID, index: linkList.count, address: addresses[peer.siteID],
                                 queueLimit: config.peerQueueBytes)
@@ -138,38 +136,91 @@ public final class Broker {
         public var description: String { reason }
     }
 
-    /// Backpressure, end to end and without drops. Local producers pause while a connected peer link's queue
-    /// or a local receiver's queue is over the mark; peer links are not read while a local receiver's queue is
-    /// (TCP then pushes back to the sending broker, whose producers pause in turn). Clients holding a receiver
-    /// role are never paused: what they send (acks, answers, sends from a receive callback) is often what
-    /// lets a queue drain. The mark is low (256 KiB) and the kernel's send queue short (TCP_NOTSENT_LOWAT), so
-    /// a message waits milliseconds behind bulk traffic, not seconds. A peer that is down pauses nobody:
-    /// messages for it are queued, then dropped and counted when its queue is full.
+    /// Backpressure, per group, end to end and without drops (PROTOCOL.md, "Flow control"). A group is
+    /// congested while one of its flows on a connected peer link, or its local receiver's queue, holds more
+    /// than the mark; its local producers pause then, and only they: other groups keep flowing. A flow's queue
+    /// grows when the peer withholds credit, which it does while that group's receiver there is behind, so a
+    /// slow receiver stops its own group's senders at their sites. Clients holding a receiver role are never
+    /// paused: what they send (acks, answers, sends from a receive callback) is often what lets a queue drain.
+    /// A peer that is down pauses nobody: messages for it are queued, then dropped and counted when its queue
+    /// is full. Groups get on the list as a queue passes the mark (`congest`); each pass checks the list.
     func applyBackpressure() {
-        markPassed = false
-        var peerCongested = false
-        for link in linkList where !link.removed && link.connection != nil && link.queue.byteCount > backpressureBytes {
-            peerCongested = true
-        }
-        var receiverCongested = false
-        for group in groupList {
-            if let receiver = group.receiver, receiver.output.byteCount > backpressureBytes { receiverCongested = true }
-        }
-        let pause = peerCongested || receiverCongested
-        if pause != producersPaused {
-            producersPaused = pause
-            for client in clients.values where client.isRegistered {
-                client.setReadingPaused(pause && client.roleState != .receiver)
+        var position = 0
+        while position < congestedGroups.count {
+            let group = congestedGroups[position]
+            if isOverMark(group) {
+                if !group.producersPaused { setProducersPaused(group, true) }
+                position += 1
+            } else {
+                group.congested = false
+                if group.producersPaused { setProducersPaused(group, false) }
+                congestedGroups.remove(at: position)
             }
         }
-        if receiverCongested != peersPaused {
-            peersPaused = receiverCongested
-            for link in linkList {
-                guard let connection = link.connection else { continue }
-                connection.setReadingPaused(receiverCongested)
-                // Silence while this side does not read is not the peer's: it is heard again from now.
-                if !receiverCongested { link.lastHeard = now }
+    }
+
+    /// A queue of `group` passed the mark: its producers stop taking records at once (the rings phase checks
+    /// the flag), and the next pass pauses their sockets.
+    @inline(__always)
+    func congest(_ group: Group) {
+        guard !group.congested else { return }
+        group.congested = true
+        congestedGroups.append(group)
+    }
+
+    func isOverMark(_ group: Group) -> Bool {
+        if let receiver = group.receiver, receiver.output.byteCount > backpressureBytes { return true }
+        for link in linkList where link.connection != nil && link.queuedBytes(of: group) > backpressureBytes {
+            return true
+        }
+        return false
+    }
+
+    private func setProducersPaused(_ group: Group, _ paused: Bool) {
+        group.producersPaused = paused
+        for client in clients.values where client.group === group && client.roleState != .receiver {
+            client.setReadingPaused(paused)
+        }
+    }
+
+    /// Sends the credit that is due on every link: the bytes of each peer flow handed on here, once that
+    /// flow's group has room again (its receiver, or its channel's subscribers, at or under the mark).
+    func returnCredits() {
+        for link in linkList where !link.credit.due.isEmpty {
+            guard link.connection != nil else { continue }
+            var position = 0
+            while position < link.credit.due.count {
+                let id = link.credit.due[position]
+                let trafficClass: TrafficClass = id & 1 == 0 ? .replication : .channel
+                if let group = link.remoteGroups[UInt32(id >> 1)], deliveryBacklog(group, trafficClass) > backpressureBytes {
+                    position += 1
+                    continue
+                }
+                let owed = link.credit.take(dueAt: position)
+                var left = owed.bytes
+                while left > 0 {
+                    let bytes = min(left, Int(UInt32.max))
+                    CreditFrame(group: UInt32(id >> 1), trafficClass: trafficClass, bytes: UInt32(bytes))
+                        .append(to: link.control.buffer)
+                    left -= bytes
+                }
+                link.connection?.scheduleFlush()
             }
+        }
+    }
+
+    /// Bytes of `group`'s `trafficClass` waiting here for local clients: its receiver's queue (a group without
+    /// a receiver keeps its own bounded queue, and does not hold credit back), or its subscribers' largest.
+    func deliveryBacklog(_ group: Group, _ trafficClass: TrafficClass) -> Int {
+        switch trafficClass {
+        case .replication:
+            return group.receiver?.output.byteCount ?? 0
+        case .channel:
+            var largest = 0
+            for subscribers in group.channels.values {
+                for client in subscribers.clients { largest = max(largest, client.socketQueue.byteCount) }
+            }
+            return largest
         }
     }
 
@@ -206,12 +257,12 @@ public final class Broker {
         listeners.removeAll()
         removeSocketFiles()
         let deadline = Posix.monotonicNanoseconds() + UInt64(config.shutdownFlushMilliseconds) * 1_000_000
-        while linkList.contains(where: { $0.connection != nil && !$0.queue.isEmpty }),
+        while linkList.contains(where: { $0.connection != nil && $0.queuedBytes > 0 }),
               Posix.monotonicNanoseconds() < deadline {
             try loop.turn(timeoutMilliseconds: 10)
             now = Posix.monotonicNanoseconds()
         }
-        let unsent = linkList.reduce(0) { $0 + $1.queue.byteCount }
+        let unsent = linkList.reduce(0) { $0 + $1.queuedBytes }
         if unsent > 0 { logger.warning("stopped with \(unsent) bytes not sent to peers") }
         for client in Array(clients.values) { client.close(reason: "broker stopping") }
         for connection in handshaking { connection.close(reason: "broker stopping") }
@@ -249,10 +300,11 @@ public final class Broker {
         for link in linkList where !link.removed {
             if let connection = link.connection {
                 let silent = now &- link.lastHeard
-                if silent > 3 * heartbeatNanoseconds && !peersPaused {
+                if silent > 3 * heartbeatNanoseconds {
                     connection.close(reason: "no traffic for \(silent / 1_000_000) ms")
-                } else if now &- link.lastSent >= heartbeatNanoseconds && link.queue.isEmpty {
-                    link.enqueueControl(FrameParser.encode(.heartbeat, body: []), loop: loop)
+                } else if now &- link.lastSent >= heartbeatNanoseconds && link.wire.isEmpty && link.control.isEmpty {
+                    // Also while every flow waits for credit: the link is alive even when no data may move.
+                    link.enqueueControl(FrameParser.encode(.heartbeat, body: []))
                     link.lastSent = now
                 }
                 // A site that dialled in told us its address: one dial of our own proves it (the HELLO on it

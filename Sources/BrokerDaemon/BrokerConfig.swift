@@ -43,6 +43,8 @@ public struct BrokerConfig: Equatable, Sendable {
     public var logLevel: LogLevel = .info
     public var heartbeatMilliseconds = 1000
     public var peerQueueBytes = 64 << 20
+    /// The window this broker grants each flow (group and class) of a peer, announced in HELLO.
+    public var flowWindowBytes = Int(Wire.defaultFlowWindow)
     public var maxMessageBytes = Wire.defaultMaxMessage
     public var inboundQueueBytes = 4 << 20
     public var clientQueueBytes = 64 << 20
@@ -87,6 +89,7 @@ public struct BrokerConfig: Equatable, Sendable {
     public static let maxMessageRange = 1...(1 << 30)
     public static let queueRange = (64 << 10)...(16 << 30)
     public static let heartbeatRange = 10...600_000
+    public static let flowWindowRange = Int(Wire.minFlowWindow)...(1 << 30)
     public static let maxClientsRange = 1...1_000_000
     public static let maxGroupsRange = 1...65_536
     public static let groupGraceRange = 0...86_400_000
@@ -159,6 +162,9 @@ public struct BrokerConfig: Equatable, Sendable {
                 throw .invalid("\(name) bytes must be in \(Self.queueRange), not \(value)")
             }
         }
+        guard Self.flowWindowRange.contains(flowWindowBytes) else {
+            throw .invalid("flow window bytes must be in \(Self.flowWindowRange), not \(flowWindowBytes)")
+        }
         guard Self.heartbeatRange.contains(heartbeatMilliseconds) else {
             throw .invalid("heartbeat must be in \(Self.heartbeatRange) ms, not \(heartbeatMilliseconds)")
         }
@@ -196,6 +202,7 @@ struct ConfigFile: Codable {
     var log_level: String?
     var heartbeat_ms: Int?
     var peer_queue_bytes: Int?
+    var flow_window_bytes: Int?
     var max_message_bytes: Int?
     var inbound_queue_bytes: Int?
     var client_queue_bytes: Int?
@@ -214,7 +221,7 @@ extension BrokerConfig {
     /// The options `repbrokerd` takes, for the argument reader.
     public static let valuedOptions: Set<String> = [
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
-        "peer-queue-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
+        "peer-queue-bytes", "flow-window-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
         "max-ring-bytes", "join", "state-dir", "group-key-file", "allow-uid", "allow-gid", "socket-group",
         "advertise", "max-clients", "max-groups", "group-grace-ms", "idle-strategy",
     ]
@@ -263,6 +270,8 @@ extension BrokerConfig {
             ?? config.heartbeatMilliseconds
         config.peerQueueBytes = try arguments.integer("peer-queue-bytes") ?? file.peer_queue_bytes
             ?? config.peerQueueBytes
+        config.flowWindowBytes = try arguments.integer("flow-window-bytes") ?? file.flow_window_bytes
+            ?? config.flowWindowBytes
         config.maxMessageBytes = try arguments.integer("max-message-bytes") ?? file.max_message_bytes
             ?? config.maxMessageBytes
         config.inboundQueueBytes = try arguments.integer("inbound-queue-bytes") ?? file.inbound_queue_bytes

@@ -91,6 +91,9 @@ public enum DaemonMain {
           --heartbeat-ms N         Peer heartbeat interval (default 1000); a link silent for 3 intervals is down.
           --peer-queue-bytes N     Per-peer outbound queue limit (default 67108864). When full, a message
                                    without PERMANENT is dropped and counted; a PERMANENT one is refused.
+          --flow-window-bytes N    Bytes each peer may send per group and traffic class before this broker
+                                   returns credit (default 524288, at least 65536). Credit returns as that
+                                   group's receiver drains, so a slow receiver holds back its own group only.
           --max-message-bytes N    Largest control + rec of one message (default 67108864).
           --inbound-queue-bytes N  Per-group queue for messages waiting for a receiver (default 4194304).
           --client-queue-bytes N   Per-client delivery queue limit (default 67108864).

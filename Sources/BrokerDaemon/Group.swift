@@ -27,6 +27,10 @@ final class Group {
     var pendingAcks: [PendingAck] = []
     /// Registered local clients of the group.
     var clientCount = 0
+    /// A queue of the group passed the backpressure mark (`Broker.congest`); checked again every pass.
+    @exclusivity(unchecked) var congested = false
+    /// Its local producers' sockets are out of epoll's read interest.
+    var producersPaused = false
     /// When the group was last seen idle (no client, nothing queued); 0 while in use.
     var idleSince: UInt64 = 0
 

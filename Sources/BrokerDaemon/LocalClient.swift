@@ -86,12 +86,12 @@ final class LocalClient: Connection {
         }
     }
 
-    /// Where control frames for the client wait: its socket's queue (the output queue without rings).
-    private var controlQueue: FrameQueue { rings?.socketOutput ?? output }
+    /// Where control and channel frames for the client wait: its socket's queue (the output queue without rings).
+    var socketQueue: FrameQueue { rings?.socketOutput ?? output }
 
     /// Queues a control frame for the client.
     func send(_ type: FrameType, body: [UInt8]) {
-        FrameParser.append(type, body: body, to: controlQueue.buffer)
+        FrameParser.append(type, body: body, to: socketQueue.buffer)
         scheduleFlush()
     }
 
@@ -103,7 +103,7 @@ final class LocalClient: Connection {
 
     /// Queues the outcome of a send that asked for one.
     func sendResult(_ sequence: UInt64, _ status: SendStatus) {
-        SendResultFrame(sequence: sequence, status: status).append(to: controlQueue.buffer)
+        SendResultFrame(sequence: sequence, status: status).append(to: socketQueue.buffer)
         scheduleFlush()
     }
 

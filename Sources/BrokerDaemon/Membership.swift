@@ -96,7 +96,7 @@ extension Broker {
     /// Sends `frame` on every connected link but `except`.
     func spread(_ frame: [UInt8], except: PeerLink?) {
         for link in linkList where link !== except && !link.removed && link.connection != nil {
-            link.enqueueControl(frame, loop: loop)
+            link.enqueueControl(frame)
         }
     }
 
@@ -127,7 +127,7 @@ extension Broker {
         link.connection?.closedQuietly = true
         link.connection?.close(reason: "site \(siteID) was removed from the group")
         link.dialing?.close(reason: "site \(siteID) was removed from the group")
-        link.queue.clear()
+        link.clearQueues()
         saveMembership()
         spread(FrameParser.encode(.removeSite, body: RemoveSiteFrame(siteID: siteID).body), except: source)
         logger.info("site removed from the group", ["peer.site_id": "\(siteID)", "by": source.map { "site \($0.siteID)" } ?? "admin"])

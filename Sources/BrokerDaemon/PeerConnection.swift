@@ -1,7 +1,8 @@
 // One TCP connection to another broker, dialled or accepted. Both ends send HELLO first. The end with
 // the lower site id (the arbiter) decides which connection becomes the link and says so with ACTIVATE;
 // the other end sends data only after ACTIVATE, so no frame is ever written to a connection the arbiter
-// will drop. Output: the handshake buffer first, then (once active) the link's queue.
+// will drop. Output: the handshake buffer first, then (once active) the link's wire,
+// which its scheduler refills (PeerScheduler.swift).
 import BrokerSystem
 import BrokerWire
 
@@ -45,7 +46,8 @@ final class PeerConnection: Connection {
     func sendHello() {
         let body = HelloFrame(siteID: broker.config.siteID, incarnation: broker.incarnation,
                               address: broker.advertised ?? "", joining: !broker.config.join.isEmpty,
-                              keyed: broker.config.groupKey != nil, nonce: nonce).body
+                              keyed: broker.config.groupKey != nil, nonce: nonce,
+                              window: UInt32(broker.config.flowWindowBytes)).body
         FrameParser.append(.hello, body: body, to: handshakeOutput)
         scheduleFlush()
     }
@@ -86,6 +88,8 @@ final class PeerConnection: Connection {
             let header = try MessageHeader(body: frame.body)
             try broker.deliver(fromPeer: self, header,
                                payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
+            link?.credit.received(flow: PeerFlow.id(group: header.group, .replication), bytes: frame.totalSize,
+                                  batch: broker.creditBatch)
         case (.active, .heartbeat):
             break
         case (.active, .groupBind):
@@ -93,7 +97,12 @@ final class PeerConnection: Connection {
         case (.active, .peerAck):
             try broker.peerAcknowledged(PeerAckFrame(body: frame.body), on: self)
         case (.active, .channel):
-            try broker.channelFromPeer(self, ChannelFrame(body: frame.body))
+            let channel = try ChannelFrame(body: frame.body)
+            try broker.channelFromPeer(self, channel)
+            link?.credit.received(flow: PeerFlow.id(group: channel.group, .channel), bytes: frame.totalSize,
+                                  batch: broker.creditBatch)
+        case (.active, .credit):
+            link?.credited(try CreditFrame(body: frame.body))
         case (.active, .channelResult):
             broker.channelResultFromPeer(try ChannelResultFrame(body: frame.body))
         case (.active, .members):
@@ -128,7 +137,8 @@ final class PeerConnection: Connection {
     override func pendingOutput() -> UnsafeRawBufferPointer {
         if !handshakeOutput.isEmpty { return handshakeOutput.readable }
         guard phase == .active, let link else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return link.queue.readable
+        link.refillWire()
+        return link.wire.readable
     }
 
     override func didWrite(_ count: Int) {
@@ -137,7 +147,7 @@ final class PeerConnection: Connection {
             return
         }
         guard let link else { return }
-        link.queue.didWrite(count)
+        link.wire.didWrite(count)
         link.lastSent = broker.now
     }
 

@@ -1,5 +1,6 @@
-// The one link to a peer site: its queue of frames (kept across reconnects, bounded), the active
-// connection when there is one, the dial attempt in progress, backoff, liveness times and counters.
+// The one link to a peer site: its queues (kept across reconnects, bounded; PeerScheduler.swift decides what
+// goes next), the active connection when there is one, the dial attempt in progress, backoff, liveness times
+// and counters.
 import BrokerSystem
 import BrokerWire
 
@@ -23,8 +24,23 @@ final class PeerLink {
     let origin: PeerOrigin
     /// Left the group for good: not dialled, not routed to, refused when it says HELLO.
     var removed = false
-    let queue = FrameQueue(capacity: 256 << 10)
+    /// Frames on their way to the socket, taken whole from `control` and the flows by the scheduler; short, so
+    /// that a frame of another flow waits behind little. Its front frame may be partly written.
+    let wire = FrameQueue(capacity: 64 << 10)
+    /// Control frames: not flow-controlled, scheduled before any data.
+    let control = FrameQueue(capacity: 4096)
+    /// Data flows by `PeerFlow.id` (group index and class), made on first use.
+    var flows: [PeerFlow?] = []
+    /// Flows with frames queued and window left, served in turn from `readyCursor`.
+    var ready: [PeerFlow] = []
+    var readyCursor = 0
+    /// Bytes queued in every flow (with `wire` and `control`: what `queueLimit` bounds).
+    @exclusivity(unchecked) var flowBytes = 0
     let queueLimit: Int
+    /// The window the peer announced in its HELLO: where each flow starts on a new connection.
+    var peerWindow = Int(Wire.defaultFlowWindow)
+    /// What this side owes the peer's flows.
+    var credit = CreditLedger()
     var connection: PeerConnection?
     var dialing: PeerConnection?
     var remoteIncarnation: UInt64 = 0
@@ -70,19 +86,58 @@ final class PeerLink {
     /// Whether a frame of `size` more bytes may be queued: it fits under the limit, or the queue is empty
     /// (so a message as large as the message limit always gets through an idle link).
     @inline(__always)
-    func hasRoom(for size: Int) -> Bool { queue.isEmpty || queue.byteCount + size <= queueLimit }
+    func hasRoom(for size: Int) -> Bool {
+        let queued = queuedBytes
+        return queued == 0 || queued + size <= queueLimit
+    }
 
-    /// Queues a MESSAGE (the caller checked room) and schedules a write.
-    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, loop: EventLoop) {
-        header.append(payload: payload, to: queue.buffer)
+    /// Bytes waiting for this peer: the wire, control and every flow.
+    @inline(__always)
+    var queuedBytes: Int { wire.byteCount + control.byteCount + flowBytes }
+
+    /// The flow of `group`'s `trafficClass` data, made on first use.
+    @inline(__always)
+    func flow(_ group: Group, _ trafficClass: TrafficClass) -> PeerFlow {
+        let id = PeerFlow.id(group: group.index, trafficClass)
+        if id < flows.count, let flow = flows[id] { return flow }
+        return makeFlow(group, trafficClass, id: id)
+    }
+
+    private func makeFlow(_ group: Group, _ trafficClass: TrafficClass, id: Int) -> PeerFlow {
+        if id >= flows.count { flows.append(contentsOf: repeatElement(nil, count: id + 1 - flows.count)) }
+        let flow = PeerFlow(group: group, trafficClass: trafficClass, window: peerWindow)
+        flows[id] = flow
+        return flow
+    }
+
+    /// Queues a MESSAGE in its group's replication flow (the caller checked room) and schedules a write.
+    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, in flow: PeerFlow) {
+        header.append(payload: payload, to: flow.queue)
+        flowBytes += Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
         messagesSent += 1
         bytesSent += payload.count
+        flowHasData(flow)
+    }
+
+    /// Queues a whole data frame (CHANNEL) in `flow` (the caller checked room).
+    func enqueue(frame: [UInt8], in flow: PeerFlow) {
+        flow.queue.append(frame)
+        flowBytes += frame.count
+        flowHasData(flow)
+    }
+
+    @inline(__always)
+    private func flowHasData(_ flow: PeerFlow) {
+        if !flow.isReady && flow.window > 0 {
+            flow.isReady = true
+            ready.append(flow)
+        }
         connection?.scheduleFlush()
     }
 
-    /// Queues a control frame (GROUP_BIND, HEARTBEAT) at the end.
-    func enqueueControl(_ frame: [UInt8], loop: EventLoop) {
-        queue.buffer.append(frame)
+    /// Queues a control frame (GROUP_BIND, HEARTBEAT, PEER_ACK, ...): it goes before any data.
+    func enqueueControl(_ frame: [UInt8]) {
+        control.buffer.append(frame)
         connection?.scheduleFlush()
     }
 

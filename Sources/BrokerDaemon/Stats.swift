@@ -1,6 +1,7 @@
 // The stats document served on the admin socket: JSON with snake_case keys, the same shape
 // `repbroker stats --json` prints. Payload bytes (control + rec) are counted, not frame bytes.
 import BrokerSystem
+import BrokerWire
 import Foundation
 
 public struct BrokerStats: Codable, Sendable {
@@ -31,11 +32,40 @@ public struct PeerStats: Codable, Sendable {
     public var refused: Int
     public var reconnects: Int
     public var millisecondsSinceHeard: UInt64?
+    /// Per group and traffic class on this link (PROTOCOL.md, "Flow control").
+    public var flows: [FlowStats]
 
     enum CodingKeys: String, CodingKey {
         case siteID = "site_id", address, origin, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
-        case dropped, refused, reconnects, millisecondsSinceHeard = "ms_since_heard"
+        case dropped, refused, reconnects, millisecondsSinceHeard = "ms_since_heard", flows
+    }
+}
+
+/// One flow of a peer link, both ways. Frame bytes (headers included), as windows and credit count them.
+public struct FlowStats: Codable, Sendable {
+    public var group: String
+    /// "replication" or "channel".
+    public var trafficClass: String
+    /// Frames waiting here for the peer.
+    public var queuedBytes: Int
+    /// What the peer lets this broker send now (nil: nothing sent to it yet on this flow).
+    public var window: Int?
+    /// Bytes received from the peer and not yet credited back.
+    public var owed: Int
+    /// The group's local producers are paused (a queue of the group is over the mark).
+    public var paused: Bool
+    public var framesSent: Int
+    public var bytesSent: Int
+    public var framesReceived: Int
+    public var bytesReceived: Int
+    /// Times the window ran out with frames queued.
+    public var stalls: Int
+
+    enum CodingKeys: String, CodingKey {
+        case group, trafficClass = "class", queuedBytes = "queued_bytes", window, owed, paused
+        case framesSent = "frames_sent", bytesSent = "bytes_sent", framesReceived = "frames_received"
+        case bytesReceived = "bytes_received", stalls
     }
 }
 
@@ -128,6 +158,27 @@ public struct TotalStats: Codable, Sendable {
 }
 
 extension Broker {
+    /// Every flow of `link` that has sent or received, by group name and class.
+    func flowStats(_ link: PeerLink) -> [FlowStats] {
+        let remoteIndex = Dictionary(link.remoteGroupNames.map { ($0.value, $0.key) }, uniquingKeysWith: max)
+        var rows: [FlowStats] = []
+        for group in groupList.sorted(by: { $0.name < $1.name }) {
+            for trafficClass in TrafficClass.allCases {
+                let sendID = PeerFlow.id(group: group.index, trafficClass)
+                let flow = sendID < link.flows.count ? link.flows[sendID] : nil
+                let receiveID = remoteIndex[group.name].map { PeerFlow.id(group: $0, trafficClass) }
+                let received = receiveID.map { link.credit.received(flow: $0) } ?? (frames: 0, bytes: 0)
+                guard flow != nil || received.frames > 0 else { continue }
+                rows.append(FlowStats(
+                    group: group.name, trafficClass: "\(trafficClass)", queuedBytes: flow?.queue.readableBytes ?? 0,
+                    window: flow?.window, owed: receiveID.map { link.credit.owed(flow: $0) } ?? 0,
+                    paused: group.producersPaused, framesSent: flow?.messagesSent ?? 0, bytesSent: flow?.bytesSent ?? 0,
+                    framesReceived: received.frames, bytesReceived: received.bytes, stalls: flow?.stalls ?? 0))
+            }
+        }
+        return rows
+    }
+
     /// A snapshot of every counter (on the loop's thread).
     func stats() -> BrokerStats {
         let peers = linkList.filter { !$0.removed }.map { link in
@@ -135,9 +186,10 @@ extension Broker {
                 siteID: link.siteID, address: link.address?.text ?? "-", origin: link.origin, state: link.state,
                 messagesSent: link.messagesSent, bytesSent: link.bytesSent,
                 messagesReceived: link.messagesReceived, bytesReceived: link.bytesReceived,
-                queuedBytes: link.queue.byteCount, dropped: link.dropped, refused: link.refused,
+                queuedBytes: link.queuedBytes, dropped: link.dropped, refused: link.refused,
                 reconnects: link.reconnects,
-                millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil)
+                millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil,
+                flows: flowStats(link))
         }
         let clientList = clients.values.filter { $0.isRegistered }.sorted { $0.id < $1.id }.map { client in
             var roles: [String] = []

@@ -11,6 +11,18 @@ extension BrokerStats {
                  "\(p.messagesReceived)", "\(p.bytesReceived)", "\(p.queuedBytes)", "\(p.dropped)", "\(p.refused)",
                  "\(p.reconnects)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-"]
             })
+        let flowRows = peers.flatMap { p in
+            p.flows.map { f in
+                ["\(p.siteID)", f.group, f.trafficClass, "\(f.queuedBytes)", f.window.map { "\($0)" } ?? "-", "\(f.owed)",
+                 f.paused ? "yes" : "no", "\(f.framesSent)", "\(f.bytesSent)", "\(f.framesReceived)", "\(f.bytesReceived)",
+                 "\(f.stalls)"]
+            }
+        }
+        if !flowRows.isEmpty {
+            out += "\nFLOWS (per peer, group and class; frame bytes)\n"
+            out += render([["site", "group", "class", "queued", "window", "owed", "paused", "frames_out", "bytes_out",
+                            "frames_in", "bytes_in", "stalls"]] + flowRows)
+        }
         out += "\nCLIENTS\n"
         out += render([["id", "pid", "name", "group", "roles", "transport", "msgs_sent", "bytes_sent", "msgs_recv",
                         "bytes_recv", "queued", "dropped", "ring_fill"]]

@@ -15,10 +15,13 @@ public struct HelloFrame: Equatable, Sendable {
     public var keyed: Bool
     /// Random per connection, the challenge of the other side's AUTH.
     public var nonce: [UInt8]
+    /// The window the sender grants each of the other side's flows (bytes of data frames it may send before
+    /// a CREDIT frame returns some); 0 is refused.
+    public var window: UInt32
 
     public init(magic: UInt32 = Wire.peerHelloMagic, version: UInt16 = Wire.protocolVersion, siteID: Int32,
                 incarnation: UInt64, address: String = "", joining: Bool = false, keyed: Bool = false,
-                nonce: [UInt8] = [UInt8](repeating: 0, count: 16)) {
+                nonce: [UInt8] = [UInt8](repeating: 0, count: 16), window: UInt32 = Wire.defaultFlowWindow) {
         self.magic = magic
         self.version = version
         self.siteID = siteID
@@ -27,6 +30,7 @@ public struct HelloFrame: Equatable, Sendable {
         self.joining = joining
         self.keyed = keyed
         self.nonce = nonce
+        self.window = window
     }
 
     public var body: [UInt8] {
@@ -39,7 +43,7 @@ public struct HelloFrame: Equatable, Sendable {
         w.put(incarnation)
         w.put(UInt16(address.utf8.count))
         w.put(UInt16((joining ? 1 : 0) | (keyed ? 2 : 0)))
-        w.put(UInt32(0))
+        w.put(window)
         w.put(nonce.prefix(16) + [UInt8](repeating: 0, count: max(0, 16 - nonce.count)))
         w.put(address.utf8)
         return w.bytes
@@ -54,11 +58,16 @@ public struct HelloFrame: Equatable, Sendable {
         incarnation = p.le64(16)
         let length = Int(p.le16(24))
         let flags = p.le16(26)
+        window = p.le32(28)
         guard magic == Wire.peerHelloMagic else {
             throw .malformed(type: .hello, reason: "bad magic 0x\(String(magic, radix: 16))")
         }
         guard flags & ~3 == 0 else { throw .malformed(type: .hello, reason: "unknown flags \(flags)") }
         guard 48 + length == body.count else { throw .malformed(type: .hello, reason: "address length does not fill the body") }
+        // Another version's HELLO is parsed only far enough to be refused for its version.
+        guard version != Wire.protocolVersion || window >= Wire.minFlowWindow else {
+            throw .malformed(type: .hello, reason: "flow window \(window) is below \(Wire.minFlowWindow) bytes")
+        }
         address = try decodeName(body, at: 48, length: length, limit: Wire.maxAddress, required: false, .hello, "address")
         joining = flags & 1 != 0
         keyed = flags & 2 != 0
@@ -210,5 +219,68 @@ public struct PeerAckFrame: Equatable, Sendable {
         let p = body.baseAddress.unsafelyUnwrapped
         group = p.le32(0)
         lsn = LSN(file: p.le32(4), offset: p.le32(8))
+    }
+}
+
+/// The classes of data a peer link schedules apart. Control frames (HELLO to HEARTBEAT, GROUP_BIND, PEER_ACK,
+/// PEER_MASTER, MEMBERS, REMOVE_SITE, CREDIT, CHANNEL_RESULT) are not flow-controlled and always go first.
+public enum TrafficClass: UInt8, Sendable, CaseIterable {
+    /// MESSAGE frames: Berkeley DB's replication traffic.
+    case replication = 0
+    /// CHANNEL frames: the application's channels.
+    case channel = 1
+
+    /// The flow a data frame belongs to (nil for control frames): its class and the group index it carries.
+    @inline(__always)
+    public static func of(_ type: FrameType) -> TrafficClass? {
+        type == .message ? .replication : type == .channel ? .channel : nil
+    }
+}
+
+/// CREDIT: the receiving broker has handed on `bytes` more bytes (whole frames, headers included) of the
+/// sender's flow (`group`, the sender's index, and `trafficClass`); the sender may send that many more.
+public struct CreditFrame: Equatable, Sendable {
+    public static let bodySize = 12
+    public var group: UInt32
+    public var trafficClass: TrafficClass
+    public var bytes: UInt32
+    public init(group: UInt32, trafficClass: TrafficClass, bytes: UInt32) {
+        self.group = group
+        self.trafficClass = trafficClass
+        self.bytes = bytes
+    }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(trafficClass.rawValue)
+        w.put([UInt8](repeating: 0, count: 3))
+        w.put(bytes)
+        return w.bytes
+    }
+    /// Appends the whole frame in place (credits go back all the time under load: no allocation).
+    public func append(to buffer: ByteBuffer) {
+        let out = buffer.reserveForWriting(Wire.frameHeaderSize + Self.bodySize)
+        FrameParser.writeHeader(.credit, bodyLength: Self.bodySize, at: out)
+        out.storeLE(group, at: 8)
+        out.storeLE(UInt32(trafficClass.rawValue), at: 12)
+        out.storeLE(bytes, at: 16)
+        buffer.commit(Wire.frameHeaderSize + Self.bodySize)
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, Self.bodySize, .credit)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        guard (1...Wire.maxGroupIndex).contains(group) else {
+            throw .malformed(type: .credit, reason: "group index \(group) is outside 1...\(Wire.maxGroupIndex)")
+        }
+        guard let trafficClass = TrafficClass(rawValue: body[4]) else {
+            throw .malformed(type: .credit, reason: "unknown traffic class \(body[4])")
+        }
+        guard body[5] == 0, body[6] == 0, body[7] == 0 else {
+            throw .malformed(type: .credit, reason: "reserved bytes are not zero")
+        }
+        self.trafficClass = trafficClass
+        bytes = p.le32(8)
+        guard bytes > 0 else { throw .malformed(type: .credit, reason: "a credit of 0 bytes") }
     }
 }

@@ -2,7 +2,7 @@
 
 /// Protocol-wide constants and limits.
 public enum Wire {
-    public static let protocolVersion: UInt16 = 2
+    public static let protocolVersion: UInt16 = 3
     public static let frameMagic: UInt8 = 0xB7
     public static let peerHelloMagic: UInt32 = 0x4C50_4252
     public static let frameHeaderSize = 8
@@ -17,6 +17,10 @@ public enum Wire {
     /// Group indexes on a peer link are 1 ... maxGroupIndex (a broker reuses the indexes of released groups).
     public static let maxGroupIndex: UInt32 = 65_536
     public static let defaultGroup = "default"
+    /// Bytes of data frames a broker lets a peer send per flow (group and class) before credit returns:
+    /// the default it announces in HELLO, and the least it may announce.
+    public static let defaultFlowWindow: UInt32 = 512 << 10
+    public static let minFlowWindow: UInt32 = 64 << 10
 }
 
 /// Frame types (`RB_FRAME_*`).
@@ -43,6 +47,7 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
     case members = 0x26
     case removeSite = 0x27
     case auth = 0x28
+    case credit = 0x29
 
     public var description: String {
         switch self {
@@ -68,6 +73,7 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
         case .members: return "MEMBERS"
         case .removeSite: return "REMOVE_SITE"
         case .auth: return "AUTH"
+        case .credit: return "CREDIT"
         }
     }
 }

@@ -105,7 +105,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             let f = try HelloFrame(body: frame.body)
             fields = ["magic": "\(f.magic)", "version": "\(f.version)", "site_id": "\(f.siteID)",
                       "incarnation": "\(f.incarnation)", "address": f.address, "joining": f.joining ? "1" : "0",
-                      "keyed": f.keyed ? "1" : "0", "nonce": hex(f.nonce)]
+                      "keyed": f.keyed ? "1" : "0", "nonce": hex(f.nonce), "window": "\(f.window)"]
             encoded = FrameParser.encode(.hello, body: f.body)
         case .siteEvent:
             let f = try SiteEventFrame(body: frame.body)
@@ -130,6 +130,13 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             f.append(to: buffer)
             encoded = Array(buffer.readable)
             #expect(encoded == FrameParser.encode(.peerAck, body: f.body))
+        case .credit:
+            let f = try CreditFrame(body: frame.body)
+            fields = ["group": "\(f.group)", "class": "\(f.trafficClass.rawValue)", "bytes": "\(f.bytes)"]
+            let buffer = ByteBuffer(capacity: 8)
+            f.append(to: buffer)
+            encoded = Array(buffer.readable)
+            #expect(encoded == FrameParser.encode(.credit, body: f.body))
         case .peerMaster:
             let f = try MasterFrame(peerBody: frame.body)
             fields = ["group": "\(f.group)", "site_id": "\(f.siteID)"]

@@ -73,9 +73,9 @@ import Testing
     }
 
     /// A receiver that stops receiving makes the remote sender wait: the queue in front of the receiver stays
-    /// near the mark (the receiving broker stops reading the link, TCP pushes back, the sending broker pauses
-    /// its producers), the link stays up though this side does not read it for seconds, and once the receiver
-    /// receives again every message arrives, in order, none dropped.
+    /// near the mark (its broker withholds credit, the sending broker's flow runs out of window and it pauses
+    /// its producers), the link stays up while no data may move for more than three heartbeats, and once the
+    /// receiver receives again every message arrives, in order, none dropped.
     @Test func aSlowReceiverMakesRemoteSendersWaitInsteadOfPilingUpOrDropping() throws {
         try withSites(2, extraArguments: ["--heartbeat-ms", "200"]) { sites in
             let receiver = try client(sites.broker(2), roles: [.receiver], transport: .sharedMemory)
@@ -101,9 +101,17 @@ import Testing
             let receiverQueue = try #require(try sites.broker(2).stats().clients.first { $0.roles == ["receiver"] }).queuedBytes
             #expect(receiverQueue < 1 << 20, "\(receiverQueue) bytes queued in front of the receiver")
             #expect(sent.value < count)
-            // More than three heartbeats (600 ms) without reading the link: it stays up.
-            let before = try sites.broker(2).stats().peers[0].reconnects
-            #expect(sites.broker(2).waitForStats(timeout: 10) { ($0.peers[0].millisecondsSinceHeard ?? 0) > 1000 })
+            // The sending broker's flow to site 2 is out of window, and site 2 owes it credit it holds back.
+            #expect(sites.broker(1).waitForStats(timeout: 20) { stats in
+                guard let flow = stats.peers[0].flows.first(where: { $0.group == "default" && $0.trafficClass == "replication" })
+                else { return false }
+                return (flow.window ?? 1) <= 0 && flow.paused && flow.queuedBytes > 0
+            })
+            let held = try sites.broker(2).stats()
+            #expect((held.peers[0].flows.first { $0.group == "default" }?.owed ?? 0) > 0)
+            // More than three heartbeats (600 ms) of that: the link stays up (heartbeats go on while data waits).
+            let before = held.peers[0].reconnects
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.uptimeMilliseconds > held.uptimeMilliseconds + 1000 })
             #expect(try sites.broker(2).stats().peers[0].state == .connected)
             var next = 0
             var inOrder = true

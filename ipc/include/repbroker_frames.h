@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define RB_PROTOCOL_VERSION 2u
+#define RB_PROTOCOL_VERSION 3u
 #define RB_FRAME_MAGIC 0xB7u
 #define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
 
@@ -19,6 +19,8 @@
 #define RB_DEFAULT_MAX_MESSAGE (64u << 20)    /* control + rec, configurable per broker */
 #define RB_MAX_GROUP_NAME 64u
 #define RB_MAX_CLIENT_NAME 64u
+#define RB_DEFAULT_FLOW_WINDOW (512u << 10)  /* per flow, announced in HELLO; see PROTOCOL.md "Flow control" */
+#define RB_MIN_FLOW_WINDOW (64u << 10)
 
 /* Frame types. */
 #define RB_FRAME_REGISTER 0x01u    /* client -> broker */
@@ -43,6 +45,11 @@
 #define RB_FRAME_MEMBERS 0x26u     /* peer: sites the sender knows, with their addresses */
 #define RB_FRAME_REMOVE_SITE 0x27u /* peer: a site left the group for good */
 #define RB_FRAME_AUTH 0x28u        /* peer: proof of the group key over both HELLO nonces */
+#define RB_FRAME_CREDIT 0x29u      /* peer: the receiver handed on more bytes of one flow; send that many more */
+
+/* Traffic classes of the flows a peer link schedules (CREDIT). */
+#define RB_CLASS_REPLICATION 0u    /* MESSAGE frames */
+#define RB_CLASS_CHANNEL 1u        /* CHANNEL frames */
 
 /* HELLO flags. */
 #define RB_HELLO_JOINING 0x1u      /* the sender is joining: accept its unknown site id */
@@ -220,7 +227,7 @@ typedef struct rb_hello {
     uint64_t incarnation;   /* random per broker start: tells a restarted peer from a duplicate connect */
     uint16_t address_length; /* 0 ... 255: where the sender listens for peers (HOST:PORT), may be empty */
     uint16_t flags;         /* RB_HELLO_* */
-    uint32_t reserved3;     /* 0 */
+    uint32_t window;        /* bytes each of the other side's flows may send before credit; >= RB_MIN_FLOW_WINDOW */
     uint8_t nonce[16];      /* random per connection, for AUTH */
     /* address bytes */
 } rb_hello;
@@ -248,6 +255,13 @@ typedef struct rb_group_bind {
     /* name bytes */
 } rb_group_bind;
 
+typedef struct rb_credit {
+    uint32_t group;         /* the flow's group: the index the data frames carried (the credited side's) */
+    uint8_t traffic_class;  /* RB_CLASS_* */
+    uint8_t reserved[3];    /* 0 */
+    uint32_t bytes;         /* > 0: whole frames, headers included */
+} rb_credit;
+
 _Static_assert(sizeof(rb_frame_header) == 8, "frame header is 8 bytes");
 _Static_assert(sizeof(rb_register) == 16, "register is 16 bytes before its strings");
 _Static_assert(sizeof(rb_welcome) == 24, "welcome is 24 bytes");
@@ -268,5 +282,6 @@ _Static_assert(sizeof(rb_auth) == 32, "auth is 32 bytes");
 _Static_assert(sizeof(rb_members) == 4, "members is 4 bytes before its entries");
 _Static_assert(sizeof(rb_remove_site) == 8, "remove site is 8 bytes");
 _Static_assert(sizeof(rb_group_bind) == 8, "group bind is 8 bytes before its name");
+_Static_assert(sizeof(rb_credit) == 12, "credit is 12 bytes");
 
 #endif

@@ -13,7 +13,7 @@ TYPES = {"REGISTER": 0x01, "WELCOME": 0x02, "ROLE": 0x03, "SEND_RESULT": 0x04, "
          "SITE_EVENT": 0x06, "ACK": 0x07, "ACK_POLICY": 0x08, "MASTER": 0x09, "SUBSCRIBE": 0x0A,
          "CHANNEL": 0x11, "CHANNEL_RESULT": 0x12,
          "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23,
-         "PEER_ACK": 0x24, "PEER_MASTER": 0x25, "MEMBERS": 0x26, "REMOVE_SITE": 0x27, "AUTH": 0x28}
+         "PEER_ACK": 0x24, "PEER_MASTER": 0x25, "MEMBERS": 0x26, "REMOVE_SITE": 0x27, "AUTH": 0x28, "CREDIT": 0x29}
 
 
 def frame(kind, body, magic=MAGIC, reserved=0, length=None):
@@ -26,16 +26,16 @@ def message(group, source, destination, flags, lsn_file, lsn_offset, control, re
 
 
 valid = [
-    ("register", "REGISTER", struct.pack("<HHiHHI", 2, 3, 4242, 7, 8, 0) + b"default" + b"writer-1",
-     {"version": 2, "roles": 3, "pid": 4242, "group": "default", "name": "writer-1", "ring_bytes": 0}),
-    ("register-no-name", "REGISTER", struct.pack("<HHiHHI", 2, 1, 1, 2, 0, 0) + b"g1",
-     {"version": 2, "roles": 1, "pid": 1, "group": "g1", "name": "", "ring_bytes": 0}),
-    ("register-shm", "REGISTER", struct.pack("<HHiHHI", 2, 1, 77, 1, 0, 1 << 20) + b"g",
-     {"version": 2, "roles": 1, "pid": 77, "group": "g", "name": "", "ring_bytes": 1 << 20}),
-    ("welcome", "WELCOME", struct.pack("<HHiIIQ", 2, 1, 2, 7, 0, 64 << 20),
-     {"version": 2, "role_state": 1, "site_id": 2, "client_id": 7, "ring_bytes": 0, "max_message": 64 << 20}),
-    ("welcome-shm", "WELCOME", struct.pack("<HHiIIQ", 2, 0, 2, 8, 1 << 20, 64 << 20),
-     {"version": 2, "role_state": 0, "site_id": 2, "client_id": 8, "ring_bytes": 1 << 20, "max_message": 64 << 20}),
+    ("register", "REGISTER", struct.pack("<HHiHHI", 3, 3, 4242, 7, 8, 0) + b"default" + b"writer-1",
+     {"version": 3, "roles": 3, "pid": 4242, "group": "default", "name": "writer-1", "ring_bytes": 0}),
+    ("register-no-name", "REGISTER", struct.pack("<HHiHHI", 3, 1, 1, 2, 0, 0) + b"g1",
+     {"version": 3, "roles": 1, "pid": 1, "group": "g1", "name": "", "ring_bytes": 0}),
+    ("register-shm", "REGISTER", struct.pack("<HHiHHI", 3, 1, 77, 1, 0, 1 << 20) + b"g",
+     {"version": 3, "roles": 1, "pid": 77, "group": "g", "name": "", "ring_bytes": 1 << 20}),
+    ("welcome", "WELCOME", struct.pack("<HHiIIQ", 3, 1, 2, 7, 0, 64 << 20),
+     {"version": 3, "role_state": 1, "site_id": 2, "client_id": 7, "ring_bytes": 0, "max_message": 64 << 20}),
+    ("welcome-shm", "WELCOME", struct.pack("<HHiIIQ", 3, 0, 2, 8, 1 << 20, 64 << 20),
+     {"version": 3, "role_state": 0, "site_id": 2, "client_id": 8, "ring_bytes": 1 << 20, "max_message": 64 << 20}),
     ("role", "ROLE", struct.pack("<HH", 1, 0), {"role_state": 1}),
     ("send-result", "SEND_RESULT", struct.pack("<QII", 9, 1, 0), {"sequence": 9, "status": 1}),
     ("error", "ERROR", struct.pack("<I", 2) + b"bad frame", {"code": 2, "reason": "bad frame"}),
@@ -45,13 +45,13 @@ valid = [
     ("message-empty", "MESSAGE", message(0, 0, 2, 0, 0, 0, b"", b"", 77),
      {"group": 0, "source": 0, "destination": 2, "flags": 0, "lsn_file": 0, "lsn_offset": 0,
       "control": "", "rec": "", "sequence": 77}),
-    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 2, 0, 2, 0, 0x0102030405060708, 0, 0, 0) + bytes(16),
-     {"magic": 0x4C504252, "version": 2, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0,
-      "keyed": 0, "nonce": bytes(16).hex()}),
-    ("hello-joining-keyed", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 2, 0, 4, 0, 9, 14, 3, 0) + bytes(range(16))
+    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 3, 0, 2, 0, 0x0102030405060708, 0, 0, 512 << 10) + bytes(16),
+     {"magic": 0x4C504252, "version": 3, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0,
+      "keyed": 0, "nonce": bytes(16).hex(), "window": 512 << 10}),
+    ("hello-joining-keyed", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 3, 0, 4, 0, 9, 14, 3, 65536) + bytes(range(16))
      + b"127.0.0.1:7004",
-     {"magic": 0x4C504252, "version": 2, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1,
-      "keyed": 1, "nonce": bytes(range(16)).hex()}),
+     {"magic": 0x4C504252, "version": 3, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1,
+      "keyed": 1, "nonce": bytes(range(16)).hex(), "window": 65536}),
     ("auth", "AUTH", hmac.new(b"group key", b"repbroker-auth-v1" + struct.pack("<i", 4) + bytes(range(16)) + bytes(16),
                               hashlib.sha256).digest(),
      {"mac": hmac.new(b"group key", b"repbroker-auth-v1" + struct.pack("<i", 4) + bytes(range(16)) + bytes(16),
@@ -69,6 +69,8 @@ valid = [
     ("ack", "ACK", struct.pack("<II", 1, 28), {"lsn_file": 1, "lsn_offset": 28}),
     ("ack-policy", "ACK_POLICY", struct.pack("<HHI", 2, 0, 1000), {"policy": 2, "timeout_ms": 1000}),
     ("master", "MASTER", struct.pack("<iI", 2, 0), {"site_id": 2}),
+    ("credit", "CREDIT", struct.pack("<IB3xI", 2, 0, 131072), {"group": 2, "class": 0, "bytes": 131072}),
+    ("credit-channel", "CREDIT", struct.pack("<IB3xI", 65536, 1, 77), {"group": 65536, "class": 1, "bytes": 77}),
     ("peer-ack", "PEER_ACK", struct.pack("<III", 1, 1, 28), {"group": 1, "lsn_file": 1, "lsn_offset": 28}),
     ("peer-master", "PEER_MASTER", struct.pack("<Ii", 1, 3), {"group": 1, "site_id": 3}),
     ("subscribe", "SUBSCRIBE", struct.pack("<HH", 6, 0) + b"writes", {"channel": "writes"}),
@@ -101,6 +103,12 @@ invalid = [
     ("hello-short", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 1, 0, 0, 0)), "malformed"),
     ("hello-unknown-flag", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 1, 0, 2, 0, 1, 0, 4, 0) + bytes(16)), "malformed"),
     ("auth-short", frame("AUTH", bytes(31)), "malformed"),
+    ("hello-window-too-small", frame("HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, 3, 0, 2, 0, 1, 0, 0, 65535) + bytes(16)), "malformed"),
+    ("credit-zero-bytes", frame("CREDIT", struct.pack("<IB3xI", 1, 0, 0)), "malformed"),
+    ("credit-unknown-class", frame("CREDIT", struct.pack("<IB3xI", 1, 2, 100)), "malformed"),
+    ("credit-reserved-set", frame("CREDIT", struct.pack("<IBBBBI", 1, 0, 0, 1, 0, 100)), "malformed"),
+    ("credit-group-zero", frame("CREDIT", struct.pack("<IB3xI", 0, 0, 100)), "malformed"),
+    ("credit-short", frame("CREDIT", struct.pack("<IB3x", 1, 0)), "malformed"),
     ("members-runs-past", frame("MEMBERS", struct.pack("<HH", 1, 0) + struct.pack("<iH", 1, 50) + b"x"), "malformed"),
     ("members-bad-site", frame("MEMBERS", struct.pack("<HH", 1, 0) + struct.pack("<iH", 0, 1) + b"x"), "malformed"),
     ("remove-site-zero", frame("REMOVE_SITE", struct.pack("<iI", 0, 0)), "malformed"),
