@@ -47,6 +47,9 @@ extension Broker {
         // Clients may come and go while parked: every ring there is then is marked awake again.
         defer { for client in ringClients { client.rings?.reader.awake() } }
         for client in ringClients {
+            // A paused producer's records wait for its group's queues to drain, which wakes the loop (a socket
+            // event, or the 1 ms look below): they do not keep it awake.
+            if client.roleState != .receiver, client.$group?.with({ $0.congested }) == true { continue }
             guard let rings = client.rings, rings.reader.prepareToSleep() else { return 0 }
         }
         let untilTick = nextTickAt > now ? Int32(clamping: (nextTickAt - now + 999_999) / 1_000_000) : 0

@@ -91,7 +91,7 @@ public final class Broker {
         loop = try EventLoop()
         stopper = Stopper(wakeup: loop.wakeup)
         maxClients = config.maxClients ?? Self.defaultMaxClients(descriptorLimit: Posix.descriptorLimit())
-        creditBatch = config.flowWindowBytes / 4
+        creditBatch = config.flowWindowBytes / 16
         for peer in config.peers.sorted(by: { $0.siteID < $1.siteID }) {
             let link = PeerLink(siteID: peer.siteID, index: linkList.count, address: addresses[peer.siteID],
                                 queueLimit: config.peerQueueBytes)

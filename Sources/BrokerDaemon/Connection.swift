@@ -41,34 +41,47 @@ class Connection: LoopHandler {
 
     // MARK: input
 
+    /// Reads at most this many times per readiness event while each read fills the buffer. Peer links read more
+    /// (a CREDIT waits behind whatever the socket holds: reading it a buffer per pass would stretch the credit
+    /// loop to many passes).
+    var readsPerEvent: Int { 1 }
+
     func readAvailable() {
+        var reads = readsPerEvent
+        while readOnce(), !isClosed, !readingPaused, reads > 1 { reads -= 1 }
+    }
+
+    /// One read and the frames it completes; true when the read filled the space offered (more may wait).
+    private func readOnce() -> Bool {
         if let needed = FrameParser.pendingFrameSize(in: input.readable), needed > input.readableBytes {
             input.reserve(needed - input.readableBytes)
         }
         input.reserve(Self.minimumRead)
         let result: IOResult<Int>
+        let space = input.writable.count
         do { result = try Posix.read(descriptor: descriptor, into: input.writable) } catch {
             close(reason: "read failed: \(error)")
-            return
+            return false
         }
-        guard case .processed(let count) = result else { return }
+        guard case .processed(let count) = result else { return false }
         guard count > 0 else {
             otherSideClosed()
-            return
+            return false
         }
         input.commit(count)
         didRead(bytes: count)
         do {
             while !isClosed, let frame = try FrameParser.next(in: input.readable, maxMessage: maxMessage) {
                 try handleFrame(frame)
-                if isClosed { return }
+                if isClosed { return false }
                 input.consume(frame.totalSize)
             }
         } catch {
             protocolError(error)
-            return
+            return false
         }
         input.shrinkIfIdle()
+        return count == space
     }
 
     /// End of stream: everything the other side sent by the socket has been handled.

@@ -77,6 +77,8 @@ final class PeerConnection: Connection {
         super.handleEvents(events)
     }
 
+    override var readsPerEvent: Int { 8 }
+
     override func didRead(bytes: Int) {
         guard phase == .active, let link else { return }
         link.lastHeard = broker.now

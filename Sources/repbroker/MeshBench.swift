@@ -154,6 +154,10 @@ enum MeshBench {
             return now.0 >= expected || Posix.monotonicNanoseconds() - lastChange > 1_000_000_000
         }
         let elapsed = Double(max(lastChange, sendersDone) - started) / 1e9
+        if delivered.0 < expected, let sites {
+            // Missing messages: what each broker holds, for the report.
+            for broker in sites.brokers { if let stats = try? broker.stats() { Console.writeError(stats.table) } }
+        }
         _ = loadedPing.waitForExit(timeout: 120)
         let rttLoaded = parseLatency(loadedPing.lines)
         rss = max(rss ?? 0, sites?.brokers.compactMap { $0.child?.pid }.map(ProcessStats.residentBytes).max() ?? 0)
@@ -186,7 +190,8 @@ enum MeshBench {
             for r in results where r.mode != "direct" {
                 out += "\(r.mode)/direct: throughput " + String(format: "%.2fx", r.messagesPerSecond / max(direct.messagesPerSecond, 1))
                     + ", idle rtt p50 " + String(format: "%.2fx", (r.rttIdle?.p50 ?? 0) / max(direct.rttIdle?.p50 ?? 1, 1))
-                    + ", loaded rtt p50 " + String(format: "%.2fx", (r.rttLoaded?.p50 ?? 0) / max(direct.rttLoaded?.p50 ?? 1, 1)) + "\n"
+                    + ", loaded rtt p50 " + String(format: "%.2fx", (r.rttLoaded?.p50 ?? 0) / max(direct.rttLoaded?.p50 ?? 1, 1))
+                    + ", loaded rtt p99 " + String(format: "%.2fx", (r.rttLoaded?.p99 ?? 0) / max(direct.rttLoaded?.p99 ?? 1, 1)) + "\n"
             }
         }
         return out

@@ -107,8 +107,8 @@ import Testing
                 else { return false }
                 return (flow.window ?? 1) <= 0 && flow.paused && flow.queuedBytes > 0
             })
+            #expect(sites.broker(2).waitForStats(timeout: 20) { ($0.peers[0].flows.first { $0.group == "default" }?.owed ?? 0) > 0 })
             let held = try sites.broker(2).stats()
-            #expect((held.peers[0].flows.first { $0.group == "default" }?.owed ?? 0) > 0)
             // More than three heartbeats (600 ms) of that: the link stays up (heartbeats go on while data waits).
             let before = held.peers[0].reconnects
             #expect(sites.broker(2).waitForStats(timeout: 10) { $0.uptimeMilliseconds > held.uptimeMilliseconds + 1000 })
