@@ -36,7 +36,8 @@ public final class Broker {
     /// Groups whose queues passed the backpressure mark (see `applyBackpressure`).
     var congestedGroups: [Group] = []
     var backpressureBytes: Int { min(config.peerQueueBytes / 2, 256 << 10) }
-    /// Credit goes back to a peer's flow in batches of this many bytes (a quarter of the window granted).
+    /// Credit goes back to a peer's flow in batches of this many bytes (a sixteenth of the window granted: a
+    /// CREDIT waits behind the other direction's data, and small batches keep the peer's window open).
     let creditBatch: Int
     var nextTickAt: UInt64 = 0
     /// When to hand freed memory back to the system after clients left (0: nothing to hand back).

@@ -43,7 +43,7 @@ final class PeerFlow {
 }
 
 /// What a link's receiving side owes a flow of the peer: the bytes of its data frames handled here and not yet
-/// credited back. Credit goes back in batches of a quarter of the window, and only while the group's
+/// credited back. Credit goes back in batches of a sixteenth of the window, and only while the group's
 /// receiver (or the channel's subscribers) holds no more than the backpressure mark: a slow receiver so stops
 /// its group's senders at their own site, while the link keeps being read for every other flow.
 struct CreditLedger {
