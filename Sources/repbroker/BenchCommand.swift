@@ -20,6 +20,14 @@ enum BenchCommand: Command {
                repbroker bench idle [--clients 100] [--seconds 3] [--idle-strategy backoff|spin|block] [--json]
                repbroker bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
                                     [--mode direct|uds|shm|all] [--json]
+               repbroker bench isolation [--sites 3] [--senders 4] [--size 100] [--seconds 5] [--delay-us 100]
+                                         [--flow-window-bytes N] [--json]
+
+        isolation: two groups on the same brokers (shared memory). bulk: `senders` processes per site sending as fast
+        as they can; oltp: site 1 pings site 2 and does acked PERMANENT sends (quorum). Phases, fresh brokers each:
+        oltp alone, bulk alone, oltp beside bulk, and oltp beside bulk whose receiver at site 2 sleeps --delay-us
+        per message. Reports oltp's RTT and commit p50/p99, bulk's delivered msgs/s and dropped, and the ratios
+        to the phases alone. --flow-window-bytes is passed to the brokers.
 
         mesh: `sites` sites on loopback, `senders` sender processes and one receiver process each; senders send
         half unicast (rotating) and half broadcast for S seconds (or N messages each). Mode direct: every
@@ -53,7 +61,7 @@ enum BenchCommand: Command {
           --json         One JSON object instead of the table (every round included).
         """
     static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode",
-                                             "idle-strategy", "client-spin", "clients"]
+                                             "idle-strategy", "client-spin", "clients", "delay-us", "flow-window-bytes"]
     static let flagNames: Set<String> = ["json"]
 
     /// One measurement: one transport, one round.
@@ -106,7 +114,10 @@ enum BenchCommand: Command {
         if arguments.positionals == ["mesh"] { return try runMesh(arguments) }
         if arguments.positionals == ["pingpong"] { return try runPingPong(arguments) }
         if arguments.positionals == ["idle"] { return try runIdle(arguments) }
-        guard arguments.positionals == ["ipc"] else { throw UsageError("bench takes one benchmark: ipc, pingpong, idle or mesh") }
+        if arguments.positionals == ["isolation"] { return try runIsolation(arguments) }
+        guard arguments.positionals == ["ipc"] else {
+            throw UsageError("bench takes one benchmark: ipc, pingpong, idle, mesh or isolation")
+        }
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
         let roundCount = try arguments.integer("rounds", Int.self, range: 1...100) ?? 3

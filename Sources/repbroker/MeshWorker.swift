@@ -1,7 +1,7 @@
-// The processes of `repbroker bench mesh` (hidden subcommand `bench-worker`): senders, receivers, and a
-// pinger and ponger for latency, each over the broker (uds or shm clients) or over a direct TCP mesh (every
-// sender connects to every other site's receiver; MESSAGE frames, one write per message). Workers print
-// machine-readable lines on stdout for the orchestrator.
+// The processes of `repbroker bench mesh` and `bench isolation` (hidden subcommand `bench-worker`): senders,
+// receivers, a pinger and ponger for latency, and a committer (acked PERMANENT sends), each over the broker
+// (uds or shm clients) or over a direct TCP mesh (every sender connects to every other site's receiver;
+// MESSAGE frames, one write per message). Workers print machine-readable lines on stdout for the orchestrator.
 import BrokerDaemon
 import BrokerHarness
 import BrokerSystem
@@ -11,8 +11,10 @@ import RepBrokerClient
 import Synchronization
 
 enum MeshWorker: Command {
-    static let help = "USAGE: repbroker bench-worker send|receive|ping|pong --mode direct|uds|shm --site N ... (used by bench mesh)"
-    static let valuedOptions: Set<String> = ["mode", "site", "sites", "size", "seconds", "count", "socket", "ports", "to"]
+    static let help = "USAGE: repbroker bench-worker send|receive|ping|pong|commit|spin --mode direct|uds|shm --site N ... "
+        + "(used by bench mesh and bench isolation)"
+    static let valuedOptions: Set<String> = ["mode", "site", "sites", "size", "seconds", "count", "socket", "ports", "to",
+                                             "group", "delay-us", "ring-bytes"]
     static let flagNames: Set<String> = []
 
     struct Setup {
@@ -21,6 +23,10 @@ enum MeshWorker: Command {
         let sites: Int32
         let socket: String?
         let ports: [UInt16]
+        /// The group of broker clients (each role has its default: "default" for send and receive, "ping" for
+        /// ping and pong).
+        let group: String?
+        let ringBytes: Int
 
         init(_ arguments: ParsedArguments) throws {
             mode = arguments.last("mode") ?? "uds"
@@ -29,13 +35,20 @@ enum MeshWorker: Command {
             sites = try arguments.integer("sites", Int32.self, range: 2...1000) ?? 3
             socket = arguments.last("socket")
             ports = (arguments.last("ports") ?? "").split(separator: ",").compactMap { UInt16($0) }
+            group = arguments.last("group")
+            ringBytes = try arguments.integer("ring-bytes", Int.self, range: (64 << 10)...(64 << 20)) ?? 8 << 20
         }
 
-        func client(roles: ClientRoles, group: String) throws -> BrokerClient {
+        func client(roles: ClientRoles, group defaultGroup: String,
+                    configure: (inout BrokerClientOptions) -> Void = { _ in }) throws -> BrokerClient {
             guard let socket else { throw UsageError("--socket is required in mode \(mode)") }
+            let group = self.group ?? defaultGroup
             var options = BrokerClientOptions(socketPath: socket, group: group, name: "bench-\(group)", roles: roles)
             options.transport = mode == "shm" ? .sharedMemory : .unixSocket
-            options.ringBytes = 8 << 20
+            options.ringBytes = ringBytes
+            // Senders wait as long as flow control holds them (a slow receiver at another site).
+            options.sendTimeout = 600
+            configure(&options)
             options.inboxLimitBytes = 256 << 20
             options.reconnect = false
             return try BrokerClient(options: options)
@@ -52,10 +65,12 @@ enum MeshWorker: Command {
         let setup = try Setup(arguments)
         switch arguments.positionals.first {
         case "send": return try send(setup, arguments)
-        case "receive": return try receive(setup)
+        case "receive": return try receive(setup, delayMicroseconds: try arguments.integer("delay-us", UInt32.self, range: 0...1_000_000) ?? 0)
         case "ping": return try ping(setup, arguments)
         case "pong": return try pong(setup)
-        default: throw UsageError("bench-worker needs send, receive, ping or pong")
+        case "commit": return try commit(setup, arguments)
+        case "spin": return try spin(arguments)
+        default: throw UsageError("bench-worker needs send, receive, ping, pong, commit or spin")
         }
     }
 
@@ -104,8 +119,9 @@ enum MeshWorker: Command {
 
     // MARK: receive
 
-    /// Prints `received MESSAGES BYTES` every 100 ms until killed.
-    static func receive(_ setup: Setup) throws -> Int32 {
+    /// Prints `received MESSAGES BYTES` every 100 ms until killed; with a delay, sleeps that long per message
+    /// (a slow receiver).
+    static func receive(_ setup: Setup, delayMicroseconds: UInt32 = 0) throws -> Int32 {
         let messages = Atomic<Int>(0)
         let bytes = Atomic<Int>(0)
         if setup.mode == "direct" {
@@ -124,6 +140,7 @@ enum MeshWorker: Command {
             startThread {
                 while true {
                     _ = try? client.receiveAll(timeout: 1) { message in
+                        if delayMicroseconds > 0 { usleep(delayMicroseconds) }
                         messages.add(1, ordering: .relaxed)
                         bytes.add(message.control.count + message.rec.count, ordering: .relaxed)
                     }
@@ -138,7 +155,8 @@ enum MeshWorker: Command {
 
     // MARK: latency
 
-    /// Answers every ping at once (broker: group "ping"; direct: on the same connection).
+    /// Answers every ping at once (broker: group "ping"; direct: on the same connection), and acknowledges the
+    /// LSN of every commit message (control `[2]`, from `bench-worker commit`) as durable.
     static func pong(_ setup: Setup) throws -> Int32 {
         if setup.mode == "direct" {
             DirectListener.serve(try DirectListener.listen(port: try setup.port(of: setup.site))) { frame, reply in
@@ -153,14 +171,20 @@ enum MeshWorker: Command {
         Console.writeOutput("ready\n")
         while true {
             var replies: [(Int32, LSN)] = []
-            _ = try client.receiveAll(timeout: 1) { replies.append(($0.source, $0.lsn)) }
+            var durable = LSN.zero
+            _ = try client.receiveAll(timeout: 1) { message in
+                if message.control.count == 1 && message.control[0] == 2 { durable = max(durable, message.lsn) } else { replies.append((message.source, message.lsn)) }
+            }
+            if durable != .zero { try client.acknowledge(lsn: durable) }
             for (source, lsn) in replies { try client.send(control: [], rec: [1], lsn: lsn, to: source) }
         }
     }
 
-    /// Sends `count` pings one at a time and prints `rtt_us p50 p99 p999 max lost`.
+    /// Sends `count` pings one at a time (or, with --seconds, as many as fit, at least `count`) and prints
+    /// `rtt_us p50 p99 p999 max lost`.
     static func ping(_ setup: Setup, _ arguments: ParsedArguments) throws -> Int32 {
-        let count = try arguments.integer("count", Int.self, range: 1...10_000_000) ?? 1000
+        var count = try arguments.integer("count", Int.self, range: 1...10_000_000) ?? 1000
+        let until = try arguments.seconds("seconds").map { Posix.monotonicNanoseconds() + UInt64($0 * 1e9) }
         let to = try arguments.integer("to", Int32.self, range: 1...1000) ?? 2
         var rtts: [Double] = []
         var lost = 0
@@ -177,7 +201,10 @@ enum MeshWorker: Command {
             connection.close()
         } else {
             let client = try setup.client(roles: [.sender, .receiver], group: "ping")
-            for sequence in 0..<UInt32(count) {
+            var sequence: UInt32 = 0
+            while Int(sequence) < count || until.map({ Posix.monotonicNanoseconds() < $0 }) == true {
+                defer { sequence += 1 }
+                if Int(sequence) >= count { count += 1 }
                 let start = Posix.monotonicNanoseconds()
                 try client.send(control: [], rec: [1], lsn: LSN(file: 0, offset: sequence), to: to)
                 var answered = false
