@@ -22,6 +22,30 @@ import Testing
         }
     }
 
+    /// Every phase of the isolation bench runs: the oltp pinger and committer finish with no failed commit and
+    /// every round trip answered, and bulk loses nothing, slowed receiver included.
+    @Test func theIsolationBenchRunsEveryPhaseAndBulkLosesNothing() throws {
+        let (status, output) = try runToExit("repbroker", ["bench", "isolation", "--senders", "1", "--seconds", "0.5",
+                                                           "--delay-us", "50", "--json"], timeout: 240)
+        #expect(status == 0, "\(output.suffix(1000))")
+        struct Latency: Decodable { let lost: Int }
+        struct Phase: Decodable {
+            let phase: String; let rtt: Latency?; let commit: Latency?; let bulk_expected: Int?; let bulk_dropped: Int?
+        }
+        struct Report: Decodable { let phases: [Phase] }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
+        #expect(report.phases.map(\.phase) == ["oltp alone", "bulk alone", "oltp + bulk", "oltp + slow bulk", "oltp + busy cores"])
+        for phase in report.phases {
+            if phase.phase.hasPrefix("oltp") {
+                #expect(phase.rtt?.lost == 0 && phase.commit?.lost == 0, "\(phase.phase)")
+            }
+            if phase.phase.contains("bulk") {
+                #expect((phase.bulk_expected ?? 0) > 0 && phase.bulk_dropped == 0, "\(phase.phase)")
+            }
+        }
+    }
+
     @Test func theIPCBenchRunsBothTransports() throws {
         let (status, output) = try runToExit("repbroker", ["bench", "ipc", "--seconds", "0.3", "--rounds", "2", "--json"],
                                              timeout: 120)

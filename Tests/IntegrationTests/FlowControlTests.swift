@@ -54,4 +54,60 @@ import Testing
             }
         }
     }
+
+    /// 60 MiB of one group queued for a site while it was down, and held there once it is back (its receiver
+    /// reads nothing): heartbeats, another group's messages and the acks of its PERMANENT sends go ahead of all
+    /// that data, each within its deadline, and the link stays up. Then the queue drains, all of it.
+    @Test func controlFramesAndAnotherGroupOvertake60MiBOfQueuedData() throws {
+        try withSites(2) { sites in
+            let bulkSender = try client(sites.broker(1), name: "bulk-out", group: "bulk")
+            var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, group: "oltp", name: "oltp-out")
+            options.ackPolicy = .quorum
+            options.ackTimeout = 5
+            let committer = try BrokerClient(options: options)
+            #expect(sites.broker(1).waitForPeers(timeout: 10))
+            sites.broker(2).kill9()
+            #expect(sites.broker(1).waitForStats(timeout: 10) { $0.peers[0].state != .connected })
+            let count = 15_000
+            let payload = [UInt8](repeating: 3, count: 4096)
+            for index in 0..<count { try bulkSender.send(control: [UInt8(index % 256)], rec: payload, to: 2) }
+            #expect(sites.broker(1).waitForStats(timeout: 30) { $0.peers[0].queuedBytes > 60_000_000 })
+            try sites.broker(2).start()
+            let bulkReceiver = try client(sites.broker(2), roles: [.receiver], name: "bulk-in", group: "bulk",
+                                          transport: .sharedMemory, ringBytes: 64 << 10)
+            let oltpReceiver = try client(sites.broker(2), roles: [.receiver], name: "oltp-in", group: "oltp")
+            #expect(bulkReceiver.waitForReceiverRole(timeout: 10) && oltpReceiver.waitForReceiverRole(timeout: 10))
+            // Site 2's oltp receiver acknowledges every record it gets as durable.
+            let acking = Counter()
+            startThread {
+                while let message = try? oltpReceiver.receive(timeout: 30) {
+                    try? oltpReceiver.acknowledge(lsn: message.lsn)
+                    acking.increment()
+                }
+            }
+            #expect(sites.broker(1).waitForStats(timeout: 20) { stats in
+                guard stats.peers[0].state == .connected,
+                      let flow = stats.peers[0].flows.first(where: { $0.group == "bulk" }) else { return false }
+                return (flow.window ?? 1) <= 0 && flow.queuedBytes > 50_000_000
+            })
+            let reconnects = try sites.broker(1).stats().peers[0].reconnects
+            for offset in 1...20 {
+                let started = Posix.monotonicNanoseconds()
+                try committer.send(control: [], rec: [UInt8(offset)], lsn: LSN(file: 1, offset: UInt32(offset)), to: 2,
+                                   flags: .permanent)
+                let seconds = Double(Posix.monotonicNanoseconds() - started) / 1e9
+                #expect(seconds < 2, "a PERMANENT send waited \(seconds) s for its ack")
+            }
+            #expect(acking.value == 20)
+            // More than three heartbeats (600 ms) with the bulk data held: the link stays up.
+            let held = try sites.broker(2).stats()
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.uptimeMilliseconds > held.uptimeMilliseconds + 1000 })
+            let after = try sites.broker(1).stats()
+            #expect(after.peers[0].state == .connected && after.peers[0].reconnects == reconnects)
+            #expect((after.peers[0].flows.first { $0.group == "bulk" }?.queuedBytes ?? 0) > 50_000_000)
+            let received = try receiveAll(bulkReceiver, count: count, timeout: 30)
+            #expect(received.count == count)
+            #expect(received.enumerated().allSatisfy { $0.element.control == [UInt8($0.offset % 256)] })
+        }
+    }
 }
