@@ -8,8 +8,10 @@ enum StatsCommand: Command {
         USAGE: repbroker stats [--admin-socket PATH] [--json] [--watch SECONDS]
 
         Shows site id, pid, uptime; per peer: address, state (connected / connecting / down), messages and
-        payload bytes each way, queued bytes, dropped, refused, reconnects, ms since last heard; per client:
-        pid, name, group, roles, transport, messages and bytes each way, dropped; and totals (bad_frames ...).
+        payload bytes each way, queued bytes, dropped, refused, reconnects, ms since last heard; per peer, group
+        and traffic class (FLOWS): queued bytes, window left, credit owed to the peer, whether the group's
+        producers are paused, frames and bytes each way, stalls (window used up); per client: pid, name, group,
+        roles, transport, messages and bytes each way, dropped; and totals (bad_frames ...).
 
         OPTIONS:
           --admin-socket PATH  The broker's admin socket (default: \(BrokerConfig.defaultAdminSocketPath)).
