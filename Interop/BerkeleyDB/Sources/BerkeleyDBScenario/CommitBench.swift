@@ -152,15 +152,7 @@ extension Scenario {
     func startBrokerWriters() throws -> BenchRun {
         try startGroup()
         let first = members[0]
-        let writers = try (0..<options.writers).map { index in
-            try ChildProcess(name: "write-\(index)", program: site,
-                             arguments: ["write", "--home", first.home, "--socket", first.broker.socketPath,
-                                         "--count", "\(options.txns)", "--prefix", "bench-w\(index)",
-                                         "--value-size", "\(options.valueSize)", "--ack-policy", options.ackPolicy,
-                                         "--warm-up", "--wait-for-go"],
-                             stderrPath: first.broker.directory + "/write-\(index).err")
-        }
-        try awaitWarm(writers, at: first)
+        let writers = try warmBrokerWriters(options.writers, prefix: "bench")
         let brokers = members.compactMap(\.broker.child)
         let replicas = members.compactMap(\.replicate)
         return BenchRun(writers: writers, writersAreThreads: false,
@@ -208,6 +200,24 @@ extension Scenario {
         }
         try awaitWarm(writers, at: first)
         return BenchRun(writers: writers, writersAreThreads: false, hostProcesses: [master] + writers, replicas: replicas)
+    }
+
+    /// `count` writer processes at site 1 of the running group `group` (home `home`, default site 1's), warmed up
+    /// and waiting for `go`.
+    func warmBrokerWriters(_ count: Int, prefix: String, group: String = "default", home: String? = nil, txns: Int? = nil,
+                           valueSize: Int? = nil, ackPolicy: String? = nil) throws -> [ChildProcess] {
+        let first = members[0]
+        let writers = try (0..<count).map { index in
+            try ChildProcess(name: "write-\(prefix)-\(index)", program: site,
+                             arguments: ["write", "--home", home ?? first.home, "--socket", first.broker.socketPath,
+                                         "--count", "\(txns ?? options.txns)", "--prefix", "\(prefix)-w\(index)",
+                                         "--value-size", "\(valueSize ?? options.valueSize)",
+                                         "--ack-policy", ackPolicy ?? options.ackPolicy, "--group", group,
+                                         "--warm-up", "--wait-for-go"],
+                             stderrPath: first.broker.directory + "/write-\(prefix)-\(index).err")
+        }
+        try awaitWarm(writers, at: first)
+        return writers
     }
 
     func awaitWarm(_ writers: [ChildProcess], at site: Site) throws {

@@ -7,11 +7,11 @@ public enum SiteCommand {
     public static let help = """
     USAGE:
       bdb-site replicate --home DIR --socket PATH --site-id N --nsites K [--priority P] [--master]
-                         [--ack-policy none|one|quorum|all] [--bulk]
+                         [--ack-policy none|one|quorum|all] [--bulk] [--group NAME]
       bdb-site replicate --transport repmgr --home DIR --repmgr-port P [--helper-port H] [--master] [--priority P]
                          [--writer-threads K --count N [--value-size BYTES]]   (benchmark writers as threads)
       bdb-site write     --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
-                         [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS]
+                         [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS] [--group NAME]
       bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
       bdb-site write     ... [--warm-up] [--wait-for-go]   (benchmark: one warm-up commit, `warm`, then wait for `go`)
       bdb-site dump      --home DIR
@@ -53,6 +53,7 @@ public enum SiteCommand {
                 options.startAsMaster = words.contains("--master")
                 options.ackPolicy = policy(in: words)
                 options.bulk = words.contains("--bulk")
+                if let group = value("group", in: words) { options.group = group }
                 try ReplicationProcess(options: options).run()
             case "write":
                 let repmgr = value("transport", in: words) == "repmgr"
@@ -66,6 +67,7 @@ public enum SiteCommand {
                 if repmgr { options.repmgrPort = UInt16(integer("repmgr-port", in: words)) }
                 options.warmUp = words.contains("--warm-up")
                 options.waitForGo = words.contains("--wait-for-go")
+                if let group = value("group", in: words) { options.group = group }
                 let summary = try runWriter(options)
                 say(try summary.jsonLine())
             case "serve-writes":

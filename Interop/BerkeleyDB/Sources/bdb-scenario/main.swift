@@ -16,6 +16,8 @@ let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
            bdb-scenario --bench [--transport all|broker|repmgr|repmgr-nodelay|repmgr-procs|repmgr-procs-nodelay]
                         [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off] [--json]
+           bdb-scenario --isolation [--writers 2] [--txns N] [--bulk-writers 2] [--bulk-txns 3000]
+                        [--bulk-value-size 16384] [--json]
            bdb-scenario broker [repbrokerd options]   (the scenario's brokers: repbrokerd)
            bdb-scenario site COMMAND [options]        (the scenario's Berkeley DB processes: bdb-site)
 
@@ -24,6 +26,10 @@ let usage = """
              (start-up ones apart), TCP connections of the master's host, CPU seconds of every process per
              1000 commits. Rows marked PATCHED run repmgr with TCP_NODELAY forced by an LD_PRELOAD shim.
              Every row uses DB_REP_CONF_BULK (--bulk off: not the broker's).
+    --isolation  Two replication groups on the same brokers: the first group's writers commit (quorum acks)
+             alone, then beside a bulk load in a second group whose master is the same site (its writers
+             commit large transactions without waiting for acks). Prints the first group's txn/s, commit p50
+             and p99 and perm failures in each phase, the bulk load's rate, and the p99 ratio.
     """
 
 func complainAndExit(_ text: String) -> Never {
@@ -47,6 +53,8 @@ options.broker = .current("broker")
 options.site = .current("site")
 var words = Array(CommandLine.arguments.dropFirst())
 var bench = false
+var isolation = false
+var isolationOptions = IsolationOptions()
 var jsonOnly = false
 var transports = CommitTransport.allCases
 var writerCounts = [4]
@@ -55,6 +63,10 @@ var bulkChoice: Bool?
 if let index = words.firstIndex(of: "--bench") {
     words.remove(at: index)
     bench = true
+}
+if let index = words.firstIndex(of: "--isolation") {
+    words.remove(at: index)
+    isolation = true
 }
 if let index = words.firstIndex(of: "--json") {
     words.remove(at: index)
@@ -83,6 +95,9 @@ while !words.isEmpty {
     case ("--value-size", let n?) where n >= 16: options.valueSize = n
     case ("--ack-policy", _) where ["none", "one", "quorum", "all"].contains(value): options.ackPolicy = value
     case ("--bulk", _) where ["on", "off"].contains(value): bulkChoice = value == "on"
+    case ("--bulk-writers", let n?) where isolation && (1...64).contains(n): isolationOptions.bulkWriters = n
+    case ("--bulk-txns", let n?) where isolation && n >= 1: isolationOptions.bulkTxns = n
+    case ("--bulk-value-size", let n?) where isolation && (16...(1 << 20)).contains(n): isolationOptions.bulkValueSize = n
     case ("--transport", _) where bench:
         if value == "all" { transports = CommitTransport.allCases; continue }
         guard let transport = CommitTransport(rawValue: value) else { complainAndExit("unknown transport '\(value)'") }
@@ -91,7 +106,19 @@ while !words.isEmpty {
         complainAndExit("bad option \(name) \(value)")
     }
 }
-options.bulk = bulkChoice ?? bench
+options.bulk = bulkChoice ?? (bench || isolation)
+if isolation {
+    do {
+        if !txnsGiven { options.txns = 1000 }
+        let log: (String) -> Void = jsonOnly ? { _ in } : { print("bdb-scenario: \($0)") }
+        let rows = try Scenario(options: options, log: log).isolationBench(isolationOptions)
+        if !jsonOnly { print(Scenario.isolationTable(rows)) }
+        print(try jsonLine(rows))
+        exit(0)
+    } catch {
+        fail(error)
+    }
+}
 guard !bench else {
     do {
         let shim = transports.contains { $0.isRepmgr } ? try NodelayShim.build() : nil

@@ -49,3 +49,21 @@ import Testing
         #expect(!announced.isEmpty, "no site reported DB_REP_NEWSITE for site 4")
     }
 }
+
+@Suite struct GroupIsolationTests {
+    /// Two Berkeley DB groups on the same brokers: the first commits every transaction with its quorum acks
+    /// (no perm failure) alone and beside the second group's bulk load, which commits all of its own.
+    @Test func twoGroupsShareTheBrokersAndEachCommitsEverything() throws {
+        var options = ScenarioOptions()
+        options.writers = 2
+        options.txns = 100
+        options.bulk = true
+        var isolation = IsolationOptions()
+        isolation.bulkTxns = 200
+        isolation.bulkValueSize = 4096
+        let rows = try Scenario(options: options) { print("isolation: \($0)") }.isolationBench(isolation)
+        #expect(rows.map(\.phase) == ["alone", "beside a bulk load"])
+        for row in rows { #expect(row.txnsCommitted == 200 && row.permFailures == 0, "\(row.phase)") }
+        #expect(rows[1].bulkTxns == 2 * 200)
+    }
+}
