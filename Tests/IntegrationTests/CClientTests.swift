@@ -1,0 +1,184 @@
+// librepbroker, the C client, against real brokers: built by scripts/build-c-client (shared library, static
+// library, header, pkg-config file), its check program (ipc/client/tests/client_check.c) compiled against the
+// installed library the way an application is, and Swift clients on the other side, both ways.
+import BrokerHarness
+import BrokerSystem
+import BrokerWire
+import Foundation
+import RepBrokerClient
+import Testing
+
+/// The library and the check program, built once per test process into a temporary directory.
+final class CClientBuild: @unchecked Sendable {
+    static let shared = Result { try CClientBuild() }
+    let prefix: String
+    let check: String
+
+    private init() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let directory = try TemporaryDirectory(prefix: "rbc")
+        prefix = directory.path
+        check = directory.path + "/client_check"
+        try Self.run("/bin/sh", ["-c", "\(root)/scripts/build-c-client \(prefix)"])
+        // As an application builds: the installed header and library, through pkg-config.
+        try Self.run("/bin/sh", ["-c", "cc -std=c11 -Wall -Wextra -Werror \(root)/ipc/client/tests/client_check.c -o \(check) "
+            + "$(PKG_CONFIG_PATH=\(prefix)/lib/pkgconfig pkg-config --cflags --libs repbroker) -Wl,-rpath,\(prefix)/lib"])
+    }
+
+    static func run(_ executable: String, _ arguments: [String]) throws {
+        let child = try ChildProcess(name: "build", executable: executable, arguments: arguments)
+        guard child.waitForExit(timeout: 120) == 0 else {
+            child.waitForOutputEnd(timeout: 5)
+            throw HarnessError("\(arguments.joined(separator: " ")) failed: \(child.lines.suffix(20).joined(separator: "\n"))")
+        }
+    }
+
+    /// Runs the check program to its end; its output lines.
+    func run(_ arguments: [String], timeout: Double = 60) throws -> (status: Int32?, lines: [String]) {
+        let child = try start(arguments)
+        let status = child.waitForExit(timeout: timeout)
+        if status == nil { child.kill9() }
+        child.waitForOutputEnd(timeout: 5)
+        return (status, child.lines)
+    }
+
+    func start(_ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess(name: "client_check", executable: check, arguments: arguments, stderrPath: "/dev/null")
+    }
+}
+
+@Suite struct CClientTests {
+    let build: CClientBuild
+
+    init() throws { build = try CClientBuild.shared.get() }
+
+    @Test func aCSenderReachesSwiftReceiversByUnicastAndBroadcastWithItsSourceAndLSN() throws {
+        try withSites(3) { sites in
+            let receivers = try [2, 3].map { try client(sites.broker(Int32($0)), roles: [.receiver], name: "swift-in-\($0)") }
+            for receiver in receivers { #expect(receiver.waitForReceiverRole(timeout: 10)) }
+            #expect(try build.run(["send", sites.broker(1).socketPath, "default", "2", "to-two", "lsn", "3", "77"]).lines
+                    == ["result OK"])
+            let unicast = try #require(try receivers[0].receive(timeout: 10))
+            #expect(unicast.source == 1 && unicast.control == Array("c".utf8) && unicast.rec == Array("to-two".utf8))
+            #expect(unicast.lsn == LSN(file: 3, offset: 77))
+            #expect(try build.run(["send", sites.broker(1).socketPath, "default", "-1", "to-all"]).lines == ["result OK"])
+            for receiver in receivers {
+                #expect(try receiver.receive(timeout: 10)?.rec == Array("to-all".utf8))
+            }
+            // Broadcast goes to the other sites only: nothing for a receiver at the sender's own site.
+            let local = try client(sites.broker(1), roles: [.receiver], name: "swift-in-1")
+            #expect(local.waitForReceiverRole(timeout: 10))
+            #expect(try build.run(["send", sites.broker(1).socketPath, "default", "-1", "again"]).lines == ["result OK"])
+            #expect(try receivers[1].receive(timeout: 10)?.rec == Array("again".utf8))
+            #expect(try local.receive(timeout: 0.5) == nil)
+        }
+    }
+
+    @Test func aCReceiverGetsSwiftMessagesInOrderWithSourcesFlagsAndSiteEvents() throws {
+        try withSites(2) { sites in
+            let receiver = try build.start(["receive", sites.broker(2).socketPath, "default", "201", "10000"])
+            #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.groups.contains { $0.receiverClient != nil } })
+            let sender = try client(sites.broker(1), name: "swift-out")
+            try sender.send(control: Array("ctl".utf8), rec: Array("first".utf8), lsn: LSN(file: 1, offset: 28), to: 2,
+                            flags: [.noBuffer])
+            for index in 0..<200 { try sender.send(control: Array("k".utf8), rec: Array("n\(index)".utf8), to: -1) }
+            #expect(receiver.waitForExit(timeout: 30) == 0)
+            receiver.waitForOutputEnd(timeout: 5)
+            let messages = receiver.lines.filter { $0.hasPrefix("message ") }
+            #expect(messages.first == "message 1 1 28 \(RepFlags.noBuffer.rawValue) ctl first")
+            #expect(Array(messages.dropFirst()) == (0..<200).map { "message 1 0 0 0 k n\($0)" })
+            #expect(receiver.lines.contains("site-up 1"), "the receiver learns which sites are up")
+            #expect(receiver.lines.last == "done 201 received 201")
+        }
+    }
+
+    @Test func permanentSendsFromCWaitForTheirAckPolicy() throws {
+        try withSites(3) { sites in
+            // Site 2's receiver acknowledges every record; site 3's takes messages but acknowledges none.
+            let acker = try build.start(["receive", sites.broker(2).socketPath, "default", "3", "20000", "ack"])
+            let silent = try client(sites.broker(3), roles: [.receiver], name: "silent")
+            #expect(acker.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } } && silent.waitForReceiverRole(timeout: 10))
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.groups.contains { $0.receiverClient != nil } })
+            let socket = sites.broker(1).socketPath
+            // quorum of 3: one other site; all: both (site 3 never acknowledges: not acknowledged in time).
+            #expect(try build.run(["send", socket, "default", "-1", "p1", "permanent", "quorum", "2000", "lsn", "1", "100"]).lines
+                    == ["result OK"])
+            #expect(try build.run(["send", socket, "default", "-1", "p2", "permanent", "one", "2000", "lsn", "1", "200"]).lines
+                    == ["result OK"])
+            #expect(try build.run(["send", socket, "default", "-1", "p3", "permanent", "all", "300", "lsn", "1", "300"]).lines
+                    == ["result ENOTACKED"])
+            #expect(acker.waitForExit(timeout: 30) == 0)
+            // A PERMANENT send to a site that is not a member: unroutable.
+            #expect(try build.run(["send", socket, "default", "9", "nowhere", "permanent", "none", "1000"]).lines
+                    == ["result EUNROUTABLE"])
+            let stats = try sites.broker(1).stats()
+            #expect(stats.totals.permanentAcked >= 2 && stats.totals.permanentAckFailures >= 1)
+        }
+    }
+
+    @Test func errorsAreCodesWithReasons() throws {
+        try withSites(1, extraArguments: ["--heartbeat-ms", "200", "--max-groups", "1"]) { sites in
+            let socket = sites.broker(1).socketPath
+            #expect(try build.run(["open", socket + ".missing", "default"]).lines == ["result EUNAVAILABLE"])
+            #expect(try build.run(["open", socket, String(repeating: "g", count: 65)]).lines == ["result EINVAL"])
+            #expect(try build.run(["too-large", socket]).lines == ["result ETOOLARGE"])
+            // The broker serves one group (default, above): a new one is refused with the broker's reason.
+            #expect(try build.run(["open", socket, "default"]).lines == ["result OK"])
+            let held = try client(sites.broker(1), name: "holds-the-slot")
+            #expect(try build.run(["open", socket, "another"]).lines == ["result EREFUSED"])
+            held.close()
+        }
+    }
+
+    @Test func aBrokerThatGoesAwayEndsTheCReceiversWaitAndARestartedOneTakesANewClient() throws {
+        try withSites(1) { sites in
+            let receiver = try build.start(["receive", sites.broker(1).socketPath, "default", "1", "60000"])
+            #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
+            sites.broker(1).kill9()
+            #expect(receiver.waitForExit(timeout: 20) == 0)
+            receiver.waitForOutputEnd(timeout: 5)
+            #expect(receiver.lines.contains("stopped EUNAVAILABLE"))
+            try sites.broker(1).start()
+            #expect(try build.run(["open", sites.broker(1).socketPath, "default"]).lines == ["result OK"])
+        }
+    }
+
+    @Test func manyMessagesFromCArriveInOrder() throws {
+        try withSites(2) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver], name: "swift-in")
+            #expect(receiver.waitForReceiverRole(timeout: 10))
+            #expect(try build.run(["send-many", sites.broker(1).socketPath, "default", "2", "20000"]).lines == ["sent 20000"])
+            let received = try receiveAll(receiver, count: 20000, timeout: 20)
+            #expect(received.map { String(decoding: $0.rec, as: UTF8.self) } == (0..<20000).map { "m-\($0)" })
+        }
+    }
+
+    /// The README's rep_set_transport example compiles and links against the library and libdb 5.3.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/include/db.h"), "needs libdb5.3-dev"))
+    func theRepSetTransportExampleBuildsWithBerkeleyDB() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        try CClientBuild.run("/bin/sh", ["-c", "cc -std=c11 -Wall -Wextra -Werror -fPIC -shared "
+            + "\(root)/ipc/client/examples/rep_transport.c -o \(build.prefix)/rep_transport.so "
+            + "$(PKG_CONFIG_PATH=\(build.prefix)/lib/pkgconfig pkg-config --cflags --libs repbroker) -ldb-5.3"])
+        #expect(FileManager.default.fileExists(atPath: build.prefix + "/rep_transport.so"))
+    }
+
+    /// The static library links a program that needs no shared librepbroker at run time.
+    @Test func theStaticLibraryLinksAProgramOfItsOwn() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let program = build.prefix + "/client_check_static"
+        try CClientBuild.run("/bin/sh", ["-c", "cc -std=c11 \(root)/ipc/client/tests/client_check.c -I\(build.prefix)/include "
+            + "\(build.prefix)/lib/librepbroker.a -pthread -o \(program)"])
+        try withSites(1) { sites in
+            let child = try ChildProcess(name: "static", executable: program,
+                                         arguments: ["open", sites.broker(1).socketPath, "default"])
+            #expect(child.waitForExit(timeout: 20) == 0)
+            child.waitForOutputEnd(timeout: 5)
+            #expect(child.lines == ["result OK"])
+        }
+    }
+}

@@ -1,0 +1,138 @@
+/*
+ * client_check: drives librepbroker from the command line for the integration tests (CClientTests.swift).
+ *   client_check send SOCKET GROUP EID TEXT [permanent ACK_POLICY ACK_TIMEOUT_MS] [lsn FILE OFFSET]
+ *       one message (control "c", rec TEXT); prints "result NAME" and exits 0 when it was sent.
+ *   client_check send-many SOCKET GROUP EID COUNT   COUNT messages "m-0" ... in order; prints "sent COUNT"
+ *   client_check receive SOCKET GROUP COUNT TIMEOUT_MS [ack]
+ *       as receiver: prints "ready", then each event: "message SITE LSN_FILE LSN_OFFSET FLAGS CONTROL REC" or
+ *       "site-up SITE" / "site-down SITE", until COUNT messages or a wait of TIMEOUT_MS; with ack, acknowledges
+ *       every message's LSN. Prints "done N" (messages).
+ *   client_check open SOCKET GROUP [NAME]          prints "result NAME" of repbroker_open
+ *   client_check too-large SOCKET                  a message one byte over the broker's limit: "result NAME"
+ */
+#include "repbroker_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *name(int error) {
+    static const char *names[] = {"OK", "EINVAL", "EUNAVAILABLE", "ECLOSED", "ETIMEDOUT", "ETOOLARGE", "EQUEUEFULL",
+                                  "EUNROUTABLE", "ENOTACKED", "EREFUSED", "EPROTOCOL", "ENOMEM", "ESYSTEM"};
+    return error >= 0 && error <= REPBROKER_ESYSTEM ? names[error] : "UNKNOWN";
+}
+
+static repbroker_client *open_or_exit(const char *socket, const char *group, unsigned roles, repbroker_ack_policy policy,
+                                      unsigned ack_timeout_ms) {
+    repbroker_options options;
+    repbroker_options_init(&options);
+    options.socket_path = socket;
+    options.group = group;
+    options.name = "client_check";
+    options.roles = roles;
+    options.ack_policy = policy;
+    options.ack_timeout_ms = ack_timeout_ms;
+    repbroker_client *client = NULL;
+    int status = repbroker_open(&options, &client);
+    if (status) {
+        printf("result %s\n", name(status));
+        fprintf(stderr, "open: %s\n", repbroker_strerror(status));
+        exit(2);
+    }
+    return client;
+}
+
+static int policy_of(const char *text) {
+    if (!strcmp(text, "one")) return REPBROKER_ACK_ONE;
+    if (!strcmp(text, "quorum")) return REPBROKER_ACK_QUORUM;
+    if (!strcmp(text, "all")) return REPBROKER_ACK_ALL;
+    return REPBROKER_ACK_NONE;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 3) return 64;
+    const char *command = argv[1], *socket = argv[2];
+    if (!strcmp(command, "send") && argc >= 6) {
+        int permanent = argc >= 9 && !strcmp(argv[6], "permanent");
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER,
+                                                permanent ? policy_of(argv[7]) : REPBROKER_ACK_NONE,
+                                                permanent ? (unsigned)atoi(argv[8]) : 1000);
+        repbroker_lsn lsn = {0, 0};
+        for (int i = 6; i + 2 < argc; i++) {
+            if (!strcmp(argv[i], "lsn")) lsn = (repbroker_lsn){(uint32_t)atoi(argv[i + 1]), (uint32_t)atoi(argv[i + 2])};
+        }
+        int status = repbroker_send(client, atoi(argv[4]), "c", 1, argv[5], strlen(argv[5]), &lsn,
+                                    permanent ? REPBROKER_REP_PERMANENT : 0);
+        printf("result %s\n", name(status));
+        if (status) fprintf(stderr, "send: %s (%s)\n", repbroker_strerror(status), repbroker_last_error(client));
+        repbroker_close(client);
+        return status ? 1 : 0;
+    }
+    if (!strcmp(command, "send-many") && argc == 6) {
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        int count = atoi(argv[5]);
+        for (int i = 0; i < count; i++) {
+            char text[32];
+            int length = snprintf(text, sizeof text, "m-%d", i);
+            int status = repbroker_send(client, atoi(argv[4]), NULL, 0, text, (size_t)length, NULL, 0);
+            if (status) { printf("result %s\n", name(status)); return 1; }
+        }
+        printf("sent %d\n", count);
+        repbroker_close(client);
+        return 0;
+    }
+    if (!strcmp(command, "receive") && argc >= 6) {
+        int ack = argc >= 7 && !strcmp(argv[6], "ack");
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER | REPBROKER_ROLE_RECEIVER,
+                                                REPBROKER_ACK_NONE, 1000);
+        printf("ready %d\n", repbroker_site_id(client));
+        int wanted = atoi(argv[4]), timeout = atoi(argv[5]), messages = 0;
+        repbroker_event event;
+        while (messages < wanted) {
+            int status = repbroker_next_event(client, timeout, &event);
+            if (status) {
+                printf("stopped %s\n", name(status));
+                break;
+            }
+            if (event.kind == REPBROKER_EVENT_MESSAGE) {
+                messages++;
+                printf("message %d %u %u %u %.*s %.*s\n", event.site, event.lsn.file, event.lsn.offset, event.flags,
+                       (int)event.control_length, (const char *)event.control, (int)event.rec_length,
+                       (const char *)event.rec);
+                if (ack && (status = repbroker_acknowledge(client, event.lsn))) printf("ack %s\n", name(status));
+            } else {
+                printf("%s %d\n", event.kind == REPBROKER_EVENT_SITE_UP ? "site-up" : "site-down", event.site);
+            }
+        }
+        repbroker_stats stats;
+        repbroker_get_stats(client, &stats);
+        printf("done %d received %llu\n", messages, (unsigned long long)stats.messages_received);
+        repbroker_close(client);
+        return 0;
+    }
+    if (!strcmp(command, "open") && argc >= 4) {
+        repbroker_options options;
+        repbroker_options_init(&options);
+        options.socket_path = socket;
+        options.group = argv[3];
+        options.name = argc >= 5 ? argv[4] : NULL;
+        repbroker_client *client = NULL;
+        int status = repbroker_open(&options, &client);
+        printf("result %s\n", name(status));
+        repbroker_close(client);
+        return 0;
+    }
+    if (!strcmp(command, "too-large")) {
+        repbroker_client *client = open_or_exit(socket, "default", REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        size_t size = (size_t)repbroker_max_message(client) + 1;
+        char *big = calloc(1, size);
+        printf("result %s\n", name(repbroker_send(client, 2, NULL, 0, big, size, NULL, 0)));
+        free(big);
+        repbroker_close(client);
+        return 0;
+    }
+    fprintf(stderr, "client_check: unknown command or arguments\n");
+    return 64;
+}

@@ -1,0 +1,159 @@
+/*
+ * librepbroker: the repbroker client for C programs (and anything with a C FFI), a second implementation of
+ * ipc/PROTOCOL.md in C11 with POSIX threads. Self-contained: it needs no db.h; Berkeley DB's values (EIDs,
+ * DB_REP_* flags, DB_LSN) are carried as the same numbers.
+ *
+ * Build and link:  cc app.c $(pkg-config --cflags --libs repbroker)   or   cc app.c -I... -L... -lrepbroker -lpthread
+ *
+ * Transport: the broker's Unix socket. A client is one connection to the local broker, registered in one
+ * group with the roles it asked for. Messages to other sites go through the broker.
+ *
+ * Threads: every function may be called from any thread. Sends from several threads are serialized on one
+ * lock (a send never waits for a receive). One thread at a time receives (repbroker_next_event); a second
+ * one gets REPBROKER_EINVAL. A reader thread inside the library reads the socket: it answers PERMANENT sends
+ * and fills the inbox that repbroker_next_event takes from, so a PERMANENT send may be made from the thread
+ * that handles received messages.
+ *
+ * Failure: when the connection to the broker fails (the broker stopped, a frame it could not read), every
+ * later call returns REPBROKER_EUNAVAILABLE; close the client and open a new one (the broker gives the
+ * receiver role to the next client, and a restarted broker takes new clients at once).
+ *
+ * Errors: every function returns 0 or a repbroker_error; repbroker_strerror names it, and
+ * repbroker_last_error gives the broker's or the system's reason for the client's last failure.
+ * Nothing is reported through errno.
+ */
+#ifndef REPBROKER_CLIENT_H
+#define REPBROKER_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum repbroker_error {
+    REPBROKER_OK = 0,
+    REPBROKER_EINVAL = 1,        /* an argument is out of range (the reason: repbroker_last_error) */
+    REPBROKER_EUNAVAILABLE = 2,  /* the broker cannot be reached, or the connection to it is gone */
+    REPBROKER_ECLOSED = 3,       /* repbroker_close was called */
+    REPBROKER_ETIMEDOUT = 4,     /* nothing arrived in time, or a send's result did not come in time */
+    REPBROKER_ETOOLARGE = 5,     /* control + rec exceed the broker's limit (repbroker_max_message) */
+    REPBROKER_EQUEUEFULL = 6,    /* PERMANENT: a destination's queue is full; nothing was sent there */
+    REPBROKER_EUNROUTABLE = 7,   /* no such site in the group, or (REPBROKER_EID_MASTER) no master known */
+    REPBROKER_ENOTACKED = 8,     /* PERMANENT: sent, but too few sites acknowledged it in the ack timeout */
+    REPBROKER_EREFUSED = 9,      /* the broker refused this client (version, limits, allow list) */
+    REPBROKER_EPROTOCOL = 10,    /* the broker sent what this library does not understand */
+    REPBROKER_ENOMEM = 11,
+    REPBROKER_ESYSTEM = 12       /* a system call failed unexpectedly */
+} repbroker_error;
+
+/* Berkeley DB's environment ids and rep_send flags, as repbroker carries them. */
+#define REPBROKER_EID_BROADCAST (-1) /* DB_EID_BROADCAST: every other site */
+#define REPBROKER_EID_MASTER (-3)    /* the site last announced as the group's master */
+#define REPBROKER_REP_ANYWHERE 0x1u
+#define REPBROKER_REP_NOBUFFER 0x2u
+#define REPBROKER_REP_PERMANENT 0x4u /* the send waits until the ack policy is met (or fails) */
+#define REPBROKER_REP_REREQUEST 0x8u
+
+#define REPBROKER_ROLE_SENDER 0x1u
+#define REPBROKER_ROLE_RECEIVER 0x2u  /* one client per group and site receives; others stand by */
+
+typedef enum repbroker_ack_policy {
+    REPBROKER_ACK_NONE = 0,   /* PERMANENT returns once the message is queued for every destination */
+    REPBROKER_ACK_ONE = 1,    /* ... and one other site acknowledged its LSN */
+    REPBROKER_ACK_QUORUM = 2, /* ... a majority of the group's sites, this one included */
+    REPBROKER_ACK_ALL = 3     /* ... every other site */
+} repbroker_ack_policy;
+
+/* A log sequence number, as DB_LSN. */
+typedef struct repbroker_lsn {
+    uint32_t file;
+    uint32_t offset;
+} repbroker_lsn;
+
+typedef struct repbroker_options {
+    const char *socket_path;      /* NULL: $XDG_RUNTIME_DIR/repbroker/broker.sock, else /tmp/repbroker-UID/broker.sock */
+    const char *group;            /* NULL: "default"; 1 to 64 bytes of UTF-8 */
+    const char *name;             /* NULL: ""; at most 64 bytes, shown in `repbroker stats` */
+    unsigned roles;               /* REPBROKER_ROLE_* bits; default REPBROKER_ROLE_SENDER */
+    repbroker_ack_policy ack_policy; /* for PERMANENT sends; default REPBROKER_ACK_NONE */
+    unsigned ack_timeout_ms;      /* 1 ... 600000; default 1000 */
+    unsigned send_timeout_ms;     /* how long a send may wait for its result; default 5000 */
+    size_t inbox_limit_bytes;     /* received messages held for repbroker_next_event; default 64 MiB */
+} repbroker_options;
+
+typedef struct repbroker_client repbroker_client;
+
+typedef enum repbroker_event_kind {
+    REPBROKER_EVENT_MESSAGE = 1,   /* a message for this site's receiver */
+    REPBROKER_EVENT_SITE_UP = 2,   /* the broker's link to `site` came up */
+    REPBROKER_EVENT_SITE_DOWN = 3  /* ... went down */
+} repbroker_event_kind;
+
+/* What repbroker_next_event returns. Pointers are valid until the next call of repbroker_next_event or
+   repbroker_close on the same client. */
+typedef struct repbroker_event {
+    repbroker_event_kind kind;
+    int32_t site;                 /* MESSAGE: the sending site (the EID for rep_process_message); SITE_*: the site */
+    const void *control;          /* MESSAGE: the control DBT's bytes */
+    size_t control_length;
+    const void *rec;              /* MESSAGE: the rec DBT's bytes */
+    size_t rec_length;
+    repbroker_lsn lsn;            /* MESSAGE: the LSN the sender passed (zero when none) */
+    uint32_t flags;               /* MESSAGE: REPBROKER_REP_* as sent */
+} repbroker_event;
+
+/* Fills `options` with the defaults above. */
+void repbroker_options_init(repbroker_options *options);
+
+/* Connects to the broker and registers. On success *client is a new client; on failure *client is NULL and
+   the error says why (REPBROKER_EUNAVAILABLE: no broker at the path; REPBROKER_EREFUSED: it refused). */
+int repbroker_open(const repbroker_options *options, repbroker_client **client);
+
+/* Closes the connection (a thread blocked in repbroker_next_event or a send returns REPBROKER_ECLOSED), then
+   frees the client once no call is inside it. No call may start on the client after this one. Safe with NULL. */
+void repbroker_close(repbroker_client *client);
+
+/* Sends one message to site `eid` (> 0), REPBROKER_EID_BROADCAST or REPBROKER_EID_MASTER. `lsn` may be NULL.
+   Returns once the broker has the message; with REPBROKER_REP_PERMANENT, once the ack policy is met:
+   REPBROKER_EQUEUEFULL, REPBROKER_EUNROUTABLE or REPBROKER_ENOTACKED otherwise. */
+int repbroker_send(repbroker_client *client, int32_t eid, const void *control, size_t control_length,
+                   const void *rec, size_t rec_length, const repbroker_lsn *lsn, uint32_t flags);
+
+/* Waits up to `timeout_ms` (-1: for ever, 0: no wait) for the next event for this client. */
+int repbroker_next_event(repbroker_client *client, int timeout_ms, repbroker_event *event);
+
+/* As this site's receiver: the local log is durable up to `lsn` (DB_REP_ISPERM's ret_lsnp). PERMANENT sends
+   waiting at other sites count this site for every LSN up to it. */
+int repbroker_acknowledge(repbroker_client *client, repbroker_lsn lsn);
+
+/* Tells the broker (and through it every site) that `site` is the group's master now (DB_EVENT_REP_MASTER,
+   DB_EVENT_REP_NEWMASTER): REPBROKER_EID_MASTER sends go there. */
+int repbroker_announce_master(repbroker_client *client, int32_t site);
+
+/* This site's id, the client's id at its broker, and the broker's limit on control + rec. */
+int32_t repbroker_site_id(const repbroker_client *client);
+uint32_t repbroker_client_id(const repbroker_client *client);
+uint64_t repbroker_max_message(const repbroker_client *client);
+/* 1 when this client holds its group's receiver role now, 0 when it stands by or only sends. */
+int repbroker_is_receiver(repbroker_client *client);
+
+/* The client's counters. */
+typedef struct repbroker_stats {
+    uint64_t messages_sent, bytes_sent, messages_received, bytes_received;
+    uint64_t permanent_acked, permanent_failed;
+} repbroker_stats;
+int repbroker_get_stats(repbroker_client *client, repbroker_stats *stats);
+
+/* The name of an error code, e.g. "REPBROKER_ETIMEDOUT: timed out". */
+const char *repbroker_strerror(int error);
+/* The reason of the client's last failure (a broker's ERROR text, a system call), or "" when none. The text
+   is valid until the client's next failing call. */
+const char *repbroker_last_error(repbroker_client *client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
