@@ -16,6 +16,8 @@ import Foundation
 
 public enum CommitTransport: String, CaseIterable, Codable, Sendable {
     case broker
+    /// The broker, with writer processes in C (libdb and librepbroker: Interop/BerkeleyDB/c/bdb_c_writer.c).
+    case brokerC = "broker-c"
     case repmgr
     case repmgrNodelay = "repmgr-nodelay"
     case repmgrProcesses = "repmgr-procs"
@@ -23,11 +25,12 @@ public enum CommitTransport: String, CaseIterable, Codable, Sendable {
 
     var writersAreThreads: Bool { self == .repmgr || self == .repmgrNodelay }
     var patched: Bool { self == .repmgrNodelay || self == .repmgrProcessesNodelay }
-    public var isRepmgr: Bool { self != .broker }
+    public var isRepmgr: Bool { self != .broker && self != .brokerC }
 
     public var label: String {
         switch self {
         case .broker: return "broker, writer processes, BULK"
+        case .brokerC: return "broker, C writer processes, BULK"
         case .repmgr: return "repmgr, writer threads, BULK"
         case .repmgrNodelay: return "repmgr PATCHED (NODELAY), threads, BULK"
         case .repmgrProcesses: return "repmgr, writer processes, BULK"
@@ -97,7 +100,8 @@ extension Scenario {
     public func bench(_ transport: CommitTransport, shim: String? = nil) throws -> CommitBenchResult {
         defer { shutDown() }
         let environment = transport.patched ? ["LD_PRELOAD": try shim ?? NodelayShim.build()] : [:]
-        let run = transport == .broker ? try startBrokerWriters() : try startRepmgrWriters(transport, environment)
+        let run = transport.isRepmgr ? try startRepmgrWriters(transport, environment)
+            : try startBrokerWriters(cWriter: transport == .brokerC ? try CWriter.build() : nil)
         let connections = ProcessStats.establishedConnections(of: run.hostProcesses.map(\.pid))
         func cpu(_ processes: [ChildProcess]) -> Double { processes.reduce(0) { $0 + ProcessStats.cpuSeconds($1.pid) } }
         let brokersBefore = cpu(run.brokers)
@@ -126,7 +130,7 @@ extension Scenario {
         func percentile(_ p: Double) -> Int { sorted.percentile(p) ?? 0 }
         return CommitBenchResult(
             transport: transport.rawValue,
-            label: transport == .broker && !options.bulk ? "broker, writer processes" : transport.label,
+            label: transport.isRepmgr || options.bulk ? transport.label : transport.label.replacingOccurrences(of: ", BULK", with: ""),
             writers: options.writers,
             txnsCommitted: written.committed,
             txnsPerSecond: Double(written.committed) / max(Double(written.elapsedMilliseconds) / 1000, 0.001),
@@ -148,11 +152,12 @@ extension Scenario {
         var replicas: [ChildProcess]
     }
 
-    /// The broker's group, with `writers` warmed-up writer processes at site 1.
-    func startBrokerWriters() throws -> BenchRun {
+    /// The broker's group, with `writers` warmed-up writer processes at site 1 (the C writer at `cWriter`, or
+    /// `bdb-site write`).
+    func startBrokerWriters(cWriter: String? = nil) throws -> BenchRun {
         try startGroup()
         let first = members[0]
-        let writers = try warmBrokerWriters(options.writers, prefix: "bench")
+        let writers = try warmBrokerWriters(options.writers, prefix: "bench", cWriter: cWriter)
         let brokers = members.compactMap(\.broker.child)
         let replicas = members.compactMap(\.replicate)
         return BenchRun(writers: writers, writersAreThreads: false,
@@ -205,16 +210,20 @@ extension Scenario {
     /// `count` writer processes at site 1 of the running group `group` (home `home`, default site 1's), warmed up
     /// and waiting for `go`.
     func warmBrokerWriters(_ count: Int, prefix: String, group: String = "default", home: String? = nil, txns: Int? = nil,
-                           valueSize: Int? = nil, ackPolicy: String? = nil) throws -> [ChildProcess] {
+                           valueSize: Int? = nil, ackPolicy: String? = nil, cWriter: String? = nil) throws -> [ChildProcess] {
         let first = members[0]
         let writers = try (0..<count).map { index in
-            try ChildProcess(name: "write-\(prefix)-\(index)", program: site,
-                             arguments: ["write", "--home", home ?? first.home, "--socket", first.broker.socketPath,
-                                         "--count", "\(txns ?? options.txns)", "--prefix", "\(prefix)-w\(index)",
-                                         "--value-size", "\(valueSize ?? options.valueSize)",
-                                         "--ack-policy", ackPolicy ?? options.ackPolicy, "--group", group,
-                                         "--warm-up", "--wait-for-go"],
-                             stderrPath: first.broker.directory + "/write-\(prefix)-\(index).err")
+            let arguments = ["--home", home ?? first.home, "--socket", first.broker.socketPath,
+                             "--count", "\(txns ?? options.txns)", "--prefix", "\(prefix)-w\(index)",
+                             "--value-size", "\(valueSize ?? options.valueSize)",
+                             "--ack-policy", ackPolicy ?? options.ackPolicy, "--group", group, "--warm-up", "--wait-for-go"]
+            let stderrPath = first.broker.directory + "/write-\(prefix)-\(index).err"
+            if let cWriter {
+                return try ChildProcess(name: "write-\(prefix)-\(index)", executable: cWriter, arguments: arguments,
+                                        stderrPath: stderrPath)
+            }
+            return try ChildProcess(name: "write-\(prefix)-\(index)", program: site, arguments: ["write"] + arguments,
+                                    stderrPath: stderrPath)
         }
         try awaitWarm(writers, at: first)
         return writers
@@ -234,6 +243,35 @@ extension Scenario {
 }
 
 /// The LD_PRELOAD shim that forces TCP_NODELAY on a process's TCP sockets (shims/tcp_nodelay.c), built once.
+/// The C writer (Interop/BerkeleyDB/c/bdb_c_writer.c), linked with librepbroker as scripts/build-c-client builds
+/// it and with libdb 5.3: built once per process into a temporary directory.
+public enum CWriter {
+    static let interop = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    nonisolated(unsafe) private static var built: String?
+    private static let lock = NSLock()
+
+    public static func build() throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        if let built { return built }
+        let directory = try TemporaryDirectory(prefix: "rbcwriter")
+        let root = interop.appendingPathComponent("repbroker").path
+        let program = directory.path + "/bdb_c_writer"
+        let script = "\(root)/scripts/build-c-client \(directory.path)/c-client && cc -std=c11 -O2 -Wall -Wextra -Werror "
+            + "-I\(directory.path)/c-client/include \(interop.path)/c/bdb_c_writer.c \(directory.path)/c-client/lib/librepbroker.a "
+            + "-ldb-5.3 -pthread -o \(program)"
+        let compiler = try ChildProcess(name: "cc", executable: "/bin/sh", arguments: ["-c", script],
+                                        stderrPath: directory.path + "/cc.err")
+        guard compiler.waitForExit(timeout: 120) == 0, FileManager.default.fileExists(atPath: program) else {
+            let why = (try? String(contentsOfFile: directory.path + "/cc.err", encoding: .utf8)) ?? ""
+            throw ScenarioFailure("cannot build the C writer: \(why.suffix(1500))")
+        }
+        built = program
+        return program
+    }
+}
+
 public enum NodelayShim {
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("shims/tcp_nodelay.c").path

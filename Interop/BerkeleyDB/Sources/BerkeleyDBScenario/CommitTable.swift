@@ -31,10 +31,16 @@ public enum CommitTable {
                 + row.latencyHistogram.map(String.init).joined(separator: " ") + "\n"
         }
         if let broker = ran.first(where: { $0.transport == CommitTransport.broker.rawValue }),
-           let best = ran.filter({ $0.transport != CommitTransport.broker.rawValue }).max(by: { $0.txnsPerSecond < $1.txnsPerSecond }) {
+           let best = ran.filter({ CommitTransport(rawValue: $0.transport)?.isRepmgr == true })
+               .max(by: { $0.txnsPerSecond < $1.txnsPerSecond }) {
             out += String(format: "broker / best repmgr (%@): %.2fx txn/s, commit p99 %d us against %d us\n",
                           best.label, broker.txnsPerSecond / max(best.txnsPerSecond, 1),
                           broker.commitP99Microseconds, best.commitP99Microseconds)
+        }
+        if let swift = ran.first(where: { $0.transport == CommitTransport.broker.rawValue }),
+           let c = ran.first(where: { $0.transport == CommitTransport.brokerC.rawValue }) {
+            out += String(format: "C writers / Swift writers: %.2fx txn/s, commit p99 %d us against %d us\n",
+                          c.txnsPerSecond / max(swift.txnsPerSecond, 1), c.commitP99Microseconds, swift.commitP99Microseconds)
         }
         return out
     }

@@ -14,7 +14,8 @@ default: break
 
 let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
-           bdb-scenario --bench [--transport all|broker|repmgr|repmgr-nodelay|repmgr-procs|repmgr-procs-nodelay]
+           bdb-scenario --bench [--transport all|T,T...: broker broker-c repmgr repmgr-nodelay repmgr-procs
+                        repmgr-procs-nodelay]
                         [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off] [--json]
            bdb-scenario --isolation [--writers 2] [--txns N] [--bulk-writers 2] [--bulk-txns 3000]
                         [--bulk-value-size 16384] [--json]
@@ -100,8 +101,10 @@ while !words.isEmpty {
     case ("--bulk-value-size", let n?) where isolation && (16...(1 << 20)).contains(n): isolationOptions.bulkValueSize = n
     case ("--transport", _) where bench:
         if value == "all" { transports = CommitTransport.allCases; continue }
-        guard let transport = CommitTransport(rawValue: value) else { complainAndExit("unknown transport '\(value)'") }
-        transports = [transport]
+        transports = value.split(separator: ",").map { name in
+            guard let transport = CommitTransport(rawValue: String(name)) else { complainAndExit("unknown transport '\(name)'") }
+            return transport
+        }
     default:
         complainAndExit("bad option \(name) \(value)")
     }

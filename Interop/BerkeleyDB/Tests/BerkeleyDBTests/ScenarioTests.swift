@@ -67,3 +67,15 @@ import Testing
         #expect(rows[1].bulkTxns == 2 * 200)
     }
 }
+
+@Suite struct CWriterTests {
+    /// Writer processes in C (libdb 5.3 and librepbroker) commit with quorum acks beside the Swift replication
+    /// processes; every site converges and holds every acknowledged transaction.
+    @Test func cWritersCommitWithQuorumAcksAndEverySiteConverges() throws {
+        var options = ScenarioOptions()
+        options.txns = 150
+        let result = try Scenario(options: options) { print("c-writers: \($0)") }.cWritersConverge()
+        #expect(result.committed == options.writers * options.txns)
+        #expect(result.acked == result.committed && result.permFailures == 0)
+    }
+}
