@@ -181,4 +181,52 @@ final class CClientBuild: @unchecked Sendable {
             #expect(child.lines == ["result OK"])
         }
     }
+
+    /// The Python module (ipc/python/repbroker.py, ctypes over librepbroker): a Python receiver gets a Swift
+    /// client's message with its source and LSN and acknowledges it; a Python PERMANENT send waits for that ack.
+    @Test func thePythonModuleSendsReceivesAndAcknowledgesThroughTheCLibrary() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        try withSites(2) { sites in
+            let script = """
+                import sys, repbroker
+                receiver = repbroker.Client(socket_path=sys.argv[1], name="py-in", roles=("sender", "receiver"))
+                print("ready", receiver.site_id, flush=True)
+                while True:
+                    event = receiver.next_event(timeout=20)
+                    if isinstance(event, repbroker.Message):
+                        print("message", event.site, event.control.decode(), event.rec.decode(), event.lsn, flush=True)
+                        receiver.acknowledge(event.lsn)
+                        break
+                sender = repbroker.Client(socket_path=sys.argv[1], name="py-out", ack_policy="all")
+                sender.send(1, b"c", b"from python", lsn=(2, 50), flags=repbroker.REP_PERMANENT)
+                print("permanent sent", flush=True)
+                try:
+                    sender.send(repbroker.EID_BROADCAST, b"", b"x" * (sender.max_message + 1))
+                except repbroker.RepbrokerError as error:
+                    print("error", error.code, error.name.split(":")[0], flush=True)
+                sender.close()
+                receiver.close()
+                """
+            let python = try ChildProcess(name: "python", executable: "/usr/bin/env",
+                                          arguments: ["python3", "-c", script, sites.broker(2).socketPath],
+                                          stderrPath: build.prefix + "/python.err",
+                                          environment: ["PYTHONPATH": root + "/ipc/python",
+                                                        "REPBROKER_LIBRARY": build.prefix + "/lib/librepbroker.so"])
+            #expect(python.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.groups.contains { $0.receiverClient != nil } })
+            // Site 1's receiver acknowledges what Python sends it; Python's receiver acknowledges what it gets.
+            let swift = try client(sites.broker(1), roles: [.sender, .receiver], name: "swift")
+            #expect(swift.waitForReceiverRole(timeout: 10))
+            try swift.send(control: Array("k".utf8), rec: Array("to python".utf8), lsn: LSN(file: 1, offset: 9), to: 2)
+            let fromPython = try #require(try swift.receive(timeout: 20))
+            try swift.acknowledge(lsn: fromPython.lsn)
+            #expect(fromPython.rec == Array("from python".utf8) && fromPython.source == 2 && fromPython.lsn == LSN(file: 2, offset: 50))
+            #expect(python.waitForExit(timeout: 30) == 0)
+            python.waitForOutputEnd(timeout: 5)
+            #expect(python.lines.contains("message 1 k to python (1, 9)"))
+            #expect(python.lines.contains("permanent sent"))
+            #expect(python.lines.contains("error 5 REPBROKER_ETOOLARGE"), "\(python.lines)")
+        }
+    }
 }

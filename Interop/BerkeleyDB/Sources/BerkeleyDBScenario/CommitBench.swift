@@ -270,6 +270,11 @@ public enum CWriter {
         built = program
         return program
     }
+
+    /// The shared librepbroker built with the writer at `program`.
+    public static func library(beside program: String) -> String {
+        URL(fileURLWithPath: program).deletingLastPathComponent().path + "/c-client/lib/librepbroker.so"
+    }
 }
 
 public enum NodelayShim {

@@ -1,5 +1,6 @@
 // The Berkeley DB failover scenario, with real libdb 5.3 processes through real brokers.
 import BerkeleyDBScenario
+import Foundation
 import Testing
 
 @Suite struct ScenarioTests {
@@ -75,6 +76,19 @@ import Testing
         var options = ScenarioOptions()
         options.txns = 150
         let result = try Scenario(options: options) { print("c-writers: \($0)") }.cWritersConverge()
+        #expect(result.committed == options.writers * options.txns)
+        #expect(result.acked == result.committed && result.permFailures == 0)
+    }
+}
+
+@Suite struct PythonWriterTests {
+    /// Python writers on Debian's bsddb3 (DBEnv.rep_set_transport) and the repbroker module commit with quorum
+    /// acks beside the Swift replication processes; every site converges.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/usr/lib/python3/dist-packages/bsddb3"), "needs python3-bsddb3"))
+    func pythonWritersOnBsddb3CommitWithQuorumAcksAndEverySiteConverges() throws {
+        var options = ScenarioOptions()
+        options.txns = 100
+        let result = try Scenario(options: options) { print("py-writers: \($0)") }.cWritersConverge(python: true)
         #expect(result.committed == options.writers * options.txns)
         #expect(result.acked == result.committed && result.permFailures == 0)
     }

@@ -1,0 +1,165 @@
+"""repbroker: the repbroker client for Python, over librepbroker (the C client) with ctypes; standard library only.
+
+    import repbroker
+    client = repbroker.Client(socket_path="/run/user/1000/repbroker/broker.sock", roles=("sender",),
+                              ack_policy="quorum")
+    client.send(eid, control, rec, lsn=(file, offset), flags=repbroker.REP_PERMANENT)   # a DB_ENV transport
+
+    receiver = repbroker.Client(socket_path=..., roles=("sender", "receiver"))
+    event = receiver.next_event(timeout=1.0)    # Message, SiteUp, SiteDown or None
+    receiver.acknowledge((file, offset))        # DB_REP_ISPERM's LSN
+
+The library is found through $REPBROKER_LIBRARY, then the system's library path (librepbroker.so). Errors raise
+RepbrokerError with the library's code, its name and the reason. Threads: as the C client (any thread sends,
+one receives at a time); ctypes releases the GIL during every call.
+"""
+import ctypes
+import ctypes.util
+import os
+from collections import namedtuple
+
+REP_ANYWHERE, REP_NOBUFFER, REP_PERMANENT, REP_REREQUEST = 0x1, 0x2, 0x4, 0x8
+EID_BROADCAST, EID_MASTER = -1, -3
+_ROLES = {"sender": 0x1, "receiver": 0x2}
+_ACK_POLICIES = {"none": 0, "one": 1, "quorum": 2, "all": 3}
+_ETIMEDOUT = 4
+
+Message = namedtuple("Message", "site control rec lsn flags")
+SiteUp = namedtuple("SiteUp", "site")
+SiteDown = namedtuple("SiteDown", "site")
+
+
+class RepbrokerError(Exception):
+    """A librepbroker error: `code` (repbroker_error), `name` (repbroker_strerror) and `reason`."""
+
+    def __init__(self, code, name, reason=""):
+        super().__init__(f"{name}: {reason}" if reason else name)
+        self.code, self.name, self.reason = code, name, reason
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [("socket_path", ctypes.c_char_p), ("group", ctypes.c_char_p), ("name", ctypes.c_char_p),
+                ("roles", ctypes.c_uint), ("ack_policy", ctypes.c_int), ("ack_timeout_ms", ctypes.c_uint),
+                ("send_timeout_ms", ctypes.c_uint), ("inbox_limit_bytes", ctypes.c_size_t)]
+
+
+class _LSN(ctypes.Structure):
+    _fields_ = [("file", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("site", ctypes.c_int32), ("control", ctypes.c_void_p),
+                ("control_length", ctypes.c_size_t), ("rec", ctypes.c_void_p), ("rec_length", ctypes.c_size_t),
+                ("lsn", _LSN), ("flags", ctypes.c_uint32)]
+
+
+def _load():
+    path = os.environ.get("REPBROKER_LIBRARY") or ctypes.util.find_library("repbroker") or "librepbroker.so"
+    lib = ctypes.CDLL(path)
+    lib.repbroker_options_init.argtypes = [ctypes.POINTER(_Options)]
+    lib.repbroker_open.argtypes = [ctypes.POINTER(_Options), ctypes.POINTER(ctypes.c_void_p)]
+    lib.repbroker_close.argtypes = [ctypes.c_void_p]
+    lib.repbroker_send.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                   ctypes.c_size_t, ctypes.POINTER(_LSN), ctypes.c_uint32]
+    lib.repbroker_next_event.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_Event)]
+    lib.repbroker_acknowledge.argtypes = [ctypes.c_void_p, _LSN]
+    lib.repbroker_announce_master.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.repbroker_site_id.argtypes = [ctypes.c_void_p]
+    lib.repbroker_site_id.restype = ctypes.c_int32
+    lib.repbroker_max_message.argtypes = [ctypes.c_void_p]
+    lib.repbroker_max_message.restype = ctypes.c_uint64
+    lib.repbroker_is_receiver.argtypes = [ctypes.c_void_p]
+    lib.repbroker_strerror.argtypes = [ctypes.c_int]
+    lib.repbroker_strerror.restype = ctypes.c_char_p
+    lib.repbroker_last_error.argtypes = [ctypes.c_void_p]
+    lib.repbroker_last_error.restype = ctypes.c_char_p
+    return lib
+
+
+_lib = None
+
+
+def library():
+    """The loaded librepbroker (loaded on first use)."""
+    global _lib
+    if _lib is None:
+        _lib = _load()
+    return _lib
+
+
+class Client:
+    """One registered connection to the local broker (see repbroker_client.h)."""
+
+    def __init__(self, socket_path=None, group="default", name="", roles=("sender",), ack_policy="none",
+                 ack_timeout=1.0, send_timeout=5.0):
+        lib = library()
+        options = _Options()
+        lib.repbroker_options_init(ctypes.byref(options))
+        self._keep = [s.encode() if s is not None else None for s in (socket_path, group, name)]
+        options.socket_path, options.group, options.name = self._keep
+        options.roles = sum(_ROLES[role] for role in roles)
+        options.ack_policy = _ACK_POLICIES[ack_policy]
+        options.ack_timeout_ms = max(1, int(ack_timeout * 1000))
+        options.send_timeout_ms = max(1, int(send_timeout * 1000))
+        handle = ctypes.c_void_p()
+        code = lib.repbroker_open(ctypes.byref(options), ctypes.byref(handle))
+        if code:
+            raise RepbrokerError(code, lib.repbroker_strerror(code).decode())
+        self._handle = handle
+
+    def _check(self, code):
+        if code:
+            lib = library()
+            reason = lib.repbroker_last_error(self._handle).decode(errors="replace") if self._handle else ""
+            raise RepbrokerError(code, lib.repbroker_strerror(code).decode(), reason)
+
+    def send(self, eid, control=b"", rec=b"", lsn=None, flags=0):
+        """Sends to a site id, EID_BROADCAST or EID_MASTER; with REP_PERMANENT, waits for the ack policy."""
+        at = _LSN(*lsn) if lsn is not None else None
+        self._check(library().repbroker_send(self._handle, eid, bytes(control), len(control), bytes(rec), len(rec),
+                                             ctypes.byref(at) if at is not None else None, flags & 0xF))
+
+    def next_event(self, timeout=None):
+        """The next Message, SiteUp or SiteDown; None after `timeout` seconds (None: wait for ever)."""
+        event = _Event()
+        milliseconds = -1 if timeout is None else max(0, int(timeout * 1000))
+        code = library().repbroker_next_event(self._handle, milliseconds, ctypes.byref(event))
+        if code == _ETIMEDOUT:
+            return None
+        self._check(code)
+        if event.kind == 1:
+            return Message(event.site, ctypes.string_at(event.control, event.control_length) if event.control_length else b"",
+                           ctypes.string_at(event.rec, event.rec_length) if event.rec_length else b"",
+                           (event.lsn.file, event.lsn.offset), event.flags)
+        return SiteUp(event.site) if event.kind == 2 else SiteDown(event.site)
+
+    def acknowledge(self, lsn):
+        """As this site's receiver: the local log is durable up to `lsn` (file, offset)."""
+        self._check(library().repbroker_acknowledge(self._handle, _LSN(*lsn)))
+
+    def announce_master(self, site):
+        self._check(library().repbroker_announce_master(self._handle, site))
+
+    @property
+    def site_id(self):
+        return library().repbroker_site_id(self._handle)
+
+    @property
+    def max_message(self):
+        """The broker's limit on control + rec, in bytes."""
+        return library().repbroker_max_message(self._handle)
+
+    @property
+    def is_receiver(self):
+        return bool(library().repbroker_is_receiver(self._handle))
+
+    def close(self):
+        if self._handle:
+            library().repbroker_close(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
