@@ -229,4 +229,38 @@ final class CClientBuild: @unchecked Sendable {
             #expect(python.lines.contains("error 5 REPBROKER_ETOOLARGE"), "\(python.lines)")
         }
     }
+
+    /// Channels between the C and Swift clients, both ways: messages, requests and replies, and each failure.
+    @Test func channelsCarryMessagesAndRequestsBetweenCAndSwift() throws {
+        try withSites(2) { sites in
+            let one = sites.broker(1).socketPath, two = sites.broker(2).socketPath
+            // A C subscriber at site 2 answers requests; a Swift client at site 1 asks.
+            let server = try build.start(["serve", two, "default", "orders", "2"])
+            #expect(server.waitForLines(timeout: 20) { $0.contains("subscribed") })
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.clients.contains { $0.name == "client_check" } })
+            let swift = try client(sites.broker(1), name: "swift-asker")
+            try swift.send(channel: "orders", to: 2, payload: Array("note".utf8))
+            #expect(try swift.request(channel: "orders", to: 2, payload: Array("q1".utf8), timeout: 10) == Array("re:q1".utf8))
+            #expect(server.waitForExit(timeout: 20) == 0)
+            server.waitForOutputEnd(timeout: 5)
+            #expect(server.lines.contains("channel-message 1 orders note") && server.lines.contains("request 1 orders q1"))
+            // A Swift subscriber at site 1; the C client at site 2 sends and asks.
+            let subscriber = try client(sites.broker(1), name: "swift-subscriber")
+            try subscriber.subscribe(channel: "audit")
+            startThread {
+                while let message = try? subscriber.receiveChannelMessage(timeout: 20) {
+                    if message.isRequest { try? subscriber.reply(to: message, payload: Array("ok ".utf8) + message.payload) }
+                }
+            }
+            #expect(try build.run(["channel-send", two, "default", "audit", "1", "event", "10000"]).lines == ["result OK"])
+            #expect(try build.run(["request", two, "default", "audit", "1", "check", "10000"]).lines == ["result OK", "reply ok check"])
+            // Failures: nobody subscribes; no master known; a subscriber that never answers.
+            #expect(try build.run(["channel-send", two, "default", "nobody", "1", "x", "10000"]).lines == ["result ENOSUBSCRIBER"])
+            #expect(try build.run(["request", two, "default", "audit", "-3", "x", "10000"]).lines == ["result ENOMASTER"])
+            let silent = try build.start(["serve", one, "default", "slow", "1", "silent"])
+            #expect(silent.waitForLines(timeout: 20) { $0.contains("subscribed") })
+            #expect(try build.run(["request", two, "default", "slow", "1", "x", "300"]).lines == ["result ETIMEDOUT"])
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.totals.channelTimeouts >= 1 })
+        }
+    }
 }

@@ -6,8 +6,7 @@
  * Every length read from the socket is checked against the frame limits before it is used.
  */
 #define _GNU_SOURCE
-#include "repbroker_client.h"
-#include "repbroker_frames.h"
+#include "client_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -20,69 +19,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-/* A received message or site event, in the inbox. */
-typedef struct rb_item {
-    struct rb_item *next;
-    repbroker_event event;
-    size_t bytes;            /* control + rec, for the inbox limit */
-    unsigned char data[];    /* control bytes, then rec bytes */
-} rb_item;
-
-/* A PERMANENT send waiting for its SEND_RESULT. */
-typedef struct rb_waiter {
-    struct rb_waiter *next;
-    uint64_t sequence;
-    int done;
-    uint32_t status;
-} rb_waiter;
-
-struct repbroker_client {
-    int fd;
-    pthread_t reader;
-    int reader_started;
-    pthread_mutex_t write_lock;   /* one writer at a time on the socket */
-    pthread_mutex_t state;        /* everything below */
-    pthread_cond_t changed;
-    int closed;
-    int failed;                   /* the connection is gone: calls return REPBROKER_EUNAVAILABLE */
-    int users;                    /* calls inside the client (close waits for them) */
-    char last_error[256];
-    int32_t site_id;
-    uint32_t client_id;
-    uint64_t max_message;
-    int role_state;
-    uint64_t next_sequence;
-    rb_waiter *waiters;
-    rb_item *head, *tail;
-    size_t inbox_bytes, inbox_limit;
-    int receiving;                /* a thread is in repbroker_next_event */
-    rb_item *current;             /* the last event handed out (freed on the next call) */
-    unsigned send_timeout_ms, ack_timeout_ms;
-    repbroker_ack_policy ack_policy;
-    repbroker_stats stats;
-    /* The reader's buffer: bytes read and not yet parsed. */
-    unsigned char *input;
-    size_t input_used, input_capacity;
-};
-
-/* ---- little-endian fields ---- */
-
-static void put16(unsigned char *p, uint16_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
-static void put32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
-static void put64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
-static uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const unsigned char *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
-
-static void frame_header(unsigned char *p, uint8_t type, uint32_t length) {
-    put32(p, length);
-    p[4] = type;
-    p[5] = RB_FRAME_MAGIC;
-    put16(p + 6, 0);
-}
 
 /* ---- errors ---- */
 
@@ -101,12 +37,14 @@ const char *repbroker_strerror(int error) {
     case REPBROKER_EPROTOCOL: return "REPBROKER_EPROTOCOL: the broker sent a frame this library cannot read";
     case REPBROKER_ENOMEM: return "REPBROKER_ENOMEM: out of memory";
     case REPBROKER_ESYSTEM: return "REPBROKER_ESYSTEM: a system call failed";
+    case REPBROKER_ENOSUBSCRIBER: return "REPBROKER_ENOSUBSCRIBER: no subscriber for that channel at that site";
+    case REPBROKER_ENOMASTER: return "REPBROKER_ENOMASTER: no master is known for the group";
     default: return "unknown repbroker error";
     }
 }
 
 /* Keeps the reason of a failure (state lock held). */
-static void say(repbroker_client *c, const char *format, ...) {
+void rb_say(repbroker_client *c, const char *format, ...) {
     va_list arguments;
     va_start(arguments, format);
     vsnprintf(c->last_error, sizeof c->last_error, format, arguments);
@@ -114,7 +52,7 @@ static void say(repbroker_client *c, const char *format, ...) {
 }
 
 /* The connection is gone: every waiter wakes (state lock held). */
-static void fail(repbroker_client *c) {
+void rb_fail(repbroker_client *c) {
     c->failed = 1;
     pthread_cond_broadcast(&c->changed);
 }
@@ -123,27 +61,27 @@ const char *repbroker_last_error(repbroker_client *c) { return c ? c->last_error
 
 /* ---- time ---- */
 
-static uint64_t now_ns(void) {
+uint64_t rb_now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 /* Waits on `changed` until `deadline_ns` (0: for ever); 0 when the deadline passed. */
-static int wait_until(repbroker_client *c, uint64_t deadline_ns) {
+int rb_wait_until(repbroker_client *c, uint64_t deadline_ns) {
     if (deadline_ns == 0) {
         pthread_cond_wait(&c->changed, &c->state);
         return 1;
     }
-    if (now_ns() >= deadline_ns) return 0;
+    if (rb_now_ns() >= deadline_ns) return 0;
     struct timespec at = {(time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u)};
-    return pthread_cond_timedwait(&c->changed, &c->state, &at) != ETIMEDOUT || now_ns() < deadline_ns;
+    return pthread_cond_timedwait(&c->changed, &c->state, &at) != ETIMEDOUT || rb_now_ns() < deadline_ns;
 }
 
 /* ---- writing ---- */
 
 /* Writes every byte of `vector` (write lock held); 0 or an error (the connection is then unusable). */
-static int write_all(repbroker_client *c, struct iovec *vector, int count) {
+int rb_write_all(repbroker_client *c, struct iovec *vector, int count) {
     while (count > 0) {
         struct msghdr message = {.msg_iov = vector, .msg_iovlen = (size_t)count};
         ssize_t written = sendmsg(c->fd, &message, MSG_NOSIGNAL);
@@ -151,10 +89,10 @@ static int write_all(repbroker_client *c, struct iovec *vector, int count) {
             if (errno == EINTR) continue;
             int code = errno == EAGAIN || errno == EWOULDBLOCK ? REPBROKER_ETIMEDOUT : REPBROKER_EUNAVAILABLE;
             pthread_mutex_lock(&c->state);
-            say(c, code == REPBROKER_ETIMEDOUT ? "the broker took nothing for the send timeout"
+            rb_say(c, code == REPBROKER_ETIMEDOUT ? "the broker took nothing for the send timeout"
                                                : "write to the broker failed: %s", strerror(errno));
             /* Part of a frame may be out: the stream cannot carry another one. */
-            fail(c);
+            rb_fail(c);
             pthread_mutex_unlock(&c->state);
             shutdown(c->fd, SHUT_RDWR);
             return code;
@@ -174,23 +112,23 @@ static int write_all(repbroker_client *c, struct iovec *vector, int count) {
 }
 
 /* Enters a call: the client is open and connected (state lock held); 0 or the error to return. */
-static int usable(repbroker_client *c) {
+int rb_usable(repbroker_client *c) {
     if (c->closed) return REPBROKER_ECLOSED;
     if (c->failed) return REPBROKER_EUNAVAILABLE;
     return REPBROKER_OK;
 }
 
-static int write_control(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length) {
+int rb_write_control(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length) {
     unsigned char header[8];
     frame_header(header, type, length);
     struct iovec vector[2] = {{header, 8}, {(void *)body, length}};
     pthread_mutex_lock(&c->state);
-    int status = usable(c);
+    int status = rb_usable(c);
     if (!status) c->users++;
     pthread_mutex_unlock(&c->state);
     if (status) return status;
     pthread_mutex_lock(&c->write_lock);
-    status = write_all(c, vector, 2);
+    status = rb_write_all(c, vector, 2);
     pthread_mutex_unlock(&c->write_lock);
     pthread_mutex_lock(&c->state);
     c->users--;
@@ -203,7 +141,7 @@ static int write_control(repbroker_client *c, uint8_t type, const unsigned char 
 
 /* Appends an inbox item (state lock held); the reader waits while the inbox is over its limit and no send
    waits for a result (a SEND_RESULT behind the messages must still be read). */
-static void push(repbroker_client *c, rb_item *item) {
+void rb_push(repbroker_client *c, rb_item *item) {
     while (c->inbox_bytes > c->inbox_limit && c->waiters == NULL && !c->closed) pthread_cond_wait(&c->changed, &c->state);
     item->next = NULL;
     if (c->tail) c->tail->next = item; else c->head = item;
@@ -216,15 +154,15 @@ static void push(repbroker_client *c, rb_item *item) {
 static int handle(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length) {
     switch (type) {
     case RB_FRAME_MESSAGE: {
-        if (length < 40) { say(c, "MESSAGE of %u bytes is shorter than its header", length); return REPBROKER_EPROTOCOL; }
+        if (length < 40) { rb_say(c, "MESSAGE of %u bytes is shorter than its header", length); return REPBROKER_EPROTOCOL; }
         uint64_t control = get32(body + 24), rec = get32(body + 28);
         if (control + rec != (uint64_t)length - 40) {
-            say(c, "MESSAGE lengths %llu + %llu do not fill its %u-byte body", (unsigned long long)control,
+            rb_say(c, "MESSAGE lengths %llu + %llu do not fill its %u-byte body", (unsigned long long)control,
                 (unsigned long long)rec, length);
             return REPBROKER_EPROTOCOL;
         }
         rb_item *item = malloc(sizeof *item + control + rec);
-        if (!item) { say(c, "no memory for a message of %llu bytes", (unsigned long long)(control + rec)); return REPBROKER_ENOMEM; }
+        if (!item) { rb_say(c, "no memory for a message of %llu bytes", (unsigned long long)(control + rec)); return REPBROKER_ENOMEM; }
         memcpy(item->data, body + 40, control + rec);
         item->bytes = control + rec;
         item->event = (repbroker_event){
@@ -233,21 +171,21 @@ static int handle(repbroker_client *c, uint8_t type, const unsigned char *body, 
             .lsn = {get32(body + 16), get32(body + 20)}, .flags = get32(body + 12)};
         c->stats.messages_received++;
         c->stats.bytes_received += control + rec;
-        push(c, item);
+        rb_push(c, item);
         return 0;
     }
     case RB_FRAME_SITE_EVENT: {
-        if (length != 8 || get16(body + 4) > 1) { say(c, "malformed SITE_EVENT"); return REPBROKER_EPROTOCOL; }
+        if (length != 8 || get16(body + 4) > 1) { rb_say(c, "malformed SITE_EVENT"); return REPBROKER_EPROTOCOL; }
         rb_item *item = malloc(sizeof *item);
         if (!item) return REPBROKER_ENOMEM;
         item->bytes = 0;
         item->event = (repbroker_event){.kind = get16(body + 4) ? REPBROKER_EVENT_SITE_UP : REPBROKER_EVENT_SITE_DOWN,
                                         .site = (int32_t)get32(body)};
-        push(c, item);
+        rb_push(c, item);
         return 0;
     }
     case RB_FRAME_SEND_RESULT: {
-        if (length != 16) { say(c, "malformed SEND_RESULT"); return REPBROKER_EPROTOCOL; }
+        if (length != 16) { rb_say(c, "malformed SEND_RESULT"); return REPBROKER_EPROTOCOL; }
         uint64_t sequence = get64(body);
         for (rb_waiter *w = c->waiters; w; w = w->next) {
             if (w->sequence == sequence) {
@@ -258,26 +196,31 @@ static int handle(repbroker_client *c, uint8_t type, const unsigned char *body, 
         }
         return 0;
     }
+    case RB_FRAME_CHANNEL:
+    case RB_FRAME_CHANNEL_RESULT:
+        return rb_handle_channel(c, type, body, length);
     case RB_FRAME_ROLE:
-        if (length != 4) { say(c, "malformed ROLE"); return REPBROKER_EPROTOCOL; }
+        if (length != 4) { rb_say(c, "malformed ROLE"); return REPBROKER_EPROTOCOL; }
         c->role_state = get16(body);
         pthread_cond_broadcast(&c->changed);
         return 0;
     case RB_FRAME_ERROR: {
         uint32_t reason = length >= 4 ? length - 4 : 0;
-        say(c, "the broker closed the connection: error %u: %.*s", length >= 4 ? get32(body) : 0, (int)(reason > 200 ? 200 : reason),
+        rb_say(c, "the broker closed the connection: error %u: %.*s", length >= 4 ? get32(body) : 0, (int)(reason > 200 ? 200 : reason),
             (const char *)body + 4);
         return REPBROKER_EUNAVAILABLE;
     }
     default:
-        say(c, "unexpected frame type 0x%02x from the broker", type);
+        rb_say(c, "unexpected frame type 0x%02x from the broker", type);
         return REPBROKER_EPROTOCOL;
     }
 }
 
 /* The limit on a frame's body, by type, checked before the body is waited for. */
 static uint64_t body_limit(const repbroker_client *c, uint8_t type) {
-    return type == RB_FRAME_MESSAGE ? 40 + c->max_message : RB_MAX_CONTROL_BODY;
+    if (type == RB_FRAME_MESSAGE) return 40 + c->max_message;
+    if (type == RB_FRAME_CHANNEL) return 32 + RB_MAX_GROUP_NAME + c->max_message;
+    return RB_MAX_CONTROL_BODY;
 }
 
 /* Parses every whole frame in the input buffer (state lock held); 0, or the error that ends the connection. */
@@ -286,13 +229,13 @@ static int parse_input(repbroker_client *c) {
     while (c->input_used - at >= 8) {
         const unsigned char *header = c->input + at;
         uint32_t length = get32(header);
-        if (header[5] != RB_FRAME_MAGIC || get16(header + 6) != 0) { say(c, "bad frame header from the broker"); return REPBROKER_EPROTOCOL; }
-        if (length > body_limit(c, header[4])) { say(c, "frame of %u bytes over its limit", length); return REPBROKER_EPROTOCOL; }
+        if (header[5] != RB_FRAME_MAGIC || get16(header + 6) != 0) { rb_say(c, "bad frame header from the broker"); return REPBROKER_EPROTOCOL; }
+        if (length > body_limit(c, header[4])) { rb_say(c, "frame of %u bytes over its limit", length); return REPBROKER_EPROTOCOL; }
         if (c->input_used - at - 8 < length) {
             /* Room for the whole frame, then wait for the rest. */
             if (8 + (size_t)length > c->input_capacity) {
                 unsigned char *grown = realloc(c->input, 8 + (size_t)length);
-                if (!grown) { say(c, "no memory for a frame of %u bytes", length); return REPBROKER_ENOMEM; }
+                if (!grown) { rb_say(c, "no memory for a frame of %u bytes", length); return REPBROKER_ENOMEM; }
                 c->input = grown;
                 c->input_capacity = 8 + (size_t)length;
                 header = c->input + at;
@@ -313,8 +256,8 @@ static void *read_loop(void *argument) {
     for (;;) {
         if (c->input_used == c->input_capacity) {
             pthread_mutex_lock(&c->state);
-            say(c, "input buffer full");
-            fail(c);
+            rb_say(c, "input buffer full");
+            rb_fail(c);
             pthread_mutex_unlock(&c->state);
             break;
         }
@@ -322,15 +265,15 @@ static void *read_loop(void *argument) {
         if (got < 0 && errno == EINTR) continue;
         pthread_mutex_lock(&c->state);
         if (got <= 0) {
-            if (!c->closed) say(c, got == 0 ? "the broker closed the connection" : "read from the broker failed: %s", strerror(errno));
-            fail(c);
+            if (!c->closed) rb_say(c, got == 0 ? "the broker closed the connection" : "read from the broker failed: %s", strerror(errno));
+            rb_fail(c);
             pthread_mutex_unlock(&c->state);
             break;
         }
         c->input_used += (size_t)got;
         int status = parse_input(c);
         if (status) {
-            fail(c);
+            rb_fail(c);
             pthread_mutex_unlock(&c->state);
             shutdown(c->fd, SHUT_RDWR);
             break;
@@ -355,6 +298,7 @@ static void destroy(repbroker_client *c) {
     if (c->fd >= 0) close(c->fd);
     for (rb_item *i = c->head, *next; i; i = next) { next = i->next; free(i); }
     free(c->current);
+    rb_free_channels(c);
     free(c->input);
     pthread_mutex_destroy(&c->write_lock);
     pthread_mutex_destroy(&c->state);
@@ -472,7 +416,7 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     put16(policy + 10, 0);
     put32(policy + 12, o.ack_timeout_ms);
     struct iovec vector = {request, 8 + register_length + 16};
-    int status = write_all(c, &vector, 1);
+    int status = rb_write_all(c, &vector, 1);
     char reason[256] = "";
     if (status == REPBROKER_OK) status = await_welcome(c, reason, sizeof reason);
     if (status) {
@@ -507,148 +451,3 @@ void repbroker_close(repbroker_client *c) {
     destroy(c);
 }
 
-/* ---- calls ---- */
-
-int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t control_length, const void *rec,
-                   size_t rec_length, const repbroker_lsn *lsn, uint32_t flags) {
-    if (!c || (flags & ~0xFu) || !(eid > 0 || eid == REPBROKER_EID_BROADCAST || eid == REPBROKER_EID_MASTER)
-        || (control_length && !control) || (rec_length && !rec))
-        return REPBROKER_EINVAL;
-    if ((uint64_t)control_length + rec_length > c->max_message) return REPBROKER_ETOOLARGE;
-    int permanent = (flags & REPBROKER_REP_PERMANENT) != 0;
-    rb_waiter waiter = {0};
-    pthread_mutex_lock(&c->state);
-    int status = usable(c);
-    if (status) { pthread_mutex_unlock(&c->state); return status; }
-    c->users++;
-    if (permanent) {
-        waiter.sequence = ++c->next_sequence;
-        waiter.next = c->waiters;
-        c->waiters = &waiter;
-    }
-    pthread_mutex_unlock(&c->state);
-
-    unsigned char header[48];
-    frame_header(header, RB_FRAME_MESSAGE, (uint32_t)(40 + control_length + rec_length));
-    unsigned char *m = header + 8;
-    put32(m, 0);
-    put32(m + 4, 0);
-    put32(m + 8, (uint32_t)eid);
-    put32(m + 12, flags);
-    put32(m + 16, lsn ? lsn->file : 0);
-    put32(m + 20, lsn ? lsn->offset : 0);
-    put32(m + 24, (uint32_t)control_length);
-    put32(m + 28, (uint32_t)rec_length);
-    put64(m + 32, waiter.sequence);
-    struct iovec vector[3] = {{header, 48}, {(void *)control, control_length}, {(void *)rec, rec_length}};
-    pthread_mutex_lock(&c->write_lock);
-    status = write_all(c, vector, 3);
-    pthread_mutex_unlock(&c->write_lock);
-
-    pthread_mutex_lock(&c->state);
-    if (status == REPBROKER_OK) {
-        c->stats.messages_sent++;
-        c->stats.bytes_sent += control_length + rec_length;
-    }
-    if (permanent) {
-        /* Long enough for the ack policy's timeout and the broker's answer after it. */
-        uint64_t wait_ms = c->send_timeout_ms;
-        if (c->ack_policy != REPBROKER_ACK_NONE && c->ack_timeout_ms + 2000u > wait_ms) wait_ms = c->ack_timeout_ms + 2000u;
-        uint64_t deadline = now_ns() + wait_ms * 1000000u;
-        while (status == REPBROKER_OK && !waiter.done) {
-            if (c->closed) status = REPBROKER_ECLOSED;
-            else if (c->failed) status = REPBROKER_EUNAVAILABLE;
-            else if (!wait_until(c, deadline)) status = REPBROKER_ETIMEDOUT;
-        }
-        if (status == REPBROKER_OK) {
-            switch (waiter.status) {
-            case RB_SEND_OK: c->stats.permanent_acked++; break;
-            case RB_SEND_QUEUE_FULL: status = REPBROKER_EQUEUEFULL; break;
-            case RB_SEND_UNROUTABLE: status = REPBROKER_EUNROUTABLE; break;
-            case RB_SEND_ACK_TIMEOUT: status = REPBROKER_ENOTACKED; break;
-            default: status = REPBROKER_EPROTOCOL; break;
-            }
-        }
-        if (status != REPBROKER_OK) c->stats.permanent_failed++;
-        for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
-            if (*w == &waiter) { *w = waiter.next; break; }
-        }
-        pthread_cond_broadcast(&c->changed);  /* the reader may hold back on a full inbox without waiters */
-    }
-    c->users--;
-    pthread_cond_broadcast(&c->changed);
-    pthread_mutex_unlock(&c->state);
-    return status;
-}
-
-int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *event) {
-    if (!c || !event) return REPBROKER_EINVAL;
-    pthread_mutex_lock(&c->state);
-    if (c->closed) { pthread_mutex_unlock(&c->state); return REPBROKER_ECLOSED; }
-    if (c->receiving) {
-        say(c, "one thread receives at a time");
-        pthread_mutex_unlock(&c->state);
-        return REPBROKER_EINVAL;
-    }
-    c->receiving = 1;
-    c->users++;
-    free(c->current);
-    c->current = NULL;
-    uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000u;
-    int status = REPBROKER_OK;
-    /* What arrived before a failure is still handed out. */
-    while (!c->head) {
-        if (c->closed) { status = REPBROKER_ECLOSED; break; }
-        if (c->failed) { status = REPBROKER_EUNAVAILABLE; break; }
-        if (timeout_ms == 0 || !wait_until(c, deadline)) { status = REPBROKER_ETIMEDOUT; break; }
-    }
-    if (status == REPBROKER_OK) {
-        rb_item *item = c->head;
-        c->head = item->next;
-        if (!c->head) c->tail = NULL;
-        c->inbox_bytes -= item->bytes;
-        c->current = item;
-        *event = item->event;
-    }
-    c->receiving = 0;
-    c->users--;
-    pthread_cond_broadcast(&c->changed);
-    pthread_mutex_unlock(&c->state);
-    return status;
-}
-
-int repbroker_acknowledge(repbroker_client *c, repbroker_lsn lsn) {
-    if (!c) return REPBROKER_EINVAL;
-    unsigned char body[8];
-    put32(body, lsn.file);
-    put32(body + 4, lsn.offset);
-    return write_control(c, RB_FRAME_ACK, body, 8);
-}
-
-int repbroker_announce_master(repbroker_client *c, int32_t site) {
-    if (!c || site < 0) return REPBROKER_EINVAL;
-    unsigned char body[8];
-    put32(body, (uint32_t)site);
-    put32(body + 4, 0);
-    return write_control(c, RB_FRAME_MASTER, body, 8);
-}
-
-int32_t repbroker_site_id(const repbroker_client *c) { return c ? c->site_id : 0; }
-uint32_t repbroker_client_id(const repbroker_client *c) { return c ? c->client_id : 0; }
-uint64_t repbroker_max_message(const repbroker_client *c) { return c ? c->max_message : 0; }
-
-int repbroker_is_receiver(repbroker_client *c) {
-    if (!c) return 0;
-    pthread_mutex_lock(&c->state);
-    int receiver = c->role_state == RB_ROLE_STATE_RECEIVER;
-    pthread_mutex_unlock(&c->state);
-    return receiver;
-}
-
-int repbroker_get_stats(repbroker_client *c, repbroker_stats *stats) {
-    if (!c || !stats) return REPBROKER_EINVAL;
-    pthread_mutex_lock(&c->state);
-    *stats = c->stats;
-    pthread_mutex_unlock(&c->state);
-    return REPBROKER_OK;
-}

@@ -45,7 +45,9 @@ typedef enum repbroker_error {
     REPBROKER_EREFUSED = 9,      /* the broker refused this client (version, limits, allow list) */
     REPBROKER_EPROTOCOL = 10,    /* the broker sent what this library does not understand */
     REPBROKER_ENOMEM = 11,
-    REPBROKER_ESYSTEM = 12       /* a system call failed unexpectedly */
+    REPBROKER_ESYSTEM = 12,      /* a system call failed unexpectedly */
+    REPBROKER_ENOSUBSCRIBER = 13, /* channels: nobody at the destination site subscribes to that channel */
+    REPBROKER_ENOMASTER = 14     /* channels: REPBROKER_EID_MASTER, and no master is known */
 } repbroker_error;
 
 /* Berkeley DB's environment ids and rep_send flags, as repbroker carries them. */
@@ -145,6 +147,44 @@ typedef struct repbroker_stats {
     uint64_t permanent_acked, permanent_failed;
 } repbroker_stats;
 int repbroker_get_stats(repbroker_client *client, repbroker_stats *stats);
+
+/* ---- Application channels: never mixed with replication traffic; a destination is one site. ---- */
+
+/* A channel message or request for this client, from repbroker_next_channel_message. Pointers are valid until
+   the next call of repbroker_next_channel_message or repbroker_close. */
+typedef struct repbroker_channel_message {
+    const char *channel;          /* NUL-terminated */
+    int32_t site;                 /* the sending site */
+    int is_request;               /* 1: answer with repbroker_reply */
+    uint64_t request_id;          /* for repbroker_reply */
+    uint32_t requester;           /* for repbroker_reply */
+    const void *payload;
+    size_t payload_length;
+} repbroker_channel_message;
+
+/* Takes a share (round-robin among subscribers) of `channel`'s messages at this site, in the client's group. */
+int repbroker_subscribe(repbroker_client *client, const char *channel);
+
+/* Sends `payload` on `channel` to one subscriber at `site` (> 0, or REPBROKER_EID_MASTER); returns once it was
+   handed to a subscriber, or REPBROKER_ENOSUBSCRIBER, REPBROKER_ENOMASTER, REPBROKER_EUNROUTABLE,
+   REPBROKER_EQUEUEFULL, REPBROKER_ETIMEDOUT after `timeout_ms`. */
+int repbroker_channel_send(repbroker_client *client, const char *channel, int32_t site, const void *payload,
+                           size_t payload_length, int timeout_ms);
+
+/* Sends a request on `channel` and waits up to `timeout_ms` for the subscriber's reply: *reply (free it with
+   repbroker_free) and *reply_length. Errors as repbroker_channel_send. */
+int repbroker_request(repbroker_client *client, const char *channel, int32_t site, const void *payload,
+                      size_t payload_length, int timeout_ms, void **reply, size_t *reply_length);
+
+/* Waits up to `timeout_ms` (-1: for ever) for the next message or request on a subscribed channel. */
+int repbroker_next_channel_message(repbroker_client *client, int timeout_ms, repbroker_channel_message *message);
+
+/* Answers a request taken with repbroker_next_channel_message. */
+int repbroker_reply(repbroker_client *client, const repbroker_channel_message *request, const void *payload,
+                    size_t payload_length);
+
+/* Frees what the library allocated for the caller (a request's reply). */
+void repbroker_free(void *pointer);
 
 /* The name of an error code, e.g. "REPBROKER_ETIMEDOUT: timed out". */
 const char *repbroker_strerror(int error);

@@ -9,6 +9,11 @@
  *       every message's LSN. Prints "done N" (messages).
  *   client_check open SOCKET GROUP [NAME]          prints "result NAME" of repbroker_open
  *   client_check too-large SOCKET                  a message one byte over the broker's limit: "result NAME"
+ *   client_check serve SOCKET GROUP CHANNEL COUNT [silent]
+ *       subscribes ("subscribed"), then for COUNT messages: "channel-message SITE CHANNEL PAYLOAD", or for a
+ *       request "request SITE CHANNEL PAYLOAD" and a reply "re:PAYLOAD" (none when silent)
+ *   client_check channel-send SOCKET GROUP CHANNEL SITE TEXT TIMEOUT_MS     "result NAME"
+ *   client_check request SOCKET GROUP CHANNEL SITE TEXT TIMEOUT_MS          "result NAME", then "reply TEXT"
  */
 #include "repbroker_client.h"
 
@@ -19,8 +24,9 @@
 
 static const char *name(int error) {
     static const char *names[] = {"OK", "EINVAL", "EUNAVAILABLE", "ECLOSED", "ETIMEDOUT", "ETOOLARGE", "EQUEUEFULL",
-                                  "EUNROUTABLE", "ENOTACKED", "EREFUSED", "EPROTOCOL", "ENOMEM", "ESYSTEM"};
-    return error >= 0 && error <= REPBROKER_ESYSTEM ? names[error] : "UNKNOWN";
+                                  "EUNROUTABLE", "ENOTACKED", "EREFUSED", "EPROTOCOL", "ENOMEM", "ESYSTEM",
+                                  "ENOSUBSCRIBER", "ENOMASTER"};
+    return error >= 0 && error <= REPBROKER_ENOMASTER ? names[error] : "UNKNOWN";
 }
 
 static repbroker_client *open_or_exit(const char *socket, const char *group, unsigned roles, repbroker_ack_policy policy,
@@ -130,6 +136,42 @@ int main(int argc, char **argv) {
         char *big = calloc(1, size);
         printf("result %s\n", name(repbroker_send(client, 2, NULL, 0, big, size, NULL, 0)));
         free(big);
+        repbroker_close(client);
+        return 0;
+    }
+    if (!strcmp(command, "serve") && argc >= 6) {
+        int silent = argc >= 7 && !strcmp(argv[6], "silent");
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        int status = repbroker_subscribe(client, argv[4]);
+        printf(status ? "result %s\n" : "subscribed\n", name(status));
+        for (int i = 0, count = atoi(argv[5]); i < count && !status; i++) {
+            repbroker_channel_message message;
+            if ((status = repbroker_next_channel_message(client, 30000, &message))) break;
+            printf("%s %d %s %.*s\n", message.is_request ? "request" : "channel-message", message.site, message.channel,
+                   (int)message.payload_length, (const char *)message.payload);
+            if (message.is_request && !silent) {
+                char answer[256];
+                int length = snprintf(answer, sizeof answer, "re:%.*s", (int)message.payload_length, (const char *)message.payload);
+                status = repbroker_reply(client, &message, answer, (size_t)length);
+            }
+        }
+        printf("served %s\n", name(status));
+        repbroker_close(client);
+        return 0;
+    }
+    if ((!strcmp(command, "channel-send") || !strcmp(command, "request")) && argc >= 8) {
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        int site = atoi(argv[5]), timeout = atoi(argv[7]);
+        if (!strcmp(command, "channel-send")) {
+            printf("result %s\n", name(repbroker_channel_send(client, argv[4], site, argv[6], strlen(argv[6]), timeout)));
+        } else {
+            void *reply = NULL;
+            size_t length = 0;
+            int status = repbroker_request(client, argv[4], site, argv[6], strlen(argv[6]), timeout, &reply, &length);
+            printf("result %s\n", name(status));
+            if (!status) printf("reply %.*s\n", (int)length, (const char *)reply);
+            repbroker_free(reply);
+        }
         repbroker_close(client);
         return 0;
     }

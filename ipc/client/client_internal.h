@@ -1,0 +1,110 @@
+/*
+ * librepbroker's private parts, shared by its files: the client's state, the frame field helpers, and the
+ * functions one file gives the others. Hidden from the library's ABI.
+ */
+#ifndef REPBROKER_CLIENT_INTERNAL_H
+#define REPBROKER_CLIENT_INTERNAL_H
+
+#include "repbroker_client.h"
+#include "repbroker_frames.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define RB_HIDDEN __attribute__((visibility("hidden")))
+
+/* A received message or site event, in the inbox. */
+typedef struct rb_item {
+    struct rb_item *next;
+    repbroker_event event;
+    size_t bytes;            /* control + rec, for the inbox limit */
+    unsigned char data[];    /* control bytes, then rec bytes */
+} rb_item;
+
+/* A PERMANENT send waiting for its SEND_RESULT, or a channel send or request waiting for its CHANNEL_RESULT or
+   reply (`channel` set; they share the sequence numbers, which are the channel request ids). */
+typedef struct rb_waiter {
+    struct rb_waiter *next;
+    uint64_t sequence;
+    int channel;
+    int done;
+    uint32_t status;
+    unsigned char *reply;         /* a request's reply payload (malloc'd; handed to the caller) */
+    size_t reply_length;
+} rb_waiter;
+
+/* A channel message or request for this subscriber. */
+typedef struct rb_channel_item {
+    struct rb_channel_item *next;
+    repbroker_channel_message message;
+    size_t bytes;
+    unsigned char data[];         /* channel name, a NUL, then the payload */
+} rb_channel_item;
+
+struct repbroker_client {
+    int fd;
+    pthread_t reader;
+    int reader_started;
+    pthread_mutex_t write_lock;   /* one writer at a time on the socket */
+    pthread_mutex_t state;        /* everything below */
+    pthread_cond_t changed;
+    int closed;
+    int failed;                   /* the connection is gone: calls return REPBROKER_EUNAVAILABLE */
+    int users;                    /* calls inside the client (close waits for them) */
+    char last_error[256];
+    int32_t site_id;
+    uint32_t client_id;
+    uint64_t max_message;
+    int role_state;
+    uint64_t next_sequence;
+    rb_waiter *waiters;
+    rb_item *head, *tail;
+    size_t inbox_bytes, inbox_limit;
+    int receiving;                /* a thread is in repbroker_next_event */
+    rb_item *current;             /* the last event handed out (freed on the next call) */
+    int subscribed;
+    rb_channel_item *channel_head, *channel_tail, *channel_current;
+    unsigned send_timeout_ms, ack_timeout_ms;
+    repbroker_ack_policy ack_policy;
+    repbroker_stats stats;
+    /* The reader's buffer: bytes read and not yet parsed. */
+    unsigned char *input;
+    size_t input_used, input_capacity;
+};
+
+
+/* ---- little-endian fields ---- */
+
+static inline void put16(unsigned char *p, uint16_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+static inline void put32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static inline void put64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static inline uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t get32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t get64(const unsigned char *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+static inline void frame_header(unsigned char *p, uint8_t type, uint32_t length) {
+    put32(p, length);
+    p[4] = type;
+    p[5] = RB_FRAME_MAGIC;
+    put16(p + 6, 0);
+}
+
+
+RB_HIDDEN void rb_say(repbroker_client *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
+RB_HIDDEN void rb_fail(repbroker_client *c);
+RB_HIDDEN uint64_t rb_now_ns(void);
+RB_HIDDEN int rb_wait_until(repbroker_client *c, uint64_t deadline_ns);
+RB_HIDDEN int rb_write_all(repbroker_client *c, struct iovec *vector, int count);
+RB_HIDDEN int rb_usable(repbroker_client *c);
+RB_HIDDEN int rb_write_control(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
+RB_HIDDEN void rb_push(repbroker_client *c, rb_item *item);
+/* The reader's part of channels (state lock held): a CHANNEL or CHANNEL_RESULT frame; 0 or the error that ends
+   the connection. */
+RB_HIDDEN int rb_handle_channel(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
+RB_HIDDEN void rb_free_channels(repbroker_client *c);
+
+#endif

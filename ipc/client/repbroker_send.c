@@ -1,0 +1,155 @@
+/*
+ * librepbroker's calls on an open client: sending (PERMANENT sends wait for their SEND_RESULT), taking events
+ * from the inbox the reader thread fills, acknowledging, announcing the master, and what the client knows.
+ */
+#define _GNU_SOURCE
+#include "client_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- calls ---- */
+
+int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t control_length, const void *rec,
+                   size_t rec_length, const repbroker_lsn *lsn, uint32_t flags) {
+    if (!c || (flags & ~0xFu) || !(eid > 0 || eid == REPBROKER_EID_BROADCAST || eid == REPBROKER_EID_MASTER)
+        || (control_length && !control) || (rec_length && !rec))
+        return REPBROKER_EINVAL;
+    if ((uint64_t)control_length + rec_length > c->max_message) return REPBROKER_ETOOLARGE;
+    int permanent = (flags & REPBROKER_REP_PERMANENT) != 0;
+    rb_waiter waiter = {0};
+    pthread_mutex_lock(&c->state);
+    int status = rb_usable(c);
+    if (status) { pthread_mutex_unlock(&c->state); return status; }
+    c->users++;
+    if (permanent) {
+        waiter.sequence = ++c->next_sequence;
+        waiter.next = c->waiters;
+        c->waiters = &waiter;
+    }
+    pthread_mutex_unlock(&c->state);
+
+    unsigned char header[48];
+    frame_header(header, RB_FRAME_MESSAGE, (uint32_t)(40 + control_length + rec_length));
+    unsigned char *m = header + 8;
+    put32(m, 0);
+    put32(m + 4, 0);
+    put32(m + 8, (uint32_t)eid);
+    put32(m + 12, flags);
+    put32(m + 16, lsn ? lsn->file : 0);
+    put32(m + 20, lsn ? lsn->offset : 0);
+    put32(m + 24, (uint32_t)control_length);
+    put32(m + 28, (uint32_t)rec_length);
+    put64(m + 32, waiter.sequence);
+    struct iovec vector[3] = {{header, 48}, {(void *)control, control_length}, {(void *)rec, rec_length}};
+    pthread_mutex_lock(&c->write_lock);
+    status = rb_write_all(c, vector, 3);
+    pthread_mutex_unlock(&c->write_lock);
+
+    pthread_mutex_lock(&c->state);
+    if (status == REPBROKER_OK) {
+        c->stats.messages_sent++;
+        c->stats.bytes_sent += control_length + rec_length;
+    }
+    if (permanent) {
+        /* Long enough for the ack policy's timeout and the broker's answer after it. */
+        uint64_t wait_ms = c->send_timeout_ms;
+        if (c->ack_policy != REPBROKER_ACK_NONE && c->ack_timeout_ms + 2000u > wait_ms) wait_ms = c->ack_timeout_ms + 2000u;
+        uint64_t deadline = rb_now_ns() + wait_ms * 1000000u;
+        while (status == REPBROKER_OK && !waiter.done) {
+            if (c->closed) status = REPBROKER_ECLOSED;
+            else if (c->failed) status = REPBROKER_EUNAVAILABLE;
+            else if (!rb_wait_until(c, deadline)) status = REPBROKER_ETIMEDOUT;
+        }
+        if (status == REPBROKER_OK) {
+            switch (waiter.status) {
+            case RB_SEND_OK: c->stats.permanent_acked++; break;
+            case RB_SEND_QUEUE_FULL: status = REPBROKER_EQUEUEFULL; break;
+            case RB_SEND_UNROUTABLE: status = REPBROKER_EUNROUTABLE; break;
+            case RB_SEND_ACK_TIMEOUT: status = REPBROKER_ENOTACKED; break;
+            default: status = REPBROKER_EPROTOCOL; break;
+            }
+        }
+        if (status != REPBROKER_OK) c->stats.permanent_failed++;
+        for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
+            if (*w == &waiter) { *w = waiter.next; break; }
+        }
+        pthread_cond_broadcast(&c->changed);  /* the reader may hold back on a full inbox without waiters */
+    }
+    c->users--;
+    pthread_cond_broadcast(&c->changed);
+    pthread_mutex_unlock(&c->state);
+    return status;
+}
+
+int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *event) {
+    if (!c || !event) return REPBROKER_EINVAL;
+    pthread_mutex_lock(&c->state);
+    if (c->closed) { pthread_mutex_unlock(&c->state); return REPBROKER_ECLOSED; }
+    if (c->receiving) {
+        rb_say(c, "one thread receives at a time");
+        pthread_mutex_unlock(&c->state);
+        return REPBROKER_EINVAL;
+    }
+    c->receiving = 1;
+    c->users++;
+    free(c->current);
+    c->current = NULL;
+    uint64_t deadline = timeout_ms < 0 ? 0 : rb_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    int status = REPBROKER_OK;
+    /* What arrived before a failure is still handed out. */
+    while (!c->head) {
+        if (c->closed) { status = REPBROKER_ECLOSED; break; }
+        if (c->failed) { status = REPBROKER_EUNAVAILABLE; break; }
+        if (timeout_ms == 0 || !rb_wait_until(c, deadline)) { status = REPBROKER_ETIMEDOUT; break; }
+    }
+    if (status == REPBROKER_OK) {
+        rb_item *item = c->head;
+        c->head = item->next;
+        if (!c->head) c->tail = NULL;
+        c->inbox_bytes -= item->bytes;
+        c->current = item;
+        *event = item->event;
+    }
+    c->receiving = 0;
+    c->users--;
+    pthread_cond_broadcast(&c->changed);
+    pthread_mutex_unlock(&c->state);
+    return status;
+}
+
+int repbroker_acknowledge(repbroker_client *c, repbroker_lsn lsn) {
+    if (!c) return REPBROKER_EINVAL;
+    unsigned char body[8];
+    put32(body, lsn.file);
+    put32(body + 4, lsn.offset);
+    return rb_write_control(c, RB_FRAME_ACK, body, 8);
+}
+
+int repbroker_announce_master(repbroker_client *c, int32_t site) {
+    if (!c || site < 0) return REPBROKER_EINVAL;
+    unsigned char body[8];
+    put32(body, (uint32_t)site);
+    put32(body + 4, 0);
+    return rb_write_control(c, RB_FRAME_MASTER, body, 8);
+}
+
+int32_t repbroker_site_id(const repbroker_client *c) { return c ? c->site_id : 0; }
+uint32_t repbroker_client_id(const repbroker_client *c) { return c ? c->client_id : 0; }
+uint64_t repbroker_max_message(const repbroker_client *c) { return c ? c->max_message : 0; }
+
+int repbroker_is_receiver(repbroker_client *c) {
+    if (!c) return 0;
+    pthread_mutex_lock(&c->state);
+    int receiver = c->role_state == RB_ROLE_STATE_RECEIVER;
+    pthread_mutex_unlock(&c->state);
+    return receiver;
+}
+
+int repbroker_get_stats(repbroker_client *c, repbroker_stats *stats) {
+    if (!c || !stats) return REPBROKER_EINVAL;
+    pthread_mutex_lock(&c->state);
+    *stats = c->stats;
+    pthread_mutex_unlock(&c->state);
+    return REPBROKER_OK;
+}
