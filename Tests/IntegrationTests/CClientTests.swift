@@ -132,16 +132,29 @@ final class CClientBuild: @unchecked Sendable {
         }
     }
 
-    @Test func aBrokerThatGoesAwayEndsTheCReceiversWaitAndARestartedOneTakesANewClient() throws {
-        try withSites(1) { sites in
-            let receiver = try build.start(["receive", sites.broker(1).socketPath, "default", "1", "60000"])
+    /// The broker is killed and restarted: a C receiver reconnects by itself, registers anew and gets what is
+    /// sent after the restart; with reconnecting turned off it stops with REPBROKER_EUNAVAILABLE instead.
+    @Test func aCReceiverReconnectsToARestartedBrokerOrStopsWithoutReconnecting() throws {
+        try withSites(2) { sites in
+            let receiver = try build.start(["receive", sites.broker(2).socketPath, "default", "2", "60000"])
+            let other = try build.start(["receive", sites.broker(2).socketPath, "other", "1", "60000", "noreconnect"])
             #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
-            sites.broker(1).kill9()
-            #expect(receiver.waitForExit(timeout: 20) == 0)
+            #expect(other.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
+            let sender = try client(sites.broker(1), name: "swift-out")
+            try sender.send(control: [], rec: Array("before".utf8), to: 2)
+            #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasSuffix(" before") } })
+            sites.broker(2).kill9()
+            #expect(other.waitForExit(timeout: 20) == 0)
+            other.waitForOutputEnd(timeout: 5)
+            #expect(other.lines.contains("stopped EUNAVAILABLE"))
+            try sites.broker(2).start()
+            // The C receiver holds the role again at the restarted broker, then takes the next message.
+            #expect(sites.broker(2).waitForStats(timeout: 20) { $0.groups.contains { $0.name == "default" && $0.receiverClient != nil } })
+            #expect(sites.broker(1).waitForStats(timeout: 20) { $0.peers.first?.state == .connected })
+            try sender.send(control: [], rec: Array("after".utf8), to: 2)
+            #expect(receiver.waitForExit(timeout: 30) == 0)
             receiver.waitForOutputEnd(timeout: 5)
-            #expect(receiver.lines.contains("stopped EUNAVAILABLE"))
-            try sites.broker(1).start()
-            #expect(try build.run(["open", sites.broker(1).socketPath, "default"]).lines == ["result OK"])
+            #expect(receiver.lines.filter { $0.hasPrefix("message ") } == ["message 1 0 0 0  before", "message 1 0 0 0  after"])
         }
     }
 

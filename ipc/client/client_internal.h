@@ -28,6 +28,7 @@ typedef struct rb_item {
 typedef struct rb_waiter {
     struct rb_waiter *next;
     uint64_t sequence;
+    uint64_t generation;          /* the connection it was sent on: a reconnect fails it */
     int channel;
     int done;
     uint32_t status;
@@ -44,7 +45,14 @@ typedef struct rb_channel_item {
 } rb_channel_item;
 
 struct repbroker_client {
-    int fd;
+    int fd;                       /* changed only under both locks (the reader, reconnecting) */
+    char path[108];
+    unsigned char request[8 + 16 + RB_MAX_GROUP_NAME + RB_MAX_CLIENT_NAME + 16];  /* REGISTER and ACK_POLICY */
+    size_t request_length;
+    int reconnect;
+    uint64_t generation;          /* connections so far (1 after open) */
+    char **channels;              /* subscribed, to subscribe again on a new connection */
+    size_t channel_count;
     pthread_t reader;
     int reader_started;
     pthread_mutex_t write_lock;   /* one writer at a time on the socket */
@@ -106,5 +114,10 @@ RB_HIDDEN void rb_push(repbroker_client *c, rb_item *item);
    the connection. */
 RB_HIDDEN int rb_handle_channel(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
 RB_HIDDEN void rb_free_channels(repbroker_client *c);
+/* Connects, registers and reads WELCOME into the client's fields (the reader's input buffer is used and reset);
+   *fd is the new connection. */
+RB_HIDDEN int rb_dial(repbroker_client *c, int *fd, char *reason, size_t reason_size, int handshake_seconds);
+/* The reader's loop after a failure: dials with backoff until connected (1) or closed (0). */
+RB_HIDDEN int rb_reconnect(repbroker_client *c);
 
 #endif

@@ -29,6 +29,13 @@ int repbroker_subscribe(repbroker_client *c, const char *channel) {
     if (status == REPBROKER_OK) {
         pthread_mutex_lock(&c->state);
         c->subscribed = 1;
+        int known = 0;
+        for (size_t i = 0; i < c->channel_count; i++) known |= !strcmp(c->channels[i], channel);
+        char **grown = known ? NULL : realloc(c->channels, (c->channel_count + 1) * sizeof *grown);
+        if (grown) {
+            c->channels = grown;
+            if ((c->channels[c->channel_count] = strdup(channel))) c->channel_count++;
+        }
         pthread_mutex_unlock(&c->state);
     }
     return status;
@@ -81,6 +88,7 @@ static int exchange(repbroker_client *c, const char *channel, int32_t site, cons
     if (status) { pthread_mutex_unlock(&c->state); return status; }
     c->users++;
     waiter.sequence = ++c->next_sequence;
+    waiter.generation = c->generation;
     waiter.next = c->waiters;
     c->waiters = &waiter;
     pthread_cond_broadcast(&c->changed);  /* a reader holding back for a full inbox reads on */
@@ -91,7 +99,7 @@ static int exchange(repbroker_client *c, const char *channel, int32_t site, cons
     uint64_t deadline = rb_now_ns() + (uint64_t)timeout_ms * 1000000u;
     while (status == REPBROKER_OK && !waiter.done) {
         if (c->closed) status = REPBROKER_ECLOSED;
-        else if (c->failed) status = REPBROKER_EUNAVAILABLE;
+        else if (c->failed || c->generation != waiter.generation) status = REPBROKER_EUNAVAILABLE;
         else if (!rb_wait_until(c, deadline)) status = REPBROKER_ETIMEDOUT;
     }
     for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
@@ -171,7 +179,7 @@ int repbroker_next_channel_message(repbroker_client *c, int timeout_ms, repbroke
     int status = REPBROKER_OK;
     while (!c->channel_head) {
         if (c->closed) { status = REPBROKER_ECLOSED; break; }
-        if (c->failed) { status = REPBROKER_EUNAVAILABLE; break; }
+        if (c->failed && !c->reconnect) { status = REPBROKER_EUNAVAILABLE; break; }
         if (timeout_ms == 0 || !rb_wait_until(c, deadline)) { status = REPBROKER_ETIMEDOUT; break; }
     }
     if (status == REPBROKER_OK) {

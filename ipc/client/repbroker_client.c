@@ -264,19 +264,26 @@ static void *read_loop(void *argument) {
         ssize_t got = read(c->fd, c->input + c->input_used, c->input_capacity - c->input_used);
         if (got < 0 && errno == EINTR) continue;
         pthread_mutex_lock(&c->state);
+        int status = REPBROKER_OK;
         if (got <= 0) {
             if (!c->closed) rb_say(c, got == 0 ? "the broker closed the connection" : "read from the broker failed: %s", strerror(errno));
-            rb_fail(c);
-            pthread_mutex_unlock(&c->state);
-            break;
+            status = REPBROKER_EUNAVAILABLE;
+        } else {
+            c->input_used += (size_t)got;
+            status = parse_input(c);
         }
-        c->input_used += (size_t)got;
-        int status = parse_input(c);
         if (status) {
             rb_fail(c);
+            int closed = c->closed;
             pthread_mutex_unlock(&c->state);
             shutdown(c->fd, SHUT_RDWR);
-            break;
+            /* Without reconnecting, or once closed, the reader is done; otherwise it dials until it is back. */
+            if (closed || !c->reconnect || !rb_reconnect(c)) break;
+            /* Frames that came with the new WELCOME. */
+            pthread_mutex_lock(&c->state);
+            if (parse_input(c)) rb_fail(c);
+            pthread_mutex_unlock(&c->state);
+            continue;
         }
         pthread_mutex_unlock(&c->state);
     }
@@ -292,6 +299,7 @@ void repbroker_options_init(repbroker_options *o) {
     o->ack_timeout_ms = 1000;
     o->send_timeout_ms = 5000;
     o->inbox_limit_bytes = (size_t)64 << 20;
+    o->reconnect = 1;
 }
 
 static void destroy(repbroker_client *c) {
@@ -299,51 +307,13 @@ static void destroy(repbroker_client *c) {
     for (rb_item *i = c->head, *next; i; i = next) { next = i->next; free(i); }
     free(c->current);
     rb_free_channels(c);
+    for (size_t i = 0; i < c->channel_count; i++) free(c->channels[i]);
+    free(c->channels);
     free(c->input);
     pthread_mutex_destroy(&c->write_lock);
     pthread_mutex_destroy(&c->state);
     pthread_cond_destroy(&c->changed);
     free(c);
-}
-
-/* Reads frames until WELCOME (or an ERROR: refused); leftover bytes stay in the input buffer. */
-static int await_welcome(repbroker_client *c, char *reason, size_t reason_size) {
-    for (;;) {
-        while (c->input_used >= 8) {
-            uint32_t length = get32(c->input);
-            uint8_t type = c->input[4];
-            if (c->input[5] != RB_FRAME_MAGIC || length > RB_MAX_CONTROL_BODY) {
-                snprintf(reason, reason_size, "the broker's first frame is malformed");
-                return REPBROKER_EPROTOCOL;
-            }
-            if (c->input_used < 8 + (size_t)length) break;
-            const unsigned char *body = c->input + 8;
-            if (type == RB_FRAME_ERROR) {
-                uint32_t text = length >= 4 ? length - 4 : 0;
-                snprintf(reason, reason_size, "%.*s", (int)(text > 200 ? 200 : text), (const char *)body + 4);
-                return REPBROKER_EREFUSED;
-            }
-            if (type != RB_FRAME_WELCOME || length != 24 || get16(body) != RB_PROTOCOL_VERSION || get32(body + 12) != 0) {
-                snprintf(reason, reason_size, "expected WELCOME of version %u for the socket transport", RB_PROTOCOL_VERSION);
-                return REPBROKER_EPROTOCOL;
-            }
-            c->role_state = get16(body + 2);
-            c->site_id = (int32_t)get32(body + 4);
-            c->client_id = get32(body + 8);
-            c->max_message = get64(body + 16);
-            memmove(c->input, c->input + 8 + length, c->input_used - 8 - length);
-            c->input_used -= 8 + length;
-            return REPBROKER_OK;
-        }
-        ssize_t got = read(c->fd, c->input + c->input_used, c->input_capacity - c->input_used);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) {
-            snprintf(reason, reason_size, got == 0 ? "the broker closed the connection before WELCOME"
-                                                   : "no WELCOME from the broker: %s", strerror(errno));
-            return REPBROKER_EUNAVAILABLE;
-        }
-        c->input_used += (size_t)got;
-    }
 }
 
 int repbroker_open(const repbroker_options *options, repbroker_client **out) {
@@ -386,20 +356,11 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     c->input = malloc(c->input_capacity);
     if (!c->input) { destroy(c); return REPBROKER_ENOMEM; }
 
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) { destroy(c); return REPBROKER_ESYSTEM; }
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-    memcpy(address.sun_path, path, strlen(path) + 1);
-    if (connect(c->fd, (struct sockaddr *)&address, sizeof address) != 0) { destroy(c); return REPBROKER_EUNAVAILABLE; }
-    /* The handshake waits at most 10 s; sends wait for the send timeout when the broker takes nothing. */
-    struct timeval handshake = {10, 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &handshake, sizeof handshake);
-    struct timeval send_timeout = {(time_t)(o.send_timeout_ms / 1000), (long)(o.send_timeout_ms % 1000) * 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
-
-    /* REGISTER, then ACK_POLICY, in one write. */
-    unsigned char request[8 + 16 + RB_MAX_GROUP_NAME + RB_MAX_CLIENT_NAME + 8 + 8];
+    c->reconnect = o.reconnect;
+    snprintf(c->path, sizeof c->path, "%s", path);
+    /* REGISTER, then ACK_POLICY, in one write: kept for every reconnect. */
     size_t register_length = 16 + group_length + name_length;
+    unsigned char *request = c->request;
     frame_header(request, RB_FRAME_REGISTER, (uint32_t)register_length);
     unsigned char *body = request + 8;
     put16(body, RB_PROTOCOL_VERSION);
@@ -415,16 +376,13 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     put16(policy + 8, (uint16_t)o.ack_policy);
     put16(policy + 10, 0);
     put32(policy + 12, o.ack_timeout_ms);
-    struct iovec vector = {request, 8 + register_length + 16};
-    int status = rb_write_all(c, &vector, 1);
+    c->request_length = 8 + register_length + 16;
     char reason[256] = "";
-    if (status == REPBROKER_OK) status = await_welcome(c, reason, sizeof reason);
+    int status = rb_dial(c, &c->fd, reason, sizeof reason, 10);
     if (status) {
         destroy(c);
         return status;
     }
-    struct timeval forever = {0, 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
     pthread_mutex_lock(&c->state);
     status = parse_input(c);   /* frames that came with WELCOME */
     pthread_mutex_unlock(&c->state);
@@ -442,8 +400,9 @@ void repbroker_close(repbroker_client *c) {
     pthread_mutex_lock(&c->state);
     c->closed = 1;
     pthread_cond_broadcast(&c->changed);
+    int fd = c->fd;
     pthread_mutex_unlock(&c->state);
-    shutdown(c->fd, SHUT_RDWR);
+    shutdown(fd, SHUT_RDWR);
     if (c->reader_started) pthread_join(c->reader, NULL);
     pthread_mutex_lock(&c->state);
     while (c->users > 0) pthread_cond_wait(&c->changed, &c->state);

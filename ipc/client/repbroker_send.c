@@ -24,6 +24,7 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
     c->users++;
     if (permanent) {
         waiter.sequence = ++c->next_sequence;
+        waiter.generation = c->generation;
         waiter.next = c->waiters;
         c->waiters = &waiter;
     }
@@ -58,7 +59,7 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
         uint64_t deadline = rb_now_ns() + wait_ms * 1000000u;
         while (status == REPBROKER_OK && !waiter.done) {
             if (c->closed) status = REPBROKER_ECLOSED;
-            else if (c->failed) status = REPBROKER_EUNAVAILABLE;
+            else if (c->failed || c->generation != waiter.generation) status = REPBROKER_EUNAVAILABLE;
             else if (!rb_wait_until(c, deadline)) status = REPBROKER_ETIMEDOUT;
         }
         if (status == REPBROKER_OK) {
@@ -100,7 +101,8 @@ int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *e
     /* What arrived before a failure is still handed out. */
     while (!c->head) {
         if (c->closed) { status = REPBROKER_ECLOSED; break; }
-        if (c->failed) { status = REPBROKER_EUNAVAILABLE; break; }
+        /* Reconnecting, a receiver waits on (its next messages come on the new connection). */
+        if (c->failed && !c->reconnect) { status = REPBROKER_EUNAVAILABLE; break; }
         if (timeout_ms == 0 || !rb_wait_until(c, deadline)) { status = REPBROKER_ETIMEDOUT; break; }
     }
     if (status == REPBROKER_OK) {

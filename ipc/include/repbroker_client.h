@@ -14,9 +14,10 @@
  * and fills the inbox that repbroker_next_event takes from, so a PERMANENT send may be made from the thread
  * that handles received messages.
  *
- * Failure: when the connection to the broker fails (the broker stopped, a frame it could not read), every
- * later call returns REPBROKER_EUNAVAILABLE; close the client and open a new one (the broker gives the
- * receiver role to the next client, and a restarted broker takes new clients at once).
+ * Failure: when the connection to the broker fails (the broker stopped or restarted), calls return
+ * REPBROKER_EUNAVAILABLE (a PERMANENT send in flight too) while the library dials the broker again, registers
+ * anew (the same group, name and roles; channels subscribed again) and goes on; messages in the inbox are
+ * still handed out. With `reconnect` 0 the client stays failed: close it and open a new one.
  *
  * Errors: every function returns 0 or a repbroker_error; repbroker_strerror names it, and
  * repbroker_last_error gives the broker's or the system's reason for the client's last failure.
@@ -83,6 +84,8 @@ typedef struct repbroker_options {
     unsigned ack_timeout_ms;      /* 1 ... 600000; default 1000 */
     unsigned send_timeout_ms;     /* how long a send may wait for its result; default 5000 */
     size_t inbox_limit_bytes;     /* received messages held for repbroker_next_event; default 64 MiB */
+    int reconnect;                /* 1 (default): after a failure, dial the broker again (backoff 100 ms to 2 s)
+                                     and register anew; calls in between return REPBROKER_EUNAVAILABLE */
 } repbroker_options;
 
 typedef struct repbroker_client repbroker_client;
@@ -123,7 +126,8 @@ void repbroker_close(repbroker_client *client);
 int repbroker_send(repbroker_client *client, int32_t eid, const void *control, size_t control_length,
                    const void *rec, size_t rec_length, const repbroker_lsn *lsn, uint32_t flags);
 
-/* Waits up to `timeout_ms` (-1: for ever, 0: no wait) for the next event for this client. */
+/* Waits up to `timeout_ms` (-1: for ever, 0: no wait) for the next event for this client. While the client
+   reconnects it waits on (REPBROKER_EUNAVAILABLE only with `reconnect` 0). */
 int repbroker_next_event(repbroker_client *client, int timeout_ms, repbroker_event *event);
 
 /* As this site's receiver: the local log is durable up to `lsn` (DB_REP_ISPERM's ret_lsnp). PERMANENT sends

@@ -40,7 +40,7 @@ class RepbrokerError(Exception):
 class _Options(ctypes.Structure):
     _fields_ = [("socket_path", ctypes.c_char_p), ("group", ctypes.c_char_p), ("name", ctypes.c_char_p),
                 ("roles", ctypes.c_uint), ("ack_policy", ctypes.c_int), ("ack_timeout_ms", ctypes.c_uint),
-                ("send_timeout_ms", ctypes.c_uint), ("inbox_limit_bytes", ctypes.c_size_t)]
+                ("send_timeout_ms", ctypes.c_uint), ("inbox_limit_bytes", ctypes.c_size_t), ("reconnect", ctypes.c_int)]
 
 
 class _LSN(ctypes.Structure):
@@ -91,7 +91,7 @@ class Client:
     """One registered connection to the local broker (see repbroker_client.h)."""
 
     def __init__(self, socket_path=None, group="default", name="", roles=("sender",), ack_policy="none",
-                 ack_timeout=1.0, send_timeout=5.0):
+                 ack_timeout=1.0, send_timeout=5.0, reconnect=True):
         lib = library()
         options = _Options()
         lib.repbroker_options_init(ctypes.byref(options))
@@ -101,6 +101,7 @@ class Client:
         options.ack_policy = _ACK_POLICIES[ack_policy]
         options.ack_timeout_ms = max(1, int(ack_timeout * 1000))
         options.send_timeout_ms = max(1, int(send_timeout * 1000))
+        options.reconnect = 1 if reconnect else 0
         handle = ctypes.c_void_p()
         code = lib.repbroker_open(ctypes.byref(options), ctypes.byref(handle))
         if code:

@@ -3,7 +3,7 @@
  *   client_check send SOCKET GROUP EID TEXT [permanent ACK_POLICY ACK_TIMEOUT_MS] [lsn FILE OFFSET]
  *       one message (control "c", rec TEXT); prints "result NAME" and exits 0 when it was sent.
  *   client_check send-many SOCKET GROUP EID COUNT   COUNT messages "m-0" ... in order; prints "sent COUNT"
- *   client_check receive SOCKET GROUP COUNT TIMEOUT_MS [ack]
+ *   client_check receive SOCKET GROUP COUNT TIMEOUT_MS [ack|noreconnect]
  *       as receiver: prints "ready", then each event: "message SITE LSN_FILE LSN_OFFSET FLAGS CONTROL REC" or
  *       "site-up SITE" / "site-down SITE", until COUNT messages or a wait of TIMEOUT_MS; with ack, acknowledges
  *       every message's LSN. Prints "done N" (messages).
@@ -30,7 +30,7 @@ static const char *name(int error) {
 }
 
 static repbroker_client *open_or_exit(const char *socket, const char *group, unsigned roles, repbroker_ack_policy policy,
-                                      unsigned ack_timeout_ms) {
+                                      unsigned ack_timeout_ms, int reconnect) {
     repbroker_options options;
     repbroker_options_init(&options);
     options.socket_path = socket;
@@ -39,6 +39,7 @@ static repbroker_client *open_or_exit(const char *socket, const char *group, uns
     options.roles = roles;
     options.ack_policy = policy;
     options.ack_timeout_ms = ack_timeout_ms;
+    options.reconnect = reconnect;
     repbroker_client *client = NULL;
     int status = repbroker_open(&options, &client);
     if (status) {
@@ -64,7 +65,7 @@ int main(int argc, char **argv) {
         int permanent = argc >= 9 && !strcmp(argv[6], "permanent");
         repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER,
                                                 permanent ? policy_of(argv[7]) : REPBROKER_ACK_NONE,
-                                                permanent ? (unsigned)atoi(argv[8]) : 1000);
+                                                permanent ? (unsigned)atoi(argv[8]) : 1000, 1);
         repbroker_lsn lsn = {0, 0};
         for (int i = 6; i + 2 < argc; i++) {
             if (!strcmp(argv[i], "lsn")) lsn = (repbroker_lsn){(uint32_t)atoi(argv[i + 1]), (uint32_t)atoi(argv[i + 2])};
@@ -77,7 +78,7 @@ int main(int argc, char **argv) {
         return status ? 1 : 0;
     }
     if (!strcmp(command, "send-many") && argc == 6) {
-        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000, 1);
         int count = atoi(argv[5]);
         for (int i = 0; i < count; i++) {
             char text[32];
@@ -91,8 +92,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(command, "receive") && argc >= 6) {
         int ack = argc >= 7 && !strcmp(argv[6], "ack");
+        int reconnect = !(argc >= 7 && !strcmp(argv[6], "noreconnect"));
         repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER | REPBROKER_ROLE_RECEIVER,
-                                                REPBROKER_ACK_NONE, 1000);
+                                                REPBROKER_ACK_NONE, 1000, reconnect);
         printf("ready %d\n", repbroker_site_id(client));
         int wanted = atoi(argv[4]), timeout = atoi(argv[5]), messages = 0;
         repbroker_event event;
@@ -131,7 +133,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(command, "too-large")) {
-        repbroker_client *client = open_or_exit(socket, "default", REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        repbroker_client *client = open_or_exit(socket, "default", REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000, 1);
         size_t size = (size_t)repbroker_max_message(client) + 1;
         char *big = calloc(1, size);
         printf("result %s\n", name(repbroker_send(client, 2, NULL, 0, big, size, NULL, 0)));
@@ -141,7 +143,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(command, "serve") && argc >= 6) {
         int silent = argc >= 7 && !strcmp(argv[6], "silent");
-        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000, 1);
         int status = repbroker_subscribe(client, argv[4]);
         printf(status ? "result %s\n" : "subscribed\n", name(status));
         for (int i = 0, count = atoi(argv[5]); i < count && !status; i++) {
@@ -160,7 +162,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if ((!strcmp(command, "channel-send") || !strcmp(command, "request")) && argc >= 8) {
-        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000);
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000, 1);
         int site = atoi(argv[5]), timeout = atoi(argv[7]);
         if (!strcmp(command, "channel-send")) {
             printf("result %s\n", name(repbroker_channel_send(client, argv[4], site, argv[6], strlen(argv[6]), timeout)));

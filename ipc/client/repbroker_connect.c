@@ -1,0 +1,149 @@
+/*
+ * librepbroker's connections: dialling the broker's socket, REGISTER and ACK_POLICY in one write, WELCOME (or
+ * an ERROR: refused), and, after a failure, dialling again with backoff and registering anew. The reader thread
+ * does the reconnecting; a new connection replaces the old one under both locks, so no send writes to a
+ * connection that is being replaced.
+ */
+#define _GNU_SOURCE
+#include "client_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Reads frames from `fd` until WELCOME (or an ERROR: refused); bytes after it stay in the input buffer. */
+static int await_welcome(repbroker_client *c, int fd, char *reason, size_t reason_size) {
+    c->input_used = 0;
+    for (;;) {
+        while (c->input_used >= 8) {
+            uint32_t length = get32(c->input);
+            uint8_t type = c->input[4];
+            if (c->input[5] != RB_FRAME_MAGIC || length > RB_MAX_CONTROL_BODY) {
+                snprintf(reason, reason_size, "the broker's first frame is malformed");
+                return REPBROKER_EPROTOCOL;
+            }
+            if (c->input_used < 8 + (size_t)length) break;
+            const unsigned char *body = c->input + 8;
+            if (type == RB_FRAME_ERROR) {
+                uint32_t text = length >= 4 ? length - 4 : 0;
+                snprintf(reason, reason_size, "%.*s", (int)(text > 200 ? 200 : text), (const char *)body + 4);
+                return REPBROKER_EREFUSED;
+            }
+            if (type != RB_FRAME_WELCOME || length != 24 || get16(body) != RB_PROTOCOL_VERSION || get32(body + 12) != 0) {
+                snprintf(reason, reason_size, "expected WELCOME of version %u for the socket transport", RB_PROTOCOL_VERSION);
+                return REPBROKER_EPROTOCOL;
+            }
+            pthread_mutex_lock(&c->state);
+            c->role_state = get16(body + 2);
+            c->site_id = (int32_t)get32(body + 4);
+            c->client_id = get32(body + 8);
+            c->max_message = get64(body + 16);
+            pthread_mutex_unlock(&c->state);
+            memmove(c->input, c->input + 8 + length, c->input_used - 8 - length);
+            c->input_used -= 8 + length;
+            return REPBROKER_OK;
+        }
+        ssize_t got = read(fd, c->input + c->input_used, c->input_capacity - c->input_used);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            snprintf(reason, reason_size, got == 0 ? "the broker closed the connection before WELCOME"
+                                                   : "no WELCOME from the broker: %s", strerror(errno));
+            return REPBROKER_EUNAVAILABLE;
+        }
+        c->input_used += (size_t)got;
+    }
+}
+
+int rb_dial(repbroker_client *c, int *fd_out, char *reason, size_t reason_size, int handshake_seconds) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(reason, reason_size, "socket: %s", strerror(errno));
+        return REPBROKER_ESYSTEM;
+    }
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    memcpy(address.sun_path, c->path, strlen(c->path) + 1);
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        snprintf(reason, reason_size, "cannot connect to %s: %s", c->path, strerror(errno));
+        close(fd);
+        return REPBROKER_EUNAVAILABLE;
+    }
+    /* The handshake waits a bounded time; sends wait for the send timeout when the broker takes nothing. */
+    struct timeval handshake = {handshake_seconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &handshake, sizeof handshake);
+    struct timeval send_timeout = {(time_t)(c->send_timeout_ms / 1000), (long)(c->send_timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
+    size_t written = 0;
+    while (written < c->request_length) {
+        ssize_t n = send(fd, c->request + written, c->request_length - written, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            snprintf(reason, reason_size, "cannot register: %s", strerror(errno));
+            close(fd);
+            return REPBROKER_EUNAVAILABLE;
+        }
+        written += (size_t)n;
+    }
+    int status = await_welcome(c, fd, reason, reason_size);
+    if (status) {
+        close(fd);
+        return status;
+    }
+    struct timeval forever = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
+    *fd_out = fd;
+    pthread_mutex_lock(&c->state);
+    c->generation++;
+    pthread_mutex_unlock(&c->state);
+    return REPBROKER_OK;
+}
+
+int rb_reconnect(repbroker_client *c) {
+    unsigned backoff_ms = 100;
+    for (;;) {
+        pthread_mutex_lock(&c->state);
+        c->role_state = RB_ROLE_STATE_NONE;
+        uint64_t until = rb_now_ns() + (uint64_t)backoff_ms * 1000000u;
+        while (!c->closed && rb_wait_until(c, until)) {}
+        int closed = c->closed;
+        pthread_mutex_unlock(&c->state);
+        if (closed) return 0;
+        int fd = -1;
+        char reason[256] = "";
+        if (rb_dial(c, &fd, reason, sizeof reason, 2) == REPBROKER_OK) {
+            pthread_mutex_lock(&c->write_lock);
+            pthread_mutex_lock(&c->state);
+            int old = c->fd;
+            c->fd = fd;
+            c->failed = c->closed;
+            c->last_error[0] = 0;
+            /* Channels this client subscribed to, on the new connection before anything else is sent. */
+            for (size_t i = 0; i < c->channel_count; i++) {
+                size_t length = strlen(c->channels[i]);
+                unsigned char frame[8 + 4 + RB_MAX_GROUP_NAME];
+                frame_header(frame, RB_FRAME_SUBSCRIBE, (uint32_t)(4 + length));
+                put16(frame + 8, (uint16_t)length);
+                put16(frame + 10, 0);
+                memcpy(frame + 12, c->channels[i], length);
+                struct iovec vector = {frame, 12 + length};
+                pthread_mutex_unlock(&c->state);
+                int status = rb_write_all(c, &vector, 1);
+                pthread_mutex_lock(&c->state);
+                if (status) break;
+            }
+            pthread_cond_broadcast(&c->changed);
+            pthread_mutex_unlock(&c->state);
+            pthread_mutex_unlock(&c->write_lock);
+            close(old);
+            return 1;
+        }
+        pthread_mutex_lock(&c->state);
+        rb_say(c, "reconnecting: %s", reason);
+        pthread_mutex_unlock(&c->state);
+        backoff_ms = backoff_ms >= 1000 ? 2000 : backoff_ms * 2;
+    }
+}
