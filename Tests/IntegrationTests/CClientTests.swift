@@ -35,16 +35,17 @@ final class CClientBuild: @unchecked Sendable {
     }
 
     /// Runs the check program to its end; its output lines.
-    func run(_ arguments: [String], timeout: Double = 60) throws -> (status: Int32?, lines: [String]) {
-        let child = try start(arguments)
+    func run(_ arguments: [String], timeout: Double = 60, transport: String? = nil) throws -> (status: Int32?, lines: [String]) {
+        let child = try start(arguments, transport: transport)
         let status = child.waitForExit(timeout: timeout)
         if status == nil { child.kill9() }
         child.waitForOutputEnd(timeout: 5)
         return (status, child.lines)
     }
 
-    func start(_ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess(name: "client_check", executable: check, arguments: arguments, stderrPath: "/dev/null")
+    func start(_ arguments: [String], transport: String? = nil) throws -> ChildProcess {
+        try ChildProcess(name: "client_check", executable: check, arguments: arguments, stderrPath: "/dev/null",
+                         environment: transport.map { ["CLIENT_CHECK_TRANSPORT": $0] } ?? [:])
     }
 }
 
@@ -274,6 +275,34 @@ final class CClientBuild: @unchecked Sendable {
             #expect(silent.waitForLines(timeout: 20) { $0.contains("subscribed") })
             #expect(try build.run(["request", two, "default", "slow", "1", "x", "300"]).lines == ["result ETIMEDOUT"])
             #expect(sites.broker(2).waitForStats(timeout: 10) { $0.totals.channelTimeouts >= 1 })
+        }
+    }
+
+    /// Each transport, chosen explicitly: the broker's stats show it, and messages small and large (in parts
+    /// over a 64 KiB ring), site events and PERMANENT sends cross it both ways, in order.
+    @Test(arguments: ["socket", "shm"])
+    func eachTransportCarriesMessagesSmallAndLargeBothWays(transport: String) throws {
+        try withSites(2) { sites in
+            let receiver = try build.start(["receive", sites.broker(2).socketPath, "default", "103", "20000", "ack"],
+                                           transport: transport)
+            #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
+            let stats = try sites.broker(2).stats()
+            #expect(stats.clients.first { $0.name == "client_check" }?.transport == (transport == "shm" ? "shm" : "uds"))
+            let socket = sites.broker(1).socketPath
+            #expect(try build.run(["send-many", socket, "default", "2", "100"], transport: transport).lines == ["sent 100"])
+            #expect(try build.run(["send-big", socket, "default", "2", "200000"], transport: transport).lines == ["result OK"])
+            #expect(try build.run(["send-big", socket, "default", "2", "3000"], transport: transport).lines == ["result OK"])
+            #expect(try build.run(["send", socket, "default", "2", "last", "permanent", "all", "5000", "lsn", "4", "8"],
+                                  transport: transport).lines == ["result OK"])
+            #expect(receiver.waitForExit(timeout: 30) == 0)
+            receiver.waitForOutputEnd(timeout: 5)
+            let messages = receiver.lines.filter { $0.hasPrefix("message") }
+            #expect(Array(messages.prefix(100)) == (0..<100).map { "message 1 0 0 0  m-\($0)" })
+            let sum200k = (0..<200_000).reduce(0) { $0 + ($1 * 7 % 251) }
+            let sum3k = (0..<3000).reduce(0) { $0 + ($1 * 7 % 251) }
+            #expect(Array(messages.dropFirst(100)) == ["message-big 1 200000 \(sum200k) pattern", "message-big 1 3000 \(sum3k) pattern",
+                                                       "message 1 4 8 \(RepFlags.permanent.rawValue) c last"])
+            #expect(receiver.lines.contains("site-up 1"))
         }
     }
 }

@@ -55,28 +55,33 @@ import Testing
         }
     }
 
-    /// 60 MiB of one group queued for a site while it was down, and held there once it is back (its receiver
-    /// reads nothing): heartbeats, another group's messages and the acks of its PERMANENT sends go ahead of all
-    /// that data, each within its deadline, and the link stays up. Then the queue drains, all of it.
+    /// 60 MiB of one group queued for a site while it was unreachable (its broker stopped with SIGSTOP, so
+    /// its clients stay registered), and held there once it is back (its receiver reads nothing): heartbeats,
+    /// another group's messages and the acks of its PERMANENT sends go ahead of all that data, each within its
+    /// deadline, and the link stays up. Then the queue drains, all of it.
     @Test func controlFramesAndAnotherGroupOvertake60MiBOfQueuedData() throws {
         try withSites(2) { sites in
-            let bulkSender = try client(sites.broker(1), name: "bulk-out", group: "bulk")
+            let bulkReceiver = try client(sites.broker(2), roles: [.receiver], name: "bulk-in", group: "bulk",
+                                          transport: .sharedMemory, ringBytes: 64 << 10)
+            let oltpReceiver = try client(sites.broker(2), roles: [.receiver], name: "oltp-in", group: "oltp")
+            #expect(bulkReceiver.waitForReceiverRole(timeout: 10) && oltpReceiver.waitForReceiverRole(timeout: 10))
+            var bulkOptions = BrokerClientOptions(socketPath: sites.broker(1).socketPath, group: "bulk", name: "bulk-out")
+            bulkOptions.sendTimeout = 60
+            let bulkSender = try BrokerClient(options: bulkOptions)
             var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, group: "oltp", name: "oltp-out")
             options.ackPolicy = .quorum
             options.ackTimeout = 5
             let committer = try BrokerClient(options: options)
             #expect(sites.broker(1).waitForPeers(timeout: 10))
-            sites.broker(2).kill9()
+            let stopped = try #require(sites.broker(2).child)
+            stopped.signal(SIGSTOP)
+            // Three heartbeats of silence: site 1 declares the link down, and a link that is down pauses nobody.
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.peers[0].state != .connected })
             let count = 15_000
             let payload = [UInt8](repeating: 3, count: 4096)
             for index in 0..<count { try bulkSender.send(control: [UInt8(index % 256)], rec: payload, to: 2) }
             #expect(sites.broker(1).waitForStats(timeout: 30) { $0.peers[0].queuedBytes > 60_000_000 })
-            try sites.broker(2).start()
-            let bulkReceiver = try client(sites.broker(2), roles: [.receiver], name: "bulk-in", group: "bulk",
-                                          transport: .sharedMemory, ringBytes: 64 << 10)
-            let oltpReceiver = try client(sites.broker(2), roles: [.receiver], name: "oltp-in", group: "oltp")
-            #expect(bulkReceiver.waitForReceiverRole(timeout: 10) && oltpReceiver.waitForReceiverRole(timeout: 10))
+            stopped.signal(SIGCONT)
             // Site 2's oltp receiver acknowledges every record it gets as durable.
             let acking = Counter()
             startThread {

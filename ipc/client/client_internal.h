@@ -15,6 +15,8 @@
 
 #define RB_HIDDEN __attribute__((visibility("hidden")))
 
+typedef struct rb_rings rb_rings;   /* repbroker_rings.c */
+
 /* A received message or site event, in the inbox. */
 typedef struct rb_item {
     struct rb_item *next;
@@ -50,6 +52,10 @@ struct repbroker_client {
     unsigned char request[8 + 16 + RB_MAX_GROUP_NAME + RB_MAX_CLIENT_NAME + 16];  /* REGISTER and ACK_POLICY */
     size_t request_length;
     int reconnect;
+    repbroker_transport transport;
+    rb_rings *rings;              /* the shared-memory rings of the current connection, if granted */
+    rb_rings *retired;            /* rings of a replaced connection the receiving thread may still hold */
+    rb_rings *held;               /* the rings whose memory the last event points into */
     uint64_t generation;          /* connections so far (1 after open) */
     char **channels;              /* subscribed, to subscribe again on a new connection */
     size_t channel_count;
@@ -115,8 +121,18 @@ RB_HIDDEN void rb_push(repbroker_client *c, rb_item *item);
 RB_HIDDEN int rb_handle_channel(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
 RB_HIDDEN void rb_free_channels(repbroker_client *c);
 /* Connects, registers and reads WELCOME into the client's fields (the reader's input buffer is used and reset);
-   *fd is the new connection. */
-RB_HIDDEN int rb_dial(repbroker_client *c, int *fd, char *reason, size_t reason_size, int handshake_seconds);
+   *fd is the new connection, *rings its rings (NULL on the socket transport). */
+RB_HIDDEN int rb_dial(repbroker_client *c, int *fd, rb_rings **rings, char *reason, size_t reason_size,
+                      int handshake_seconds);
+RB_HIDDEN int rb_rings_attach(int fds[4], uint64_t ring_bytes, rb_rings **rings, char *reason, size_t reason_size);
+RB_HIDDEN void rb_rings_free(rb_rings *rings);
+/* A MESSAGE into the to-broker ring (write lock held), waiting for room until `deadline`. */
+RB_HIDDEN int rb_ring_send(repbroker_client *c, rb_rings *rings, const unsigned char *header, const void *control,
+                           size_t control_length, const void *rec, size_t rec_length, uint64_t deadline);
+/* The next event from the to-client ring (the receiving thread); REPBROKER_EUNAVAILABLE once the connection
+   of `generation` is replaced. */
+RB_HIDDEN int rb_ring_next_event(repbroker_client *c, rb_rings *rings, uint64_t generation, int timeout_ms,
+                                 repbroker_event *event);
 /* The reader's loop after a failure: dials with backoff until connected (1) or closed (0). */
 RB_HIDDEN int rb_reconnect(repbroker_client *c);
 

@@ -154,6 +154,7 @@ void rb_push(repbroker_client *c, rb_item *item) {
 static int handle(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length) {
     switch (type) {
     case RB_FRAME_MESSAGE: {
+        if (c->rings) { rb_say(c, "a MESSAGE on the socket of a client with rings"); return REPBROKER_EPROTOCOL; }
         if (length < 40) { rb_say(c, "MESSAGE of %u bytes is shorter than its header", length); return REPBROKER_EPROTOCOL; }
         uint64_t control = get32(body + 24), rec = get32(body + 28);
         if (control + rec != (uint64_t)length - 40) {
@@ -175,6 +176,7 @@ static int handle(repbroker_client *c, uint8_t type, const unsigned char *body, 
         return 0;
     }
     case RB_FRAME_SITE_EVENT: {
+        if (c->rings) { rb_say(c, "a SITE_EVENT on the socket of a client with rings"); return REPBROKER_EPROTOCOL; }
         if (length != 8 || get16(body + 4) > 1) { rb_say(c, "malformed SITE_EVENT"); return REPBROKER_EPROTOCOL; }
         rb_item *item = malloc(sizeof *item);
         if (!item) return REPBROKER_ENOMEM;
@@ -300,12 +302,16 @@ void repbroker_options_init(repbroker_options *o) {
     o->send_timeout_ms = 5000;
     o->inbox_limit_bytes = (size_t)64 << 20;
     o->reconnect = 1;
+    o->transport = REPBROKER_TRANSPORT_AUTOMATIC;
+    o->ring_bytes = 1u << 20;
 }
 
 static void destroy(repbroker_client *c) {
     if (c->fd >= 0) close(c->fd);
     for (rb_item *i = c->head, *next; i; i = next) { next = i->next; free(i); }
     free(c->current);
+    rb_rings_free(c->rings);
+    rb_rings_free(c->retired);
     rb_free_channels(c);
     for (size_t i = 0; i < c->channel_count; i++) free(c->channels[i]);
     free(c->channels);
@@ -327,7 +333,9 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     if (group_length < 1 || group_length > RB_MAX_GROUP_NAME || name_length > RB_MAX_CLIENT_NAME
         || (o.roles & ~(unsigned)(REPBROKER_ROLE_SENDER | REPBROKER_ROLE_RECEIVER)) || o.roles == 0
         || o.ack_policy < REPBROKER_ACK_NONE || o.ack_policy > REPBROKER_ACK_ALL
-        || o.ack_timeout_ms < 1 || o.ack_timeout_ms > 600000 || o.send_timeout_ms < 1)
+        || o.ack_timeout_ms < 1 || o.ack_timeout_ms > 600000 || o.send_timeout_ms < 1
+        || o.transport < REPBROKER_TRANSPORT_AUTOMATIC || o.transport > REPBROKER_TRANSPORT_SHARED_MEMORY
+        || (o.transport != REPBROKER_TRANSPORT_SOCKET && (o.ring_bytes < 4096 || o.ring_bytes > (1u << 30))))
         return REPBROKER_EINVAL;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     if (o.socket_path) {
@@ -357,6 +365,7 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     if (!c->input) { destroy(c); return REPBROKER_ENOMEM; }
 
     c->reconnect = o.reconnect;
+    c->transport = o.transport;
     snprintf(c->path, sizeof c->path, "%s", path);
     /* REGISTER, then ACK_POLICY, in one write: kept for every reconnect. */
     size_t register_length = 16 + group_length + name_length;
@@ -368,7 +377,7 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     put32(body + 4, (uint32_t)getpid());
     put16(body + 8, (uint16_t)group_length);
     put16(body + 10, (uint16_t)name_length);
-    put32(body + 12, 0);
+    put32(body + 12, o.transport == REPBROKER_TRANSPORT_SOCKET ? 0 : o.ring_bytes);
     memcpy(body + 16, group, group_length);
     memcpy(body + 16 + group_length, name, name_length);
     unsigned char *policy = body + register_length;
@@ -378,7 +387,7 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     put32(policy + 12, o.ack_timeout_ms);
     c->request_length = 8 + register_length + 16;
     char reason[256] = "";
-    int status = rb_dial(c, &c->fd, reason, sizeof reason, 10);
+    int status = rb_dial(c, &c->fd, &c->rings, reason, sizeof reason, 10);
     if (status) {
         destroy(c);
         return status;

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "client_internal.h"
+#include "repbroker_sys.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,8 +18,9 @@
 #include <unistd.h>
 
 /* Reads frames from `fd` until WELCOME (or an ERROR: refused); bytes after it stay in the input buffer. */
-static int await_welcome(repbroker_client *c, int fd, char *reason, size_t reason_size) {
+static int await_welcome(repbroker_client *c, int fd, rb_rings **rings, char *reason, size_t reason_size) {
     c->input_used = 0;
+    int fds[4] = {-1, -1, -1, -1}, fd_count = 0;
     for (;;) {
         while (c->input_used >= 8) {
             uint32_t length = get32(c->input);
@@ -29,15 +31,27 @@ static int await_welcome(repbroker_client *c, int fd, char *reason, size_t reaso
             }
             if (c->input_used < 8 + (size_t)length) break;
             const unsigned char *body = c->input + 8;
+            int status = REPBROKER_OK;
+            uint64_t granted = length == 24 ? get32(body + 12) : 0;
             if (type == RB_FRAME_ERROR) {
                 uint32_t text = length >= 4 ? length - 4 : 0;
                 snprintf(reason, reason_size, "%.*s", (int)(text > 200 ? 200 : text), (const char *)body + 4);
-                return REPBROKER_EREFUSED;
+                status = REPBROKER_EREFUSED;
+            } else if (type != RB_FRAME_WELCOME || length != 24 || get16(body) != RB_PROTOCOL_VERSION) {
+                snprintf(reason, reason_size, "expected WELCOME of version %u", RB_PROTOCOL_VERSION);
+                status = REPBROKER_EPROTOCOL;
+            } else if (granted == 0 && c->transport == REPBROKER_TRANSPORT_SHARED_MEMORY) {
+                snprintf(reason, reason_size, "the broker offers no shared-memory rings (--max-ring-bytes 0)");
+                status = REPBROKER_EREFUSED;
+            } else if (granted > 0 && fd_count != 4) {
+                snprintf(reason, reason_size, "WELCOME granted rings but came with %d descriptors, not 4", fd_count);
+                status = REPBROKER_EPROTOCOL;
+            } else if (granted > 0) {
+                status = rb_rings_attach(fds, granted, rings, reason, reason_size);
+                if (status == REPBROKER_OK) fd_count = 0;   /* the rings own them now */
             }
-            if (type != RB_FRAME_WELCOME || length != 24 || get16(body) != RB_PROTOCOL_VERSION || get32(body + 12) != 0) {
-                snprintf(reason, reason_size, "expected WELCOME of version %u for the socket transport", RB_PROTOCOL_VERSION);
-                return REPBROKER_EPROTOCOL;
-            }
+            for (int i = 0; i < fd_count; i++) close(fds[i]);
+            if (status) return status;
             pthread_mutex_lock(&c->state);
             c->role_state = get16(body + 2);
             c->site_id = (int32_t)get32(body + 4);
@@ -48,18 +62,24 @@ static int await_welcome(repbroker_client *c, int fd, char *reason, size_t reaso
             c->input_used -= 8 + length;
             return REPBROKER_OK;
         }
-        ssize_t got = read(fd, c->input + c->input_used, c->input_capacity - c->input_used);
-        if (got < 0 && errno == EINTR) continue;
+        int received = 0, more[4];
+        ssize_t got = rb_receive_with_fds(fd, c->input + c->input_used, c->input_capacity - c->input_used, more, 4,
+                                          &received);
+        for (int i = 0; i < received; i++) {
+            if (fd_count < 4) fds[fd_count++] = more[i]; else close(more[i]);
+        }
         if (got <= 0) {
             snprintf(reason, reason_size, got == 0 ? "the broker closed the connection before WELCOME"
                                                    : "no WELCOME from the broker: %s", strerror(errno));
+            for (int i = 0; i < fd_count; i++) close(fds[i]);
             return REPBROKER_EUNAVAILABLE;
         }
         c->input_used += (size_t)got;
     }
 }
 
-int rb_dial(repbroker_client *c, int *fd_out, char *reason, size_t reason_size, int handshake_seconds) {
+int rb_dial(repbroker_client *c, int *fd_out, rb_rings **rings, char *reason, size_t reason_size, int handshake_seconds) {
+    *rings = NULL;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(reason, reason_size, "socket: %s", strerror(errno));
@@ -88,7 +108,7 @@ int rb_dial(repbroker_client *c, int *fd_out, char *reason, size_t reason_size, 
         }
         written += (size_t)n;
     }
-    int status = await_welcome(c, fd, reason, reason_size);
+    int status = await_welcome(c, fd, rings, reason, reason_size);
     if (status) {
         close(fd);
         return status;
@@ -113,12 +133,21 @@ int rb_reconnect(repbroker_client *c) {
         pthread_mutex_unlock(&c->state);
         if (closed) return 0;
         int fd = -1;
+        rb_rings *rings = NULL;
         char reason[256] = "";
-        if (rb_dial(c, &fd, reason, sizeof reason, 2) == REPBROKER_OK) {
+        if (rb_dial(c, &fd, &rings, reason, sizeof reason, 2) == REPBROKER_OK) {
             pthread_mutex_lock(&c->write_lock);
             pthread_mutex_lock(&c->state);
             int old = c->fd;
             c->fd = fd;
+            /* The receiving thread may still be in the old rings: it lets them go when it sees the new ones. */
+            if (c->receiving || (c->held && c->held == c->rings)) {
+                if (c->retired != c->held) rb_rings_free(c->retired);
+                c->retired = c->rings;
+            } else {
+                rb_rings_free(c->rings);
+            }
+            c->rings = rings;
             c->failed = c->closed;
             c->last_error[0] = 0;
             /* Channels this client subscribed to, on the new connection before anything else is sent. */

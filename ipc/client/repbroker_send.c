@@ -44,7 +44,12 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
     put64(m + 32, waiter.sequence);
     struct iovec vector[3] = {{header, 48}, {(void *)control, control_length}, {(void *)rec, rec_length}};
     pthread_mutex_lock(&c->write_lock);
-    status = rb_write_all(c, vector, 3);
+    if (c->rings) {
+        status = rb_ring_send(c, c->rings, header, control, control_length, rec, rec_length,
+                              rb_now_ns() + (uint64_t)c->send_timeout_ms * 1000000u);
+    } else {
+        status = rb_write_all(c, vector, 3);
+    }
     pthread_mutex_unlock(&c->write_lock);
 
     pthread_mutex_lock(&c->state);
@@ -96,16 +101,41 @@ int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *e
     c->users++;
     free(c->current);
     c->current = NULL;
+    /* The last event's rings are let go now (its pointers were valid until this call). */
+    c->held = NULL;
+    rb_rings_free(c->retired);
+    c->retired = NULL;
     uint64_t deadline = timeout_ms < 0 ? 0 : rb_now_ns() + (uint64_t)timeout_ms * 1000000u;
     int status = REPBROKER_OK;
-    /* What arrived before a failure is still handed out. */
-    while (!c->head) {
-        if (c->closed) { status = REPBROKER_ECLOSED; break; }
-        /* Reconnecting, a receiver waits on (its next messages come on the new connection). */
-        if (c->failed && !c->reconnect) { status = REPBROKER_EUNAVAILABLE; break; }
-        if (timeout_ms == 0 || !rb_wait_until(c, deadline)) { status = REPBROKER_ETIMEDOUT; break; }
+    for (;;) {
+        if (c->rings && !c->head) {
+            /* Shared memory: this thread reads the to-client ring itself, without the lock. */
+            rb_rings *rings = c->rings;
+            uint64_t generation = c->generation, now = rb_now_ns();
+            int remaining = timeout_ms < 0 ? -1 : deadline > now ? (int)((deadline - now) / 1000000u) : 0;
+            pthread_mutex_unlock(&c->state);
+            status = rb_ring_next_event(c, rings, generation, remaining, event);
+            pthread_mutex_lock(&c->state);
+            if (status == REPBROKER_OK) c->held = rings;
+            if (c->retired && c->retired != c->held) {
+                rb_rings_free(c->retired);
+                c->retired = NULL;
+            }
+            /* A new connection: go on with its rings for the time left. */
+            if (status == REPBROKER_EUNAVAILABLE && c->reconnect && !c->closed && c->generation != generation) continue;
+            break;
+        }
+        /* The socket: what the reader thread put in the inbox (what arrived before a failure is still handed out). */
+        uint64_t generation = c->generation;
+        while (!c->head && !(c->rings && c->generation != generation)) {
+            if (c->closed) { status = REPBROKER_ECLOSED; break; }
+            /* Reconnecting, a receiver waits on (its next messages come on the new connection). */
+            if (c->failed && !c->reconnect) { status = REPBROKER_EUNAVAILABLE; break; }
+            if (timeout_ms == 0 || !rb_wait_until(c, deadline)) { status = REPBROKER_ETIMEDOUT; break; }
+        }
+        if (status != REPBROKER_OK || c->head) break;
     }
-    if (status == REPBROKER_OK) {
+    if (status == REPBROKER_OK && !c->held) {
         rb_item *item = c->head;
         c->head = item->next;
         if (!c->head) c->tail = NULL;

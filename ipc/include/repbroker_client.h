@@ -5,8 +5,9 @@
  *
  * Build and link:  cc app.c $(pkg-config --cflags --libs repbroker)   or   cc app.c -I... -L... -lrepbroker -lpthread
  *
- * Transport: the broker's Unix socket. A client is one connection to the local broker, registered in one
- * group with the roles it asked for. Messages to other sites go through the broker.
+ * Transport: a client is one connection to the local broker's Unix socket, registered in one group with the
+ * roles it asked for, and (by default) two shared-memory rings the broker grants it for messages both ways.
+ * Messages to other sites go through the broker.
  *
  * Threads: every function may be called from any thread. Sends from several threads are serialized on one
  * lock (a send never waits for a receive). One thread at a time receives (repbroker_next_event); a second
@@ -75,6 +76,12 @@ typedef struct repbroker_lsn {
     uint32_t offset;
 } repbroker_lsn;
 
+typedef enum repbroker_transport {
+    REPBROKER_TRANSPORT_AUTOMATIC = 0,     /* shared-memory rings when the broker offers them, else the socket */
+    REPBROKER_TRANSPORT_SOCKET = 1,        /* every frame on the Unix socket */
+    REPBROKER_TRANSPORT_SHARED_MEMORY = 2  /* rings, or repbroker_open fails with REPBROKER_EREFUSED */
+} repbroker_transport;
+
 typedef struct repbroker_options {
     const char *socket_path;      /* NULL: $XDG_RUNTIME_DIR/repbroker/broker.sock, else /tmp/repbroker-UID/broker.sock */
     const char *group;            /* NULL: "default"; 1 to 64 bytes of UTF-8 */
@@ -86,6 +93,11 @@ typedef struct repbroker_options {
     size_t inbox_limit_bytes;     /* received messages held for repbroker_next_event; default 64 MiB */
     int reconnect;                /* 1 (default): after a failure, dial the broker again (backoff 100 ms to 2 s)
                                      and register anew; calls in between return REPBROKER_EUNAVAILABLE */
+    repbroker_transport transport; /* default REPBROKER_TRANSPORT_AUTOMATIC */
+    uint32_t ring_bytes;          /* each ring's size with shared memory (4 KiB ... 1 GiB); default 1 MiB. Over the
+                                     rings a send is a copy into shared memory, with no system call while the broker
+                                     is busy; a full ring makes it wait up to the send timeout. Messages for the
+                                     receiver come the same way, and control frames by the socket. */
 } repbroker_options;
 
 typedef struct repbroker_client repbroker_client;

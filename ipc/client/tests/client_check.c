@@ -1,5 +1,6 @@
 /*
  * client_check: drives librepbroker from the command line for the integration tests (CClientTests.swift).
+ * CLIENT_CHECK_TRANSPORT=socket|shm picks the transport (default automatic: 64 KiB rings when offered).
  *   client_check send SOCKET GROUP EID TEXT [permanent ACK_POLICY ACK_TIMEOUT_MS] [lsn FILE OFFSET]
  *       one message (control "c", rec TEXT); prints "result NAME" and exits 0 when it was sent.
  *   client_check send-many SOCKET GROUP EID COUNT   COUNT messages "m-0" ... in order; prints "sent COUNT"
@@ -7,6 +8,8 @@
  *       as receiver: prints "ready", then each event: "message SITE LSN_FILE LSN_OFFSET FLAGS CONTROL REC" or
  *       "site-up SITE" / "site-down SITE", until COUNT messages or a wait of TIMEOUT_MS; with ack, acknowledges
  *       every message's LSN. Prints "done N" (messages).
+ *   client_check send-big SOCKET GROUP EID SIZE    one message of SIZE bytes (byte i is i * 7 % 251); "result NAME"
+ *       (receive prints a message over 100 bytes as "message-big SITE LENGTH SUM", SUM the bytes' sum)
  *   client_check open SOCKET GROUP [NAME]          prints "result NAME" of repbroker_open
  *   client_check too-large SOCKET                  a message one byte over the broker's limit: "result NAME"
  *   client_check serve SOCKET GROUP CHANNEL COUNT [silent]
@@ -40,6 +43,11 @@ static repbroker_client *open_or_exit(const char *socket, const char *group, uns
     options.ack_policy = policy;
     options.ack_timeout_ms = ack_timeout_ms;
     options.reconnect = reconnect;
+    /* CLIENT_CHECK_TRANSPORT=socket|shm picks the transport (default: automatic, rings when offered). */
+    const char *transport = getenv("CLIENT_CHECK_TRANSPORT");
+    if (transport && !strcmp(transport, "socket")) options.transport = REPBROKER_TRANSPORT_SOCKET;
+    if (transport && !strcmp(transport, "shm")) options.transport = REPBROKER_TRANSPORT_SHARED_MEMORY;
+    options.ring_bytes = 64u << 10;
     repbroker_client *client = NULL;
     int status = repbroker_open(&options, &client);
     if (status) {
@@ -104,7 +112,17 @@ int main(int argc, char **argv) {
                 printf("stopped %s\n", name(status));
                 break;
             }
-            if (event.kind == REPBROKER_EVENT_MESSAGE) {
+            if (event.kind == REPBROKER_EVENT_MESSAGE && event.rec_length > 100) {
+                messages++;
+                unsigned long long sum = 0;
+                int pattern = 1;
+                for (size_t i = 0; i < event.rec_length; i++) {
+                    unsigned char byte = ((const unsigned char *)event.rec)[i];
+                    sum += byte;
+                    pattern &= byte == (unsigned char)(i * 7 % 251);
+                }
+                printf("message-big %d %zu %llu %s\n", event.site, event.rec_length, sum, pattern ? "pattern" : "garbled");
+            } else if (event.kind == REPBROKER_EVENT_MESSAGE) {
                 messages++;
                 printf("message %d %u %u %u %.*s %.*s\n", event.site, event.lsn.file, event.lsn.offset, event.flags,
                        (int)event.control_length, (const char *)event.control, (int)event.rec_length,
@@ -117,6 +135,16 @@ int main(int argc, char **argv) {
         repbroker_stats stats;
         repbroker_get_stats(client, &stats);
         printf("done %d received %llu\n", messages, (unsigned long long)stats.messages_received);
+        repbroker_close(client);
+        return 0;
+    }
+    if (!strcmp(command, "send-big") && argc == 6) {
+        repbroker_client *client = open_or_exit(socket, argv[3], REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000, 1);
+        size_t size = (size_t)atol(argv[5]);
+        unsigned char *big = malloc(size);
+        for (size_t i = 0; i < size; i++) big[i] = (unsigned char)(i * 7 % 251);
+        printf("result %s\n", name(repbroker_send(client, atoi(argv[4]), NULL, 0, big, size, NULL, 0)));
+        free(big);
         repbroker_close(client);
         return 0;
     }
