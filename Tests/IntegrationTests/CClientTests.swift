@@ -202,8 +202,11 @@ final class CClientBuild: @unchecked Sendable {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
         try withSites(2) { sites in
+            // The module's ctypes structs have the C structs' sizes.
+            let sizes = try build.run(["sizes", "-"]).lines.first?.split(separator: " ").dropFirst().joined(separator: " ") ?? ""
             let script = """
-                import sys, repbroker
+                import sys, ctypes, repbroker
+                assert f"{ctypes.sizeof(repbroker._Options)} {ctypes.sizeof(repbroker._Event)}" == sys.argv[2], sys.argv[2]
                 receiver = repbroker.Client(socket_path=sys.argv[1], name="py-in", roles=("sender", "receiver"))
                 print("ready", receiver.site_id, flush=True)
                 while True:
@@ -223,7 +226,7 @@ final class CClientBuild: @unchecked Sendable {
                 receiver.close()
                 """
             let python = try ChildProcess(name: "python", executable: "/usr/bin/env",
-                                          arguments: ["python3", "-c", script, sites.broker(2).socketPath],
+                                          arguments: ["python3", "-c", script, sites.broker(2).socketPath, sizes],
                                           stderrPath: build.prefix + "/python.err",
                                           environment: ["PYTHONPATH": root + "/ipc/python",
                                                         "REPBROKER_LIBRARY": build.prefix + "/lib/librepbroker.so"])

@@ -22,6 +22,7 @@ REP_ANYWHERE, REP_NOBUFFER, REP_PERMANENT, REP_REREQUEST = 0x1, 0x2, 0x4, 0x8
 EID_BROADCAST, EID_MASTER = -1, -3
 _ROLES = {"sender": 0x1, "receiver": 0x2}
 _ACK_POLICIES = {"none": 0, "one": 1, "quorum": 2, "all": 3}
+_TRANSPORTS = {"auto": 0, "socket": 1, "shm": 2}
 _ETIMEDOUT = 4
 
 Message = namedtuple("Message", "site control rec lsn flags")
@@ -38,9 +39,11 @@ class RepbrokerError(Exception):
 
 
 class _Options(ctypes.Structure):
+    # repbroker_options, field for field (repbroker_client.h).
     _fields_ = [("socket_path", ctypes.c_char_p), ("group", ctypes.c_char_p), ("name", ctypes.c_char_p),
                 ("roles", ctypes.c_uint), ("ack_policy", ctypes.c_int), ("ack_timeout_ms", ctypes.c_uint),
-                ("send_timeout_ms", ctypes.c_uint), ("inbox_limit_bytes", ctypes.c_size_t), ("reconnect", ctypes.c_int)]
+                ("send_timeout_ms", ctypes.c_uint), ("inbox_limit_bytes", ctypes.c_size_t), ("reconnect", ctypes.c_int),
+                ("transport", ctypes.c_int), ("ring_bytes", ctypes.c_uint32)]
 
 
 class _LSN(ctypes.Structure):
@@ -91,7 +94,7 @@ class Client:
     """One registered connection to the local broker (see repbroker_client.h)."""
 
     def __init__(self, socket_path=None, group="default", name="", roles=("sender",), ack_policy="none",
-                 ack_timeout=1.0, send_timeout=5.0, reconnect=True):
+                 ack_timeout=1.0, send_timeout=5.0, reconnect=True, transport="auto", ring_bytes=1 << 20):
         lib = library()
         options = _Options()
         lib.repbroker_options_init(ctypes.byref(options))
@@ -102,6 +105,8 @@ class Client:
         options.ack_timeout_ms = max(1, int(ack_timeout * 1000))
         options.send_timeout_ms = max(1, int(send_timeout * 1000))
         options.reconnect = 1 if reconnect else 0
+        options.transport = _TRANSPORTS[transport]
+        options.ring_bytes = ring_bytes
         handle = ctypes.c_void_p()
         code = lib.repbroker_open(ctypes.byref(options), ctypes.byref(handle))
         if code:

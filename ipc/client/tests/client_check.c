@@ -11,6 +11,7 @@
  *   client_check send-big SOCKET GROUP EID SIZE    one message of SIZE bytes (byte i is i * 7 % 251); "result NAME"
  *       (receive prints a message over 100 bytes as "message-big SITE LENGTH SUM", SUM the bytes' sum)
  *   client_check open SOCKET GROUP [NAME]          prints "result NAME" of repbroker_open
+ *   client_check sizes -                          "sizes OPTIONS EVENT": the structs' sizes, for other languages' bindings
  *   client_check too-large SOCKET                  a message one byte over the broker's limit: "result NAME"
  *   client_check serve SOCKET GROUP CHANNEL COUNT [silent]
  *       subscribes ("subscribed"), then for COUNT messages: "channel-message SITE CHANNEL PAYLOAD", or for a
@@ -146,6 +147,10 @@ int main(int argc, char **argv) {
         printf("result %s\n", name(repbroker_send(client, atoi(argv[4]), NULL, 0, big, size, NULL, 0)));
         free(big);
         repbroker_close(client);
+        return 0;
+    }
+    if (!strcmp(command, "sizes")) {
+        printf("sizes %zu %zu\n", sizeof(repbroker_options), sizeof(repbroker_event));
         return 0;
     }
     if (!strcmp(command, "open") && argc >= 4) {
