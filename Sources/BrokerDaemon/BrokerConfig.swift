@@ -240,6 +240,11 @@ extension BrokerConfig {
                 throw ConfigError.unreadable(path, "not a valid config: \(error)")
             }
         }
+        return try from(arguments: arguments, file: file)
+    }
+
+    /// Builds a config from flags over a decoded JSON file over defaults (not validated: `validate` does that).
+    static func from(arguments: ParsedArguments, file: ConfigFile) throws -> BrokerConfig {
         guard let siteID = try arguments.integer("site-id", Int32.self) ?? file.site_id else {
             throw UsageError("--site-id is required (a positive integer, unique in the group)")
         }

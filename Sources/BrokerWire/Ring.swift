@@ -197,7 +197,9 @@ public final class RingReader: @unchecked Sendable {
     public init(_ ring: Ring) {
         self.ring = ring
         tail = rb_atomic_load_relaxed_u64(ring.tail)
-        cachedHead = rb_atomic_load_acquire_u64(ring.head)
+        // Not the shared head: the first `next` loads it and checks it against the tail (a head below the tail,
+        // trusted here, made `cachedHead - tail` overflow: found by scripts/fuzz ring).
+        cachedHead = tail
     }
 
     /// The next FRAME or FRAGMENT record, or nil when the ring is empty. The payload stays valid until `release`.
@@ -210,6 +212,9 @@ public final class RingReader: @unchecked Sendable {
                 guard head >= tail, head - tail <= UInt64(ring.size) else {
                     throw RingError("head \(head) is outside [tail, tail + size] with tail \(tail)")
                 }
+                // Records start 8-aligned: a tail that is not (read from the shared memory at the start) would put
+                // a record header across the end of the data (found by scripts/fuzz ring).
+                guard tail % UInt64(RingLayout.recordHeaderBytes) == 0 else { throw RingError("tail \(tail) is not 8-aligned") }
                 cachedHead = head
                 if head == tail { return nil }
             }

@@ -37,6 +37,21 @@ func pattern(_ sequence: Int, _ length: Int) -> [UInt8] {
         #expect(RingLayout.grantedRingBytes(requested: 1, maximum: 1 << 20) == 4096)
     }
 
+    /// Found by `scripts/fuzz ring`: a reader made over shared positions it cannot trust. A head below the tail
+    /// (it trapped on `head - tail`) and a tail that is not 8-aligned (a record header read across the end of
+    /// the data) are refused with an error on the first read.
+    @Test func aReaderOverCorruptPositionsRefusesThemOnItsFirstRead() throws {
+        for (head, tail) in [(UInt64(96), UInt64(0xF600_0000_0000_0000)), (UInt64.max, UInt64(0xFFFF_FFFF_FFFF_EFFF))] {
+            let segment = LocalSegment(ringBytes: 4096)
+            let ring = segment.rings.toBroker
+            (segment.base + RingLayout.toBrokerControl).storeBytes(of: head, as: UInt64.self)
+            (segment.base + RingLayout.toBrokerControl + 64).storeBytes(of: tail, as: UInt64.self)
+            (segment.base + RingLayout.headerBytes).initializeMemory(as: UInt8.self, repeating: 0xFF, count: 4096)
+            let reader = RingReader(ring)
+            #expect(throws: RingError.self, "head \(head), tail \(tail)") { _ = try reader.next() }
+        }
+    }
+
     @Test func randomRecordsWrapAroundInOrderAndFullAndEmptyAreSeen() throws {
         let segment = LocalSegment(ringBytes: 4096)
         let writer = RingWriter(segment.rings.toBroker)
