@@ -103,12 +103,8 @@ enum IsolationBench {
         }
         var expected = 0
         for sender in senders {
-            guard sender.waitForExit(timeout: options.seconds + 300) == 0 else { throw HarnessError("\(phase): \(sender.name) failed") }
-            _ = sender.waitForLines(timeout: 5) { $0.contains { $0.hasPrefix("sent ") } }
-            let line = sender.lines.first { $0.hasPrefix("sent ") } ?? ""
-            let numbers = line.split(separator: " ").compactMap { $0.split(separator: "=").last.flatMap { Int($0) } }
-            guard numbers.count == 2 else { throw HarnessError("\(phase): \(sender.name) printed no count") }
-            expected += numbers[0] + numbers[1] * Int(options.sites - 1)
+            expected += try MeshBench.expectedDeliveries(of: sender, sites: options.sites, timeout: options.seconds + 300,
+                                                         what: phase)
         }
         let sendersDone = Posix.monotonicNanoseconds()
         var delivered = 0

@@ -60,6 +60,17 @@ enum MeshBench {
         return Latency(p50: values[0], p99: values[1], p999: values[2], max: values[3], lost: Int(values[4]))
     }
 
+    /// Waits for a `bench-worker send` process to end; the deliveries its `sent unicast=U broadcast=B` line
+    /// promises: each unicast once, each broadcast at every other site.
+    static func expectedDeliveries(of sender: ChildProcess, sites: Int32, timeout: Double, what: String) throws -> Int {
+        guard sender.waitForExit(timeout: timeout) == 0 else { throw HarnessError("\(what): \(sender.name) failed") }
+        _ = sender.waitForLines(timeout: 5) { $0.contains { $0.hasPrefix("sent ") } }
+        let line = sender.lines.first { $0.hasPrefix("sent ") } ?? ""
+        let numbers = line.split(separator: " ").compactMap { $0.split(separator: "=").last.flatMap { Int($0) } }
+        guard numbers.count == 2 else { throw HarnessError("\(what): \(sender.name) printed no count") }
+        return numbers[0] + numbers[1] * Int(sites - 1)
+    }
+
     static func received(_ receiver: ChildProcess) -> (messages: Int, bytes: Int) {
         guard let line = receiver.lines.last(where: { $0.hasPrefix("received ") }) else { return (0, 0) }
         let values = line.split(separator: " ").dropFirst().compactMap { Int($0) }
@@ -136,12 +147,7 @@ enum MeshBench {
 
         var expected = 0
         for (_, sender) in senders {
-            guard sender.waitForExit(timeout: options.seconds + 120) == 0 else { throw HarnessError("\(mode): \(sender.name) failed") }
-            _ = sender.waitForLines(timeout: 5) { $0.contains { $0.hasPrefix("sent ") } }
-            let line = sender.lines.first { $0.hasPrefix("sent ") } ?? ""
-            let numbers = line.split(separator: " ").compactMap { $0.split(separator: "=").last.flatMap { Int($0) } }
-            guard numbers.count == 2 else { throw HarnessError("\(mode): \(sender.name) printed no count") }
-            expected += numbers[0] + numbers[1] * Int(options.sites - 1)
+            expected += try expectedDeliveries(of: sender, sites: options.sites, timeout: options.seconds + 120, what: mode)
         }
         let sendersDone = Posix.monotonicNanoseconds()
         // Delivered: until every message arrived, or the count stops moving for a second.
