@@ -116,6 +116,9 @@ RB_HIDDEN int rb_write_all(repbroker_client *c, struct iovec *vector, int count)
 RB_HIDDEN int rb_usable(repbroker_client *c);
 RB_HIDDEN int rb_write_control(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
 RB_HIDDEN void rb_push(repbroker_client *c, rb_item *item);
+/* Waits (state lock held) until `waiter` is answered, the client closes or fails, its connection is replaced,
+   or `deadline_ns` passes; then takes it off the waiter list. `status` is what the send itself returned. */
+RB_HIDDEN int rb_await(repbroker_client *c, rb_waiter *waiter, uint64_t deadline_ns, int status);
 /* The reader's part of channels (state lock held): a CHANNEL or CHANNEL_RESULT frame; 0 or the error that ends
    the connection. */
 RB_HIDDEN int rb_handle_channel(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);

@@ -96,15 +96,7 @@ static int exchange(repbroker_client *c, const char *channel, int32_t site, cons
 
     status = write_channel(c, channel, channel_length, site, (uint16_t)kind, waiter.sequence, 0, payload, payload_length);
     pthread_mutex_lock(&c->state);
-    uint64_t deadline = rb_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    while (status == REPBROKER_OK && !waiter.done) {
-        if (c->closed) status = REPBROKER_ECLOSED;
-        else if (c->failed || c->generation != waiter.generation) status = REPBROKER_EUNAVAILABLE;
-        else if (!rb_wait_until(c, deadline)) status = REPBROKER_ETIMEDOUT;
-    }
-    for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
-        if (*w == &waiter) { *w = waiter.next; break; }
-    }
+    status = rb_await(c, &waiter, rb_now_ns() + (uint64_t)timeout_ms * 1000000u, status);
     pthread_mutex_unlock(&c->state);
     if (status == REPBROKER_ETIMEDOUT) {
         /* The broker counts requests that got no answer in time (channel_timeouts). */

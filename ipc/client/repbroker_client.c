@@ -1,9 +1,11 @@
 /*
- * librepbroker: ipc/include/repbroker_client.h over the broker's Unix socket, from ipc/PROTOCOL.md alone.
- * One connection per client; a reader thread reads every frame the broker sends: SEND_RESULT wakes the sender
- * waiting for it, ROLE updates the role, MESSAGE and SITE_EVENT go to a bounded inbox that
- * repbroker_next_event takes from, ERROR and anything malformed end the connection with the reason kept.
- * Every length read from the socket is checked against the frame limits before it is used.
+ * librepbroker's connection core (ipc/include/repbroker_client.h, from ipc/PROTOCOL.md alone): errors, the
+ * reader thread, open and close. One socket per client; the reader thread reads every frame the broker sends
+ * on it: SEND_RESULT wakes the sender waiting for it, ROLE updates the role, channel frames go to
+ * repbroker_channels.c, and (without rings) MESSAGE and SITE_EVENT go to a bounded inbox that
+ * repbroker_next_event takes from; ERROR and anything malformed end the connection with the reason kept, and
+ * it reconnects (repbroker_connect.c). Rings: repbroker_rings.c. Every length read from the socket is checked
+ * against the frame limits before it is used.
  */
 #define _GNU_SOURCE
 #include "client_internal.h"

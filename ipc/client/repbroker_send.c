@@ -61,12 +61,7 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
         /* Long enough for the ack policy's timeout and the broker's answer after it. */
         uint64_t wait_ms = c->send_timeout_ms;
         if (c->ack_policy != REPBROKER_ACK_NONE && c->ack_timeout_ms + 2000u > wait_ms) wait_ms = c->ack_timeout_ms + 2000u;
-        uint64_t deadline = rb_now_ns() + wait_ms * 1000000u;
-        while (status == REPBROKER_OK && !waiter.done) {
-            if (c->closed) status = REPBROKER_ECLOSED;
-            else if (c->failed || c->generation != waiter.generation) status = REPBROKER_EUNAVAILABLE;
-            else if (!rb_wait_until(c, deadline)) status = REPBROKER_ETIMEDOUT;
-        }
+        status = rb_await(c, &waiter, rb_now_ns() + wait_ms * 1000000u, status);
         if (status == REPBROKER_OK) {
             switch (waiter.status) {
             case RB_SEND_OK: c->stats.permanent_acked++; break;
@@ -77,14 +72,23 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
             }
         }
         if (status != REPBROKER_OK) c->stats.permanent_failed++;
-        for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
-            if (*w == &waiter) { *w = waiter.next; break; }
-        }
-        pthread_cond_broadcast(&c->changed);  /* the reader may hold back on a full inbox without waiters */
     }
     c->users--;
     pthread_cond_broadcast(&c->changed);
     pthread_mutex_unlock(&c->state);
+    return status;
+}
+
+int rb_await(repbroker_client *c, rb_waiter *waiter, uint64_t deadline_ns, int status) {
+    while (status == REPBROKER_OK && !waiter->done) {
+        if (c->closed) status = REPBROKER_ECLOSED;
+        else if (c->failed || c->generation != waiter->generation) status = REPBROKER_EUNAVAILABLE;
+        else if (!rb_wait_until(c, deadline_ns)) status = REPBROKER_ETIMEDOUT;
+    }
+    for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
+        if (*w == waiter) { *w = waiter->next; break; }
+    }
+    pthread_cond_broadcast(&c->changed);  /* the reader may hold back on a full inbox without waiters */
     return status;
 }
 
