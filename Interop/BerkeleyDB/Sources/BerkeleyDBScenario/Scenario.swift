@@ -31,11 +31,15 @@ public struct ScenarioResult: Codable, Sendable {
     public var writers: Int
     public var txnsCommitted: Int
     public var converged: Bool
+    /// From the master's kill -9 to a survivor's DB_EVENT_REP_MASTER.
+    public var electedMilliseconds: Int
+    /// From the master's kill -9 to the first commit at the new master.
     public var failoverMilliseconds: Int
     public var permFailures: Int
     public var elapsedMilliseconds: Int
     enum CodingKeys: String, CodingKey {
         case sites, writers, txnsCommitted = "txns_committed", converged, failoverMilliseconds = "failover_ms"
+        case electedMilliseconds = "elected_ms"
         case permFailures = "perm_failures", elapsedMilliseconds = "elapsed_ms"
     }
 }
@@ -131,13 +135,22 @@ public final class Scenario: @unchecked Sendable {
     }
 
     func write(at site: Site, phase: String) throws -> Written {
-        let writers = try (0..<options.writers).map { index in
+        try collect(startWriters(at: site, phase: phase), at: site)
+    }
+
+    /// Starts `options.writers` writer processes at `site`.
+    func startWriters(at site: Site, phase: String) throws -> [ChildProcess] {
+        try (0..<options.writers).map { index in
             try ChildProcess(name: "write-\(site.id)-\(index)", program: self.site,
                              arguments: ["write", "--home", site.home, "--socket", site.broker.socketPath,
                                          "--count", "\(options.txns)", "--prefix", "\(phase)s\(site.id)w\(index)",
                                          "--value-size", "\(options.valueSize)", "--ack-policy", options.ackPolicy],
                              stderrPath: site.broker.directory + "/write-\(phase)-\(index).err")
         }
+    }
+
+    /// Waits for `writers` to finish; returns their summaries and acked keys.
+    func collect(_ writers: [ChildProcess], at site: Site) throws -> Written {
         // While they run, the site has several local processes and still one link per peer site.
         let linked = site.broker.waitForStats(timeout: 30) { stats in
             stats.clients.count >= 1 + options.writers && stats.peers.allSatisfy { $0.state == .connected }
@@ -201,12 +214,13 @@ public final class Scenario: @unchecked Sendable {
         _ = try awaitConvergence(members, count: before.committed)
         log("all \(options.sites) dumps identical: \(before.committed) keys")
 
-        // Fail the master's whole site.
-        first.replicate?.kill9()
-        first.broker.kill9()
-        let killedAt = Posix.monotonicNanoseconds()
+        // Fail the master's whole site. The survivors' output is counted first: they may elect a master
+        // before kill9 returns.
         let survivors = Array(members.dropFirst())
         let lineCounts = survivors.map { $0.replicate?.lines.count ?? 0 }
+        let killedAt = Posix.monotonicNanoseconds()
+        first.replicate?.kill9()
+        first.broker.kill9()
         var newMaster: Site?
         try waitFor("a survivor to be elected master") {
             for (index, site) in survivors.enumerated()
@@ -216,11 +230,19 @@ public final class Scenario: @unchecked Sendable {
             }
             return false
         }
-        let failover = Int((Posix.monotonicNanoseconds() - killedAt) / 1_000_000)
+        let elected = Int((Posix.monotonicNanoseconds() - killedAt) / 1_000_000)
         guard let master = newMaster else { throw ScenarioFailure("no new master") }
-        log("site \(master.id) elected master \(failover) ms after the kill")
+        log("site \(master.id) elected master \(elected) ms after the kill")
 
-        let after = try write(at: master, phase: "b")
+        // Failover ends with the first commit at the new master: its writers start as soon as it is elected.
+        let writers = try startWriters(at: master, phase: "b")
+        try waitFor("the first commit at the new master") {
+            writers.contains { $0.lines.contains { $0.hasPrefix("acked ") || $0.hasPrefix("unacked ") } }
+                || writers.allSatisfy { !$0.isRunning }
+        }
+        let failover = Int((Posix.monotonicNanoseconds() - killedAt) / 1_000_000)
+        log("first commit at site \(master.id) \(failover) ms after the kill")
+        let after = try collect(writers, at: master)
         _ = try awaitConvergence(survivors, count: before.committed + after.committed)
         log("survivors identical: \(before.committed + after.committed) keys")
 
@@ -243,7 +265,7 @@ public final class Scenario: @unchecked Sendable {
         }
         return ScenarioResult(sites: options.sites, writers: options.writers,
                               txnsCommitted: before.committed + after.committed, converged: true,
-                              failoverMilliseconds: failover, permFailures: before.permFailures + after.permFailures,
+                              electedMilliseconds: elected, failoverMilliseconds: failover, permFailures: before.permFailures + after.permFailures,
                               elapsedMilliseconds: elapsed())
     }
 

@@ -39,6 +39,9 @@ public final class ReplicationProcess: @unchecked Sendable {
     // Guarded by `lock`.
     var isMaster = false
     var masterID: Int32 = 0
+    /// Peer sites whose broker link is up: the broker sends the state of every link when this process gets
+    /// the receiver role, then every change.
+    var upSites: Set<Int32> = []
     var electing = false
     var becomeMaster = false
     var restartAsClient = false
@@ -110,6 +113,7 @@ public final class ReplicationProcess: @unchecked Sendable {
         case .siteDown(let site):
             say("site_down \(site)")
             let lostMaster = lock.withLock { () -> Bool in
+                upSites.remove(site)
                 guard site == masterID else { return false }
                 masterID = 0
                 return true
@@ -117,7 +121,10 @@ public final class ReplicationProcess: @unchecked Sendable {
             if lostMaster { holdElection(reason: "master site \(site) is down") }
         case .siteUp(let site):
             say("site_up \(site)")
-            let (master, known) = lock.withLock { (isMaster, masterID) }
+            let (master, known) = lock.withLock {
+                upSites.insert(site)
+                return (isMaster, masterID)
+            }
             // A returning site learns the master (rep_start(MASTER) re-announces it); a client whose master
             // came back asks for what it missed.
             if master {
@@ -191,20 +198,31 @@ public final class ReplicationProcess: @unchecked Sendable {
     // MARK: elections and timers
 
     /// rep_elect on its own thread: the message loop must keep running while the election waits for votes.
+    ///
+    /// nvotes is always a majority of the whole group, so at most one side of a partition elects a master,
+    /// and every election hears from at least one site that holds each transaction acknowledged by a quorum.
+    /// nsites, the number of sites whose election information ends phase one early, is the sites the broker
+    /// reports up (this one included), never fewer than nvotes: Berkeley DB then does not wait its election
+    /// timeout for a site whose link is down (the Base API guide's advice of nsites = group - 1 when the
+    /// master failed). A site wrongly reported down can only end phase one sooner: the sites heard are still
+    /// a majority, so the winner, the most advanced of them, still holds every acknowledged transaction.
     func holdElection(reason: String) {
-        let start = lock.withLock { () -> Bool in
-            guard !electing, !isMaster else { return false }
-            electing = true
-            lastElection = Date()
-            return true
-        }
-        guard start else { return }
-        say("elect reason=\"\(reason)\"")
         let sites = UInt32(options.sites)
         let votes = sites / 2 + 1
+        let (start, participants) = lock.withLock { () -> (Bool, UInt32) in
+            let reachable = min(sites, UInt32(1 + upSites.count))
+            guard !electing, !isMaster else { return (false, 0) }
+            electing = true
+            lastElection = Date()
+            return (true, max(votes, reachable))
+        }
+        guard start else { return }
+        say("elect reason=\"\(reason)\" nsites=\(participants) nvotes=\(votes)")
         Thread.detachNewThread { [self] in
-            let rc = env.pointee.rep_elect(env, sites, votes, 0)
-            say("elect done rc=\(rc)\(rc == 0 ? "" : " (" + String(cString: db_strerror(rc)) + ")")")
+            let began = Date()
+            let rc = env.pointee.rep_elect(env, participants, votes, 0)
+            let took = Int(Date().timeIntervalSince(began) * 1000)
+            say("elect done rc=\(rc) ms=\(took)\(rc == 0 ? "" : " (" + String(cString: db_strerror(rc)) + ")")")
             lock.withLock {
                 electing = false
                 lastElection = Date()
