@@ -111,6 +111,9 @@ extension Broker {
             // This broker dialled the address and the site it was learned for answered: proved, so stored.
             link.address?.verified = true
             saveMembership()
+        } else if !connection.outgoing, !hello.joining, !hello.address.isEmpty, let known = link.address?.text,
+                  known != hello.address {
+            relocate(link, to: hello.address)
         }
         connection.link = link
         guard config.siteID < hello.siteID else { return }  // the peer arbitrates; wait for its ACTIVATE

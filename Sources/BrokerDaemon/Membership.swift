@@ -75,6 +75,15 @@ extension Broker {
         return link
     }
 
+    /// A member whose own HELLO advertises another address than the one known moved (it restarted with another
+    /// --advertise or --listen): the new address replaces the old, unproved until this broker dials it.
+    func relocate(_ link: PeerLink, to text: String) {
+        guard let address = checkedAddress(text, link.siteID, false) else { return }
+        logger.info("peer site moved", ["peer.site_id": "\(link.siteID)", "from": link.address?.text ?? "-", "to": text])
+        link.address = address
+        saveMembership()
+    }
+
     func checkedAddress(_ text: String, _ siteID: Int32, _ verified: Bool) -> PeerAddress? {
         switch PeerAddress.parse(text, verified: verified) {
         case .success(let address): return address

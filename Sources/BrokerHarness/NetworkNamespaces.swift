@@ -72,6 +72,15 @@ public final class NetworkNamespaces: @unchecked Sendable {
                 leadingArguments: ["netns", "exec", namespace(site), program.executable] + program.leadingArguments)
     }
 
+    /// Another address on the bridge for the site, for a host that moves: 10.77.0.<100 + id>.
+    public func movedAddress(_ site: Int32) -> String { "10.77.0.\(100 + site)" }
+
+    /// Gives the site's interface `address` in place of the ones it had.
+    public func setAddress(_ site: Int32, _ address: String) throws {
+        try Self.run(["-n", namespace(site), "addr", "flush", "dev", "eth0"])
+        try Self.run(["-n", namespace(site), "addr", "add", "\(address)/24", "dev", "eth0"])
+    }
+
     /// Cuts the site off the bridge (its veth down), or joins it again.
     public func setConnected(_ site: Int32, _ connected: Bool) throws {
         try Self.run(["-n", namespace(site), "link", "set", "eth0", connected ? "up" : "down"])

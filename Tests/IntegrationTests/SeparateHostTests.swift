@@ -130,6 +130,47 @@ struct SeparateHostTests {
         }
     }
 
+    /// A site restarted at another address: its peers learn it from its HELLO and dial it there when the link
+    /// goes down (its old address is gone from the network).
+    @Test func aSiteThatMovesIsDialledAtItsNewAddress() throws {
+        try withSeparateHosts([1, 2, 3]) { hosts in
+            for id: Int32 in [1, 2, 3] { try hosts.start(id, peers: [1, 2, 3].filter { $0 != id }) }
+            for id: Int32 in [1, 2, 3] { #expect(hosts.waitLinked(id, to: [1, 2, 3].filter { $0 != id })) }
+            hosts.broker(3).terminate()
+            let moved = hosts.hosts.movedAddress(3) + ":\(SeparateHosts.port)"
+            try hosts.hosts.setAddress(3, hosts.hosts.movedAddress(3))
+            hosts.broker(3).extraArguments += ["--advertise", moved]
+            try hosts.broker(3).start()
+            for id: Int32 in [1, 2] {
+                #expect(hosts.broker(id).waitForStats(timeout: 20) { stats in
+                    stats.peers.contains { $0.siteID == 3 && $0.state == .connected && $0.address == moved }
+                }, "site \(id) knows site 3 at \(moved)")
+                #expect(hosts.broker(id).log.contains("peer site moved"))
+            }
+            // Frozen past three heartbeats, site 3 is declared down; its peers dial the new address, which the
+            // kernel accepts while it sleeps, and its HELLO proves the address once it wakes.
+            hosts.broker(3).child?.signal(SIGSTOP)
+            for id: Int32 in [1, 2] {
+                #expect(hosts.broker(id).waitForStats(timeout: 10) { stats in
+                    stats.peers.contains { $0.siteID == 3 && $0.state != .connected }
+                })
+            }
+            hosts.broker(3).child?.signal(SIGCONT)
+            for id: Int32 in [1, 2] {
+                let path = hosts.directory.path + "/membership-site\(id).json"
+                #expect(Deadline.wait(timeout: 20) {
+                    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains(moved)
+                }, "site \(id) dialled site 3 at its new address and stored it")
+            }
+            for id: Int32 in [1, 2, 3] {
+                #expect(hosts.broker(id).waitForStats(timeout: 20) { stats in
+                    stats.peers.count == 2 && stats.peers.allSatisfy { $0.state == .connected }
+                })
+            }
+            try checkDelivery(hosts, from: 1, to: 3, tag: "moved")
+        }
+    }
+
     @Test func aPartitionedSiteIsDownThenRelinksWhenItHeals() throws {
         try withSeparateHosts([1, 2, 3]) { hosts in
             for id: Int32 in [1, 2, 3] { try hosts.start(id, peers: [1, 2, 3].filter { $0 != id }) }
