@@ -1,7 +1,10 @@
 // Acks for PERMANENT messages, master announcements and site events.
 //
-// A receiver acknowledges the LSN its site made durable; the broker tells every peer (PEER_ACK), and each
-// broker keeps, per group and per peer site, the highest LSN acknowledged. A local client's PERMANENT send
+// A receiver acknowledges the LSN up to which its site made another site's log durable (Berkeley DB's
+// DB_REP_ISPERM for a message from that site); the broker tells that site alone (PEER_ACK), and each broker
+// keeps, per group and per peer site, the highest LSN acknowledged. An ack never reaches a site whose log it
+// is not about: after a partition, an old master must not count acks of the new master's log at LSNs its own
+// diverging log also has. A local client's PERMANENT send
 // with an LSN waits until its ack policy counts enough sites durable at or past that LSN, or its timeout
 // passes. Acks are forgotten for a site whose link goes down and for a group whose master changes (a new
 // master's log may be rolled back below LSNs acknowledged under the old one).
@@ -21,13 +24,12 @@ extension Broker {
                                             deadline: now + client.ackTimeoutNanoseconds))
     }
 
-    /// A local receiver's ack: tell every peer.
-    func acknowledge(from client: LocalClient, _ lsn: LSN) {
-        guard let group = client.group else { return }
-        for link in linkList where link.connection != nil {
-            PeerAckFrame(group: group.index, lsn: lsn).append(to: link.control.buffer)
-            link.connection?.scheduleFlush()
-        }
+    /// A local receiver's ack: tell the site whose log it is about (none when its link is down: that site's
+    /// sends wait or time out, and it is told again by the next ack).
+    func acknowledge(from client: LocalClient, _ ack: AckFrame) {
+        guard let group = client.group, let link = links[ack.siteID], let connection = link.connection else { return }
+        PeerAckFrame(group: group.index, lsn: ack.lsn).append(to: link.control.buffer)
+        connection.scheduleFlush()
     }
 
     /// A peer site's ack.

@@ -62,7 +62,7 @@ final class LocalClient: Connection {
             guard rings == nil else { throw .unexpected(type: .message, state: "on the socket of a client with rings") }
             broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
         case .ack:
-            broker.acknowledge(from: self, try AckFrame(body: frame.body).lsn)
+            broker.acknowledge(from: self, try AckFrame(body: frame.body))
         case .ackPolicy:
             let policy = try AckPolicyFrame(body: frame.body)
             guard policy.timeoutMilliseconds >= 1, policy.timeoutMilliseconds <= Self.maxAckTimeoutMilliseconds else {

@@ -237,20 +237,29 @@ public struct SiteEventFrame: Equatable, Sendable {
     }
 }
 
-/// ACK (client to broker): this site is durable up to `lsn`.
+/// ACK (client to broker): this site has made durable, up to `lsn`, the log of `siteID` (the source of the
+/// message whose DB_REP_ISPERM it reports). The broker tells that site alone.
 public struct AckFrame: Equatable, Sendable {
     public var lsn: LSN
-    public init(lsn: LSN) { self.lsn = lsn }
+    public var siteID: Int32
+    public init(lsn: LSN, siteID: Int32) {
+        self.lsn = lsn
+        self.siteID = siteID
+    }
     public var body: [UInt8] {
         var w = ByteWriter()
         w.put(lsn.file)
         w.put(lsn.offset)
+        w.put(UInt32(bitPattern: siteID))
+        w.put(UInt32(0))
         return w.bytes
     }
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
-        try requireSize(body, 8, .ack)
+        try requireSize(body, 16, .ack)
         let p = body.baseAddress.unsafelyUnwrapped
         lsn = LSN(file: p.le32(0), offset: p.le32(4))
+        siteID = Int32(bitPattern: p.le32(8))
+        guard siteID > 0 else { throw .malformed(type: .ack, reason: "site id \(siteID) is not a site") }
     }
 }
 

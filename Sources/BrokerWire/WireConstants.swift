@@ -2,7 +2,7 @@
 
 /// Protocol-wide constants and limits.
 public enum Wire {
-    public static let protocolVersion: UInt16 = 3
+    public static let protocolVersion: UInt16 = 4
     public static let frameMagic: UInt8 = 0xB7
     public static let peerHelloMagic: UInt32 = 0x4C50_4252
     public static let frameHeaderSize = 8

@@ -96,10 +96,12 @@ public final class BrokerClient: @unchecked Sendable {
         try core.nextEvent(timeout: timeout)
     }
 
-    /// Tells the broker this site is durable up to `lsn` (from `DB_REP_ISPERM` and its `ret_lsnp`); the
-    /// broker carries the ack to the other sites, where PERMANENT sends wait for it.
-    public func acknowledge(lsn: LSN) throws(BrokerClientError) {
-        try core.sendControl(.ack, body: AckFrame(lsn: lsn).body)
+    /// Tells the broker this site holds site `source`'s log durably up to `lsn`: `DB_REP_ISPERM` and its
+    /// `ret_lsnp` from `rep_process_message` of a message from `source` (its `ReceivedMessage.source`). The
+    /// broker carries the ack to that site alone, where PERMANENT sends wait for it.
+    public func acknowledge(lsn: LSN, to source: Int32) throws(BrokerClientError) {
+        guard source > 0 else { throw .invalidArgument("acknowledge: site \(source) is not a site") }
+        try core.sendControl(.ack, body: AckFrame(lsn: lsn, siteID: source).body)
     }
 
     /// Tells the broker which site is the group's master (0: none); the broker tells its peers.

@@ -171,11 +171,15 @@ enum MeshWorker: Command {
         Console.writeOutput("ready\n")
         while true {
             var replies: [(Int32, LSN)] = []
-            var durable = LSN.zero
+            var durable: [Int32: LSN] = [:]
             _ = try client.receiveAll(timeout: 1) { message in
-                if message.control.count == 1 && message.control[0] == 2 { durable = max(durable, message.lsn) } else { replies.append((message.source, message.lsn)) }
+                if message.control.count == 1 && message.control[0] == 2 {
+                    durable[message.source] = max(durable[message.source] ?? .zero, message.lsn)
+                } else {
+                    replies.append((message.source, message.lsn))
+                }
             }
-            if durable != .zero { try client.acknowledge(lsn: durable) }
+            for (source, lsn) in durable { try client.acknowledge(lsn: lsn, to: source) }
             for (source, lsn) in replies { try client.send(control: [], rec: [1], lsn: lsn, to: source) }
         }
     }

@@ -74,7 +74,7 @@ import Testing
         #expect(MemoryLayout<rb_register>.size == RegisterFrame(roles: .sender, pid: 1, group: "", name: "").body.count)
         #expect(MemoryLayout<rb_group_bind>.size == GroupBindFrame(group: 1, name: "").body.count)
         #expect(MemoryLayout<rb_site_event>.size == SiteEventFrame(siteID: 1, up: true).body.count)
-        #expect(MemoryLayout<rb_ack>.size == AckFrame(lsn: .zero).body.count)
+        #expect(MemoryLayout<rb_ack>.size == AckFrame(lsn: .zero, siteID: 1).body.count)
         #expect(MemoryLayout<rb_ack_policy>.size == AckPolicyFrame(policy: .all, timeoutMilliseconds: 1).body.count)
         #expect(MemoryLayout<rb_master>.size == MasterFrame(siteID: 1).localBody.count)
         #expect(MemoryLayout<rb_peer_ack>.size == PeerAckFrame(group: 1, lsn: .zero).body.count)

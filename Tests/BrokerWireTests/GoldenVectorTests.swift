@@ -113,7 +113,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             encoded = FrameParser.encode(.siteEvent, body: f.body)
         case .ack:
             let f = try AckFrame(body: frame.body)
-            fields = ["lsn_file": "\(f.lsn.file)", "lsn_offset": "\(f.lsn.offset)"]
+            fields = ["lsn_file": "\(f.lsn.file)", "lsn_offset": "\(f.lsn.offset)", "site_id": "\(f.siteID)"]
             encoded = FrameParser.encode(.ack, body: f.body)
         case .ackPolicy:
             let f = try AckPolicyFrame(body: frame.body)

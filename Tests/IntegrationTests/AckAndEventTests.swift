@@ -19,7 +19,7 @@ final class AckingReceiver: @unchecked Sendable {
             while !stop.isSet {
                 guard let message = try? client.receive(timeout: 0.1) else { continue }
                 received.increment()
-                if acknowledging && message.flags.contains(.permanent) { try? client.acknowledge(lsn: message.lsn) }
+                if acknowledging && message.flags.contains(.permanent) { try? client.acknowledge(lsn: message.lsn, to: message.source) }
             }
         }
     }
@@ -101,6 +101,39 @@ func sender(_ broker: BrokerProcess, policy: AckPolicy, timeout: Double = 1) thr
         }
     }
 
+    /// Two sites' logs share LSNs but not contents (an old master and a new one after a partition): an ack of
+    /// site 3's record at LSN L reaches site 3 alone, and never lets site 1's send of its own L succeed.
+    @Test func anAckCountsOnlyAtTheSiteWhoseLogItIsAbout() throws {
+        try withSites(3) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            let oldMaster = try sender(sites.broker(1), policy: .one, timeout: 1)
+            let newMaster = try sender(sites.broker(3), policy: .one, timeout: 10)
+            let lsn = LSN(file: 1, offset: 500)
+            let (oldAcked, oldFailed, newAcked) = (Counter(), Counter(), Counter())
+            startThread {
+                do {
+                    try oldMaster.send(control: [], rec: [1], lsn: lsn, to: 2, flags: .permanent)
+                    oldAcked.increment()
+                } catch { oldFailed.increment() }
+            }
+            startThread {
+                if (try? newMaster.send(control: [], rec: [3], lsn: lsn, to: 2, flags: .permanent)) != nil {
+                    newAcked.increment()
+                }
+            }
+            var sources: [Int32] = []
+            for _ in 0..<2 { if let message = try receiver.receive(timeout: 10) { sources.append(message.source) } }
+            #expect(Set(sources) == [1, 3])
+            // Site 2 follows site 3: it acknowledges site 3's record, at the LSN site 1's record also has.
+            try receiver.acknowledge(lsn: lsn, to: 3)
+            #expect(Deadline.wait(timeout: 10) { newAcked.value == 1 }, "site 3's send was acknowledged")
+            #expect(Deadline.wait(timeout: 10) { oldFailed.value == 1 }, "site 1's send failed at its ack timeout")
+            #expect(oldAcked.value == 0)
+            #expect(try sites.broker(1).stats().totals.acksReceived == 0)
+            #expect(try sites.broker(3).stats().totals.acksReceived == 1)
+        }
+    }
+
     @Test func oneAckCoversEveryEarlierLSNFromAnyProcess() throws {
         try withSites(2) { sites in
             // Two writer processes' records arrive out of order; the receiver acks only the highest LSN.
@@ -121,7 +154,7 @@ func sender(_ broker: BrokerProcess, policy: AckPolicy, timeout: Double = 1) thr
             let second = try #require(try receiver.receive(timeout: 10))
             #expect(Set([first.lsn.offset, second.lsn.offset]) == [100, 200])
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.groups.first?.waitingForAcks == 2 })
-            try receiver.acknowledge(lsn: LSN(file: 1, offset: 200))
+            try receiver.acknowledge(lsn: LSN(file: 1, offset: 200), to: first.source)
             #expect(Deadline.wait(timeout: 10) { results.value == 2 })
             #expect(failures.value == 0)
         }

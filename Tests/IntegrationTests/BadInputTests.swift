@@ -104,9 +104,9 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
                 ("unknown site", FrameParser.encode(.hello, body: HelloFrame(siteID: 99, incarnation: 1).body), false),
                 ("own site id", FrameParser.encode(.hello, body: HelloFrame(siteID: 1, incarnation: 1).body), false),
                 ("old version", FrameParser.encode(.hello, body: HelloFrame(version: 9, siteID: 2, incarnation: 1).body), false),
-                // A version 2 broker's HELLO: no window (0 where version 3 has it), refused for its version.
-                ("version 2 broker", FrameParser.encode(.hello, body: HelloFrame(version: 2, siteID: 2, incarnation: 1,
-                                                                                 window: 0).body), false),
+                // A version 3 broker's HELLO, the same layout: refused for its version (its acks went to every site).
+                ("version 3 broker", FrameParser.encode(.hello, body: HelloFrame(version: 3, siteID: 2, incarnation: 1).body),
+                 false),
             ]
             var expectedBadFrames = 0
             for (name, bytes, isBadFrame) in inputs {
@@ -125,7 +125,7 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
             #expect(stats.peers[0].state == .connected && stats.peers[0].reconnects == 0)
             #expect(site1.log.contains("is not a configured peer"))
             #expect(site1.log.contains("protocol version 9"))
-            #expect(site1.log.contains("peer speaks protocol version 2, this broker speaks 3"))
+            #expect(site1.log.contains("peer speaks protocol version 3, this broker speaks 4"))
         }
     }
 
@@ -139,7 +139,7 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
             let answer = try #require(raw.readUntilClosed())
             raw.close()
             let reasons = RawConnection.errorReasons(answer)
-            #expect(reasons.contains { $0.contains("protocol version 1") && $0.contains("speaks 3") }, "\(reasons)")
+            #expect(reasons.contains { $0.contains("protocol version 1") && $0.contains("speaks \(Wire.protocolVersion)") }, "\(reasons)")
             let stats = try sites.broker(1).stats()
             #expect(stats.clients.isEmpty && stats.totals.badFrames == 0)
         }

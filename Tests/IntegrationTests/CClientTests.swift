@@ -213,7 +213,7 @@ final class CClientBuild: @unchecked Sendable {
                     event = receiver.next_event(timeout=20)
                     if isinstance(event, repbroker.Message):
                         print("message", event.site, event.control.decode(), event.rec.decode(), event.lsn, flush=True)
-                        receiver.acknowledge(event.lsn)
+                        receiver.acknowledge(event.lsn, event.site)
                         break
                 sender = repbroker.Client(socket_path=sys.argv[1], name="py-out", ack_policy="all")
                 sender.send(1, b"c", b"from python", lsn=(2, 50), flags=repbroker.REP_PERMANENT)
@@ -237,7 +237,7 @@ final class CClientBuild: @unchecked Sendable {
             #expect(swift.waitForReceiverRole(timeout: 10))
             try swift.send(control: Array("k".utf8), rec: Array("to python".utf8), lsn: LSN(file: 1, offset: 9), to: 2)
             let fromPython = try #require(try swift.receive(timeout: 20))
-            try swift.acknowledge(lsn: fromPython.lsn)
+            try swift.acknowledge(lsn: fromPython.lsn, to: fromPython.source)
             #expect(fromPython.rec == Array("from python".utf8) && fromPython.source == 2 && fromPython.lsn == LSN(file: 2, offset: 50))
             #expect(python.waitForExit(timeout: 30) == 0)
             python.waitForOutputEnd(timeout: 5)

@@ -86,7 +86,7 @@ import Testing
             let acking = Counter()
             startThread {
                 while let message = try? oltpReceiver.receive(timeout: 30) {
-                    try? oltpReceiver.acknowledge(lsn: message.lsn)
+                    try? oltpReceiver.acknowledge(lsn: message.lsn, to: message.source)
                     acking.increment()
                 }
             }

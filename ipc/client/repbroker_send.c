@@ -154,12 +154,14 @@ int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *e
     return status;
 }
 
-int repbroker_acknowledge(repbroker_client *c, repbroker_lsn lsn) {
-    if (!c) return REPBROKER_EINVAL;
-    unsigned char body[8];
+int repbroker_acknowledge(repbroker_client *c, repbroker_lsn lsn, int32_t site) {
+    if (!c || site <= 0) return REPBROKER_EINVAL;
+    unsigned char body[16];
     put32(body, lsn.file);
     put32(body + 4, lsn.offset);
-    return rb_write_control(c, RB_FRAME_ACK, body, 8);
+    put32(body + 8, (uint32_t)site);
+    put32(body + 12, 0);
+    return rb_write_control(c, RB_FRAME_ACK, body, 16);
 }
 
 int repbroker_announce_master(repbroker_client *c, int32_t site) {

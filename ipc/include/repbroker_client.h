@@ -142,9 +142,10 @@ int repbroker_send(repbroker_client *client, int32_t eid, const void *control, s
    reconnects it waits on (REPBROKER_EUNAVAILABLE only with `reconnect` 0). */
 int repbroker_next_event(repbroker_client *client, int timeout_ms, repbroker_event *event);
 
-/* As this site's receiver: the local log is durable up to `lsn` (DB_REP_ISPERM's ret_lsnp). PERMANENT sends
-   waiting at other sites count this site for every LSN up to it. */
-int repbroker_acknowledge(repbroker_client *client, repbroker_lsn lsn);
+/* As this site's receiver: `site`'s log is durable here up to `lsn` (DB_REP_ISPERM's ret_lsnp, for a message
+   whose source, the envid given to rep_process_message, is `site`). Only `site` is told: its PERMANENT sends
+   count this site for every LSN up to it. An ack never reaches a site whose log it is not about. */
+int repbroker_acknowledge(repbroker_client *client, repbroker_lsn lsn, int32_t site);
 
 /* Tells the broker (and through it every site) that `site` is the group's master now (DB_EVENT_REP_MASTER,
    DB_EVENT_REP_NEWMASTER): REPBROKER_EID_MASTER sends go there. */

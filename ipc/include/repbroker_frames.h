@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define RB_PROTOCOL_VERSION 3u
+#define RB_PROTOCOL_VERSION 4u
 #define RB_FRAME_MAGIC 0xB7u
 #define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
 
@@ -29,7 +29,7 @@
 #define RB_FRAME_SEND_RESULT 0x04u /* broker -> client: outcome of a PERMANENT send */
 #define RB_FRAME_ERROR 0x05u       /* either way, on any link, just before the sender closes */
 #define RB_FRAME_SITE_EVENT 0x06u  /* broker -> receiver: a peer site's link came up or went down */
-#define RB_FRAME_ACK 0x07u         /* receiver -> broker: this site is durable up to an LSN */
+#define RB_FRAME_ACK 0x07u         /* receiver -> broker: this site holds a site's record up to an LSN */
 #define RB_FRAME_ACK_POLICY 0x08u  /* client -> broker: how many sites a PERMANENT send waits for */
 #define RB_FRAME_MASTER 0x09u      /* client -> broker: the group's master site */
 #define RB_FRAME_SUBSCRIBE 0x0Au   /* client -> broker: deliver this channel's messages to me */
@@ -158,6 +158,8 @@ typedef struct rb_site_event {
 typedef struct rb_ack {
     uint32_t lsn_file;      /* the LSN made durable (DB_REP_ISPERM's ret_lsnp) */
     uint32_t lsn_offset;
+    int32_t site_id;        /* the site whose message is acknowledged (its source), > 0 */
+    uint32_t reserved;
 } rb_ack;
 
 typedef struct rb_ack_policy {
@@ -272,7 +274,7 @@ _Static_assert(sizeof(rb_site_event) == 8, "site event is 8 bytes");
 _Static_assert(sizeof(rb_subscribe) == 4, "subscribe is 4 bytes before its name");
 _Static_assert(sizeof(rb_channel) == 32, "channel header is 32 bytes");
 _Static_assert(sizeof(rb_channel_result) == 16, "channel result is 16 bytes");
-_Static_assert(sizeof(rb_ack) == 8, "ack is 8 bytes");
+_Static_assert(sizeof(rb_ack) == 16, "ack is 16 bytes");
 _Static_assert(sizeof(rb_ack_policy) == 8, "ack policy is 8 bytes");
 _Static_assert(sizeof(rb_master) == 8, "master is 8 bytes");
 _Static_assert(sizeof(rb_peer_ack) == 12, "peer ack is 12 bytes");

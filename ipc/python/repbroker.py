@@ -7,7 +7,7 @@
 
     receiver = repbroker.Client(socket_path=..., roles=("sender", "receiver"))
     event = receiver.next_event(timeout=1.0)    # Message, SiteUp, SiteDown or None
-    receiver.acknowledge((file, offset))        # DB_REP_ISPERM's LSN
+    receiver.acknowledge((file, offset), site)  # DB_REP_ISPERM's LSN, for the message's source site
 
 The library is found through $REPBROKER_LIBRARY, then the system's library path (librepbroker.so). Errors raise
 RepbrokerError with the library's code, its name and the reason. Threads: as the C client (any thread sends,
@@ -65,7 +65,7 @@ def _load():
     lib.repbroker_send.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
                                    ctypes.c_size_t, ctypes.POINTER(_LSN), ctypes.c_uint32]
     lib.repbroker_next_event.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_Event)]
-    lib.repbroker_acknowledge.argtypes = [ctypes.c_void_p, _LSN]
+    lib.repbroker_acknowledge.argtypes = [ctypes.c_void_p, _LSN, ctypes.c_int32]
     lib.repbroker_announce_master.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.repbroker_site_id.argtypes = [ctypes.c_void_p]
     lib.repbroker_site_id.restype = ctypes.c_int32
@@ -139,9 +139,10 @@ class Client:
                            (event.lsn.file, event.lsn.offset), event.flags)
         return SiteUp(event.site) if event.kind == 2 else SiteDown(event.site)
 
-    def acknowledge(self, lsn):
-        """As this site's receiver: the local log is durable up to `lsn` (file, offset)."""
-        self._check(library().repbroker_acknowledge(self._handle, _LSN(*lsn)))
+    def acknowledge(self, lsn, site):
+        """As this site's receiver: site `site`'s log (the source of the message whose DB_REP_ISPERM this is)
+        is durable here up to `lsn` (file, offset)."""
+        self._check(library().repbroker_acknowledge(self._handle, _LSN(*lsn), site))
 
     def announce_master(self, site):
         self._check(library().repbroker_announce_master(self._handle, site))

@@ -42,7 +42,7 @@ static void receive_loop(DB_ENV *env) {
         rec.size = (u_int32_t)event.rec_length;
         DB_LSN permanent;
         if (env->rep_process_message(env, &control, &rec, event.site, &permanent) == DB_REP_ISPERM) {
-            repbroker_acknowledge(broker, (repbroker_lsn){permanent.file, permanent.offset});
+            repbroker_acknowledge(broker, (repbroker_lsn){permanent.file, permanent.offset}, event.site);
         }
     }
 }

@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
                 printf("message %d %u %u %u %.*s %.*s\n", event.site, event.lsn.file, event.lsn.offset, event.flags,
                        (int)event.control_length, (const char *)event.control, (int)event.rec_length,
                        (const char *)event.rec);
-                if (ack && (status = repbroker_acknowledge(client, event.lsn))) printf("ack %s\n", name(status));
+                if (ack && (status = repbroker_acknowledge(client, event.lsn, event.site))) printf("ack %s\n", name(status));
             } else {
                 printf("%s %d\n", event.kind == REPBROKER_EVENT_SITE_UP ? "site-up" : "site-down", event.site);
             }

@@ -148,7 +148,7 @@ public final class ReplicationProcess: @unchecked Sendable {
         case 0, DB_REP_NOTPERM, DB_REP_IGNORE:
             break
         case DB_REP_ISPERM:
-            try? client.acknowledge(lsn: LSN(file: returned.file, offset: returned.offset))
+            try? client.acknowledge(lsn: LSN(file: returned.file, offset: returned.offset), to: message.source)
         case DB_REP_NEWSITE:
             say("newsite from=\(message.source) cdata=\(String(decoding: message.rec, as: UTF8.self))")
         case DB_REP_HOLDELECTION:
@@ -255,8 +255,14 @@ public final class ReplicationProcess: @unchecked Sendable {
             lock.withLock { lastFlush = Date() }
         }
         if failchkDue {
-            // Frees locks of writer processes that died holding them.
-            _ = env.pointee.failchk(env, 0)
+            // Frees locks of writer processes that died holding them. A process that died inside the library
+            // (holding a mutex) leaves the environment needing recovery: this process exits, and its restart
+            // (with DB_RECOVER, once the site's other processes are gone) recovers it.
+            let rc = env.pointee.failchk(env, 0)
+            if rc == DB_RUNRECOVERY {
+                complain("bdb-site: failchk: a process died inside Berkeley DB; the environment needs recovery")
+                exit(2)
+            }
             lock.withLock { lastFailchk = Date() }
         }
         if !master && known == 0 && electionDue {
