@@ -152,7 +152,7 @@ public final class ReplicationProcess: @unchecked Sendable {
         case DB_REP_NEWSITE:
             say("newsite from=\(message.source) cdata=\(String(decoding: message.rec, as: UTF8.self))")
         case DB_REP_HOLDELECTION:
-            holdElection(reason: "Berkeley DB asked for an election")
+            holdElection(reason: "Berkeley DB asked for an election", joining: true)
         case DB_REP_DUPMASTER:
             say("dupmaster")
             lock.withLock { restartAsClient = true }
@@ -206,7 +206,12 @@ public final class ReplicationProcess: @unchecked Sendable {
     /// timeout for a site whose link is down (the Base API guide's advice of nsites = group - 1 when the
     /// master failed). A site wrongly reported down can only end phase one sooner: the sites heard are still
     /// a majority, so the winner, the most advanced of them, still holds every acknowledged transaction.
-    func holdElection(reason: String) {
+    ///
+    /// `joining`: another site's vote started this election (DB_REP_HOLDELECTION). That site already lost the
+    /// master, and this one may not know yet (its broker declares a frozen or cut-off site down up to a tick
+    /// later): counting the old master here would hold phase one for the whole election timeout. A joining
+    /// site therefore ends phase one at nvotes, a majority, with the same guarantee.
+    func holdElection(reason: String, joining: Bool = false) {
         let sites = UInt32(options.sites)
         let votes = sites / 2 + 1
         let (start, participants) = lock.withLock { () -> (Bool, UInt32) in
@@ -214,7 +219,7 @@ public final class ReplicationProcess: @unchecked Sendable {
             guard !electing, !isMaster else { return (false, 0) }
             electing = true
             lastElection = Date()
-            return (true, max(votes, reachable))
+            return (true, joining ? votes : max(votes, reachable))
         }
         guard start else { return }
         say("elect reason=\"\(reason)\" nsites=\(participants) nvotes=\(votes)")
