@@ -27,6 +27,11 @@ let package = Package(
             name: "bdb-scenario",
             dependencies: ["BerkeleyDBScenario", "BerkeleyDBSite", .product(name: "BrokerDaemon", package: "repbroker")]
         ),
+        // The chaos run; like bdb-scenario, it runs itself as its brokers and Berkeley DB processes.
+        .executableTarget(
+            name: "bdb-chaos",
+            dependencies: ["BerkeleyDBScenario", "BerkeleyDBSite", .product(name: "BrokerDaemon", package: "repbroker")]
+        ),
         .testTarget(
             name: "BerkeleyDBTests",
             dependencies: ["BerkeleyDBScenario", .product(name: "BrokerHarness", package: "repbroker")]

@@ -15,6 +15,9 @@ public enum SiteCommand {
       bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
       bdb-site write     ... [--warm-up] [--wait-for-go]   (benchmark: one warm-up commit, `warm`, then wait for `go`)
       bdb-site dump      --home DIR
+      bdb-site role      --home DIR
+      bdb-site chaos-write --home DIR --socket PATH --prefix TEXT [--ack-policy none|one|quorum|all]
+                         [--ack-timeout SECONDS] [--pause-ms 20]
       bdb-site serve-writes --home DIR --socket PATH [--ack-policy none|one|quorum|all]
       bdb-site put       --socket PATH [--timeout SECONDS] KEY VALUE
 
@@ -23,6 +26,10 @@ public enum SiteCommand {
     write      One of several writer processes: joins the environment and, when the site is master, commits
                N transactions of one put each (keys PREFIX-000000 ...). Exit 3 when the site is not master.
     dump       Prints the database's key=value pairs sorted by key.
+    role       Prints the environment's replication role: master, client or none.
+    chaos-write  Runs until SIGTERM: whenever the site is master, commits one put per transaction (a new key
+               PREFIX-SEQ each time) and prints `acked KEY T`, `unacked KEY T` or `failed KEY T CODE` (T: the
+               CLOCK_MONOTONIC nanoseconds at its end). Exit 4 on DB_RUNRECOVERY.
     serve-writes  Run at every site: commits puts forwarded on channel "writes" while the site is master and
                answers after the commit.
     put        Forwards one put from any site to the master and waits until it is committed there. Exit 2
@@ -91,6 +98,15 @@ public enum SiteCommand {
                     complain("bdb-site put: \(outcome)")
                     exit(2)
                 }
+            case "chaos-write":
+                var options = ChaosWriteOptions(home: required("home", in: words), socketPath: required("socket", in: words),
+                                                prefix: required("prefix", in: words))
+                options.ackPolicy = policy(in: words)
+                options.ackTimeout = value("ack-timeout", in: words).flatMap(Double.init) ?? 1
+                options.pauseMilliseconds = value("pause-ms", in: words).flatMap(Int.init) ?? 20
+                try runChaosWriter(options)
+            case "role":
+                say(try replicationRole(home: required("home", in: words)))
             case "dump":
                 for line in try dump(home: required("home", in: words)) { say(line) }
             default:
