@@ -92,7 +92,11 @@ public final class Chaos: @unchecked Sendable {
         return hurt
     }
 
-    var master: ChaosSite? { group.sites.first { $0.saysMaster } }
+    /// The site that says it is master, when exactly one does (a cut-off old master may still say so).
+    var master: ChaosSite? {
+        let masters = group.sites.filter { $0.saysMaster }
+        return masters.count == 1 ? masters[0] : nil
+    }
 
     public func run() throws -> ChaosResult {
         var failure: Error?
