@@ -7,7 +7,7 @@ import Glibc
 
 public enum ProcessStats {
     /// A /proc file read to its end (procfs reports size 0, so whole-file readers may stop at one page).
-    static func read(_ path: String) -> String? {
+    public static func read(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

@@ -22,6 +22,17 @@ enum BenchCommand: Command {
                                     [--mode direct|uds|shm|all] [--json]
                repbroker bench isolation [--sites 3] [--senders 4] [--size 100] [--seconds 5] [--delay-us 100]
                                          [--flow-window-bytes N] [--json]
+               repbroker bench soak [--minutes 10] [--sample-seconds 10] [--clients 8] [--json]
+
+        soak: three brokers for N minutes. Each site keeps a receiver and a channel server; besides them, --clients
+        short-lived clients at all times, at random sites and on random transports, send messages and make channel
+        requests, and one in four is killed with -9. A fourth site joins at a third of the run and site 3 is removed
+        at two thirds. Every --sample-seconds it samples sites 1 and 2's brokers: resident memory, descriptors,
+        threads and mappings. The baseline is taken after a warm-up (a fifth of the run, at most 10 minutes), with
+        the churn paused. Passes when their resident memory grows by less than 1% per 10 minutes after the warm-up
+        (least squares) and their descriptors, threads and file and shared-memory mappings (clients' rings) are
+        back at the baseline once the churn stops; anonymous mappings (the allocator's) are shown. Exit 1 when it
+        does not pass.
 
         isolation: two groups on the same brokers (shared memory). bulk: `senders` processes per site sending as fast
         as they can; oltp: site 1 pings site 2 and does acked PERMANENT sends (quorum). Phases, fresh brokers each:
@@ -61,7 +72,8 @@ enum BenchCommand: Command {
           --json         One JSON object instead of the table (every round included).
         """
     static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode",
-                                             "idle-strategy", "client-spin", "clients", "delay-us", "flow-window-bytes"]
+                                             "idle-strategy", "client-spin", "clients", "delay-us", "flow-window-bytes",
+                                             "minutes", "sample-seconds"]
     static let flagNames: Set<String> = ["json"]
 
     /// One measurement: one transport, one round.
@@ -115,8 +127,9 @@ enum BenchCommand: Command {
         if arguments.positionals == ["pingpong"] { return try runPingPong(arguments) }
         if arguments.positionals == ["idle"] { return try runIdle(arguments) }
         if arguments.positionals == ["isolation"] { return try runIsolation(arguments) }
+        if arguments.positionals == ["soak"] { return try runSoak(arguments) }
         guard arguments.positionals == ["ipc"] else {
-            throw UsageError("bench takes one benchmark: ipc, pingpong, idle, mesh or isolation")
+            throw UsageError("bench takes one benchmark: ipc, pingpong, idle, mesh, isolation or soak")
         }
         let size = try arguments.integer("size", Int.self, range: 1...(16 << 20)) ?? 64
         let seconds = try arguments.seconds("seconds") ?? 3
@@ -193,6 +206,40 @@ enum BenchCommand: Command {
             Console.writeOutput(MeshBench.table(results))
         }
         return 0
+    }
+
+    static func runSoak(_ arguments: ParsedArguments) throws -> Int32 {
+        let minutes = (try arguments.seconds("minutes")) ?? 10
+        let sampleSeconds = try arguments.seconds("sample-seconds") ?? 10
+        let clients = try arguments.integer("clients", Int.self, range: 1...256) ?? 8
+        let json = arguments.has("json")
+        let result = try SoakBench(minutes: minutes, sampleSeconds: sampleSeconds, concurrency: clients) { line in
+            if !json { Console.writeOutput(line + "\n") }
+        }.run()
+        if json {
+            Console.writeOutput(try jsonLine(result) + "\n")
+        } else {
+            Console.writeOutput(String(format: "\n%.1f minutes: %d clients started, %d killed with -9, %d messages sent, "
+                + "%d channel replies\n", result.minutes, result.clientsStarted, result.clientsKilled, result.messagesSent,
+                result.replies))
+            Console.writeOutput("broker   rss start  rss end    rss %/10 min  fds      threads  file maps  anon maps  back to baseline\n")
+            for broker in result.brokers {
+                let columns = [
+                    "site \(broker.site)", "\(broker.baseline.residentBytes >> 10) KiB", "\(broker.end.residentBytes >> 10) KiB",
+                    String(format: "%+.3f%%", broker.rssPercentPer10Minutes),
+                    "\(broker.baseline.descriptors)->\(broker.end.descriptors)", "\(broker.baseline.threads)->\(broker.end.threads)",
+                    "\(broker.baseline.fileMappings)->\(broker.end.fileMappings)",
+                    "\(broker.baseline.mappings - broker.baseline.fileMappings)->\(broker.end.mappings - broker.end.fileMappings)",
+                    broker.returnedToBaseline ? "yes" : "NO",
+                ]
+                let widths = [9, 11, 11, 14, 9, 9, 11, 11, 0]
+                Console.writeOutput(zip(columns, widths).map { $1 == 0 ? $0 : $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+                    .joined() + "\n")
+            }
+            Console.writeOutput(result.passed ? "PASS: resident memory grows by less than 1% per 10 minutes; descriptors, "
+                + "threads and file and shared-memory mappings returned to their baseline\n" : "FAIL: see the table\n")
+        }
+        return result.passed ? 0 : 1
     }
 
     static func runIdle(_ arguments: ParsedArguments) throws -> Int32 {

@@ -35,7 +35,7 @@ words.removeFirst()
 if subcommand == "daemon" { DaemonMain.run(words) }
 
 let commands: [String: Command.Type] = [
-    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self, "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
+    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self, "soak-worker": SoakWorker.self, "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
 ]
 guard let command = commands[subcommand] else {
     exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: "repbroker")

@@ -46,6 +46,27 @@ import Testing
         }
     }
 
+    /// A short soak: clients come and go on both transports (some killed with -9), a site joins and another is
+    /// removed, and the brokers that ran throughout end with the descriptors, threads and mappings they had
+    /// before the churn (no leak of a client's socket, ring mapping or doorbell; anonymous mappings are the
+    /// allocator's). Its memory slope needs a long
+    /// run and is not read here.
+    @Test func aShortSoakLeavesNoDescriptorThreadOrMappingBehind() throws {
+        let (_, output) = try runToExit("repbroker", ["bench", "soak", "--minutes", "0.4", "--sample-seconds", "4",
+                                                      "--clients", "4", "--json"], timeout: 240)
+        struct Sample: Decodable { let descriptors: Int; let threads: Int; let file_mappings: Int; let shared_mappings: Int }
+        struct Broker: Decodable { let site: Int32; let baseline: Sample; let end: Sample; let returned_to_baseline: Bool }
+        struct Report: Decodable { let clients_started: Int; let clients_killed: Int; let replies: Int; let brokers: [Broker] }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "\(output.suffix(1000))")
+        let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
+        #expect(report.clients_started > 10 && report.clients_killed > 0 && report.replies > 0)
+        #expect(report.brokers.map(\.site) == [1, 2])
+        for broker in report.brokers {
+            #expect(broker.returned_to_baseline, "site \(broker.site): \(broker.baseline) -> \(broker.end)")
+            #expect(broker.baseline.shared_mappings > 0, "the long-lived channel server's rings are counted")
+        }
+    }
+
     @Test func theIPCBenchRunsBothTransports() throws {
         let (status, output) = try runToExit("repbroker", ["bench", "ipc", "--seconds", "0.3", "--rounds", "2", "--json"],
                                              timeout: 120)
