@@ -114,7 +114,8 @@ public final class Chaos: @unchecked Sendable {
         let seconds = options.minutes * 60
         let plan = ChaosSchedule.plan(seed: options.seed, seconds: seconds)
         log("seed \(options.seed): \(plan.count) faults over \(Int(seconds)) s, \(options.sites) sites "
-            + (options.namespaces ? "in network namespaces" : "on loopback (partitions skipped: \(NetworkNamespaces.unavailableReason))"))
+            + (options.namespaces ? "in network namespaces" : "on loopback, partitions skipped ("
+                + (NetworkNamespaces.available ? "--loopback" : NetworkNamespaces.unavailableReason) + ")"))
         try group.start()
         started = now
         var faultClock = 0.0
