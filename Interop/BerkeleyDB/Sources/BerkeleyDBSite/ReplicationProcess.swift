@@ -1,7 +1,8 @@
 // The site's one replication process: holds the receiver role and feeds every message into
 // rep_process_message with the source site as envid; acknowledges ISPERM LSNs; holds elections on a
 // thread of their own when the master's site goes down or Berkeley DB asks; becomes master when elected;
-// re-runs rep_start when a site comes back; heartbeats (rep_flush) as master; runs failchk.
+// re-runs rep_start when a site comes back; heartbeats (rep_flush) as master; runs failchk on a thread of
+// its own.
 //
 // Prints status lines: `role=master`, `role=client`, `master=N`, `startupdone`, `newsite from=N`,
 // `elect ...`, `site_up N`, `site_down N`.
@@ -47,7 +48,6 @@ public final class ReplicationProcess: @unchecked Sendable {
     var restartAsClient = false
     var lastElection = Date.distantPast
     var lastFlush = Date()
-    var lastFailchk = Date()
 
     public init(options: ReplicateOptions) throws {
         self.options = options
@@ -82,6 +82,7 @@ public final class ReplicationProcess: @unchecked Sendable {
             try transport.install(on: env)
         }
         try start(asMaster: options.startAsMaster)
+        startFailureWatch()
         say("ready site=\(options.siteID)")
         while true {
             if let event = try? client.nextEvent(timeout: 0.1) { handle(event) }
@@ -235,9 +236,26 @@ public final class ReplicationProcess: @unchecked Sendable {
         }
     }
 
+    /// failchk every second on a thread of its own. It frees the locks of writer processes that died holding
+    /// them. A process that died inside the library leaves the environment needing recovery, and may leave
+    /// rep_start (a role change) waiting for ever for its operation to end: so the watch is not on the message
+    /// loop, and it ends this process (exit 2), whose restart, with DB_RECOVER once the site's other processes
+    /// are gone, recovers the environment.
+    func startFailureWatch() {
+        Thread.detachNewThread { [self] in
+            while true {
+                sleep(1)
+                if env.pointee.failchk(env, 0) == DB_RUNRECOVERY {
+                    complain("bdb-site: failchk: a process died inside Berkeley DB; the environment needs recovery")
+                    _exit(2)
+                }
+            }
+        }
+    }
+
     func periodic() {
-        let (toMaster, toClient, master, known, electionDue, flushDue, failchkDue) = lock.withLock {
-            () -> (Bool, Bool, Bool, Int32, Bool, Bool, Bool) in
+        let (toMaster, toClient, master, known, electionDue, flushDue) = lock.withLock {
+            () -> (Bool, Bool, Bool, Int32, Bool, Bool) in
             let now = Date()
             defer {
                 becomeMaster = false
@@ -245,7 +263,7 @@ public final class ReplicationProcess: @unchecked Sendable {
             }
             return (becomeMaster, restartAsClient, isMaster, masterID,
                     !electing && now.timeIntervalSince(lastElection) > 3,
-                    now.timeIntervalSince(lastFlush) >= 1, now.timeIntervalSince(lastFailchk) >= 1)
+                    now.timeIntervalSince(lastFlush) >= 1)
         }
         if toMaster {
             do { try start(asMaster: true) } catch { complain("bdb-site: \(error)") }
@@ -258,17 +276,6 @@ public final class ReplicationProcess: @unchecked Sendable {
             // The master's heartbeat: clients re-request gaps only when later messages arrive.
             _ = env.pointee.rep_flush(env)
             lock.withLock { lastFlush = Date() }
-        }
-        if failchkDue {
-            // Frees locks of writer processes that died holding them. A process that died inside the library
-            // (holding a mutex) leaves the environment needing recovery: this process exits, and its restart
-            // (with DB_RECOVER, once the site's other processes are gone) recovers it.
-            let rc = env.pointee.failchk(env, 0)
-            if rc == DB_RUNRECOVERY {
-                complain("bdb-site: failchk: a process died inside Berkeley DB; the environment needs recovery")
-                exit(2)
-            }
-            lock.withLock { lastFailchk = Date() }
         }
         if !master && known == 0 && electionDue {
             holdElection(reason: "no master known")
