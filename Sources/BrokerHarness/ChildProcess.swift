@@ -12,6 +12,7 @@ public final class ChildProcess: @unchecked Sendable {
     private var outputLines: [String] = []
     private var partial = Data()
     private var outputClosed = false
+    private var inputClosed = false
 
     /// Starts `executable` with `arguments`; stderr goes to `stderrPath` (appended) or is discarded. `environment`
     /// is added to this process's own.
@@ -54,7 +55,13 @@ public final class ChildProcess: @unchecked Sendable {
                     }
                     lock.broadcast()
                 }
-                if data.isEmpty { return }
+                if data.isEmpty {
+                    // The child is done with its output: its pipes are closed here, not when this object goes
+                    // (a bench that runs tens of thousands of children must not hold two descriptors for each).
+                    try? reader.close()
+                    closeInput()
+                    return
+                }
             }
         }
     }
@@ -99,11 +106,18 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Writes text to the child's standard input.
     public func write(_ text: String) {
-        stdinPipe.fileHandleForWriting.write(Data(text.utf8))
+        // Not under the lock: a child that does not read could fill the pipe. A write racing closeInput fails
+        // with an error (write(contentsOf:) throws), never a trap.
+        guard !lock.withLock({ inputClosed }) else { return }
+        try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(text.utf8))
     }
 
     public func closeInput() {
-        try? stdinPipe.fileHandleForWriting.close()
+        lock.withLock {
+            guard !inputClosed else { return }
+            inputClosed = true
+            try? stdinPipe.fileHandleForWriting.close()
+        }
     }
 
     public func signal(_ number: Int32) {
