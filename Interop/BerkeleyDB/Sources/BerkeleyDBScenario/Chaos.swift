@@ -118,6 +118,7 @@ public final class Chaos: @unchecked Sendable {
                 + (NetworkNamespaces.available ? "--loopback" : NetworkNamespaces.unavailableReason) + ")"))
         try group.start()
         started = now
+        log("t=0 is \(ISO8601DateFormatter().string(from: Date())) (the brokers' logs use wall-clock time)")
         var faultClock = 0.0
         var lastTick = now
         var nextCheckpoint = options.checkpointMinutes > 0 ? options.checkpointMinutes * 60 : .infinity
@@ -313,6 +314,13 @@ public final class Chaos: @unchecked Sendable {
             + "\(group.commits.acked.count) acknowledged, \(lost.count) lost, master site "
             + "\(group.sites.first { $0.saysMaster }?.id ?? 0)")
         guard lost.isEmpty else {
+            let report = lost.sorted().map { key in
+                "\(key) acknowledged at t=\(group.commits.ackedAt[key].map { seconds($0) } ?? "?") s"
+            }.joined(separator: "\n")
+            FileManager.default.createFile(atPath: group.directory.path + "/lost.txt", contents: Data((report + "\n").utf8))
+            let times = lost.compactMap { group.commits.ackedAt[$0] }
+            log("lost keys were acknowledged from t=\(times.min().map { seconds($0) } ?? "?") s to "
+                + "t=\(times.max().map { seconds($0) } ?? "?") s (lost.txt in the run's directory)")
             throw ScenarioFailure("\(lost.count) acknowledged transactions lost, e.g. \(lost.sorted().prefix(5))")
         }
         return roles.filter { $0 == "master" }.count

@@ -44,6 +44,8 @@ struct ChaosCommits {
     var acked = Set<String>()
     /// (CLOCK_MONOTONIC ns, site) of every acknowledged commit.
     var ackTimes: [(UInt64, Int32)] = []
+    /// When each key's commit was acknowledged (CLOCK_MONOTONIC ns).
+    var ackedAt: [String: UInt64] = [:]
     var unacked = 0
     var failed = 0
 
@@ -54,7 +56,10 @@ struct ChaosCommits {
             switch words[0] {
             case "acked":
                 acked.insert(String(words[1]))
-                if let time = UInt64(words[2]) { ackTimes.append((time, site)) }
+                if let time = UInt64(words[2]) {
+                    ackTimes.append((time, site))
+                    ackedAt[String(words[1])] = time
+                }
             case "unacked": unacked += 1
             case "failed": failed += 1
             default: break
@@ -176,6 +181,7 @@ final class ChaosGroup: @unchecked Sendable {
                 continue
             }
             if let replicate = site.replicate, !replicate.isRunning {
+                keepOutput(of: replicate, site: site)
                 if replicate.process.terminationReason != .uncaughtSignal {
                     unplannedExits["replication", default: 0] += 1
                 }
@@ -238,13 +244,22 @@ final class ChaosGroup: @unchecked Sendable {
     func dump(_ site: ChaosSite) -> [String]? { run(["dump", "--home", site.home]) }
     func role(_ site: ChaosSite) -> String? { run(["role", "--home", site.home])?.first }
 
+    /// Appends a replication process's output to replicate<ID>.out in the run's directory (every incarnation's,
+    /// for a failure's report).
+    func keepOutput(of replicate: ChildProcess, site: ChaosSite) {
+        replicate.waitForOutputEnd(timeout: 1)
+        let path = directory.path + "/replicate\(site.id).out"
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let handle = FileHandle(forWritingAtPath: path) else { return }
+        defer { try? handle.close() }
+        _ = try? handle.seekToEnd()
+        try? handle.write(contentsOf: Data(("---- pid \(replicate.pid)\n" + replicate.lines.joined(separator: "\n") + "\n").utf8))
+    }
+
     /// Processes of the group and the end of their logs, for a failure's report; every replication process's
-    /// output is written beside its stderr (replicate<ID>.out).
+    /// output is kept beside its stderr (replicate<ID>.out).
     func diagnostics() -> String {
-        for site in sites {
-            let output = (site.replicate?.lines ?? []).joined(separator: "\n")
-            FileManager.default.createFile(atPath: directory.path + "/replicate\(site.id).out", contents: Data(output.utf8))
-        }
+        for site in sites { if let replicate = site.replicate { keepOutput(of: replicate, site: site) } }
         return sites.map { site in
             let replicate = (try? String(contentsOfFile: directory.path + "/replicate\(site.id).err", encoding: .utf8)) ?? ""
             return "---- site \(site.id): broker running \(site.brokerRunning), replication running "
