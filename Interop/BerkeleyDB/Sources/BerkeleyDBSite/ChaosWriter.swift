@@ -63,9 +63,13 @@ public func runChaosWriter(_ options: ChaosWriteOptions) throws -> Never {
         let key = "\(options.prefix)-\(String(format: "%07d", sequence))"
         sequence += 1
         let failuresBefore = transport.permanentFailures
+        let sendsBefore = transport.permanentSends
         do {
             _ = try open.putRetrying(key: Array(key.utf8), value: benchValue(key, 64))
-            say("\(transport.permanentFailures == failuresBefore ? "acked" : "unacked") \(key) \(monotonicNow())")
+            // Acknowledged only on evidence: a PERMANENT send the broker confirmed during this transaction, and
+            // none that failed (Berkeley DB does not call the send function for every commit in every state).
+            let confirmed = transport.permanentSends > sendsBefore && transport.permanentFailures == failuresBefore
+            say("\(confirmed ? "acked" : "unacked") \(key) \(monotonicNow())")
         } catch {
             say("failed \(key) \(monotonicNow()) \(error.code)")
             if error.code == DB_RUNRECOVERY { exit(4) }

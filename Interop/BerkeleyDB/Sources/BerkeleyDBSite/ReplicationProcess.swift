@@ -48,6 +48,8 @@ public final class ReplicationProcess: @unchecked Sendable {
     var restartAsClient = false
     var lastElection = Date.distantPast
     var lastFlush = Date()
+    /// When a message from the master this process knows last arrived (the master flushes every second).
+    var lastFromMaster = Date()
 
     public init(options: ReplicateOptions) throws {
         self.options = options
@@ -101,7 +103,10 @@ public final class ReplicationProcess: @unchecked Sendable {
     }
 
     func announceMaster(_ site: Int32) {
-        lock.withLock { masterID = site }
+        lock.withLock {
+            masterID = site
+            lastFromMaster = Date()
+        }
         try? client.announceMaster(siteID: site)
     }
 
@@ -137,6 +142,7 @@ public final class ReplicationProcess: @unchecked Sendable {
     }
 
     func process(_ message: ReceivedMessage) {
+        lock.withLock { if message.source == masterID { lastFromMaster = Date() } }
         var control = message.control
         var rec = message.rec
         var returned = DB_LSN()
@@ -254,8 +260,8 @@ public final class ReplicationProcess: @unchecked Sendable {
     }
 
     func periodic() {
-        let (toMaster, toClient, master, known, electionDue, flushDue) = lock.withLock {
-            () -> (Bool, Bool, Bool, Int32, Bool, Bool) in
+        let (toMaster, toClient, master, known, electionDue, flushDue, masterSilent) = lock.withLock {
+            () -> (Bool, Bool, Bool, Int32, Bool, Bool, Bool) in
             let now = Date()
             defer {
                 becomeMaster = false
@@ -263,7 +269,7 @@ public final class ReplicationProcess: @unchecked Sendable {
             }
             return (becomeMaster, restartAsClient, isMaster, masterID,
                     !electing && now.timeIntervalSince(lastElection) > 3,
-                    now.timeIntervalSince(lastFlush) >= 1)
+                    now.timeIntervalSince(lastFlush) >= 1, now.timeIntervalSince(lastFromMaster) > 3)
         }
         if toMaster {
             do { try start(asMaster: true) } catch { complain("bdb-site: \(error)") }
@@ -279,6 +285,10 @@ public final class ReplicationProcess: @unchecked Sendable {
         }
         if !master && known == 0 && electionDue {
             holdElection(reason: "no master known")
+        } else if !master && known != 0 && masterSilent && electionDue {
+            // The master heartbeats (rep_flush) every second. Silence for three means it is not master any more
+            // (it stepped down after DUPMASTER, say) though its site is up: nobody else would start an election.
+            holdElection(reason: "no word from master site \(known) for 3 s")
         }
     }
 }

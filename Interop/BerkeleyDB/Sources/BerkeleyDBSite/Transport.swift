@@ -10,6 +10,7 @@ public final class SiteTransport: @unchecked Sendable {
     public let client: BrokerClient
     public let siteID: Int32
     let permanentFailed = Atomic<Int>(0)
+    let permanentSent = Atomic<Int>(0)
     /// Berkeley DB events (set_event_notify), for the replication process.
     var onEvent: (@Sendable (UInt32, UnsafeMutableRawPointer?) -> Void)?
 
@@ -19,6 +20,8 @@ public final class SiteTransport: @unchecked Sendable {
     }
 
     public var permanentFailures: Int { permanentFailed.load(ordering: .relaxed) }
+    /// PERMANENT messages the broker confirmed (sent, and acknowledged as the ack policy asks).
+    public var permanentSends: Int { permanentSent.load(ordering: .relaxed) }
 
     /// Installs this transport on `env` (before or after open).
     public func install(on env: UnsafeMutablePointer<DB_ENV>) throws {
@@ -50,6 +53,7 @@ let repbrokerSend: @convention(c) (
     let permanent = repFlags.contains(.permanent)
     do {
         try transport.client.send(control: buffer(control), rec: buffer(rec), lsn: lsn, to: envid, flags: repFlags)
+        if permanent { transport.permanentSent.add(1, ordering: .relaxed) }
         return 0
     } catch {
         if permanent { transport.permanentFailed.add(1, ordering: .relaxed) }
