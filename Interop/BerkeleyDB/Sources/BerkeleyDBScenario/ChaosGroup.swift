@@ -12,7 +12,6 @@ final class ChaosSite: @unchecked Sendable {
     var replicate: ChildProcess?
     var writers: [ChildProcess?]
     var incarnations = 0
-    var moved = false
     var id: Int32 { broker.siteID }
 
     init(broker: BrokerProcess, home: String, writers: Int) {
@@ -215,7 +214,6 @@ final class ChaosGroup: @unchecked Sendable {
         } else {
             site.broker.listenAddress = "127.0.0.1:\(FreePort.next())"
         }
-        site.moved = true
         try site.broker.start()
     }
 
