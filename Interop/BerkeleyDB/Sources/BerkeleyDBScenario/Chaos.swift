@@ -51,8 +51,10 @@ public struct ChaosResult: Codable, Sendable {
     public var longestFailoverMilliseconds: Int
     public var medianFailoverMilliseconds: Int
     public var masters: Int
+    public var reinitializations: Int
     enum CodingKeys: String, CodingKey {
         case seed, sites, seconds, namespaces, faults, skipped, acked, unacked, failed, lost, checks, failovers, masters
+        case reinitializations
         case unplannedExits = "unplanned_exits", longestConvergenceMilliseconds = "longest_convergence_ms"
         case longestFailoverMilliseconds = "longest_failover_ms", medianFailoverMilliseconds = "median_failover_ms"
     }
@@ -154,7 +156,8 @@ public final class Chaos: @unchecked Sendable {
             unacked: group.commits.unacked, failed: group.commits.failed, lost: lost, checks: checks,
             longestConvergenceMilliseconds: longestConvergence, failovers: failovers.count,
             longestFailoverMilliseconds: failovers.max() ?? 0,
-            medianFailoverMilliseconds: failovers.isEmpty ? 0 : failovers.sorted()[failovers.count / 2], masters: masters)
+            medianFailoverMilliseconds: failovers.isEmpty ? 0 : failovers.sorted()[failovers.count / 2], masters: masters,
+            reinitializations: group.reinitializations)
     }
 
     // MARK: faults
@@ -317,7 +320,7 @@ public final class Chaos: @unchecked Sendable {
             let report = lost.sorted().map { key in
                 "\(key) acknowledged at t=\(group.commits.ackedAt[key].map { seconds($0) } ?? "?") s"
             }.joined(separator: "\n")
-            FileManager.default.createFile(atPath: group.directory.path + "/lost.txt", contents: Data((report + "\n").utf8))
+            _ = FileManager.default.createFile(atPath: group.directory.path + "/lost.txt", contents: Data((report + "\n").utf8))
             let times = lost.compactMap { group.commits.ackedAt[$0] }
             log("lost keys were acknowledged from t=\(times.min().map { seconds($0) } ?? "?") s to "
                 + "t=\(times.max().map { seconds($0) } ?? "?") s (lost.txt in the run's directory)")

@@ -76,6 +76,8 @@ final class ChaosGroup: @unchecked Sendable {
     var commits = ChaosCommits()
     /// Processes that died without a fault's doing, by kind (a replication process after a Berkeley DB panic).
     var unplannedExits: [String: Int] = [:]
+    /// Replication processes that ended asking for their site to start again from a copy of the master.
+    var reinitializations = 0
     /// While the group is checked, stopped writers stay stopped.
     var writersPaused = false
     static let namespacePort: UInt16 = 7001
@@ -183,6 +185,11 @@ final class ChaosGroup: @unchecked Sendable {
                 keepOutput(of: replicate, site: site)
                 if replicate.process.terminationReason != .uncaughtSignal {
                     unplannedExits["replication", default: 0] += 1
+                    // Exit 3: the site could not sync and asked to start again from a copy of the master.
+                    if replicate.process.terminationStatus == 3 {
+                        reinitializations += 1
+                        log("site \(site.id): the replication process asked to be re-initialized")
+                    }
                 }
                 site.replicate = nil
             }
@@ -247,7 +254,7 @@ final class ChaosGroup: @unchecked Sendable {
     func keepOutput(of replicate: ChildProcess, site: ChaosSite) {
         replicate.waitForOutputEnd(timeout: 1)
         let path = directory.path + "/replicate\(site.id).out"
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let handle = FileHandle(forWritingAtPath: path) else { return }
         defer { try? handle.close() }
         _ = try? handle.seekToEnd()

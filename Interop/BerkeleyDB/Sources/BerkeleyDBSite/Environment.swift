@@ -61,6 +61,15 @@ public final class Environment: @unchecked Sendable {
         return stats?.pointee.st_status ?? 0
     }
 
+    /// Whether this client has finished its sync-up with the current master (DB_REP_STAT's
+    /// st_startup_complete); nil when the statistics cannot be read.
+    public func syncedWithMaster() -> Bool? {
+        var stats: UnsafeMutablePointer<DB_REP_STAT>?
+        guard handle.pointee.rep_stat(handle, &stats, 0) == 0, let stats else { return nil }
+        defer { free(stats) }
+        return stats.pointee.st_startup_complete != 0
+    }
+
     /// Opens (and with `create`, creates) a btree database in its own transaction.
     public func openDatabase(_ name: String, create: Bool, readOnly: Bool = false) throws -> Database {
         var created: UnsafeMutablePointer<DB>?

@@ -50,6 +50,9 @@ public final class ReplicationProcess: @unchecked Sendable {
     var lastFlush = Date()
     /// When a message from the master this process knows last arrived (the master flushes every second).
     var lastFromMaster = Date()
+    /// rep_process_message calls in a row that failed with an error the library does not document as a
+    /// message's outcome (see `process`). Only the message loop touches it.
+    var failuresInARow = 0
 
     public init(options: ReplicateOptions) throws {
         self.options = options
@@ -66,9 +69,14 @@ public final class ReplicationProcess: @unchecked Sendable {
 
     var env: UnsafeMutablePointer<DB_ENV> { environment.unsafelyUnwrapped.handle }
 
+    var isMasterNow: Bool { lock.withLock { isMaster } }
+
     var cdata: [UInt8] { Array("site=\(options.siteID)".utf8) }
 
     public func run() throws -> Never {
+        if let moved = try Reinitialization.performIfRequested(home: options.home) {
+            say("reinitialized: the old environment is in \(moved)")
+        }
         transport.onEvent = { [unowned self] event, info in handle(event: event, info: info) }
         let flags = UInt32(DB_CREATE | DB_RECOVER | DB_THREAD | DB_INIT_REP | DB_INIT_TXN | DB_INIT_LOG
             | DB_INIT_LOCK | DB_INIT_MPOOL)
@@ -153,8 +161,9 @@ public final class ReplicationProcess: @unchecked Sendable {
         }
         switch rc {
         case 0, DB_REP_NOTPERM, DB_REP_IGNORE:
-            break
+            failuresInARow = 0
         case DB_REP_ISPERM:
+            failuresInARow = 0
             try? client.acknowledge(lsn: LSN(file: returned.file, offset: returned.offset), to: message.source)
         case DB_REP_NEWSITE:
             say("newsite from=\(message.source) cdata=\(String(decoding: message.rec, as: UTF8.self))")
@@ -164,10 +173,25 @@ public final class ReplicationProcess: @unchecked Sendable {
             say("dupmaster")
             lock.withLock { restartAsClient = true }
         case DB_REP_JOIN_FAILURE:
-            complain("bdb-site: join failure: this site cannot sync with the master without a full internal init")
+            Reinitialization.request(home: options.home,
+                                     reason: "join failure: this site cannot sync with the master without an internal init")
+        case DB_RUNRECOVERY:
+            complain("bdb-site: rep_process_message: the environment needs recovery")
+            exit(2)
+        case DB_LOCK_DEADLOCK, DB_LOCK_NOTGRANTED, DB_REP_LOCKOUT:
+            break
         default:
-            complain("bdb-site: rep_process_message from site \(message.source): "
-                + String(cString: db_strerror(rc)))
+            let reason = "rep_process_message from site \(message.source): " + String(cString: db_strerror(rc))
+            complain("bdb-site: \(reason)")
+            // A client that fails before its sync-up is done cannot sync: Berkeley DB failed the recovery that
+            // rolls its log back to the master's (seen when a file id was reused after the recovery that followed
+            // a writer's kill -9), and fails it again with every message and after a restart with recovery. A
+            // copy of the master is the way on. A synced client asks after a run of failures; a master never.
+            failuresInARow += 1
+            guard !isMasterNow else { return }
+            if environment?.syncedWithMaster() == false || failuresInARow >= Reinitialization.failuresBeforeRequest {
+                Reinitialization.request(home: options.home, reason: reason)
+            }
         }
     }
 

@@ -51,6 +51,20 @@ import Testing
     }
 }
 
+@Suite struct ReinitializedSiteTests {
+    /// A client that asked to be re-initialized moves its environment aside at its next start and is brought
+    /// up to date from the master: every key committed before, while it was down, and after.
+    @Test func aClientThatCannotSyncStartsAgainFromTheMaster() throws {
+        var options = ScenarioOptions()
+        options.writers = 1
+        options.txns = 100
+        let moved = try Scenario(options: options) { print("reinit: \($0)") }.reinitializeClient()
+        #expect(moved.contains("REINITIALIZE"))
+        #expect(moved.contains("kv.db"))
+        #expect(moved.contains { $0.hasPrefix("log.") })
+    }
+}
+
 @Suite struct GroupIsolationTests {
     /// Two Berkeley DB groups on the same brokers: the first commits every transaction with its quorum acks
     /// (no perm failure) alone and beside the second group's bulk load, which commits all of its own.
