@@ -41,6 +41,33 @@ public enum ProcessStats {
         return 0
     }
 
+    /// Resident memory of `pid` by kind (/proc/PID/status), in bytes.
+    public struct ResidentMemory: Sendable {
+        /// RssAnon: the heap, stacks and other private anonymous memory.
+        public var anonymous = 0
+        /// RssFile: pages of mapped files (the executable and its libraries).
+        public var file = 0
+        /// RssShmem: pages of shared memory mapped (memfd rings, shared anonymous mappings).
+        public var shared = 0
+        public var total: Int { anonymous + file + shared }
+    }
+
+    public static func residentMemory(_ pid: Int32) -> ResidentMemory {
+        var memory = ResidentMemory()
+        guard let status = read("/proc/\(pid)/status") else { return memory }
+        for line in status.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 2, let kilobytes = Int(fields[1]) else { continue }
+            switch fields[0] {
+            case "RssAnon:": memory.anonymous = kilobytes * 1024
+            case "RssFile:": memory.file = kilobytes * 1024
+            case "RssShmem:": memory.shared = kilobytes * 1024
+            default: break
+            }
+        }
+        return memory
+    }
+
     /// Socket inodes held by `pid`.
     static func socketInodes(_ pid: Int32) -> Set<String> {
         let directory = "/proc/\(pid)/fd"

@@ -9,8 +9,11 @@
 // their working size. Then the churn pauses and the baseline is taken with only the long-lived clients. At the
 // end the churn stops again; sites 1 and 2 (which run throughout) must come back to the baseline's
 // descriptors, threads and file and shared-memory mappings (anonymous ones are the allocator's: a buffer of
-// more than 128 KiB is a mapping of its own, and burst buffers keep up to 1 MiB), and their resident memory must grow by less than 1% per 10 minutes after
-// the warm-up (least squares over the samples).
+// more than 128 KiB is a mapping of its own, and burst buffers keep up to 1 MiB), and their own resident memory
+// (RssAnon + RssFile: without the clients' shared-memory rings, whose mappings the baseline check counts) must
+// grow by less than 1% per 10 minutes after the warm-up: least squares over samples taken with the churn paused
+// (the baseline, one a minute, the end), since a sample under churn holds whatever the clients of that instant
+// have in flight.
 import BrokerDaemon
 import BrokerHarness
 import BrokerSystem
@@ -18,7 +21,11 @@ import Foundation
 
 struct ResourceSample: Codable {
     let seconds: Double
+    /// VmRSS: everything resident, the clients' rings included.
     let residentBytes: Int
+    /// The broker's own resident memory: RssAnon + RssFile, without the shared memory (RssShmem) of the rings
+    /// its clients map, which comes and goes with them (the ring mappings are counted in `sharedMappings`).
+    let ownBytes: Int
     let descriptors: Int
     let threads: Int
     /// Every mapping.
@@ -30,12 +37,15 @@ struct ResourceSample: Codable {
     let sharedMappings: Int
     enum CodingKeys: String, CodingKey {
         case seconds, descriptors, threads, mappings, residentBytes = "rss_bytes", sharedMappings = "shared_mappings"
+        case ownBytes = "own_rss_bytes"
         case fileMappings = "file_mappings"
     }
 
     init(pid: Int32, seconds: Double) {
         self.seconds = seconds
-        residentBytes = ProcessStats.residentBytes(pid)
+        let memory = ProcessStats.residentMemory(pid)
+        residentBytes = memory.total
+        ownBytes = memory.anonymous + memory.file
         descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
         let status = ProcessStats.read("/proc/\(pid)/status") ?? ""
         threads = status.split(separator: "\n").first { $0.hasPrefix("Threads:") }
@@ -59,12 +69,21 @@ struct SoakBroker: Codable {
     let site: Int32
     let baseline: ResourceSample
     let end: ResourceSample
-    /// Resident memory's growth after the warm-up, in percent of its mean there per 10 minutes.
+    /// The broker's own resident memory's growth after the warm-up (`ownBytes`) over the quiesced samples, in
+    /// percent of its mean there per 10 minutes: the pass criterion. Samples under churn hold whatever the
+    /// clients connected at that instant had in flight (a burst buffer is up to 1 MiB), so they swing by
+    /// megabytes and their slope is mostly noise; with the churn paused, every sample is in the same state.
+    let ownPercentPer10Minutes: Double
+    /// All resident memory's growth over every sample taken under churn (for information).
     let rssPercentPer10Minutes: Double
     let returnedToBaseline: Bool
     let samples: [ResourceSample]
+    /// The samples taken with the churn paused (the baseline, one every `quiescedSampleSeconds`, the end).
+    let quiescedSamples: [ResourceSample]
     enum CodingKeys: String, CodingKey {
         case site, baseline, end, samples, rssPercentPer10Minutes = "rss_percent_per_10_min"
+        case quiescedSamples = "quiesced_samples"
+        case ownPercentPer10Minutes = "own_rss_percent_per_10_min"
         case returnedToBaseline = "returned_to_baseline"
     }
 }
@@ -102,6 +121,8 @@ func slope(_ times: [Double], _ values: [Double]) -> Double {
 final class SoakBench {
     let minutes: Double
     let sampleSeconds: Double
+    /// How often the churn pauses for a quiesced sample (the memory criterion's).
+    let quiescedSampleSeconds = 60.0
     let concurrency: Int
     let log: (String) -> Void
     let sites: LocalSites
@@ -204,6 +225,8 @@ final class SoakBench {
         var baseline: [ResourceSample] = []
         var baselineMaps: [Set<String>] = []
         var nextSample = sampleSeconds
+        var quiesced: [[ResourceSample]] = pids.map { _ in [] }
+        var nextQuiesced = 0.0
         var didJoin = false
         var didRemove = false
         log("soak: \(Int(total)) s (warm-up \(Int(warmUp)) s), \(concurrency) churn clients at a time, a sample every "
@@ -213,6 +236,8 @@ final class SoakBench {
                 quiesce(watched)
                 baseline = pids.map { ResourceSample(pid: $0, seconds: elapsed()) }
                 baselineMaps = pids.map { Self.mappingNames($0) }
+                for index in pids.indices { quiesced[index].append(baseline[index]) }
+                nextQuiesced = elapsed() + quiescedSampleSeconds
                 log("baseline after the warm-up: " + baseline.enumerated().map { "site \($0.offset + 1): fds "
                     + "\($0.element.descriptors) threads \($0.element.threads) maps \($0.element.mappings) "
                     + "(\($0.element.fileMappings) file, \($0.element.sharedMappings) rings)" }
@@ -227,12 +252,18 @@ final class SoakBench {
                 didRemove = true
                 try removeSite3()
             }
+            if !baseline.isEmpty && elapsed() >= nextQuiesced && elapsed() + quiescedSampleSeconds / 2 < total {
+                nextQuiesced += quiescedSampleSeconds
+                quiesce(watched)
+                for (index, pid) in pids.enumerated() { quiesced[index].append(ResourceSample(pid: pid, seconds: elapsed())) }
+            }
             if elapsed() >= nextSample {
                 nextSample += sampleSeconds
                 for (index, pid) in pids.enumerated() { samples[index].append(ResourceSample(pid: pid, seconds: elapsed())) }
                 let last = samples.map { $0.last! }
                 log(String(format: "t=%4.0f s  clients started %d (killed %d)  ", elapsed(), started, killed)
-                    + last.enumerated().map { "site \($0.offset + 1): rss \($0.element.residentBytes >> 10) KiB fds "
+                    + last.enumerated().map { "site \($0.offset + 1): rss \($0.element.residentBytes >> 10) KiB (own "
+                        + "\($0.element.ownBytes >> 10) KiB) fds "
                         + "\($0.element.descriptors) threads \($0.element.threads) maps \($0.element.mappings) "
                     + "(\($0.element.fileMappings) file, \($0.element.sharedMappings) rings)" }
                     .joined(separator: "; "))
@@ -252,17 +283,24 @@ final class SoakBench {
         }
         var brokers: [SoakBroker] = []
         for (index, site) in watched.map(\.siteID).enumerated() {
+            quiesced[index].append(ends[index])
             let steady = samples[index].filter { $0.seconds >= warmUp }
-            let bytesPerSecond = slope(steady.map(\.seconds), steady.map { Double($0.residentBytes) })
-            let mean = steady.map { Double($0.residentBytes) }.reduce(0, +) / Double(max(1, steady.count))
-            let percent = mean > 0 ? bytesPerSecond * 600 / mean * 100 : 0
-            brokers.append(SoakBroker(site: site, baseline: baseline[index], end: ends[index], rssPercentPer10Minutes: percent,
+            brokers.append(SoakBroker(site: site, baseline: baseline[index], end: ends[index],
+                                      ownPercentPer10Minutes: Self.growthPercentPer10Minutes(quiesced[index], \.ownBytes),
+                                      rssPercentPer10Minutes: Self.growthPercentPer10Minutes(steady, \.residentBytes),
                                       returnedToBaseline: ends[index].sameResources(as: baseline[index]),
-                                      samples: samples[index]))
+                                      samples: samples[index], quiescedSamples: quiesced[index]))
         }
-        let passed = returned && brokers.allSatisfy { $0.rssPercentPer10Minutes < 1 && $0.returnedToBaseline }
+        let passed = returned && brokers.allSatisfy { $0.ownPercentPer10Minutes < 1 && $0.returnedToBaseline }
         return SoakResult(minutes: minutes, clientsStarted: started, clientsKilled: killed, messagesSent: sent,
                           replies: replies, spawnFailures: spawnFailures, brokers: brokers, passed: passed)
+    }
+
+    /// The least-squares slope of `bytes` over the samples, in percent of their mean per 10 minutes.
+    static func growthPercentPer10Minutes(_ samples: [ResourceSample], _ bytes: KeyPath<ResourceSample, Int>) -> Double {
+        let values = samples.map { Double($0[keyPath: bytes]) }
+        let mean = values.reduce(0, +) / Double(max(1, values.count))
+        return mean > 0 ? slope(samples.map(\.seconds), values) * 600 / mean * 100 : 0
     }
 
     /// Stops the churn (kill -9) and waits until the watched brokers have only their long-lived clients.

@@ -55,7 +55,11 @@ import Testing
         let (_, output) = try runToExit("repbroker", ["bench", "soak", "--minutes", "0.4", "--sample-seconds", "4",
                                                       "--clients", "4", "--json"], timeout: 240)
         struct Sample: Decodable { let descriptors: Int; let threads: Int; let file_mappings: Int; let shared_mappings: Int }
-        struct Broker: Decodable { let site: Int32; let baseline: Sample; let end: Sample; let returned_to_baseline: Bool }
+        struct Memory: Decodable { let rss_bytes: Int; let own_rss_bytes: Int }
+        struct Broker: Decodable {
+            let site: Int32; let baseline: Sample; let end: Sample; let returned_to_baseline: Bool
+            let quiesced_samples: [Memory]
+        }
         struct Report: Decodable { let clients_started: Int; let clients_killed: Int; let replies: Int; let brokers: [Broker] }
         let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "\(output.suffix(1000))")
         let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
@@ -64,6 +68,9 @@ import Testing
         for broker in report.brokers {
             #expect(broker.returned_to_baseline, "site \(broker.site): \(broker.baseline) -> \(broker.end)")
             #expect(broker.baseline.shared_mappings > 0, "the long-lived channel server's rings are counted")
+            // The memory criterion's samples: the baseline and the end, both with the churn paused.
+            #expect(broker.quiesced_samples.count >= 2)
+            #expect(broker.quiesced_samples.allSatisfy { $0.own_rss_bytes > 0 && $0.own_rss_bytes <= $0.rss_bytes })
         }
     }
 
