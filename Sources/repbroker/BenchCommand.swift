@@ -29,8 +29,9 @@ enum BenchCommand: Command {
         requests, and one in four is killed with -9. A fourth site joins at a third of the run and site 3 is removed
         at two thirds. Every --sample-seconds it samples sites 1 and 2's brokers: resident memory, descriptors,
         threads and mappings. The baseline is taken after a warm-up (a fifth of the run, at most 10 minutes), with
-        the churn paused. Passes when their resident memory grows by less than 1% per 10 minutes after the warm-up
-        (least squares) and their descriptors, threads and file and shared-memory mappings (clients' rings) are
+        the churn paused, and the churn pauses again every minute for a quiesced sample. Passes when their own
+        resident memory (RssAnon + RssFile: not the clients' shared rings) grows by less than 1% per 10 minutes
+        over the quiesced samples (least squares) and their descriptors, threads and file and shared-memory mappings (clients' rings) are
         back at the baseline once the churn stops; anonymous mappings (the allocator's) are shown. Exit 1 when it
         does not pass.
 
