@@ -136,7 +136,7 @@ extension Broker {
         link.connection?.closedQuietly = true
         link.connection?.close(reason: "site \(siteID) was removed from the group")
         link.dialing?.close(reason: "site \(siteID) was removed from the group")
-        link.clearQueues()
+        link.releaseQueues()
         saveMembership()
         spread(FrameParser.encode(.removeSite, body: RemoveSiteFrame(siteID: siteID).body), except: source)
         logger.info("site removed from the group", ["peer.site_id": "\(siteID)", "by": source.map { "site \($0.siteID)" } ?? "admin"])

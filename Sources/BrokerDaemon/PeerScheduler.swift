@@ -101,6 +101,15 @@ extension PeerLink {
         readyCursor = 0
     }
 
+    /// Empties every queue for good and gives back their memory (flows are made again on first use): the link's
+    /// site was removed from the group.
+    func releaseQueues() {
+        clearQueues()
+        wire.releaseMemory()
+        control.releaseMemory()
+        flows.removeAll()
+    }
+
     /// Forgets `group`'s flows (released: they are empty).
     func removeFlows(of group: Group) {
         for trafficClass in TrafficClass.allCases {

@@ -127,6 +127,16 @@ public final class ByteBuffer {
         if capacity > Self.retainedCapacity * 64 { shrinkIfIdle() }
     }
 
+    /// Drops everything and returns to the initial capacity, for a buffer that will not be used again soon.
+    public func releaseMemory() {
+        readIndex = 0
+        writeIndex = 0
+        guard capacity > initialCapacity else { return }
+        base.deallocate()
+        base = .allocate(byteCount: initialCapacity, alignment: 16)
+        capacity = initialCapacity
+    }
+
     /// Drops everything.
     public func clear() {
         readIndex = 0

@@ -84,4 +84,10 @@ public final class FrameQueue {
         frontRemaining = 0
         buffer.clear()
     }
+
+    /// Empties the queue and gives back its memory.
+    public func releaseMemory() {
+        frontRemaining = 0
+        buffer.releaseMemory()
+    }
 }

@@ -304,11 +304,16 @@ final class SoakBench {
     }
 
     /// Stops the churn (kill -9) and waits until the watched brokers have only their long-lived clients.
+    /// A broker hands freed memory back to the system 1 s after a client leaves (malloc_trim on its tick):
+    /// samples of a quiesced broker wait that long plus a margin, or they would count what it is about to free.
+    static let trimSettleSeconds = 1.5
+
     func quiesce(_ watched: [BrokerProcess]) {
         for entry in churn { entry.process.kill9() }
         for entry in churn { entry.process.waitForOutputEnd(timeout: 1) }
         churn.removeAll()
         for broker in watched { _ = broker.waitForStats(timeout: 30) { $0.clients.count == 2 } }
+        usleep(UInt32(Self.trimSettleSeconds * 1_000_000))
     }
 
     /// Site 4 joins through site 1, with its own long-lived clients.

@@ -30,6 +30,21 @@ import Testing
         }
     }
 
+    /// Draining keeps growth up to `retainedCapacity` (bursts do not reallocate); releasing gives it all back.
+    @Test func releasingMemoryReturnsToTheInitialCapacityWhereClearingKeepsIt() {
+        let queue = FrameQueue(capacity: 64)
+        queue.buffer.append(Array(repeating: 7, count: 100_000))
+        let grown = queue.buffer.capacity
+        #expect(grown >= 100_000 && grown <= ByteBuffer.retainedCapacity)
+        queue.clear()
+        #expect(queue.isEmpty && queue.buffer.capacity == grown)
+        queue.buffer.append([1, 2, 3])
+        queue.releaseMemory()
+        #expect(queue.isEmpty && queue.frontRemaining == 0 && queue.buffer.capacity == 64)
+        queue.buffer.append([4, 5])
+        #expect(Array(queue.readable) == [4, 5])
+    }
+
     func messageFrame(_ rec: [UInt8], destination: Int32 = 2) -> [UInt8] {
         let buffer = ByteBuffer(capacity: 64)
         let header = MessageHeader(destination: destination, controlLength: 0, recLength: UInt32(rec.count))
