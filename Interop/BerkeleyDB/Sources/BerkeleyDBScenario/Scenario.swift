@@ -117,8 +117,12 @@ public final class Scenario: @unchecked Sendable {
     }
 
     func dump(_ site: Site) -> [String]? {
-        guard let child = try? ChildProcess(name: "dump", program: self.site, arguments: ["dump", "--home", site.home]),
-              child.waitForExit(timeout: 30) == 0 else { return nil }
+        guard let child = try? ChildProcess(name: "dump", program: self.site, arguments: ["dump", "--home", site.home])
+        else { return nil }
+        guard child.waitForExit(timeout: 30) == 0 else {
+            child.kill9()
+            return nil
+        }
         child.waitForOutputEnd(timeout: 5)
         return child.lines
     }
@@ -180,13 +184,26 @@ public final class Scenario: @unchecked Sendable {
     func awaitConvergence(_ running: [Site], count: Int, timeout: Double = 120) throws -> [String] {
         var last: [[String]] = []
         let converged = Deadline.wait(timeout: timeout, interval: 0.5) {
+            restartExitedReplication(running)
             last = running.compactMap(dump)
             return last.count == running.count && last.allSatisfy { $0 == last[0] } && last[0].count == count
         }
         guard converged, let result = last.first else {
-            throw ScenarioFailure("dumps did not converge: sizes \(last.map(\.count)), expected \(count) keys")
+            throw ScenarioFailure("dumps did not converge: sizes \(last.map(\.count)), expected \(count) keys\n"
+                + replicationReport(running).joined(separator: "\n"))
         }
         return result
+    }
+
+    /// Restarts, as a client with recovery, a replication process that ended by itself, as a site's init system
+    /// would: it exits for recovery (2) or to be re-initialized from the master (3).
+    func restartExitedReplication(_ sites: [Site]) {
+        for site in sites {
+            guard let replicate = site.replicate, !replicate.isRunning,
+                  replicate.process.terminationReason == .exit else { continue }
+            log("site \(site.id): the replication process exited (\(replicate.process.terminationStatus)); restarting it")
+            try? startReplication(site, asMaster: false)
+        }
     }
 
     func elapsed() -> Int { Int((Posix.monotonicNanoseconds() - started) / 1_000_000) }
@@ -267,6 +284,17 @@ public final class Scenario: @unchecked Sendable {
                               txnsCommitted: before.committed + after.committed, converged: true,
                               electedMilliseconds: elected, failoverMilliseconds: failover, permFailures: before.permFailures + after.permFailures,
                               elapsedMilliseconds: elapsed())
+    }
+
+    /// Each site's replication process: running or how it ended, its last status lines and the end of its stderr.
+    func replicationReport(_ sites: [Site]) -> [String] {
+        sites.map { site in
+            guard let replicate = site.replicate else { return "site \(site.id): no replication process" }
+            let state = replicate.isRunning ? "running" : "exited (\(replicate.process.terminationStatus))"
+            let err = (try? String(contentsOfFile: site.broker.directory + "/replicate\(site.id).err", encoding: .utf8)) ?? ""
+            return "site \(site.id): replication \(state); output: \(replicate.lines.suffix(12).joined(separator: " | "))"
+                + "; stderr: \(err.suffix(800))"
+        }
     }
 
     /// Processes of the group that exited while they should run, with the end of their stderr.

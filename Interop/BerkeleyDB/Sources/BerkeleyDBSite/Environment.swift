@@ -2,6 +2,7 @@
 // database calls the site's processes make. Berkeley DB's methods are function pointers in its structs.
 import CBerkeleyDB
 import Foundation
+import Synchronization
 
 public struct BDBError: Error, CustomStringConvertible {
     public let call: String
@@ -25,6 +26,11 @@ func withDBT<R>(_ bytes: inout [UInt8], _ body: (inout DBT) -> R) -> R {
     }
 }
 
+/// How many times Berkeley DB reported that a recovery function failed (BDB1520 and its kin: "Recovery function
+/// for LSN ... failed"), in any environment of this process. A client's sync rolls its log back with recovery,
+/// so a count that grows during rep_process_message means that sync failed.
+let recoveryFunctionFailures = Atomic<Int>(0)
+
 /// An open DB_ENV.
 public final class Environment: @unchecked Sendable {
     public let handle: UnsafeMutablePointer<DB_ENV>
@@ -40,6 +46,7 @@ public final class Environment: @unchecked Sendable {
         self.home = home
         env.pointee.set_errcall(env) { _, prefix, message in
             let text = message.map { String(cString: $0) } ?? ""
+            if text.contains("Recovery function for LSN") { recoveryFunctionFailures.add(1, ordering: .relaxed) }
             FileHandle.standardError.write(Data("bdb: \(text)\n".utf8))
         }
         do {
@@ -59,15 +66,6 @@ public final class Environment: @unchecked Sendable {
         try check(handle.pointee.rep_stat(handle, &stats, 0), "DB_ENV->rep_stat")
         defer { free(stats) }
         return stats?.pointee.st_status ?? 0
-    }
-
-    /// Whether this client has finished its sync-up with the current master (DB_REP_STAT's
-    /// st_startup_complete); nil when the statistics cannot be read.
-    public func syncedWithMaster() -> Bool? {
-        var stats: UnsafeMutablePointer<DB_REP_STAT>?
-        guard handle.pointee.rep_stat(handle, &stats, 0) == 0, let stats else { return nil }
-        defer { free(stats) }
-        return stats.pointee.st_startup_complete != 0
     }
 
     /// Opens (and with `create`, creates) a btree database in its own transaction.

@@ -14,10 +14,6 @@
 import Foundation
 
 enum Reinitialization {
-    /// Failed rep_process_message calls in a row of a synced client (see ReplicationProcess.process) that ask
-    /// for one; a client still syncing asks at the first.
-    static let failuresBeforeRequest = 3
-
     static func markerPath(home: String) -> String { home + "/REINITIALIZE" }
 
     /// Records the request in the environment's home and ends the process with exit 3. Its restart, like a

@@ -50,9 +50,6 @@ public final class ReplicationProcess: @unchecked Sendable {
     var lastFlush = Date()
     /// When a message from the master this process knows last arrived (the master flushes every second).
     var lastFromMaster = Date()
-    /// rep_process_message calls in a row that failed with an error the library does not document as a
-    /// message's outcome (see `process`). Only the message loop touches it.
-    var failuresInARow = 0
 
     public init(options: ReplicateOptions) throws {
         self.options = options
@@ -154,6 +151,7 @@ public final class ReplicationProcess: @unchecked Sendable {
         var control = message.control
         var rec = message.rec
         var returned = DB_LSN()
+        let recoveryFailuresBefore = recoveryFunctionFailures.load(ordering: .relaxed)
         let rc: Int32 = withDBT(&control) { controlDBT in
             withDBT(&rec) { recDBT in
                 env.pointee.rep_process_message(env, &controlDBT, &recDBT, message.source, &returned)
@@ -161,9 +159,8 @@ public final class ReplicationProcess: @unchecked Sendable {
         }
         switch rc {
         case 0, DB_REP_NOTPERM, DB_REP_IGNORE:
-            failuresInARow = 0
+            break
         case DB_REP_ISPERM:
-            failuresInARow = 0
             try? client.acknowledge(lsn: LSN(file: returned.file, offset: returned.offset), to: message.source)
         case DB_REP_NEWSITE:
             say("newsite from=\(message.source) cdata=\(String(decoding: message.rec, as: UTF8.self))")
@@ -178,19 +175,14 @@ public final class ReplicationProcess: @unchecked Sendable {
         case DB_RUNRECOVERY:
             complain("bdb-site: rep_process_message: the environment needs recovery")
             exit(2)
-        case DB_LOCK_DEADLOCK, DB_LOCK_NOTGRANTED, DB_REP_LOCKOUT:
-            break
         default:
             let reason = "rep_process_message from site \(message.source): " + String(cString: db_strerror(rc))
             complain("bdb-site: \(reason)")
-            // A client that fails before its sync-up is done cannot sync: Berkeley DB failed the recovery that
-            // rolls its log back to the master's (seen when a file id was reused after the recovery that followed
-            // a writer's kill -9), and fails it again with every message and after a restart with recovery. A
-            // copy of the master is the way on. A synced client asks after a run of failures; a master never.
-            failuresInARow += 1
-            guard !isMasterNow else { return }
-            if environment?.syncedWithMaster() == false || failuresInARow >= Reinitialization.failuresBeforeRequest {
-                Reinitialization.request(home: options.home, reason: reason)
+            // The recovery that rolls a client's log back to the master's failed (seen when a file id was reused
+            // after the recovery that followed a writer's kill -9). It fails again with every message and after a
+            // restart with recovery: a copy of the master is the way on.
+            if recoveryFunctionFailures.load(ordering: .relaxed) != recoveryFailuresBefore && !isMasterNow {
+                Reinitialization.request(home: options.home, reason: reason + " (a recovery function failed)")
             }
         }
     }
