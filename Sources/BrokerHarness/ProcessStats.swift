@@ -31,15 +31,8 @@ public enum ProcessStats {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// Resident memory of `pid` in bytes.
-    public static func residentBytes(_ pid: Int32) -> Int {
-        guard let status = read("/proc/\(pid)/status") else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-            return kilobytes * 1024
-        }
-        return 0
-    }
+    /// Resident memory of `pid` in bytes (VmRSS: every kind).
+    public static func residentBytes(_ pid: Int32) -> Int { residentMemory(pid).total }
 
     /// Resident memory of `pid` by kind (/proc/PID/status), in bytes.
     public struct ResidentMemory: Sendable {

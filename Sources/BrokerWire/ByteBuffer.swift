@@ -115,6 +115,10 @@ public final class ByteBuffer {
     /// Returns to the initial capacity when empty and grown past `retainedCapacity` (a large message).
     public func shrinkIfIdle() {
         guard isEmpty, capacity > max(initialCapacity, Self.retainedCapacity) else { return }
+        returnToInitialCapacity()
+    }
+
+    private func returnToInitialCapacity() {
         base.deallocate()
         base = .allocate(byteCount: initialCapacity, alignment: 16)
         capacity = initialCapacity
@@ -131,10 +135,7 @@ public final class ByteBuffer {
     public func releaseMemory() {
         readIndex = 0
         writeIndex = 0
-        guard capacity > initialCapacity else { return }
-        base.deallocate()
-        base = .allocate(byteCount: initialCapacity, alignment: 16)
-        capacity = initialCapacity
+        if capacity > initialCapacity { returnToInitialCapacity() }
     }
 
     /// Drops everything.
