@@ -1,5 +1,8 @@
 // One line per event on stderr: time, level, message, dotted metadata. Disabled levels cost nothing
-// (messages and metadata are autoclosures).
+// (messages and metadata are autoclosures). Text from outside (client, group and channel names, a peer's or a
+// client's ERROR reason) reaches the log through the message and the metadata values, so both are escaped
+// here, once for every caller: a line break cannot forge a line, and no control or terminal escape byte
+// reaches the terminal.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,12 +45,19 @@ public struct Logger: Sendable {
         _ level: LogLevel, _ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Metadata = [:]
     ) {
         guard level >= self.level else { return }
-        var line = "\(Self.timestamp()) \(level) \(label): \(message())"
-        for (key, value) in metadata() {
-            line += " \(key)=\(value.contains(" ") ? "\"\(value)\"" : value)"
+        Console.writeError(Self.line(timestamp: Self.timestamp(), level, label: label, message(), metadata()))
+    }
+
+    /// One log line, newline included: the message and every metadata value escaped (`TerminalText`), a value
+    /// quoted when it is empty or holds a space, a quote or an equals sign.
+    static func line(timestamp: String, _ level: LogLevel, label: String, _ message: String, _ metadata: Metadata)
+        -> String {
+        var line = "\(timestamp) \(level) \(label): \(TerminalText.escaped(message))"
+        for (key, value) in metadata {
+            let quoted = value.isEmpty || value.unicodeScalars.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" })
+            line += " \(key)=" + (quoted ? "\"\(TerminalText.escaped(value, inQuotes: true))\"" : TerminalText.escaped(value))
         }
-        line += "\n"
-        Console.writeError(line)
+        return line + "\n"
     }
 
     public func trace(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.trace, m(), md()) }

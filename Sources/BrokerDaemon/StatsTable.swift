@@ -55,8 +55,9 @@ extension BrokerStats {
     }
 }
 
-/// Left-aligned columns separated by two spaces.
-func render(_ rows: [[String]]) -> String {
+/// Left-aligned columns separated by two spaces; every cell escaped (names come from clients and peers).
+func render(_ raw: [[String]]) -> String {
+    let rows = raw.map { $0.map { TerminalText.escaped($0) } }
     guard let header = rows.first else { return "" }
     var widths = header.map(\.count)
     for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }

@@ -144,4 +144,28 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
             #expect(stats.clients.isEmpty && stats.totals.badFrames == 0)
         }
     }
+
+    /// Names a client chose and a peer's ERROR reason reach the log escaped: a line break cannot forge a log
+    /// line, and no control or escape byte reaches the operator's terminal (the log or `repbroker stats`).
+    @Test func textFromOutsideIsEscapedInTheLogAndTheStatsTable() throws {
+        try withSites(1) { sites in
+            let broker = sites.broker(1)
+            let forged = "2026-01-01T00:00:00.000Z error repbrokerd: FORGED"
+            let named = try client(broker, name: "n\n\(forged)\u{1B}[2J", group: "g\r\(forged)")
+            defer { named.close() }
+            let raw = try RawConnection.tcp(port: broker.port)
+            raw.write(FrameParser.encode(.error, body: ErrorFrame(code: .unknownSite, reason: "r\n\(forged)\u{7}").body))
+            _ = raw.readUntilClosed()
+            raw.close()
+            #expect(Deadline.wait(timeout: 10) { broker.log.contains("peer refused the connection") })
+            let lines = broker.log.split(separator: "\n")
+            #expect(!lines.contains { $0.hasPrefix("2026-01-01") }, "a forged line: \(lines)")
+            #expect(!broker.log.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
+            #expect(broker.log.contains("client.name=\"n\\n\(forged)\\u{1B}[2J\""))
+            #expect(broker.log.contains("group=\"g\\r\(forged)\""))
+            #expect(broker.log.contains("r\\n\(forged)\\u{7}"))
+            let table = try broker.stats().table
+            #expect(!table.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" } && !table.contains("\n\(forged)"))
+        }
+    }
 }
