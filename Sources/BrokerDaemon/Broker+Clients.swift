@@ -59,6 +59,9 @@ extension Broker {
         if client.roleState == .receiver {
             sendSiteStates(to: client)
             handOverPending(group, to: client)
+        } else if group.producersPaused {
+            // A producer that arrives while its group is congested waits like the others.
+            client.setReadingPaused(true)
         }
         logger.info("client registered", [
             "client.id": "\(client.id)", "client.pid": "\(client.pid)", "client.name": frame.name,
@@ -101,6 +104,7 @@ extension Broker {
         }
         group.receiver = next
         next.roleState = .receiver
+        next.setReadingPaused(false)  // a receiver is never paused
         next.send(.role, body: RoleFrame(roleState: .receiver).body)
         sendSiteStates(to: next)
         handOverPending(group, to: next)
@@ -131,31 +135,34 @@ extension Broker {
                 full.refused += 1
                 status = .queueFull
             } else {
+                var queued = 0
+                var dropped = 0
                 for link in linkList where !link.removed {
                     if link.hasRoom(for: size) {
                         let flow = link.flow(group, .replication)
                         link.enqueue(out, payload: payload, in: flow)
                         if flow.queue.readableBytes > backpressureBytes { congest(group) }
+                        queued += 1
                     } else {
                         link.dropped += 1
+                        dropped += 1
                     }
                 }
+                if dropped > 0 { status = queued == 0 ? .queueFull : .partlyQueued }
             }
         case .local(let site):
             out.group = 0
             out.destination = site
-            deliverLocally(group, out, payload: payload)
+            if !deliverLocally(group, out, payload: payload) { status = .queueFull }
         case .peer(let link):
             out.destination = link.siteID
             if link.hasRoom(for: size) {
                 let flow = link.flow(group, .replication)
                 link.enqueue(out, payload: payload, in: flow)
                 if flow.queue.readableBytes > backpressureBytes { congest(group) }
-            } else if permanent {
-                link.refused += 1
-                status = .queueFull
             } else {
-                link.dropped += 1
+                if permanent { link.refused += 1 } else { link.dropped += 1 }
+                status = .queueFull
             }
         case .noMaster, .unroutable:
             status = .unroutable
@@ -184,12 +191,15 @@ extension Broker {
         return .peer(link)
     }
 
-    /// Hands a message (header already labelled for the client) to the group's receiver, or queues it.
-    func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) {
+    /// Hands a message (header already labelled for the client) to the group's receiver, or queues it; false
+    /// when it was dropped (a full queue; counted).
+    @discardableResult
+    func deliverLocally(_ group: Group, _ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {
         if let receiver = group.$receiver {
-            if receiver.with({ $0.deliver(header, payload: payload) }) { group.delivered += 1 } else { group.dropped += 1 }
+            let delivered = receiver.with { $0.deliver(header, payload: payload) }
+            if delivered { group.delivered += 1 } else { group.dropped += 1 }
             if receiver.with({ $0.output.byteCount }) > backpressureBytes { congest(group) }
-            return
+            return delivered
         }
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
         guard group.pending.isEmpty || group.pending.byteCount + size <= config.inboundQueueBytes else {
@@ -199,10 +209,11 @@ extension Broker {
                     "group": group.name, "group.dropped": "\(group.dropped)",
                 ])
             }
-            return
+            return false
         }
         header.append(payload: payload, to: group.pending.buffer)
         group.pendingMessages += 1
         group.pendingPayloadBytes += payload.count
+        return true
     }
 }

@@ -154,6 +154,13 @@ final class LocalClient: Connection {
 
     var transportName: String { rings == nil ? "uds" : "shm" }
 
+    /// Whether the broker takes none of this client's messages for now (its group is congested): its socket is
+    /// out of epoll's read interest, or its ring is not drained.
+    var isPausedProducer: Bool {
+        guard roleState != .receiver, let group else { return false }
+        return rings == nil ? readingPaused : group.congested
+    }
+
     /// A client that exits right after its last send has its records still in the ring: handle them first.
     override func otherSideClosed() {
         if rings != nil { broker.drainRing(of: self, budget: .max, toTheEnd: true) }

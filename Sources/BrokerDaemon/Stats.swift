@@ -85,6 +85,8 @@ public struct ClientStats: Codable, Sendable {
     public var ackPolicy: String
     public var permanentAcked: Int
     public var permanentFailed: Int
+    /// The broker takes none of this client's messages for now: it produces for a congested group.
+    public var paused: Bool
     /// Shared-memory clients: each ring's size and the bytes in use in each direction.
     public var ringBytes: Int?
     public var ringToBrokerUsed: Int?
@@ -93,7 +95,7 @@ public struct ClientStats: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case id, pid, name, group, roles, transport, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
-        case dropped, ackPolicy = "ack_policy", permanentAcked = "perm_acked", permanentFailed = "perm_failed"
+        case dropped, ackPolicy = "ack_policy", permanentAcked = "perm_acked", permanentFailed = "perm_failed", paused
         case ringBytes = "ring_bytes", ringToBrokerUsed = "ring_to_broker_used", ringToClientUsed = "ring_to_client_used"
     }
 }
@@ -205,6 +207,7 @@ extension Broker {
                 messagesReceived: client.messagesReceived, bytesReceived: client.bytesReceived,
                 queuedBytes: client.output.byteCount, dropped: client.dropped, ackPolicy: "\(client.ackPolicy)",
                 permanentAcked: client.permanentAcked, permanentFailed: client.permanentFailed,
+                paused: client.isPausedProducer,
                 ringBytes: client.rings?.ringBytes, ringToBrokerUsed: client.rings?.reader.ring.usedBytes,
                 ringToClientUsed: client.rings?.writer.ring.usedBytes)
         }

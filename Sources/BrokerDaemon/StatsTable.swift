@@ -25,11 +25,11 @@ extension BrokerStats {
         }
         out += "\nCLIENTS\n"
         out += render([["id", "pid", "name", "group", "roles", "transport", "msgs_sent", "bytes_sent", "msgs_recv",
-                        "bytes_recv", "queued", "dropped", "ring_fill"]]
+                        "bytes_recv", "queued", "dropped", "paused", "ring_fill"]]
             + clients.map { c in
                 ["\(c.id)", "\(c.pid)", c.name.isEmpty ? "-" : c.name, c.group, c.roles.joined(separator: ","),
                  c.transport, "\(c.messagesSent)", "\(c.bytesSent)", "\(c.messagesReceived)", "\(c.bytesReceived)",
-                 "\(c.queuedBytes)", "\(c.dropped)", ringFill(c)]
+                 "\(c.queuedBytes)", "\(c.dropped)", c.paused ? "yes" : "no", ringFill(c)]
             })
         out += "\nGROUPS\n"
         out += render([["group", "master", "receiver", "standbys", "delivered", "pending", "dropped", "waiting_acks"]]

@@ -156,10 +156,14 @@ public enum RoleState: UInt16, Sendable {
 
 /// Outcome of a send that asked for one (`RB_SEND_*`).
 public enum SendStatus: UInt32, Sendable {
+    /// Queued for every destination (and, for a PERMANENT message with an LSN, acknowledged as asked).
     case ok = 0
+    /// Queued nowhere: a destination's queue was full (refused, or dropped and counted).
     case queueFull = 1
     case unroutable = 2
     case ackTimeout = 3
+    /// A broadcast queued for some sites and dropped (counted) at the others, whose queues were full.
+    case partlyQueued = 4
 }
 
 /// How many sites must acknowledge a PERMANENT message before its send succeeds (`RB_ACK_*`).

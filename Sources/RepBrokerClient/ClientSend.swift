@@ -166,7 +166,8 @@ extension ClientCore {
         }
         switch status {
         case .ok: return
-        case .queueFull: throw .refused("a peer queue is full")
+        case .queueFull: throw .refused("a destination's queue is full: the message was queued nowhere")
+        case .partlyQueued: throw .refused("queued for some sites and dropped at sites whose queue is full")
         case .unroutable: throw .unroutable(destination)
         case .ackTimeout: throw .notAcknowledged
         }

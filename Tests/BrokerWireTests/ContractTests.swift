@@ -52,6 +52,7 @@ import Testing
         #expect(SendStatus.queueFull.rawValue == RB_SEND_QUEUE_FULL)
         #expect(SendStatus.unroutable.rawValue == RB_SEND_UNROUTABLE)
         #expect(SendStatus.ackTimeout.rawValue == RB_SEND_ACK_TIMEOUT)
+        #expect(SendStatus.partlyQueued.rawValue == RB_SEND_PARTLY_QUEUED)
         #expect(UInt32(AckPolicy.none.rawValue) == RB_ACK_NONE && UInt32(AckPolicy.one.rawValue) == RB_ACK_ONE)
         #expect(UInt32(AckPolicy.quorum.rawValue) == RB_ACK_QUORUM && UInt32(AckPolicy.all.rawValue) == RB_ACK_ALL)
         #expect(ErrorCode.duplicateLink.rawValue == RB_ERR_DUPLICATE_LINK)

@@ -21,10 +21,10 @@ import Testing
         let sender = try client(broker)
         let payload = Array(repeating: UInt8(1), count: 1000)
         for _ in 0..<100 { try sender.send(control: [], rec: payload, to: 2) }
-        #expect(throws: BrokerClientError.refused("a peer queue is full")) {
+        #expect(throws: BrokerClientError.refused("a destination's queue is full: the message was queued nowhere")) {
             try sender.send(control: [], rec: payload, to: 2, flags: .permanent)
         }
-        #expect(throws: BrokerClientError.refused("a peer queue is full")) {
+        #expect(throws: BrokerClientError.refused("a destination's queue is full: the message was queued nowhere")) {
             try sender.send(control: [], rec: payload, to: SiteID.broadcast, flags: [.permanent, .noBuffer])
         }
         #expect(throws: BrokerClientError.unroutable(9)) { try sender.send(control: [], rec: [], to: 9, flags: .permanent) }

@@ -65,7 +65,14 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
         if (status == REPBROKER_OK) {
             switch (waiter.status) {
             case RB_SEND_OK: c->stats.permanent_acked++; break;
-            case RB_SEND_QUEUE_FULL: status = REPBROKER_EQUEUEFULL; break;
+            case RB_SEND_QUEUE_FULL:
+                rb_say(c, "a destination's queue is full: the message was queued nowhere");
+                status = REPBROKER_EQUEUEFULL;
+                break;
+            case RB_SEND_PARTLY_QUEUED:
+                rb_say(c, "queued for some sites and dropped at sites whose queue is full");
+                status = REPBROKER_EQUEUEFULL;
+                break;
             case RB_SEND_UNROUTABLE: status = REPBROKER_EUNROUTABLE; break;
             case RB_SEND_ACK_TIMEOUT: status = REPBROKER_ENOTACKED; break;
             default: status = REPBROKER_EPROTOCOL; break;

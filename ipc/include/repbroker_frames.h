@@ -73,9 +73,10 @@
 
 /* SEND_RESULT status. */
 #define RB_SEND_OK 0u
-#define RB_SEND_QUEUE_FULL 1u
+#define RB_SEND_QUEUE_FULL 1u  /* queued nowhere: a destination's queue was full (refused, or dropped and counted) */
 #define RB_SEND_UNROUTABLE 2u
 #define RB_SEND_ACK_TIMEOUT 3u /* queued, but the ack policy was not met within its timeout */
+#define RB_SEND_PARTLY_QUEUED 4u /* a broadcast queued for some sites, dropped (counted) at others with full queues */
 
 /* CHANNEL kinds and CHANNEL_RESULT status. */
 #define RB_CHANNEL_MESSAGE 0u
