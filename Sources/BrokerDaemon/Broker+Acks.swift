@@ -87,19 +87,51 @@ extension Broker {
         logger.info("master announced", ["group": group.name, "master.site_id": "\(siteID)", "by": source])
     }
 
-    /// Tells every receiver that a peer site's link came up or went down.
-    func announceSite(_ link: PeerLink, up: Bool) {
-        if !up {
-            for group in groupList { group.ackedLSN[link.index] = .zero }
+    // Site events tell a group's receiver what a direct connection to each site's receiver would: a site is up
+    // in a group while its link is up and a client holds the group's receiver role there (PEER_RECEIVER). So
+    // a site whose replication process died is down for its peers, though its broker lives on.
+
+    /// A link went down: its acks are forgotten, and the receivers of the groups that had a receiver there
+    /// hear that the site is down.
+    func siteWentDown(_ link: PeerLink) {
+        for group in groupList { group.ackedLSN[link.index] = .zero }
+        for name in link.receiverGroups.sorted() {
+            groups[name]?.receiver?.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: false))
         }
-        let event = SiteEventFrame(siteID: link.siteID, up: up)
-        for group in groupList { group.receiver?.sendSiteEvent(event) }
+        link.receiverGroups.removeAll()
     }
 
-    /// Gives a new receiver the state of every peer link.
+    /// A peer's PEER_RECEIVER: a group gained or lost its receiver at that site; this site's receiver of the
+    /// group hears the site come up or go down.
+    func peerReceiver(_ frame: PeerReceiverFrame, on connection: PeerConnection) throws(WireError) {
+        guard let link = connection.link else { return }
+        guard let name = link.remoteGroupNames[frame.group] else {
+            throw .malformed(type: .peerReceiver, reason: "group index \(frame.group) was never bound")
+        }
+        setReceiver(of: name, at: link, present: frame.present)
+    }
+
+    func setReceiver(of name: String, at link: PeerLink, present: Bool) {
+        let changed = present ? link.receiverGroups.insert(name).inserted : link.receiverGroups.remove(name) != nil
+        guard changed else { return }
+        groups[name]?.receiver?.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: present))
+    }
+
+    /// Tells every connected peer when the group gained its first receiver or lost its last one.
+    func announceReceiver(_ group: Group) {
+        let present = group.receiver != nil
+        guard present != group.receiverAnnounced else { return }
+        group.receiverAnnounced = present
+        let frame = group.receiverFrame
+        for link in linkList where link.connection != nil { link.enqueueControl(frame) }
+    }
+
+    /// Gives a new receiver the state of every peer site in its group.
     func sendSiteStates(to client: LocalClient) {
+        guard let group = client.group else { return }
         for link in linkList {
-            client.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: link.connection != nil))
+            let up = link.connection != nil && link.receiverGroups.contains(group.name)
+            client.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: up))
         }
     }
 }

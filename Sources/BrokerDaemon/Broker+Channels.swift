@@ -61,12 +61,12 @@ extension Broker {
         guard link.hasRoom(for: bytes.count) else { return channelResult(.queueFull, for: out, toSite: config.siteID) }
         let flow = link.flow(group, .channel)
         link.enqueue(frame: bytes, in: flow)
-        if flow.queue.readableBytes > backpressureBytes { congest(group) }
+        if flow.unsentBytes > backpressureBytes { congest(group) }
     }
 
     /// A channel frame from a peer: labelled with the link's site.
-    func channelFromPeer(_ connection: PeerConnection, _ frame: ChannelFrame) throws(WireError) {
-        guard let link = connection.link, let group = try boundGroup(link, frame.group, .channel) else { return }
+    func channelFromPeer(_ link: PeerLink, _ frame: ChannelFrame) throws(WireError) {
+        guard let group = try boundGroup(link, frame.group, .channel) else { return }
         guard frame.destination == config.siteID else {
             misrouted += 1
             return

@@ -59,6 +59,7 @@ extension Broker {
         if client.roleState == .receiver {
             sendSiteStates(to: client)
             handOverPending(group, to: client)
+            announceReceiver(group)
         } else if group.producersPaused {
             // A producer that arrives while its group is congested waits like the others.
             client.setReadingPaused(true)
@@ -100,6 +101,7 @@ extension Broker {
         group.dropped += handed.dropped
         guard let next = group.takeNextStandby() else {
             logger.warning("group has no receiver; inbound messages wait (bounded) for one", ["group": group.name])
+            announceReceiver(group)
             return
         }
         group.receiver = next
@@ -141,7 +143,7 @@ extension Broker {
                     if link.hasRoom(for: size) {
                         let flow = link.flow(group, .replication)
                         link.enqueue(out, payload: payload, in: flow)
-                        if flow.queue.readableBytes > backpressureBytes { congest(group) }
+                        if flow.unsentBytes > backpressureBytes { congest(group) }
                         queued += 1
                     } else {
                         link.dropped += 1
@@ -159,7 +161,7 @@ extension Broker {
             if link.hasRoom(for: size) {
                 let flow = link.flow(group, .replication)
                 link.enqueue(out, payload: payload, in: flow)
-                if flow.queue.readableBytes > backpressureBytes { congest(group) }
+                if flow.unsentBytes > backpressureBytes { congest(group) }
             } else {
                 if permanent { link.refused += 1 } else { link.dropped += 1 }
                 status = .queueFull

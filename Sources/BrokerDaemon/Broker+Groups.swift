@@ -37,7 +37,10 @@ extension Broker {
     func bind(group frame: GroupBindFrame, on connection: PeerConnection) {
         guard let link = connection.link else { return }
         // The index named another group before: what this side owed that group's flows is void.
-        if let previous = link.remoteGroupNames[frame.group], previous != frame.name { link.credit.forget(group: frame.group) }
+        if let previous = link.remoteGroupNames[frame.group], previous != frame.name {
+            link.credit.forget(group: frame.group)
+            setReceiver(of: previous, at: link, present: false)
+        }
         link.remoteGroupNames[frame.group] = frame.name
         let existing = groups[frame.name]
         link.remoteGroups[frame.group] = existing

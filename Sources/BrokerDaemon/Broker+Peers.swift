@@ -144,21 +144,32 @@ extension Broker {
         handshaking.removeAll { $0 === connection }
         connection.phase = .active
         link.connection = connection
+        if link.remoteIncarnation != hello.incarnation {
+            // Another incarnation of the peer: its numbering starts again, and what its previous one had not
+            // acknowledged may or may not have been delivered there.
+            link.credit.forgetSequences()
+            let dropped = link.dropUnacknowledged()
+            if dropped > 0 {
+                link.dropped += dropped
+                logger.warning("peer restarted: frames it had not acknowledged are dropped", [
+                    "peer.site_id": "\(link.siteID)", "dropped": "\(dropped)"])
+            }
+        }
         link.remoteIncarnation = hello.incarnation
         link.remoteGroups.removeAll(keepingCapacity: true)
         link.remoteGroupNames.removeAll(keepingCapacity: true)
+        link.receiverGroups.removeAll()
         link.lastHeard = now
         link.lastSent = now
         link.backoffMilliseconds = PeerLink.minimumBackoff
         if link.everUp { link.reconnects += 1 }
         link.everUp = true
         link.failedSinceUp = false
-        // The peer learns our group indexes anew on every connection: binds go before anything queued.
-        link.wire.discardPartialFront()
-        link.wire.prepend(groupList.flatMap { $0.master == 0 ? $0.bindFrame : $0.bindFrame + $0.masterFrame } + membersFrame)
+        // The peer learns our group indexes anew on every connection: binds (with the master and whether the
+        // group has a receiver here) go before anything queued.
         link.restartFlows(window: Int(hello.window))
+        link.wire.prepend(groupList.flatMap { $0.linkUpFrames } + membersFrame)
         connection.scheduleFlush()
-        announceSite(link, up: true)
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
                                      "queued_bytes": "\(link.queuedBytes)"])
     }
@@ -174,12 +185,11 @@ extension Broker {
             link.connection = nil
             link.remoteGroups.removeAll()
             link.remoteGroupNames.removeAll()
-            if link.wire.discardPartialFront() { link.dropped += 1 }
             if !connection.closedQuietly {
                 link.failedSinceUp = true
                 link.nextDialAt = now + UInt64(PeerLink.minimumBackoff) * 1_000_000
             }
-            announceSite(link, up: false)
+            siteWentDown(link)
             logger.warning("peer link down", ["peer.site_id": "\(link.siteID)", "reason": reason,
                                               "queued_bytes": "\(link.queuedBytes)"])
         } else if link.dialing === connection {
@@ -190,10 +200,27 @@ extension Broker {
         }
     }
 
+    /// Whether a data frame of the peer (MESSAGE or CHANNEL, numbered `sequence` in its flow) is to be handled:
+    /// false for one this broker handled before a reconnect (the peer had no ack for it and sent it again).
+    /// Either way it is counted for the flow's credit. Its group index must have been bound on this connection.
+    func isNew(_ index: UInt32, _ trafficClass: TrafficClass, _ sequence: UInt32, size: Int,
+               on link: PeerLink) throws(WireError) -> Bool {
+        guard link.remoteGroupNames[index] != nil else {
+            throw .malformed(type: trafficClass == .replication ? .message : .channel,
+                             reason: "group index \(index) was never bound")
+        }
+        let id = PeerFlow.id(group: index, trafficClass)
+        link.credit.received(flow: id, bytes: size, batch: creditBatch)
+        guard link.credit.accept(flow: id, sequence: sequence) else {
+            link.duplicates += 1
+            return false
+        }
+        return true
+    }
+
     /// A peer's MESSAGE: labelled with the link's site (not what the frame claims) and handed over.
-    func deliver(fromPeer connection: PeerConnection, _ header: MessageHeader,
+    func deliver(fromPeer link: PeerLink, _ header: MessageHeader,
                  payload: UnsafeRawBufferPointer) throws(WireError) {
-        guard let link = connection.link else { return }
         var bound = link.remoteGroups[header.group]
         if bound == nil { bound = try boundGroup(link, header.group, .message) }
         link.messagesReceived += 1

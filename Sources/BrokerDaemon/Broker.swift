@@ -201,7 +201,7 @@ public final class Broker {
                 var left = owed.bytes
                 while left > 0 {
                     let bytes = min(left, Int(UInt32.max))
-                    CreditFrame(group: UInt32(id >> 1), trafficClass: trafficClass, bytes: UInt32(bytes))
+                    CreditFrame(group: UInt32(id >> 1), trafficClass: trafficClass, bytes: UInt32(bytes), acked: owed.acked)
                         .append(to: link.control.buffer)
                     left -= bytes
                 }
@@ -300,6 +300,8 @@ public final class Broker {
         dialJoinTargets()
         for link in linkList where !link.removed {
             if let connection = link.connection {
+                // What is owed short of a batch goes back too, so the peer lets its acknowledged frames go.
+                link.credit.dueAll()
                 let silent = now &- link.lastHeard
                 if silent > 3 * heartbeatNanoseconds {
                     connection.close(reason: "no traffic for \(silent / 1_000_000) ms")

@@ -31,6 +31,8 @@ final class Group {
     @exclusivity(unchecked) var congested = false
     /// Its local producers' sockets are out of epoll's read interest.
     var producersPaused = false
+    /// Whether the peers were last told that a client holds the receiver role here (PEER_RECEIVER).
+    var receiverAnnounced = false
     /// When the group was last seen idle (no client, nothing queued); 0 while in use.
     var idleSince: UInt64 = 0
 
@@ -50,6 +52,13 @@ final class Group {
 
     var bindFrame: [UInt8] { FrameParser.encode(.groupBind, body: GroupBindFrame(group: index, name: name).body) }
     var masterFrame: [UInt8] { FrameParser.encode(.peerMaster, body: MasterFrame(group: index, siteID: master).peerBody) }
+    var receiverFrame: [UInt8] {
+        FrameParser.encode(.peerReceiver, body: PeerReceiverFrame(group: index, present: receiverAnnounced).body)
+    }
+    /// What a link coming up learns of the group: its index, its master if known, and that it has a receiver here.
+    var linkUpFrames: [UInt8] {
+        bindFrame + (master == 0 ? [] : masterFrame) + (receiverAnnounced ? receiverFrame : [])
+    }
 
     /// No client and nothing queued: the group may be released (after the grace period).
     var isIdle: Bool {

@@ -88,10 +88,10 @@ final class PeerConnection: Connection {
         switch (phase, frame.type) {
         case (.active, .message):
             let header = try MessageHeader(body: frame.body)
-            try broker.deliver(fromPeer: self, header,
+            guard let link, try broker.isNew(header.group, .replication, UInt32(bitPattern: header.source),
+                                              size: frame.totalSize, on: link) else { return }
+            try broker.deliver(fromPeer: link, header,
                                payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
-            link?.credit.received(flow: PeerFlow.id(group: header.group, .replication), bytes: frame.totalSize,
-                                  batch: broker.creditBatch)
         case (.active, .heartbeat):
             break
         case (.active, .groupBind):
@@ -100,9 +100,9 @@ final class PeerConnection: Connection {
             try broker.peerAcknowledged(PeerAckFrame(body: frame.body), on: self)
         case (.active, .channel):
             let channel = try ChannelFrame(body: frame.body)
-            try broker.channelFromPeer(self, channel)
-            link?.credit.received(flow: PeerFlow.id(group: channel.group, .channel), bytes: frame.totalSize,
-                                  batch: broker.creditBatch)
+            guard let link, try broker.isNew(channel.group, .channel, UInt32(bitPattern: channel.source),
+                                              size: frame.totalSize, on: link) else { return }
+            try broker.channelFromPeer(link, channel)
         case (.active, .credit):
             link?.credited(try CreditFrame(body: frame.body))
         case (.active, .channelResult):
@@ -113,6 +113,8 @@ final class PeerConnection: Connection {
             broker.removeSite(try RemoveSiteFrame(body: frame.body).siteID, from: link)
         case (.active, .peerMaster):
             try broker.peerAnnouncedMaster(MasterFrame(peerBody: frame.body), on: self)
+        case (.active, .peerReceiver):
+            try broker.peerReceiver(PeerReceiverFrame(body: frame.body), on: self)
         case (.handshaking, .hello) where hello == nil:
             let received = try HelloFrame(body: frame.body)
             hello = received

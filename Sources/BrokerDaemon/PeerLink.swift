@@ -39,8 +39,13 @@ final class PeerLink {
     let queueLimit: Int
     /// The window the peer announced in its HELLO: where each flow starts on a new connection.
     var peerWindow = Int(Wire.defaultFlowWindow)
-    /// What this side owes the peer's flows.
+    /// What this side owes the peer's flows, and the last of their frames it handled.
     var credit = CreditLedger()
+    /// The last sequence number given to a frame of each of this side's flows, by flow id (PeerScheduler.swift).
+    var lastSequence: [UInt32] = []
+    /// Groups (by name) in which the peer site has a client holding the receiver role (its PEER_RECEIVER frames
+    /// on the current connection).
+    var receiverGroups: Set<String> = []
     var connection: PeerConnection?
     var dialing: PeerConnection?
     var remoteIncarnation: UInt64 = 0
@@ -65,6 +70,10 @@ final class PeerLink {
     var dropped = 0
     var refused = 0
     var reconnects = 0
+    /// Frames sent again on a new connection because the peer had not acknowledged them.
+    var resent = 0
+    /// Frames of the peer dropped here as already handled (it sent them again after a reconnect).
+    var duplicates = 0
 
     static let minimumBackoff = 100
     static let maximumBackoff = 5000
@@ -128,7 +137,7 @@ final class PeerLink {
 
     @inline(__always)
     private func flowHasData(_ flow: PeerFlow) {
-        if !flow.isReady && flow.window > 0 {
+        if !flow.isReady && flow.canSend {
             flow.isReady = true
             ready.append(flow)
         }

@@ -2,6 +2,9 @@
 // the ready flows in turn (deficit round robin by bytes, `quantum` per turn), each while its window lasts,
 // until the wire holds `wireTarget` bytes. So a heartbeat, an ack or a CREDIT waits behind at most one wire's
 // worth of data, and a group's frames behind at most a quantum of each other busy flow's, plus the wire.
+// A data frame sent the first time gets the flow's next sequence number; it stays in its flow's queue until the
+// peer acknowledges it, and a new connection to the same peer sends the unacknowledged ones again, first
+// (PeerFlow.swift).
 import BrokerWire
 
 extension PeerLink {
@@ -23,19 +26,27 @@ extension PeerLink {
                 flow.inTurn = true
             }
             while wire.byteCount < target, flow.window > 0,
-                  let size = FrameParser.pendingFrameSize(in: flow.queue.readable), size <= flow.deficit {
-                wire.buffer.append(UnsafeRawBufferPointer(rebasing: flow.queue.readable[..<size]))
-                flow.queue.consume(size)
-                flowBytes -= size
+                  let size = FrameParser.pendingFrameSize(in: UnsafeRawBufferPointer(rebasing: flow.queue.readable[flow.wiredBytes...])),
+                  size <= flow.deficit {
+                let frame = flow.queue.base + flow.queue.readIndex + flow.wiredBytes
+                if flow.wiredBytes < flow.unackedBytes {
+                    resent += 1
+                } else {
+                    // Sent the first time: numbered, and kept until acknowledged.
+                    frame.storeBytes(of: nextSequence(of: flow).littleEndian, toByteOffset: PeerFlow.sequenceOffset, as: UInt32.self)
+                    flow.unackedBytes += size
+                    flow.messagesSent += 1
+                    flow.bytesSent += size
+                }
+                wire.buffer.append(UnsafeRawBufferPointer(start: frame, count: size))
+                flow.wiredBytes += size
                 flow.deficit -= size
                 flow.window -= size
-                flow.messagesSent += 1
-                flow.bytesSent += size
             }
             if !flow.canSend {
                 // Out of frames or out of window: the flow leaves its turn and the list (a CREDIT or a new
                 // frame brings it back).
-                if !flow.queue.isEmpty { flow.stalls += 1 } else { flow.queue.shrinkIfIdle() }
+                if flow.unsentBytes > 0 { flow.stalls += 1 }
                 flow.deficit = 0
                 flow.inTurn = false
                 flow.isReady = false
@@ -49,11 +60,22 @@ extension PeerLink {
         }
     }
 
-    /// The peer's CREDIT: the flow may send that many more bytes.
+    /// The next sequence number of `flow` on this link. Kept per flow id for the link's life, so a group that
+    /// takes a released index again never reuses a number the peer has already seen.
+    @inline(__always)
+    private func nextSequence(of flow: PeerFlow) -> UInt32 {
+        let id = PeerFlow.id(group: flow.group.index, flow.trafficClass)
+        if id >= lastSequence.count { lastSequence.append(contentsOf: repeatElement(0, count: id + 1 - lastSequence.count)) }
+        lastSequence[id] &+= 1
+        return lastSequence[id]
+    }
+
+    /// The peer's CREDIT: the flow may send that many more bytes, and its frames up to `acked` are let go.
     func credited(_ frame: CreditFrame) {
         let id = PeerFlow.id(group: frame.group, frame.trafficClass)
         // A flow released since (its group left) has nothing more to send.
         guard id < flows.count, let flow = flows[id] else { return }
+        acknowledge(flow, through: frame.acked)
         flow.window += Int(frame.bytes)
         if !flow.isReady && flow.canSend {
             flow.isReady = true
@@ -62,39 +84,81 @@ extension PeerLink {
         }
     }
 
-    /// A new connection: every flow starts again from the window the peer announced, less the data frames
-    /// still in the wire from the last connection (they go first), and this side owes the peer nothing.
+    /// Lets go of `flow`'s frames numbered up to `acked`: the peer has handled them. A frame waiting to be sent
+    /// again goes too (the peer had it after all).
+    func acknowledge(_ flow: PeerFlow, through acked: UInt32) {
+        while flow.unackedBytes > 0, let size = FrameParser.pendingFrameSize(in: flow.queue.readable) {
+            let number = flow.queue.readable.loadUnaligned(fromByteOffset: PeerFlow.sequenceOffset, as: UInt32.self)
+            guard sequence(UInt32(littleEndian: number), isAtOrBefore: acked) else { return }
+            flow.queue.consume(size)
+            flow.unackedBytes -= size
+            flow.wiredBytes = max(0, flow.wiredBytes - size)
+            flowBytes -= size
+        }
+        if flow.queue.isEmpty { flow.queue.shrinkIfIdle() }
+    }
+
+    /// A new connection: every flow starts again from the window the peer announced and sends its unacknowledged
+    /// frames first, and this side owes the peer nothing. Of what the old connection's wire held, its data frames
+    /// are in their flows still, and the control frames go first again but for CREDIT and HEARTBEAT, which belonged
+    /// to that connection (a frame cut in half by it is gone).
     func restartFlows(window: Int) {
         peerWindow = window
         credit.reset()
+        keepControlFramesOfTheWire()
+        ready.removeAll(keepingCapacity: true)
+        readyCursor = 0
         for case let flow? in flows {
             flow.window = window
             flow.deficit = 0
             flow.inTurn = false
-        }
-        var rest = wire.readable
-        while let size = FrameParser.pendingFrameSize(in: rest), size <= rest.count,
-              size >= Wire.frameHeaderSize + 4 {
-            if let type = FrameType(rawValue: rest[4]), let trafficClass = TrafficClass.of(type) {
-                let group = UInt32(littleEndian: rest.loadUnaligned(fromByteOffset: Wire.frameHeaderSize, as: UInt32.self))
-                let id = PeerFlow.id(group: group, trafficClass)
-                if id < flows.count, let flow = flows[id] { flow.window -= size }
-            }
-            rest = UnsafeRawBufferPointer(rebasing: rest[size...])
-        }
-        ready.removeAll(keepingCapacity: true)
-        readyCursor = 0
-        for case let flow? in flows {
+            flow.wiredBytes = 0
             flow.isReady = flow.canSend
             if flow.isReady { ready.append(flow) }
         }
+    }
+
+    private func keepControlFramesOfTheWire() {
+        wire.discardPartialFront()
+        guard !wire.isEmpty else { return }
+        var kept: [UInt8] = []
+        var rest = wire.readable
+        while let size = FrameParser.pendingFrameSize(in: rest), size <= rest.count {
+            if let type = FrameType(rawValue: rest[4]), TrafficClass.of(type) == nil, type != .credit, type != .heartbeat {
+                kept.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[..<size]))
+            }
+            rest = UnsafeRawBufferPointer(rebasing: rest[size...])
+        }
+        wire.clear()
+        wire.buffer.append(kept)
+    }
+
+    /// The peer restarted: frames sent to its previous incarnation and not acknowledged may or may not have
+    /// reached its receivers. They are dropped and counted (sending them again could deliver them twice); frames
+    /// never sent go to the new incarnation. Returns how many were dropped.
+    func dropUnacknowledged() -> Int {
+        var dropped = 0
+        for case let flow? in flows where flow.unackedBytes > 0 {
+            while flow.unackedBytes > 0, let size = FrameParser.pendingFrameSize(in: flow.queue.readable) {
+                flow.queue.consume(size)
+                flow.unackedBytes -= size
+                flowBytes -= size
+                dropped += 1
+            }
+            flow.wiredBytes = 0
+        }
+        return dropped
     }
 
     /// Empties every queue (the site left the group for good).
     func clearQueues() {
         wire.clear()
         control.clear()
-        for case let flow? in flows { flow.queue.clear() }
+        for case let flow? in flows {
+            flow.queue.clear()
+            flow.wiredBytes = 0
+            flow.unackedBytes = 0
+        }
         flowBytes = 0
         for flow in ready { flow.isReady = false }
         ready.removeAll()
@@ -124,12 +188,12 @@ extension PeerLink {
         }
     }
 
-    /// Bytes queued for `group` on this link (both classes).
+    /// Bytes of `group` still to be sent on this link (both classes): what the congestion mark looks at.
     func queuedBytes(of group: Group) -> Int {
         var total = 0
         for trafficClass in TrafficClass.allCases {
             let id = PeerFlow.id(group: group.index, trafficClass)
-            if id < flows.count, let flow = flows[id] { total += flow.queue.readableBytes }
+            if id < flows.count, let flow = flows[id] { total += flow.unsentBytes }
         }
         return total
     }

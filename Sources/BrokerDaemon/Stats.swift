@@ -31,6 +31,10 @@ public struct PeerStats: Codable, Sendable {
     public var dropped: Int
     public var refused: Int
     public var reconnects: Int
+    /// Frames sent again on a new connection because the peer had not acknowledged them.
+    public var resent: Int
+    /// Frames the peer sent again that this broker had handled already, dropped as duplicates.
+    public var duplicates: Int
     public var millisecondsSinceHeard: UInt64?
     /// Per group and traffic class on this link (PROTOCOL.md, "Flow control").
     public var flows: [FlowStats]
@@ -38,7 +42,7 @@ public struct PeerStats: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case siteID = "site_id", address, origin, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
-        case dropped, refused, reconnects, millisecondsSinceHeard = "ms_since_heard", flows
+        case dropped, refused, reconnects, resent, duplicates, millisecondsSinceHeard = "ms_since_heard", flows
     }
 }
 
@@ -47,8 +51,10 @@ public struct FlowStats: Codable, Sendable {
     public var group: String
     /// "replication" or "channel".
     public var trafficClass: String
-    /// Frames waiting here for the peer.
+    /// Frames waiting here to be sent to the peer.
     public var queuedBytes: Int
+    /// Frames sent and not yet acknowledged by the peer (kept to be sent again after a reconnect).
+    public var unackedBytes: Int
     /// What the peer lets this broker send now (nil: nothing sent to it yet on this flow).
     public var window: Int?
     /// Bytes received from the peer and not yet credited back.
@@ -63,7 +69,7 @@ public struct FlowStats: Codable, Sendable {
     public var stalls: Int
 
     enum CodingKeys: String, CodingKey {
-        case group, trafficClass = "class", queuedBytes = "queued_bytes", window, owed, paused
+        case group, trafficClass = "class", queuedBytes = "queued_bytes", unackedBytes = "unacked_bytes", window, owed, paused
         case framesSent = "frames_sent", bytesSent = "bytes_sent", framesReceived = "frames_received"
         case bytesReceived = "bytes_received", stalls
     }
@@ -172,7 +178,8 @@ extension Broker {
                 let received = receiveID.map { link.credit.received(flow: $0) } ?? (frames: 0, bytes: 0)
                 guard flow != nil || received.frames > 0 else { continue }
                 rows.append(FlowStats(
-                    group: group.name, trafficClass: "\(trafficClass)", queuedBytes: flow?.queue.readableBytes ?? 0,
+                    group: group.name, trafficClass: "\(trafficClass)", queuedBytes: flow?.unsentBytes ?? 0,
+                    unackedBytes: flow?.unackedBytes ?? 0,
                     window: flow?.window, owed: receiveID.map { link.credit.owed(flow: $0) } ?? 0,
                     paused: group.producersPaused, framesSent: flow?.messagesSent ?? 0, bytesSent: flow?.bytesSent ?? 0,
                     framesReceived: received.frames, bytesReceived: received.bytes, stalls: flow?.stalls ?? 0))
@@ -189,7 +196,7 @@ extension Broker {
                 messagesSent: link.messagesSent, bytesSent: link.bytesSent,
                 messagesReceived: link.messagesReceived, bytesReceived: link.bytesReceived,
                 queuedBytes: link.queuedBytes, dropped: link.dropped, refused: link.refused,
-                reconnects: link.reconnects,
+                reconnects: link.reconnects, resent: link.resent, duplicates: link.duplicates,
                 millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil,
                 flows: flowStats(link))
         }

@@ -5,22 +5,22 @@ extension BrokerStats {
         var out = "site \(siteID)  pid \(pid)  uptime \(formatDuration(uptimeMilliseconds))\n"
         out += "\nPEERS\n"
         out += render([["site", "address", "origin", "state", "msgs_out", "bytes_out", "msgs_in", "bytes_in", "queued",
-                        "dropped", "refused", "reconnects", "heard_ms"]]
+                        "dropped", "refused", "reconnects", "resent", "duplicates", "heard_ms"]]
             + peers.map { p in
                 ["\(p.siteID)", p.address, p.origin.rawValue, p.state.rawValue, "\(p.messagesSent)", "\(p.bytesSent)",
                  "\(p.messagesReceived)", "\(p.bytesReceived)", "\(p.queuedBytes)", "\(p.dropped)", "\(p.refused)",
-                 "\(p.reconnects)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-"]
+                 "\(p.reconnects)", "\(p.resent)", "\(p.duplicates)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-"]
             })
         let flowRows = peers.flatMap { p in
             p.flows.map { f in
-                ["\(p.siteID)", f.group, f.trafficClass, "\(f.queuedBytes)", f.window.map { "\($0)" } ?? "-", "\(f.owed)",
+                ["\(p.siteID)", f.group, f.trafficClass, "\(f.queuedBytes)", "\(f.unackedBytes)", f.window.map { "\($0)" } ?? "-", "\(f.owed)",
                  f.paused ? "yes" : "no", "\(f.framesSent)", "\(f.bytesSent)", "\(f.framesReceived)", "\(f.bytesReceived)",
                  "\(f.stalls)"]
             }
         }
         if !flowRows.isEmpty {
             out += "\nFLOWS (per peer, group and class; frame bytes)\n"
-            out += render([["site", "group", "class", "queued", "window", "owed", "paused", "frames_out", "bytes_out",
+            out += render([["site", "group", "class", "queued", "unacked", "window", "owed", "paused", "frames_out", "bytes_out",
                             "frames_in", "bytes_in", "stalls"]] + flowRows)
         }
         out += "\nCLIENTS\n"

@@ -238,16 +238,20 @@ public enum TrafficClass: UInt8, Sendable, CaseIterable {
 }
 
 /// CREDIT: the receiving broker has handed on `bytes` more bytes (whole frames, headers included) of the
-/// sender's flow (`group`, the sender's index, and `trafficClass`); the sender may send that many more.
+/// sender's flow (`group`, the sender's index, and `trafficClass`); the sender may send that many more. `acked` is
+/// the sequence number of the last of the flow's frames the receiver has handled: it and every frame before it
+/// are acknowledged, and the sender lets them go.
 public struct CreditFrame: Equatable, Sendable {
-    public static let bodySize = 12
+    public static let bodySize = 16
     public var group: UInt32
     public var trafficClass: TrafficClass
     public var bytes: UInt32
-    public init(group: UInt32, trafficClass: TrafficClass, bytes: UInt32) {
+    public var acked: UInt32
+    public init(group: UInt32, trafficClass: TrafficClass, bytes: UInt32, acked: UInt32) {
         self.group = group
         self.trafficClass = trafficClass
         self.bytes = bytes
+        self.acked = acked
     }
     public var body: [UInt8] {
         var w = ByteWriter()
@@ -255,6 +259,7 @@ public struct CreditFrame: Equatable, Sendable {
         w.put(trafficClass.rawValue)
         w.put([UInt8](repeating: 0, count: 3))
         w.put(bytes)
+        w.put(acked)
         return w.bytes
     }
     /// Appends the whole frame in place (credits go back all the time under load: no allocation).
@@ -264,6 +269,7 @@ public struct CreditFrame: Equatable, Sendable {
         out.storeLE(group, at: 8)
         out.storeLE(UInt32(trafficClass.rawValue), at: 12)
         out.storeLE(bytes, at: 16)
+        out.storeLE(acked, at: 20)
         buffer.commit(Wire.frameHeaderSize + Self.bodySize)
     }
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
@@ -281,6 +287,37 @@ public struct CreditFrame: Equatable, Sendable {
         }
         self.trafficClass = trafficClass
         bytes = p.le32(8)
+        acked = p.le32(12)
         guard bytes > 0 else { throw .malformed(type: .credit, reason: "a credit of 0 bytes") }
+    }
+}
+
+/// PEER_RECEIVER: whether a client holds the receiver role in group `group` (the sender's index) at the sending
+/// site. Its peers' receivers in that group hear of the site as up only while one does (a site event).
+public struct PeerReceiverFrame: Equatable, Sendable {
+    public static let bodySize = 8
+    public var group: UInt32
+    public var present: Bool
+    public init(group: UInt32, present: Bool) {
+        self.group = group
+        self.present = present
+    }
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(group)
+        w.put(UInt16(present ? 1 : 0))
+        w.put(UInt16(0))
+        return w.bytes
+    }
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        try requireSize(body, Self.bodySize, .peerReceiver)
+        let p = body.baseAddress.unsafelyUnwrapped
+        group = p.le32(0)
+        guard (1...Wire.maxGroupIndex).contains(group) else {
+            throw .malformed(type: .peerReceiver, reason: "group index \(group) is outside 1...\(Wire.maxGroupIndex)")
+        }
+        let flag = p.le16(4)
+        guard flag <= 1 else { throw .malformed(type: .peerReceiver, reason: "present is \(flag), not 0 or 1") }
+        present = flag == 1
     }
 }

@@ -2,7 +2,7 @@
 
 /// Protocol-wide constants and limits.
 public enum Wire {
-    public static let protocolVersion: UInt16 = 4
+    public static let protocolVersion: UInt16 = 5
     public static let frameMagic: UInt8 = 0xB7
     public static let peerHelloMagic: UInt32 = 0x4C50_4252
     public static let frameHeaderSize = 8
@@ -48,6 +48,7 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
     case removeSite = 0x27
     case auth = 0x28
     case credit = 0x29
+    case peerReceiver = 0x2A
 
     public var description: String {
         switch self {
@@ -74,6 +75,7 @@ public enum FrameType: UInt8, Sendable, CustomStringConvertible {
         case .removeSite: return "REMOVE_SITE"
         case .auth: return "AUTH"
         case .credit: return "CREDIT"
+        case .peerReceiver: return "PEER_RECEIVER"
         }
     }
 }

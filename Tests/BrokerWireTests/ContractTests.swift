@@ -16,6 +16,7 @@ import Testing
         #expect(UInt32(TrafficClass.replication.rawValue) == RB_CLASS_REPLICATION)
         #expect(UInt32(TrafficClass.channel.rawValue) == RB_CLASS_CHANNEL)
         #expect(MemoryLayout<rb_credit>.size == CreditFrame.bodySize)
+        #expect(MemoryLayout<rb_peer_receiver>.size == PeerReceiverFrame.bodySize)
         #expect(SiteID.broadcast == RB_EID_BROADCAST)
         #expect(SiteID.invalid == RB_EID_INVALID)
         #expect(SiteID.master == RB_EID_MASTER)
@@ -35,7 +36,7 @@ import Testing
             (.ackPolicy, RB_FRAME_ACK_POLICY), (.master, RB_FRAME_MASTER), (.peerAck, RB_FRAME_PEER_ACK),
             (.peerMaster, RB_FRAME_PEER_MASTER), (.subscribe, RB_FRAME_SUBSCRIBE), (.channel, RB_FRAME_CHANNEL),
             (.channelResult, RB_FRAME_CHANNEL_RESULT), (.members, RB_FRAME_MEMBERS), (.removeSite, RB_FRAME_REMOVE_SITE),
-            (.auth, RB_FRAME_AUTH), (.credit, RB_FRAME_CREDIT),
+            (.auth, RB_FRAME_AUTH), (.credit, RB_FRAME_CREDIT), (.peerReceiver, RB_FRAME_PEER_RECEIVER),
         ]
         for (type, value) in pairs { #expect(UInt32(type.rawValue) == value, "\(type)") }
     }

@@ -132,7 +132,8 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             #expect(encoded == FrameParser.encode(.peerAck, body: f.body))
         case .credit:
             let f = try CreditFrame(body: frame.body)
-            fields = ["group": "\(f.group)", "class": "\(f.trafficClass.rawValue)", "bytes": "\(f.bytes)"]
+            fields = ["group": "\(f.group)", "class": "\(f.trafficClass.rawValue)", "bytes": "\(f.bytes)",
+                      "acked": "\(f.acked)"]
             let buffer = ByteBuffer(capacity: 8)
             f.append(to: buffer)
             encoded = Array(buffer.readable)
@@ -171,6 +172,10 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
         case .activate, .heartbeat:
             #expect(frame.body.isEmpty)
             encoded = FrameParser.encode(frame.type, body: [])
+        case .peerReceiver:
+            let f = try PeerReceiverFrame(body: frame.body)
+            fields = ["group": "\(f.group)", "present": f.present ? "1" : "0"]
+            encoded = FrameParser.encode(.peerReceiver, body: f.body)
         case .groupBind:
             let f = try GroupBindFrame(body: frame.body)
             fields = ["group": "\(f.group)", "name": f.name]

@@ -40,16 +40,56 @@ func sender(_ broker: BrokerProcess, policy: AckPolicy, timeout: Double = 1) thr
 @Suite struct AckAndEventTests {
     @Test func receiversHearOfPeerSitesGoingDownAndComingBack() throws {
         try withSites(3) { sites in
+            let receivers = try [2, 3].map { try client(sites.broker($0), roles: [.receiver], name: "receiver-\($0)") }
+            defer { for receiver in receivers { receiver.close() } }
+            for site: Int32 in [2, 3] {
+                #expect(sites.broker(site).waitForStats(timeout: 10) { $0.groups.contains { $0.receiverClient != nil } })
+            }
             let receiver = try client(sites.broker(1), roles: [.receiver])
-            func next() throws -> ClientEvent? { try receiver.nextEvent(timeout: 10) }
-            let initial = [try next(), try next()]
-            #expect(initial == [.siteUp(2), .siteUp(3)], "the current state of every peer first")
+            let events = SiteEvents(receiver)
+            #expect(events.waitFor([2: true, 3: true]), "the current state of every peer first: \(events.seen)")
             sites.broker(3).kill9()
-            let down = try next()
-            #expect(down == .siteDown(3))
+            #expect(events.waitFor([3: false]), "\(events.seen)")
             try sites.broker(3).start()
-            let up = try next()
-            #expect(up == .siteUp(3))
+            let back = try client(sites.broker(3), roles: [.receiver], name: "receiver-3-again")
+            defer { back.close() }
+            #expect(events.waitFor([3: true]), "\(events.seen)")
+        }
+    }
+
+    /// A site is up for a group's receivers while a client holds the group's receiver role there: when the
+    /// replication process dies and its broker lives on, its peers hear that the site is down, as a closed
+    /// direct connection would have told them (before, they heard nothing and held no election). A standby
+    /// taking over is no change; a receiver registering again brings the site back.
+    @Test func aSiteWhoseReceiverDiesIsDownForItsPeersThoughItsBrokerLives() throws {
+        try withSites(3) { sites in
+            let receiver2 = try client(sites.broker(2), roles: [.receiver], name: "receiver-2")
+            let standby2 = try client(sites.broker(2), roles: [.receiver], name: "standby-2")
+            defer { standby2.close() }
+            let process3 = try startReceiver(sites.broker(3), timeout: 600, name: "replication-3")
+            defer { process3.kill9() }
+            #expect(sites.broker(3).waitForStats(timeout: 10) { $0.groups.contains { $0.receiverClient != nil } })
+            let receiver = try client(sites.broker(1), roles: [.receiver])
+            defer { receiver.close() }
+            let events = SiteEvents(receiver)
+            #expect(events.waitFor([2: true, 3: true]), "\(events.seen)")
+            // Site 3's only receiver is killed; its broker stays up.
+            process3.kill9()
+            #expect(events.waitFor([3: false]), "\(events.seen)")
+            #expect(try sites.broker(1).stats().peers.first { $0.siteID == 3 }?.state == .connected)
+            // Site 2's receiver goes and its standby takes over: no event. A message sent at site 2 after the
+            // hand-over travels behind any PEER_RECEIVER frame, so an event would have come first.
+            receiver2.close()
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.clients.first { $0.name == "standby-2" }?.roles == ["receiver"] })
+            let sender2 = try client(sites.broker(2), name: "sender-2")
+            defer { sender2.close() }
+            try sender2.send(control: [], rec: Array("after the hand-over".utf8), to: 1)
+            #expect(events.waitForMessage(), "\(events.seen)")
+            #expect(!events.seen.contains(.siteDown(2)), "\(events.seen)")
+            // A receiver registers at site 3 again: its peers hear that the site is back.
+            let again3 = try client(sites.broker(3), roles: [.receiver], name: "replication-3-again")
+            defer { again3.close() }
+            #expect(events.waitFor([3: true]), "\(events.seen)")
         }
     }
 
@@ -157,6 +197,44 @@ func sender(_ broker: BrokerProcess, policy: AckPolicy, timeout: Double = 1) thr
             try receiver.acknowledge(lsn: LSN(file: 1, offset: 200), to: first.source)
             #expect(Deadline.wait(timeout: 10) { results.value == 2 })
             #expect(failures.value == 0)
+        }
+    }
+}
+
+/// The site events one receiver has seen, in order, and the state they leave each site in.
+final class SiteEvents {
+    let client: BrokerClient
+    private(set) var seen: [ClientEvent] = []
+    private(set) var state: [Int32: Bool] = [:]
+    private(set) var messages = 0
+
+    init(_ client: BrokerClient) { self.client = client }
+
+    private func take(timeout: Double) -> Bool {
+        guard let event = try? client.nextEvent(timeout: timeout) else { return false }
+        seen.append(event)
+        switch event {
+        case .siteUp(let site): state[site] = true
+        case .siteDown(let site): state[site] = false
+        case .message: messages += 1
+        }
+        return true
+    }
+
+    /// Takes events until every site in `expected` is in the state given, or 15 s pass.
+    func waitFor(_ expected: [Int32: Bool]) -> Bool {
+        Deadline.wait(timeout: 15, interval: 0) {
+            _ = take(timeout: 0.1)
+            return expected.allSatisfy { state[$0.key] == $0.value }
+        }
+    }
+
+    /// Takes events until a message arrives, or 15 s pass.
+    func waitForMessage() -> Bool {
+        let before = messages
+        return Deadline.wait(timeout: 15, interval: 0) {
+            _ = take(timeout: 0.1)
+            return messages > before
         }
     }
 }

@@ -81,6 +81,10 @@ final class CClientBuild: @unchecked Sendable {
             let receiver = try build.start(["receive", sites.broker(2).socketPath, "default", "201", "10000"])
             #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })
             #expect(sites.broker(2).waitForStats(timeout: 10) { $0.groups.contains { $0.receiverClient != nil } })
+            // Site 1 is down for this group until a client holds its receiver role there.
+            let receiver1 = try client(sites.broker(1), roles: [.receiver], name: "swift-receiver-1")
+            defer { receiver1.close() }
+            #expect(receiver.waitForLines(timeout: 10) { $0.contains("site-up 1") })
             let sender = try client(sites.broker(1), name: "swift-out")
             try sender.send(control: Array("ctl".utf8), rec: Array("first".utf8), lsn: LSN(file: 1, offset: 28), to: 2,
                             flags: [.noBuffer])
@@ -90,7 +94,8 @@ final class CClientBuild: @unchecked Sendable {
             let messages = receiver.lines.filter { $0.hasPrefix("message ") }
             #expect(messages.first == "message 1 1 28 \(RepFlags.noBuffer.rawValue) ctl first")
             #expect(Array(messages.dropFirst()) == (0..<200).map { "message 1 0 0 0 k n\($0)" })
-            #expect(receiver.lines.contains("site-up 1"), "the receiver learns which sites are up")
+            let events = receiver.lines.filter { $0.hasPrefix("site-") }
+            #expect(events == ["site-down 1", "site-up 1"], "the receiver learns which sites are up")
             #expect(receiver.lines.last == "done 201 received 201")
         }
     }
@@ -286,6 +291,8 @@ final class CClientBuild: @unchecked Sendable {
     @Test(arguments: ["socket", "shm"])
     func eachTransportCarriesMessagesSmallAndLargeBothWays(transport: String) throws {
         try withSites(2) { sites in
+            let receiver1 = try client(sites.broker(1), roles: [.receiver], name: "swift-receiver-1")
+            defer { receiver1.close() }
             let receiver = try build.start(["receive", sites.broker(2).socketPath, "default", "103", "20000", "ack"],
                                            transport: transport)
             #expect(receiver.waitForLines(timeout: 20) { $0.contains { $0.hasPrefix("ready") } })

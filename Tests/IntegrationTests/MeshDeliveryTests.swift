@@ -91,7 +91,8 @@ import Testing
             #expect(sender.waitForExit(timeout: 20) == 0)
             #expect(receiver.waitForExit(timeout: 20) == 0)
             struct Line: Decodable { let from: Int32; let control: String; let rec: String; let lsn: [UInt32]; let flags: [String] }
-            #expect(receiver.lines.first == #"{"event":"site_up","site":1}"#, "the current state of each peer comes first")
+            #expect(receiver.lines.first == #"{"event":"site_down","site":1}"#,
+                    "the current state of each peer comes first: site 1 has no receiver")
             let lines = try receiver.lines.filter { $0.hasPrefix("{\"control") }
                 .map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
             #expect(lines.map { String(decoding: Data(base64Encoded: $0.rec) ?? Data(), as: UTF8.self) } == ["first", "second"])

@@ -104,8 +104,10 @@ typedef struct repbroker_client repbroker_client;
 
 typedef enum repbroker_event_kind {
     REPBROKER_EVENT_MESSAGE = 1,   /* a message for this site's receiver */
-    REPBROKER_EVENT_SITE_UP = 2,   /* the broker's link to `site` came up */
-    REPBROKER_EVENT_SITE_DOWN = 3  /* ... went down */
+    REPBROKER_EVENT_SITE_UP = 2,   /* `site` is up in this group: the broker's link to it is up and a client holds
+                                      the group's receiver role there (what a direct connection would tell) */
+    REPBROKER_EVENT_SITE_DOWN = 3  /* `site` is down: its link went down, or its receiver left and no standby
+                                      took over (its broker may still be up) */
 } repbroker_event_kind;
 
 /* What repbroker_next_event returns. Pointers are valid until the next call of repbroker_next_event or

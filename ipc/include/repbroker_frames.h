@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define RB_PROTOCOL_VERSION 4u
+#define RB_PROTOCOL_VERSION 5u
 #define RB_FRAME_MAGIC 0xB7u
 #define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
 
@@ -46,6 +46,7 @@
 #define RB_FRAME_REMOVE_SITE 0x27u /* peer: a site left the group for good */
 #define RB_FRAME_AUTH 0x28u        /* peer: proof of the group key over both HELLO nonces */
 #define RB_FRAME_CREDIT 0x29u      /* peer: the receiver handed on more bytes of one flow; send that many more */
+#define RB_FRAME_PEER_RECEIVER 0x2Au /* peer: whether a client holds a group's receiver role at the sending site */
 
 /* Traffic classes of the flows a peer link schedules (CREDIT). */
 #define RB_CLASS_REPLICATION 0u    /* MESSAGE frames */
@@ -192,7 +193,7 @@ typedef struct rb_subscribe {
 
 typedef struct rb_channel {
     uint32_t group;           /* peer links: the sender's group index; local links: 0 */
-    int32_t source;           /* site of the original sender (set by its broker); 0 from a client */
+    int32_t source;           /* to a client: the sending site; from a client: 0; peer links: the flow sequence number */
     int32_t destination;      /* site id or RB_EID_MASTER */
     uint16_t kind;            /* RB_CHANNEL_MESSAGE / REQUEST / REPLY */
     uint16_t channel_length;  /* 1 ... RB_MAX_GROUP_NAME */
@@ -210,7 +211,7 @@ typedef struct rb_channel_result {
 
 typedef struct rb_message {
     uint32_t group;         /* peer links: the sender's group index (GROUP_BIND); local links: 0 */
-    int32_t source;         /* site id of the sending site; 0 from a client */
+    int32_t source;         /* to a receiver: the sending site; from a client: 0; peer links: the flow sequence number */
     int32_t destination;    /* site id or RB_EID_BROADCAST */
     uint32_t flags;         /* RB_REP_* */
     uint32_t lsn_file;
@@ -263,7 +264,14 @@ typedef struct rb_credit {
     uint8_t traffic_class;  /* RB_CLASS_* */
     uint8_t reserved[3];    /* 0 */
     uint32_t bytes;         /* > 0: whole frames, headers included */
+    uint32_t acked;         /* sequence number of the flow's last frame handled: it and every earlier one are acked */
 } rb_credit;
+
+typedef struct rb_peer_receiver {
+    uint32_t group;         /* the sender's group index */
+    uint16_t present;       /* 1: a client holds the group's receiver role at the sending site; 0: none does */
+    uint16_t reserved;
+} rb_peer_receiver;
 
 _Static_assert(sizeof(rb_frame_header) == 8, "frame header is 8 bytes");
 _Static_assert(sizeof(rb_register) == 16, "register is 16 bytes before its strings");
@@ -285,6 +293,7 @@ _Static_assert(sizeof(rb_auth) == 32, "auth is 32 bytes");
 _Static_assert(sizeof(rb_members) == 4, "members is 4 bytes before its entries");
 _Static_assert(sizeof(rb_remove_site) == 8, "remove site is 8 bytes");
 _Static_assert(sizeof(rb_group_bind) == 8, "group bind is 8 bytes before its name");
-_Static_assert(sizeof(rb_credit) == 12, "credit is 12 bytes");
+_Static_assert(sizeof(rb_credit) == 16, "credit is 16 bytes");
+_Static_assert(sizeof(rb_peer_receiver) == 8, "peer receiver is 8 bytes");
 
 #endif
