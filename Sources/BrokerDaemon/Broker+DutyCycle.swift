@@ -75,6 +75,10 @@ extension Broker {
             // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
             // third of a busy broker's cycles went to polling 17 idle rings while it spun).
             if client.hasRingInput { work += drainRing(of: client) }
+            if client.hungUp && !client.hasRingInput {
+                client.close(reason: "closed by the other side, its ring drained")
+                continue
+            }
             if !client.output.isEmpty, client.flushToRing() {
                 work += 1
                 client.scheduleFlush()

@@ -160,6 +160,8 @@ extension Broker {
         link.remoteGroupNames.removeAll(keepingCapacity: true)
         link.receiverGroups.removeAll()
         link.lastHeard = now
+        link.heardSinceTick = false
+        link.liveness.reset()
         link.lastSent = now
         link.backoffMilliseconds = PeerLink.minimumBackoff
         if link.everUp { link.reconnects += 1 }

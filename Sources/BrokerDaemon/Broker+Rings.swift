@@ -12,10 +12,10 @@ extension Broker {
     static let ringBudget = 256
 
     /// Handles up to `budget` records of `client`'s to-broker ring; returns how many it handled. A bad
-    /// record closes that client alone, with a reason and a count. Unless `toTheEnd` (a client that is gone:
-    /// everything it published is handled), a producer's ring is not read while its group is congested.
+    /// record closes that client alone, with a reason and a count. A producer's ring is not read while its
+    /// group is congested (a client that hung up too: its records wait like a live one's).
     @discardableResult
-    func drainRing(of client: LocalClient, budget: Int = Broker.ringBudget, toTheEnd: Bool = false) -> Int {
+    func drainRing(of client: LocalClient, budget: Int = Broker.ringBudget) -> Int {
         guard let rings = client.rings, !client.isClosed, let group = client.group else { return 0 }
         let reader = rings.reader
         let assembler = rings.assembler
@@ -24,7 +24,7 @@ extension Broker {
         var handled = 0
         do {
             // A producer stops at a queue's mark (a receiver never does: its sends let queues drain).
-            let pausable = client.roleState != .receiver && !toTheEnd
+            let pausable = client.roleState != .receiver
             while handled < budget, !(pausable && group.congested && !rings.assembler.isJoining), let record = try reader.next() {
                 handled += 1
                 guard let whole = try assembler.add(kind: record.kind, payload: record.payload, maxFrame: maxFrame)

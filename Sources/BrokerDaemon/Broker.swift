@@ -40,6 +40,8 @@ public final class Broker {
     /// CREDIT waits behind the other direction's data, and small batches keep the peer's window open).
     let creditBatch: Int
     var nextTickAt: UInt64 = 0
+    /// When the timers last ran (0: never).
+    var lastTickAt: UInt64 = 0
     /// When to hand freed memory back to the system after clients left (0: nothing to hand back).
     var trimMemoryAt: UInt64 = 0
     var nextClientID: UInt32 = 1
@@ -298,13 +300,20 @@ public final class Broker {
         for listener in listeners { listener.resumeIfDue(now: now) }
         releaseIdleGroups()
         dialJoinTargets()
+        let elapsed = lastTickAt == 0 ? 0 : now &- lastTickAt
+        lastTickAt = now
         for link in linkList where !link.removed {
             if let connection = link.connection {
                 // What is owed short of a batch goes back too, so the peer lets its acknowledged frames go.
                 link.credit.dueAll()
-                let silent = now &- link.lastHeard
-                if silent > 3 * heartbeatNanoseconds {
-                    connection.close(reason: "no traffic for \(silent / 1_000_000) ms")
+                let heard = link.heardSinceTick
+                if heard {
+                    link.heardSinceTick = false
+                    link.lastHeard = now
+                }
+                if !link.liveness.tick(heard: heard, elapsed: elapsed, interval: heartbeatNanoseconds) {
+                    connection.close(reason: "no traffic for \(link.liveness.silentNanoseconds / 1_000_000) ms of this "
+                        + "broker's running time (three heartbeats)")
                 } else if now &- link.lastSent >= heartbeatNanoseconds && link.wire.isEmpty && link.control.isEmpty {
                     // Also while every flow waits for credit: the link is alive even when no data may move.
                     link.enqueueControl(FrameParser.encode(.heartbeat, body: []))

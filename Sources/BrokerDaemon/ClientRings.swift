@@ -103,7 +103,7 @@ extension LocalClient {
     /// parts, resumed where it stopped when the ring filled); true when it moved any. The caller publishes.
     @discardableResult
     func flushToRing() -> Bool {
-        guard let rings, !isClosed, !output.isEmpty else { return false }
+        guard let rings, !isClosed, !hungUp, !output.isEmpty else { return false }
         var moved = 0
         var progressed = false
         var bytes = output.readable

@@ -35,7 +35,9 @@ class Connection: LoopHandler {
     }
 
     func handleEvents(_ events: EpollEvents) {
-        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 && !readingPaused { readAvailable() }
+        // A hang-up is read even while reading is paused: nothing more will come, and what came is handled.
+        let hangUp = events.rawValue & (EpollEvents.hangup.rawValue | EpollEvents.error.rawValue) != 0
+        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 && (!readingPaused || hangUp) { readAvailable() }
         if !isClosed && events.rawValue & EpollEvents.writable.rawValue != 0 { flush() }
     }
 
@@ -48,7 +50,7 @@ class Connection: LoopHandler {
 
     func readAvailable() {
         var reads = readsPerEvent
-        while readOnce(), !isClosed, !readingPaused, reads > 1 { reads -= 1 }
+        while readOnce(), !isClosed, !readingPaused, reads > 1, loop.readBudget > 0 { reads -= 1 }
     }
 
     /// One read and the frames it completes; true when the read filled the space offered (more may wait).
@@ -69,6 +71,7 @@ class Connection: LoopHandler {
             return false
         }
         input.commit(count)
+        loop.readBudget -= count
         didRead(bytes: count)
         do {
             while !isClosed, let frame = try FrameParser.next(in: input.readable, maxMessage: maxMessage) {

@@ -14,6 +14,10 @@ final class EventLoop {
     private var handlers: [UInt64: LoopHandler] = [:]
     private var nextToken: UInt64 = 1
     private var dirty: [Connection] = []
+    /// Bytes a pass may still read before every connection is read once per event only (Connection.readAvailable):
+    /// a pass stays short, so timers (heartbeats) and the flush (CREDIT) come round often however busy the links.
+    var readBudget = 0
+    static let readBudgetPerPass = 1 << 20
     private static let wakeupToken: UInt64 = 0
 
     init() throws(SystemError) {
@@ -36,6 +40,11 @@ final class EventLoop {
         do { try epoll.modify(descriptor: fd, events: events, token: token) } catch {
             // The descriptor is being torn down; its handler sees the error on its next read.
         }
+    }
+
+    /// Takes `fd` out of epoll and keeps its handler (a hung-up client whose ring is still drained).
+    func stopWatching(_ fd: CInt) {
+        epoll.remove(descriptor: fd)
     }
 
     func deregister(_ fd: CInt, token: UInt64) {
@@ -67,6 +76,7 @@ final class EventLoop {
     /// Waits up to `timeoutMilliseconds` (0: not at all) and dispatches the events that came. Returns how
     /// many came (a wake-up through the eventfd counts).
     func poll(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        readBudget = Self.readBudgetPerPass
         var events = 0
         try epoll.wait(timeoutMilliseconds: timeoutMilliseconds) { token, ready in
             events += 1

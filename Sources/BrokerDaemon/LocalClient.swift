@@ -35,6 +35,10 @@ final class LocalClient: Connection {
     var ackTimeoutNanoseconds: UInt64 = 1_000_000_000
     var permanentAcked = 0
     var permanentFailed = 0
+    /// The client hung up with records left in its to-broker ring: the socket is out of epoll, the rings phase
+    /// drains the ring as a live client's (a budget per pass, paused with its group), nothing more is written to
+    /// the client, and it closes once the ring is empty (Broker.serviceRings).
+    private(set) var hungUp = false
     /// Longest ack timeout a client may ask for.
     static let maxAckTimeoutMilliseconds: UInt32 = 600_000
 
@@ -112,7 +116,7 @@ final class LocalClient: Connection {
     @discardableResult
     func deliver(_ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
-        if let rings = $rings, output.isEmpty, rings.with({ $0.write(header, payload: payload, frameSize: size) }) {
+        if let rings = $rings, output.isEmpty, !hungUp, rings.with({ $0.write(header, payload: payload, frameSize: size) }) {
             messagesReceived += 1
             bytesReceived += payload.count
             scheduleFlush()
@@ -145,6 +149,8 @@ final class LocalClient: Connection {
     }
 
     override func flush() {
+        // Gone: what is queued for it stays in the output queue, and whole messages go to the next receiver.
+        guard !hungUp else { return }
         if let rings {
             flushToRing()
             if rings.hasUnpublished { rings.publish() }
@@ -161,10 +167,14 @@ final class LocalClient: Connection {
         return rings == nil ? readingPaused : group.congested
     }
 
-    /// A client that exits right after its last send has its records still in the ring: handle them first.
+    /// A client that exits right after its last send has its records still in the ring: they are handled as a
+    /// live producer's would be, a budget per pass and paused while its group is congested, and the client closes
+    /// when none is left. (Drained in one go, a dead sender's full ring held the loop for 100 ms of CPU, its
+    /// peers heard no heartbeat and dropped their links, and a congested group's queues overflowed.)
     override func otherSideClosed() {
-        if rings != nil { broker.drainRing(of: self, budget: .max, toTheEnd: true) }
-        super.otherSideClosed()
+        guard rings != nil, hasRingInput else { return super.otherSideClosed() }
+        hungUp = true
+        loop.stopWatching(descriptor)
     }
 
     override func protocolError(_ error: WireError) {

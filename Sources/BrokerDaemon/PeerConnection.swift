@@ -81,7 +81,7 @@ final class PeerConnection: Connection {
 
     override func didRead(bytes: Int) {
         guard phase == .active, let link else { return }
-        link.lastHeard = broker.now
+        link.heardSinceTick = true
     }
 
     override func handleFrame(_ frame: Frame) throws(WireError) {

@@ -58,10 +58,14 @@ final class PeerLink {
     var failedSinceUp = false
     var nextDialAt: UInt64 = 0
     var backoffMilliseconds = PeerLink.minimumBackoff
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-read state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
-    @exclusivity(unchecked) var lastHeard: UInt64 = 0
+    /// Bytes came from the peer since the timers last ran.
+    @exclusivity(unchecked) var heardSinceTick = false
+    /// When the timers last found that bytes had come (for stats).
+    var lastHeard: UInt64 = 0
     var lastSent: UInt64 = 0
+    var liveness = Liveness()
 
     @exclusivity(unchecked) var messagesSent = 0
     @exclusivity(unchecked) var bytesSent = 0

@@ -38,8 +38,11 @@ struct MeshResult: Codable {
     let connectionsPerHost: Int
     let brokerRSSBytes: Int?
     let cpuSecondsPerMillion: Double
+    /// Peer links that went down and came back during the run, over every broker (0 for direct).
+    let linkResets: Int
     enum CodingKeys: String, CodingKey {
         case mode, expected, delivered, dropped, messagesPerSecond = "msgs_per_s", megabytesPerSecond = "mb_per_s"
+        case linkResets = "link_resets"
         case rttIdle = "rtt_idle", rttLoaded = "rtt_loaded", connectionsPerHost = "tcp_connections_per_host"
         case brokerRSSBytes = "broker_rss_bytes", cpuSecondsPerMillion = "cpu_s_per_million_msgs"
     }
@@ -167,6 +170,9 @@ enum MeshBench {
         _ = loadedPing.waitForExit(timeout: 120)
         let rttLoaded = parseLatency(loadedPing.lines)
         rss = max(rss ?? 0, sites?.brokers.compactMap { $0.child?.pid }.map(ProcessStats.residentBytes).max() ?? 0)
+        let linkResets = sites?.brokers.compactMap { try? $0.stats() }.reduce(0) { total, stats in
+            total + stats.peers.reduce(0) { $0 + $1.reconnects }
+        } ?? 0
         for child in children { child.kill9() }
         children.removeAll()
         sites?.shutDown()
@@ -176,21 +182,23 @@ enum MeshBench {
             mode: mode, expected: expected, delivered: delivered.0, dropped: max(0, expected - delivered.0),
             messagesPerSecond: Double(delivered.0) / elapsed, megabytesPerSecond: Double(delivered.1) / elapsed / 1e6,
             rttIdle: rttIdle, rttLoaded: rttLoaded, connectionsPerHost: connections,
-            brokerRSSBytes: mode == "direct" ? nil : rss, cpuSecondsPerMillion: cpu / max(Double(delivered.0), 1) * 1e6)
+            brokerRSSBytes: mode == "direct" ? nil : rss, cpuSecondsPerMillion: cpu / max(Double(delivered.0), 1) * 1e6,
+            linkResets: linkResets)
     }
 
     static func table(_ results: [MeshResult]) -> String {
         func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(0, width - text.count)) }
-        let widths = [7, 13, 9, 9, 19, 19, 9, 9, 11]
+        let widths = [7, 13, 9, 9, 19, 19, 9, 9, 11, 11]
         func row(_ cells: [String]) -> String { zip(cells, widths).map { pad($0, $1) }.joined(separator: " ") + "\n" }
         var out = row(["mode", "delivered/s", "MB/s", "dropped", "rtt idle p50/p99", "rtt load p50/p99", "tcp/host",
-                       "rss MiB", "cpu s/M"])
+                       "rss MiB", "cpu s/M", "link resets"])
         for r in results {
             let idle = r.rttIdle.map { String(format: "%.0f/%.0f us", $0.p50, $0.p99) } ?? "-"
             let loaded = r.rttLoaded.map { String(format: "%.0f/%.0f us", $0.p50, $0.p99) } ?? "-"
             let rss = r.brokerRSSBytes.map { String(format: "%.1f", Double($0) / 1_048_576) } ?? "-"
             out += row([r.mode, String(format: "%.0f", r.messagesPerSecond), String(format: "%.1f", r.megabytesPerSecond),
-                        "\(r.dropped)", idle, loaded, "\(r.connectionsPerHost)", rss, String(format: "%.2f", r.cpuSecondsPerMillion)])
+                        "\(r.dropped)", idle, loaded, "\(r.connectionsPerHost)", rss, String(format: "%.2f", r.cpuSecondsPerMillion),
+                        "\(r.linkResets)"])
         }
         if let direct = results.first(where: { $0.mode == "direct" }) {
             for r in results where r.mode != "direct" {

@@ -97,3 +97,55 @@ final class NumberedStream: @unchecked Sendable {
         }
     }
 }
+
+@Suite struct HungUpProducerTests {
+    /// A sender paused by its congested group fills its ring, then is killed with -9. Its records wait like a
+    /// live producer's, and once the receiver reads again they arrive exactly once, in order, while the link
+    /// stays up. (Before, they were routed in one pass whatever the congestion: a 4 MiB peer queue overflowed
+    /// and dropped thousands of them, and the loop was held long enough for the peer to drop the link.)
+    @Test func aDeadSendersRingIsDrainedAsItWouldBeAliveAndTheLinkStaysUp() throws {
+        try withSites(2, extraArguments: ["--heartbeat-ms", "100", "--flow-window-bytes", "65536",
+                                          "--peer-queue-bytes", "\(4 << 20)"]) { sites in
+            var options = BrokerClientOptions(socketPath: sites.broker(2).socketPath, name: "slow", roles: [.receiver])
+            options.transport = .unixSocket
+            options.inboxLimitBytes = 64 << 10
+            let receiver = try BrokerClient(options: options)
+            defer { receiver.close() }
+            let count = 100_000
+            let sender = try ChildProcess(
+                name: "dying-sender", executable: Executables.path("repbroker"),
+                arguments: ["send", "--socket", sites.broker(1).socketPath, "--to", "2", "--transport", "shm",
+                            "--ring-bytes", "\(16 << 20)", "--name", "dying"],
+                stderrPath: sites.directory.path + "/dying.err")
+            defer { sender.kill9() }
+            sender.write((0..<count).map { "m-\($0)\n" }.joined())
+            // Paused, with most of its messages in its ring.
+            #expect(sites.broker(1).waitForStats(timeout: 30) { stats in
+                guard let client = stats.clients.first(where: { $0.name == "dying" }) else { return false }
+                return client.paused && (client.ringToBrokerUsed ?? 0) >= 4 << 20
+            })
+            sender.kill9()
+            _ = sender.waitForExit(timeout: 10)
+            // The receiver reads again, until the dead client is gone from site 1 and nothing more comes.
+            var tags: [Int] = []
+            let drained = Deadline.wait(timeout: 60, interval: 0) {
+                while let message = try? receiver.receive(timeout: 0.2) {
+                    tags.append(Int(String(decoding: message.rec.dropFirst(2), as: UTF8.self)) ?? -1)
+                }
+                guard let stats = try? sites.broker(1).stats() else { return false }
+                guard !stats.clients.contains(where: { $0.name == "dying" }), stats.peers[0].queuedBytes == 0,
+                      let site2 = try? sites.broker(2).stats() else { return false }
+                return site2.clients.allSatisfy { $0.queuedBytes == 0 }
+            }
+            #expect(drained)
+            #expect(tags.count >= 65_000, "\(tags.count) arrived")
+            #expect(tags == Array(0..<tags.count), "exactly once and in order, nothing missing")
+            for site: Int32 in [1, 2] {
+                let stats = try sites.broker(site).stats()
+                let downs = sites.broker(site).log.split(separator: "\n").filter { $0.contains("link down") }
+                #expect(stats.peers[0].reconnects == 0 && stats.totals.dropped == 0, "site \(site): \(downs)")
+                #expect(!stats.clients.contains { $0.name == "dying" }, "site \(site): the dead client is gone")
+            }
+        }
+    }
+}
