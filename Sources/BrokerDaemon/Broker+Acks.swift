@@ -56,7 +56,14 @@ extension Broker {
                 guard now >= pending.deadline else { return false }
                 permanentAckFailures += 1
                 pending.client.permanentFailed += 1
-                pending.client.sendResult(pending.sequence, .ackTimeout)
+                // Which sites were durable at the LSN in time, and which were not.
+                var acked: [Int32] = []
+                var missing: [Int32] = []
+                for link in linkList where !link.removed {
+                    if group.ackedLSN[link.index] >= pending.lsn { acked.append(link.siteID) } else { missing.append(link.siteID) }
+                }
+                pending.client.send(.sendResult, body: SendResultFrame(sequence: pending.sequence, status: .ackTimeout,
+                                                                       acked: acked, missing: missing).body)
                 return true
             }
         }

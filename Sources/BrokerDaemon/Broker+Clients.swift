@@ -60,8 +60,8 @@ extension Broker {
             sendSiteStates(to: client)
             handOverPending(group, to: client)
             announceReceiver(group)
-        } else if group.producersPaused {
-            // A producer that arrives while its group is congested waits like the others.
+        } else if group.producersPaused && client.rings == nil {
+            // A producer that arrives while its group is congested waits like the others (a ring's is not drained).
             client.setReadingPaused(true)
         }
         logger.info("client registered", [

@@ -179,9 +179,12 @@ public final class Broker {
         return false
     }
 
+    /// Pauses or resumes the sockets of the group's producers without rings. A ring client's messages come in
+    /// its ring, which the rings phase leaves alone while the group is congested; its socket, which carries only
+    /// control frames (acks, master announcements, channel replies), is always read.
     private func setProducersPaused(_ group: Group, _ paused: Bool) {
         group.producersPaused = paused
-        for client in clients.values where client.group === group && client.roleState != .receiver {
+        for client in clients.values where client.group === group && client.roleState != .receiver && client.rings == nil {
             client.setReadingPaused(paused)
         }
     }

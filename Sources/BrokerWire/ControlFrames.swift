@@ -147,24 +147,32 @@ public struct RoleFrame: Equatable, Sendable {
     }
 }
 
-/// SEND_RESULT: the outcome of a MESSAGE whose sequence was nonzero.
+/// SEND_RESULT: the outcome of a MESSAGE whose sequence was nonzero. With status ack timeout it names the
+/// sites that acknowledged the LSN in time and those that did not.
 public struct SendResultFrame: Equatable, Sendable {
     public var sequence: UInt64
     public var status: SendStatus
-    public init(sequence: UInt64, status: SendStatus) {
+    public var acked: [Int32]
+    public var missing: [Int32]
+    public init(sequence: UInt64, status: SendStatus, acked: [Int32] = [], missing: [Int32] = []) {
         self.sequence = sequence
         self.status = status
+        self.acked = acked
+        self.missing = missing
     }
 
     public var body: [UInt8] {
         var w = ByteWriter()
         w.put(sequence)
         w.put(status.rawValue)
-        w.put(UInt32(0))
+        w.put(UInt16(acked.count))
+        w.put(UInt16(missing.count))
+        for site in acked + missing { w.put(site) }
         return w.bytes
     }
 
-    /// Appends the whole frame in place (no allocation): the broker sends one per PERMANENT message.
+    /// Appends the whole frame in place (no allocation): the broker sends one per PERMANENT message. Without
+    /// site lists (the caller writes them with `body`).
     public func append(to buffer: ByteBuffer) {
         let out = buffer.reserveForWriting(Wire.frameHeaderSize + 16)
         FrameParser.writeHeader(.sendResult, bodyLength: 16, at: out)
@@ -175,13 +183,25 @@ public struct SendResultFrame: Equatable, Sendable {
     }
 
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
-        try requireSize(body, 16, .sendResult)
+        try requireSize(body, 16, .sendResult, exact: false)
         let p = body.baseAddress.unsafelyUnwrapped
         sequence = p.le64(0)
         guard let status = SendStatus(rawValue: p.le32(8)) else {
             throw .malformed(type: .sendResult, reason: "unknown status \(p.le32(8))")
         }
         self.status = status
+        let ackedCount = Int(p.le16(12))
+        let missingCount = Int(p.le16(14))
+        guard ackedCount + missingCount == 0 || status == .ackTimeout else {
+            throw .malformed(type: .sendResult, reason: "site lists with status \(status.rawValue)")
+        }
+        guard ackedCount <= Wire.maxMembers, missingCount <= Wire.maxMembers,
+              body.count == 16 + 4 * (ackedCount + missingCount) else {
+            throw .malformed(type: .sendResult, reason: "\(ackedCount) + \(missingCount) sites do not fill a body of \(body.count)")
+        }
+        let sites = (0..<(ackedCount + missingCount)).map { p.leInt32(16 + 4 * $0) }
+        acked = Array(sites[..<ackedCount])
+        missing = Array(sites[ackedCount...])
     }
 }
 

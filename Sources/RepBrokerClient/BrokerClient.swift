@@ -1,16 +1,17 @@
 // The thin client a worker process links. Blocking and thread-safe: any thread may send; one thread at a
 // time receives. Who owns what:
-// - Sending threads write MESSAGE frames into the to-broker ring (or the socket without rings) and control
-//   frames to the socket, one at a time under `writeLock`.
+// - Sending threads write MESSAGE frames into the to-broker ring under `ringLock` (one producer at a time), and
+//   control frames, and MESSAGE frames without rings, to the socket under `writeLock`. A sender waiting for ring
+//   room holds `ringLock` only, so an ACK or a channel reply never waits for ring room.
 // - The receiving thread (receive, receiveAll, nextEvent) alone reads the to-client ring, which carries the
 //   receiver's MESSAGE and SITE_EVENT frames, and blocks on its doorbell itself (ClientReceive.swift).
 // - The reader thread alone reads the socket: send results, roles, channel frames, errors, and without
 //   rings the receiver's frames, into the inbox (ClientReader.swift). When the broker goes away it fails
 //   what waits, then reconnects and registers again with backoff. Sends made while disconnected fail at once.
-// `writeLock` is held whenever the descriptor or the rings are swapped, so a send never writes to a
-// descriptor that was closed and reused. `state` guards what the reader thread shares with callers; it is
-// taken after `writeLock`, never before, and nobody waits for anything while holding `writeLock` except a
-// sender for ring room, which the broker makes without any thread of this process.
+// `ringLock` and `writeLock` are both held whenever the descriptor or the rings are swapped, so a send never
+// writes to a descriptor that was closed and reused, nor to rings that were unmapped. Locks are taken in the
+// order `ringLock`, `writeLock`, `state`. Nobody waits while holding `writeLock` but a socket write; a sender
+// waits for ring room holding `ringLock`, room the broker makes without any thread of this process.
 import BrokerSystem
 import BrokerWire
 #if canImport(Glibc)

@@ -16,7 +16,7 @@ extension ClientCore {
             throw .invalidArgument("channel name must be 1...\(Wire.maxGroupName) bytes")
         }
         try sendControl(.subscribe, body: SubscribeFrame(channel: channel).body)
-        state.withLock { subscribed = true }
+        state.withLock { if !subscriptions.contains(channel) { subscriptions.append(channel) } }
     }
 
     /// Sends a channel frame and waits for its outcome: a result for messages, a reply for requests.

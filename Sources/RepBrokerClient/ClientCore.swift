@@ -11,10 +11,13 @@ final class ClientCore: @unchecked Sendable {
     let options: BrokerClientOptions
     /// Guards what the reader thread shares with the calling threads (below, up to the receiver's state).
     let state = ConditionLock()
-    /// Serialises writers of the socket and of the to-broker ring; held (with `state`) to swap the connection.
+    /// Serialises producers of the to-broker ring; held (with `writeLock` and `state`) to swap the connection.
+    let ringLock = ConditionLock()
+    /// Serialises writers of the socket; held (with `ringLock` and `state`) to swap the connection.
     let writeLock = ConditionLock()
 
-    // Guarded by `state`; changed only with `writeLock` held too, so a writer may read them under either.
+    // Guarded by `state`; changed only with `ringLock` and `writeLock` held too, so a writer may read them under
+    // either.
     // Only the reader thread closes the connection (`disconnect`); other threads shut it down.
     var connection: OwnedDescriptor?
     /// The connection's number, -1 without one.
@@ -36,6 +39,8 @@ final class ClientCore: @unchecked Sendable {
     }
     let closedFlag = Atomic<Bool>(false)
     var lastError = "not connected yet"
+    /// When the current connection registered (the reconnect backoff starts again only after one that lasted).
+    var connectedAt: UInt64 = 0
     /// Set by the reader thread when the connection broke, before it tears it down: a sender waiting for
     /// room in the ring gives up.
     var failing = false
@@ -46,10 +51,12 @@ final class ClientCore: @unchecked Sendable {
     }
     let abandoned = Atomic<Bool>(false)
     var nextSequence: UInt64 = 1
-    var results: [UInt64: SendStatus] = [:]
+    var results: [UInt64: SendResultFrame] = [:]
     var waiting: Set<UInt64> = []
     /// Channels: messages for this client's subscriptions, and outcomes of its channel sends and requests.
-    var subscribed = false
+    /// Subscribed again on every new connection, in the order first subscribed.
+    var subscriptions: [String] = []
+    var subscribed: Bool { !subscriptions.isEmpty }
     var channelInbox: [ChannelMessage] = []
     var channelWaiting: Set<UInt64> = []
     var channelOutcomes: [UInt64: ChannelOutcome] = [:]
@@ -83,8 +90,9 @@ final class ClientCore: @unchecked Sendable {
         startThread { [self] in readerLoop(initial: leftover) }
     }
 
-    /// Connects to the broker, sends REGISTER and reads WELCOME (blocking). Returns bytes read past it.
-    static func connectAndRegister(_ options: BrokerClientOptions) throws(BrokerClientError)
+    /// Connects to the broker, sends REGISTER, ACK_POLICY and a SUBSCRIBE for each of `channels` in one write
+    /// (nothing else goes first on a new connection), and reads WELCOME (blocking). Returns bytes read past it.
+    static func connectAndRegister(_ options: BrokerClientOptions, channels: [String] = []) throws(BrokerClientError)
         -> (CInt, WelcomeFrame, [UInt8], ClientRingSide?) {
         let fd: CInt
         do { fd = try Socket.connectUnix(path: options.socketPath) } catch {
@@ -95,6 +103,7 @@ final class ClientCore: @unchecked Sendable {
                                      ringBytes: ringBytes)
         let policy = AckPolicyFrame(policy: options.ackPolicy, timeoutMilliseconds: UInt32(options.ackTimeout * 1000))
         let bytes = FrameParser.encode(.register, body: register.body) + FrameParser.encode(.ackPolicy, body: policy.body)
+            + channels.flatMap { FrameParser.encode(.subscribe, body: SubscribeFrame(channel: $0).body) }
         do {
             var failure: BrokerClientError?
             bytes.withUnsafeBytes { raw in
@@ -145,7 +154,8 @@ final class ClientCore: @unchecked Sendable {
 
     /// Makes `fd` (and its rings) the connection, unless closed meanwhile.
     func install(_ fd: CInt, _ frame: WelcomeFrame, _ newRings: ClientRingSide?) {
-        writeLock.withLock {
+        ringLock.withLock {
+          writeLock.withLock {
             state.withLock {
                 if isClosed {
                     Posix.close(descriptor: fd)
@@ -158,8 +168,10 @@ final class ClientCore: @unchecked Sendable {
                 rings = newRings
                 failing = false
                 abandonReason = nil
+                connectedAt = Posix.monotonicNanoseconds()
                 state.broadcast()
             }
+          }
         }
         connectionChanged()
     }
@@ -183,7 +195,8 @@ final class ClientCore: @unchecked Sendable {
 
     /// Forgets the current connection: waiting sends fail, the descriptor is closed.
     func disconnect(reason: String) {
-        writeLock.withLock {
+        ringLock.withLock {
+          writeLock.withLock {
             state.withLock {
                 guard let closing = connection else { return }
                 closing.close()
@@ -194,6 +207,7 @@ final class ClientCore: @unchecked Sendable {
                 lastError = reason
                 state.broadcast()
             }
+          }
         }
         connectionChanged()
     }

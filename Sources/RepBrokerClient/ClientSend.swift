@@ -1,5 +1,6 @@
-// The sending side of the client: MESSAGE frames into the to-broker ring (or the socket without rings), control
-// frames to the socket, one writer at a time under `writeLock`, and the wait for a PERMANENT send's result.
+// The sending side of the client: MESSAGE frames into the to-broker ring under `ringLock` (or to the socket
+// without rings), control frames to the socket under `writeLock`, and the wait for a PERMANENT send's result.
+// A sender waiting for ring room holds `ringLock` only: control frames never wait for ring room.
 import BrokerSystem
 import BrokerWire
 import CRepBrokerIPC
@@ -35,8 +36,9 @@ extension ClientCore {
         let permanent = flags.contains(.permanent)
         var sequence: UInt64 = 0
         var sentGeneration = 0
-        try writeLock.withLock { () throws(BrokerClientError) in
-            // descriptor, rings, generation and the limit change only under writeLock (and state): held here.
+        try ringLock.withLock { () throws(BrokerClientError) in
+            // descriptor, rings, generation and the limit change only under ringLock (with writeLock and state):
+            // held here.
             guard !closedFlag.load(ordering: .relaxed) else { throw BrokerClientError.closed }
             let fd = descriptor
             guard fd >= 0, !abandoned.load(ordering: .acquiring) else {
@@ -53,10 +55,12 @@ extension ClientCore {
                 if let ringSide = rings {
                     try writeToRing(ringSide, header, control, rec, generation: sentGeneration)
                 } else {
-                    try withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) {
-                        raw throws(BrokerClientError) in
-                        header.writeFrameHeaders(at: raw.baseAddress.unsafelyUnwrapped)
-                        try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec)
+                    try writeLock.withLock { () throws(BrokerClientError) in
+                        try withUnsafeTemporaryAllocation(byteCount: Wire.frameHeaderSize + Wire.messageHeaderSize, alignment: 8) {
+                            raw throws(BrokerClientError) in
+                            header.writeFrameHeaders(at: raw.baseAddress.unsafelyUnwrapped)
+                            try Self.writeAll(fd, UnsafeRawBufferPointer(raw), control, rec)
+                        }
                     }
                 }
             } catch {
@@ -152,24 +156,24 @@ extension ClientCore {
     private func awaitResult(_ sequence: UInt64, generation sent: Int, destination: Int32) throws(BrokerClientError) {
         let wait = max(options.sendTimeout, options.ackPolicy == .none ? 0 : options.ackTimeout + 2)
         let deadline = Posix.monotonicNanoseconds() + UInt64(wait * 1e9)
-        let status: SendStatus = try state.withLock { () throws(BrokerClientError) in
+        let result: SendResultFrame = try state.withLock { () throws(BrokerClientError) in
             defer {
                 waiting.remove(sequence)
                 results[sequence] = nil
             }
             while true {
-                if let status = results[sequence] { return status }
+                if let result = results[sequence] { return result }
                 if isClosed { throw BrokerClientError.closed }
                 if generation != sent { throw BrokerClientError.brokerUnavailable(lastError) }
                 if !state.wait(untilNanoseconds: deadline) && results[sequence] == nil { throw BrokerClientError.timedOut }
             }
         }
-        switch status {
+        switch result.status {
         case .ok: return
         case .queueFull: throw .refused("a destination's queue is full: the message was queued nowhere")
         case .partlyQueued: throw .refused("queued for some sites and dropped at sites whose queue is full")
         case .unroutable: throw .unroutable(destination)
-        case .ackTimeout: throw .notAcknowledged
+        case .ackTimeout: throw .notAcknowledged(acked: result.acked, missing: result.missing)
         }
     }
 

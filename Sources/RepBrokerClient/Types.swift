@@ -105,8 +105,9 @@ public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
     case unroutable(Int32)
     /// The broker did not answer a PERMANENT send in time.
     case timedOut
-    /// A PERMANENT message was sent but its ack policy was not met within the ack timeout.
-    case notAcknowledged
+    /// A PERMANENT message was sent but its ack policy was not met within the ack timeout: the sites that had
+    /// acknowledged its LSN by then, and those that had not.
+    case notAcknowledged(acked: [Int32], missing: [Int32])
     /// Nobody subscribes to that channel at the destination site (like repmgr's DB_NOSERVER).
     case noSubscriber
     /// The destination was the master and no master is known for the group.
@@ -124,7 +125,9 @@ public enum BrokerClientError: Error, Equatable, CustomStringConvertible {
         case .refused(let why): return "refused: \(why)"
         case .unroutable(let site): return "site \(site) is not a member of the group"
         case .timedOut: return "timed out"
-        case .notAcknowledged: return "not acknowledged by enough sites in time"
+        case .notAcknowledged(let acked, let missing):
+            return "not acknowledged by enough sites in time: acknowledged by sites \(acked.isEmpty ? "none" : acked.map(String.init).joined(separator: ", ")), "
+                + "not by \(missing.isEmpty ? "none" : missing.map(String.init).joined(separator: ", "))"
         case .noSubscriber: return "no subscriber for that channel at the destination site"
         case .noMaster: return "no master is known for the group"
         case .closed: return "client closed"

@@ -12,6 +12,7 @@ import Testing
         #expect(UInt32(Wire.defaultMaxMessage) == RB_DEFAULT_MAX_MESSAGE)
         #expect(UInt32(Wire.maxGroupName) == RB_MAX_GROUP_NAME)
         #expect(UInt32(Wire.maxClientName) == RB_MAX_CLIENT_NAME)
+        #expect(UInt32(Wire.maxMembers) == RB_MAX_MEMBERS)
         #expect(Wire.defaultFlowWindow == RB_DEFAULT_FLOW_WINDOW && Wire.minFlowWindow == RB_MIN_FLOW_WINDOW)
         #expect(UInt32(TrafficClass.replication.rawValue) == RB_CLASS_REPLICATION)
         #expect(UInt32(TrafficClass.channel.rawValue) == RB_CLASS_CHANNEL)

@@ -86,7 +86,9 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             encoded = FrameParser.encode(.role, body: f.body)
         case .sendResult:
             let f = try SendResultFrame(body: frame.body)
-            fields = ["sequence": "\(f.sequence)", "status": "\(f.status.rawValue)"]
+            fields = ["sequence": "\(f.sequence)", "status": "\(f.status.rawValue)",
+                      "acked": f.acked.map(String.init).joined(separator: ","),
+                      "missing": f.missing.map(String.init).joined(separator: ",")]
             encoded = FrameParser.encode(.sendResult, body: f.body)
         case .error:
             let f = try ErrorFrame(body: frame.body)

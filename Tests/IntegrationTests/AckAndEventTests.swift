@@ -125,7 +125,8 @@ func sender(_ broker: BrokerProcess, policy: AckPolicy, timeout: Double = 1) thr
             }
             let strict = try sender(sites.broker(1), policy: .all, timeout: 0.3)
             let started = Posix.monotonicNanoseconds()
-            #expect(throws: BrokerClientError.notAcknowledged) {
+            // The failure says which site acknowledged the LSN in time and which did not.
+            #expect(throws: BrokerClientError.notAcknowledged(acked: [2], missing: [3])) {
                 try strict.send(control: [], rec: [9], lsn: LSN(file: 1, offset: 200), to: SiteID.broadcast, flags: .permanent)
             }
             let waited = Double(Posix.monotonicNanoseconds() - started) / 1e9

@@ -114,11 +114,12 @@ final class CClientBuild: @unchecked Sendable {
             #expect(try build.run(["send", socket, "default", "-1", "p2", "permanent", "one", "2000", "lsn", "1", "200"]).lines
                     == ["result OK"])
             #expect(try build.run(["send", socket, "default", "-1", "p3", "permanent", "all", "300", "lsn", "1", "300"]).lines
-                    == ["result ENOTACKED"])
+                    == ["result ENOTACKED", "reason LSN 1/300 was not acknowledged as the all policy asks within 300 ms: "
+                        + "acknowledged by sites 2; not by 3"])
             #expect(acker.waitForExit(timeout: 30) == 0)
             // A PERMANENT send to a site that is not a member: unroutable.
             #expect(try build.run(["send", socket, "default", "9", "nowhere", "permanent", "none", "1000"]).lines
-                    == ["result EUNROUTABLE"])
+                    == ["result EUNROUTABLE", "reason site 9 is not a member of the group"])
             let stats = try sites.broker(1).stats()
             #expect(stats.totals.permanentAcked >= 2 && stats.totals.permanentAckFailures >= 1)
         }
@@ -135,6 +136,77 @@ final class CClientBuild: @unchecked Sendable {
             let held = try client(sites.broker(1), name: "holds-the-slot")
             #expect(try build.run(["open", socket, "another"]).lines == ["result EREFUSED"])
             held.close()
+        }
+    }
+
+    /// Every call given an invalid argument fails with REPBROKER_EINVAL and says why; a name that is not UTF-8
+    /// never reaches the broker (a SUBSCRIBE of "\\xff" used to be sent, refused as a bad frame, and sent again
+    /// on every reconnect, ten times a second, for ever); the client then works as before.
+    @Test func invalidArgumentsAreRefusedWithAReasonAndTheClientGoesOn() throws {
+        try withSites(2) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver], name: "receiver")
+            defer { receiver.close() }
+            let run = try build.run(["invalid", sites.broker(1).socketPath, "default"])
+            let lines = Dictionary(run.lines.map { line in
+                let parts = line.split(separator: " ", maxSplits: 2).map(String.init)
+                return (parts[0], Array(parts.dropFirst()))
+            }, uniquingKeysWith: { first, _ in first })
+            for call in ["open-group-not-utf8", "send-eid-0", "send-flags-0x100", "send-null-control", "acknowledge-site-0",
+                         "announce-master--5", "subscribe-not-utf8", "subscribe-overlong", "channel-send-empty",
+                         "channel-send-broadcast"] {
+                let result = lines[call] ?? []
+                #expect(result.first == "EINVAL", "\(call): \(result)")
+                #expect(result.count == 2 && result[1].count > 10, "\(call) gives a reason: \(result)")
+            }
+            #expect(lines["open-group-not-utf8"]?.last?.contains("UTF-8") == true)
+            #expect(lines["subscribe-not-utf8"]?.last?.contains("UTF-8") == true)
+            #expect(lines["send-eid-0"]?.last?.contains("destination 0") == true)
+            #expect(lines["valid"] == ["OK"])
+            #expect(try receiver.receive(timeout: 10)?.rec == Array("valid".utf8))
+            let stats = try sites.broker(1).stats()
+            #expect(stats.totals.badFrames == 0, "nothing invalid reached the broker")
+        }
+    }
+
+    /// Over the socket, a send that finds no room for the send timeout (its group congested) fails with
+    /// ETIMEDOUT. A small message was not written at all: the connection stays (the same client id after).
+    /// A message larger than the socket's buffer was partly written: the connection is dropped and made again,
+    /// and the reason says so (before, it said that the broker had closed the connection).
+    @Test(arguments: [(4096, false), (4 << 20, true)])
+    func aSocketSendThatTimesOutSaysWhatBecameOfTheConnection(size: Int, dropped: Bool) throws {
+        try withSites(2, extraArguments: congestibleSites) { sites in
+            let congestion = try CongestedGroup(sites)
+            defer { congestion.close() }
+            let sender = try build.start(["send-until-timeout", sites.broker(1).socketPath, "default", "2", "\(size)"])
+            #expect(sender.waitForLines(timeout: 30) { $0.contains { $0.hasPrefix("client-id") } })
+            congestion.release()
+            #expect(sender.waitForExit(timeout: 60) == 0)
+            sender.waitForOutputEnd(timeout: 5)
+            let lines = sender.lines
+            #expect(lines.first?.hasPrefix("result ETIMEDOUT") == true, "\(lines)")
+            let reason = lines.first { $0.hasPrefix("reason ") } ?? ""
+            #expect(!reason.contains("the broker closed the connection"), "\(reason)")
+            let before = lines.first { $0.hasPrefix("client-id ") }?.split(separator: " ").last
+            let after = lines.first { $0.hasPrefix("then OK client-id ") }?.split(separator: " ").last
+            #expect(after != nil, "a later send went: \(lines)")
+            if dropped {
+                #expect(reason.contains("the connection was dropped") && before != after, "\(lines)")
+            } else {
+                #expect(reason.contains("nothing was sent") && before == after, "\(lines)")
+            }
+        }
+    }
+
+    /// A send waiting for room in a full ring holds up no control call: the master announcement made meanwhile
+    /// from another thread reaches the broker before the send gives up.
+    @Test func aControlCallGoesWhileASendWaitsForRingRoom() throws {
+        try withSites(2, extraArguments: congestibleSites) { sites in
+            let congestion = try CongestedGroup(sites)
+            defer { congestion.close() }
+            let blocked = try build.start(["control-while-blocked", sites.broker(1).socketPath, "default", "2", "8192"])
+            #expect(blocked.waitForExit(timeout: 30) == 0)
+            blocked.waitForOutputEnd(timeout: 5)
+            #expect(blocked.lines == ["announced OK", "send-returned ETIMEDOUT"], "\(blocked.lines)")
         }
     }
 

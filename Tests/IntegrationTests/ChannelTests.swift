@@ -145,4 +145,63 @@ func startEchoing(_ client: BrokerClient, until stop: StopFlag) {
             #expect(try writer.request(channel: "writes", to: SiteID.master, payload: [1]) == Array("committed at 1".utf8))
         }
     }
+
+    /// A subscriber whose broker restarts is subscribed again when its client reconnects, the Swift client and
+    /// the C client alike (before, the Swift client came back without its subscriptions and channel sends to
+    /// its site found no subscriber).
+    @Test func subscriptionsComeBackWhenTheBrokerRestarts() throws {
+        try withSites(2) { sites in
+            let swift = try client(sites.broker(2), name: "swift-subscriber")
+            defer { swift.close() }
+            try swift.subscribe(channel: "swift-orders")
+            let c = try CClientBuild.shared.get().start(["serve", sites.broker(2).socketPath, "default", "c-orders", "2"])
+            defer { c.kill9() }
+            #expect(c.waitForLines(timeout: 20) { $0.contains("subscribed") })
+            let sender = try client(sites.broker(1), name: "orders")
+            defer { sender.close() }
+            try sender.send(channel: "swift-orders", to: 2, payload: Array("before".utf8), timeout: 10)
+            #expect(try swift.receiveChannelMessage(timeout: 10)?.payload == Array("before".utf8))
+            try sender.send(channel: "c-orders", to: 2, payload: Array("before".utf8), timeout: 10)
+            sites.broker(2).kill9()
+            try sites.broker(2).start()
+            #expect(sites.broker(2).waitForStats(timeout: 20) { stats in
+                ["swift-subscriber", "client_check"].allSatisfy { name in stats.clients.contains { $0.name == name } }
+            })
+            #expect(sites.broker(1).waitForStats(timeout: 20) { $0.peers.first?.state == .connected })
+            try sender.send(channel: "swift-orders", to: 2, payload: Array("after".utf8), timeout: 10)
+            #expect(try swift.receiveChannelMessage(timeout: 10)?.payload == Array("after".utf8))
+            try sender.send(channel: "c-orders", to: 2, payload: Array("after".utf8), timeout: 10)
+            #expect(c.waitForExit(timeout: 20) == 0)
+            c.waitForOutputEnd(timeout: 5)
+            #expect(c.lines.filter { $0.hasPrefix("channel-message") } == ["channel-message 1 c-orders before",
+                                                                           "channel-message 1 c-orders after"])
+        }
+    }
+
+    /// A send waiting for room in a full ring holds up no control frame: a master announcement and a channel
+    /// reply made meanwhile from other threads go at once (before, they waited behind the blocked send).
+    @Test func controlFramesGoWhileASendWaitsForRingRoom() throws {
+        try withSites(2, extraArguments: congestibleSites) { sites in
+            let congestion = try CongestedGroup(sites)
+            defer { congestion.close() }
+            var options = BrokerClientOptions(socketPath: sites.broker(1).socketPath, name: "blocked")
+            options.transport = .sharedMemory
+            options.ringBytes = 64 << 10
+            options.sendTimeout = 10
+            let blocked = try BrokerClient(options: options)
+            defer { blocked.close() }
+            let sendReturned = StopFlag()
+            let sent = Locked(0)
+            startThread {
+                let rec = [UInt8](repeating: 2, count: 8192)
+                while (try? blocked.send(control: [], rec: rec, to: 2)) != nil { sent.withLock { $0 += 1 } }
+                sendReturned.set()
+            }
+            // A ring's worth is in: the next send waits for room the paused broker does not make.
+            #expect(Deadline.wait(timeout: 10) { sent.withLock { $0 } >= (64 << 10) / 8256 })
+            try blocked.announceMaster(siteID: 1)
+            #expect(sites.broker(1).waitForStats(timeout: 5) { $0.groups.first { $0.name == "default" }?.master == 1 })
+            #expect(!sendReturned.isSet, "the announcement went while the send still waited")
+        }
+    }
 }

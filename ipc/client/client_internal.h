@@ -34,6 +34,7 @@ typedef struct rb_waiter {
     int channel;
     int done;
     uint32_t status;
+    char sites[160];              /* ack timeout: "acknowledged by sites 2; not by 3, 5" (from SEND_RESULT) */
     unsigned char *reply;         /* a request's reply payload (malloc'd; handed to the caller) */
     size_t reply_length;
 } rb_waiter;
@@ -61,7 +62,11 @@ struct repbroker_client {
     size_t channel_count;
     pthread_t reader;
     int reader_started;
-    pthread_mutex_t write_lock;   /* one writer at a time on the socket */
+    pthread_mutex_t ring_lock;    /* one producer at a time in the to-broker ring (taken before write_lock) */
+    pthread_mutex_t write_lock;   /* one writer at a time on the socket: a sender waiting for ring room never holds
+                                     it, so control frames (acks, replies) do not wait for ring room */
+    unsigned backoff_ms;          /* the next reconnect's delay: doubles while registrations end at once */
+    uint64_t connected_at_ns;     /* when the current connection registered */
     pthread_mutex_t state;        /* everything below */
     pthread_cond_t changed;
     int closed;
@@ -109,6 +114,10 @@ static inline void frame_header(unsigned char *p, uint8_t type, uint32_t length)
 
 
 RB_HIDDEN void rb_say(repbroker_client *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Keeps the reason (taking the state lock) and returns REPBROKER_EINVAL. */
+RB_HIDDEN int rb_invalid(repbroker_client *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Whether `text` is a name the broker takes: UTF-8 of `min` ... `max` bytes (its length in *length). */
+RB_HIDDEN int rb_valid_name(const char *text, size_t min, size_t max, size_t *length);
 RB_HIDDEN void rb_fail(repbroker_client *c);
 RB_HIDDEN uint64_t rb_now_ns(void);
 RB_HIDDEN int rb_wait_until(repbroker_client *c, uint64_t deadline_ns);
@@ -129,7 +138,7 @@ RB_HIDDEN int rb_dial(repbroker_client *c, int *fd, rb_rings **rings, char *reas
                       int handshake_seconds);
 RB_HIDDEN int rb_rings_attach(int fds[4], uint64_t ring_bytes, rb_rings **rings, char *reason, size_t reason_size);
 RB_HIDDEN void rb_rings_free(rb_rings *rings);
-/* A MESSAGE into the to-broker ring (write lock held), waiting for room until `deadline`. */
+/* A MESSAGE into the to-broker ring (ring lock held), waiting for room until `deadline`. */
 RB_HIDDEN int rb_ring_send(repbroker_client *c, rb_rings *rings, const unsigned char *header, const void *control,
                            size_t control_length, const void *rec, size_t rec_length, uint64_t deadline);
 /* The next event from the to-client ring (the receiving thread); REPBROKER_EUNAVAILABLE once the connection

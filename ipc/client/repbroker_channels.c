@@ -12,15 +12,17 @@
 
 enum { CHANNEL_HEADER = 32 };
 
+/* A channel name the broker takes: 1 to 64 bytes of UTF-8. */
 static int valid_channel(const char *channel, size_t *length) {
-    if (!channel) return 0;
-    *length = strlen(channel);
-    return *length >= 1 && *length <= RB_MAX_GROUP_NAME;
+    return rb_valid_name(channel, 1, RB_MAX_GROUP_NAME, length);
 }
+
+static const char invalid_channel[] = "the channel name must be 1 to 64 bytes of UTF-8";
 
 int repbroker_subscribe(repbroker_client *c, const char *channel) {
     size_t length;
-    if (!c || !valid_channel(channel, &length)) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!valid_channel(channel, &length)) return rb_invalid(c, invalid_channel);
     unsigned char body[4 + RB_MAX_GROUP_NAME];
     put16(body, (uint16_t)length);
     put16(body + 2, 0);
@@ -78,9 +80,12 @@ static int channel_status(uint32_t status) {
 static int exchange(repbroker_client *c, const char *channel, int32_t site, const void *payload, size_t payload_length,
                     int timeout_ms, uint16_t kind, void **reply, size_t *reply_length) {
     size_t channel_length;
-    if (!c || !valid_channel(channel, &channel_length) || !(site > 0 || site == REPBROKER_EID_MASTER)
-        || (payload_length && !payload) || timeout_ms < 0)
-        return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!valid_channel(channel, &channel_length)) return rb_invalid(c, invalid_channel);
+    if (!(site > 0 || site == REPBROKER_EID_MASTER))
+        return rb_invalid(c, "a channel destination is a site id (> 0) or REPBROKER_EID_MASTER, not %d", site);
+    if (payload_length && !payload) return rb_invalid(c, "payload is NULL with a length of %zu", payload_length);
+    if (timeout_ms < 0) return rb_invalid(c, "timeout_ms must be 0 or more, not %d", timeout_ms);
     if (payload_length > c->max_message) return REPBROKER_ETOOLARGE;
     rb_waiter waiter = {.channel = 1};
     pthread_mutex_lock(&c->state);
@@ -127,7 +132,8 @@ int repbroker_channel_send(repbroker_client *c, const char *channel, int32_t sit
 
 int repbroker_request(repbroker_client *c, const char *channel, int32_t site, const void *payload, size_t payload_length,
                       int timeout_ms, void **reply, size_t *reply_length) {
-    if (!reply || !reply_length) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!reply || !reply_length) return rb_invalid(c, "reply and reply_length are where the reply goes: not NULL");
     *reply = NULL;
     *reply_length = 0;
     return exchange(c, channel, site, payload, payload_length, timeout_ms, RB_CHANNEL_REQUEST, reply, reply_length);
@@ -138,9 +144,10 @@ void repbroker_free(void *pointer) { free(pointer); }
 int repbroker_reply(repbroker_client *c, const repbroker_channel_message *request, const void *payload,
                     size_t payload_length) {
     size_t channel_length;
-    if (!c || !request || !request->is_request || !valid_channel(request->channel, &channel_length)
-        || (payload_length && !payload))
-        return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!request || !request->is_request) return rb_invalid(c, "only a request is answered");
+    if (!valid_channel(request->channel, &channel_length)) return rb_invalid(c, invalid_channel);
+    if (payload_length && !payload) return rb_invalid(c, "payload is NULL with a length of %zu", payload_length);
     if (payload_length > c->max_message) return REPBROKER_ETOOLARGE;
     pthread_mutex_lock(&c->state);
     int status = rb_usable(c);
@@ -157,7 +164,8 @@ int repbroker_reply(repbroker_client *c, const repbroker_channel_message *reques
 }
 
 int repbroker_next_channel_message(repbroker_client *c, int timeout_ms, repbroker_channel_message *message) {
-    if (!c || !message) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!message) return rb_invalid(c, "message is NULL");
     pthread_mutex_lock(&c->state);
     if (!c->subscribed) {
         rb_say(c, "subscribe to a channel first");

@@ -53,13 +53,52 @@ void rb_say(repbroker_client *c, const char *format, ...) {
     va_end(arguments);
 }
 
+int rb_invalid(repbroker_client *c, const char *format, ...) {
+    pthread_mutex_lock(&c->state);
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(c->last_error, sizeof c->last_error, format, arguments);
+    va_end(arguments);
+    pthread_mutex_unlock(&c->state);
+    return REPBROKER_EINVAL;
+}
+
+/* Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as the broker checks it. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned char lead = s[i];
+        if (lead < 0x80) { i++; continue; }
+        size_t length = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3 : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
+        if (length == 0 || i + length > n) return 0;
+        uint32_t point = lead & (0x7F >> length);
+        for (size_t k = 1; k < length; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            point = point << 6 | (s[i + k] & 0x3F);
+        }
+        if ((length == 3 && (point < 0x800 || (point >= 0xD800 && point <= 0xDFFF)))
+            || (length == 4 && (point < 0x10000 || point > 0x10FFFF)))
+            return 0;
+        i += length;
+    }
+    return 1;
+}
+
+int rb_valid_name(const char *text, size_t min, size_t max, size_t *length) {
+    if (!text) return 0;
+    *length = strnlen(text, max + 1);
+    return *length >= min && *length <= max && utf8_valid((const unsigned char *)text, *length);
+}
+
+/* Why the calling thread's last repbroker_open failed (there is no client to ask). */
+static _Thread_local char open_error[256];
+
 /* The connection is gone: every waiter wakes (state lock held). */
 void rb_fail(repbroker_client *c) {
     c->failed = 1;
     pthread_cond_broadcast(&c->changed);
 }
 
-const char *repbroker_last_error(repbroker_client *c) { return c ? c->last_error : ""; }
+const char *repbroker_last_error(repbroker_client *c) { return c ? c->last_error : open_error; }
 
 /* ---- time ---- */
 
@@ -82,23 +121,40 @@ int rb_wait_until(repbroker_client *c, uint64_t deadline_ns) {
 
 /* ---- writing ---- */
 
-/* Writes every byte of `vector` (write lock held); 0 or an error (the connection is then unusable). */
+/* Writes every byte of one frame in `vector` (write lock held); 0 or an error. The socket's send timeout
+   (SO_SNDTIMEO, the client's send_timeout_ms) bounds each wait: when it passes before any byte of the frame
+   went, the connection is intact and the call fails with REPBROKER_ETIMEDOUT; after part of the frame went,
+   the stream cannot carry another frame, so the connection is dropped (the broker discards the half frame)
+   and the library reconnects. Either way the reason says what happened. */
 int rb_write_all(repbroker_client *c, struct iovec *vector, int count) {
+    size_t sent = 0;
     while (count > 0) {
         struct msghdr message = {.msg_iov = vector, .msg_iovlen = (size_t)count};
         ssize_t written = sendmsg(c->fd, &message, MSG_NOSIGNAL);
         if (written < 0) {
             if (errno == EINTR) continue;
-            int code = errno == EAGAIN || errno == EWOULDBLOCK ? REPBROKER_ETIMEDOUT : REPBROKER_EUNAVAILABLE;
+            int error = errno;
+            int timeout = error == EAGAIN || error == EWOULDBLOCK;
             pthread_mutex_lock(&c->state);
-            rb_say(c, code == REPBROKER_ETIMEDOUT ? "the broker took nothing for the send timeout"
-                                               : "write to the broker failed: %s", strerror(errno));
-            /* Part of a frame may be out: the stream cannot carry another one. */
+            if (timeout && sent == 0) {
+                rb_say(c, "the broker took none of the frame within the send timeout (%u ms): its group is congested "
+                          "or the broker is stuck; nothing was sent", c->send_timeout_ms);
+                pthread_mutex_unlock(&c->state);
+                return REPBROKER_ETIMEDOUT;
+            }
+            if (timeout) {
+                rb_say(c, "a send timed out (%u ms) with %zu bytes of its frame written: the connection was dropped "
+                          "(the broker discards the half frame, so the message was not sent) and is made again",
+                       c->send_timeout_ms, sent);
+            } else {
+                rb_say(c, "write to the broker failed: %s", strerror(error));
+            }
             rb_fail(c);
             pthread_mutex_unlock(&c->state);
             shutdown(c->fd, SHUT_RDWR);
-            return code;
+            return timeout ? REPBROKER_ETIMEDOUT : REPBROKER_EUNAVAILABLE;
         }
+        sent += (size_t)written;
         size_t left = (size_t)written;
         while (count > 0 && left >= vector->iov_len) {
             left -= vector->iov_len;
@@ -189,14 +245,27 @@ static int handle(repbroker_client *c, uint8_t type, const unsigned char *body, 
         return 0;
     }
     case RB_FRAME_SEND_RESULT: {
-        if (length != 16) { rb_say(c, "malformed SEND_RESULT"); return REPBROKER_EPROTOCOL; }
+        uint32_t acked = length >= 16 ? get16(body + 12) : 0, missing = length >= 16 ? get16(body + 14) : 0;
+        if (length < 16 || acked > RB_MAX_MEMBERS || missing > RB_MAX_MEMBERS || length != 16 + 4 * (acked + missing)) {
+            rb_say(c, "malformed SEND_RESULT of %u bytes", length);
+            return REPBROKER_EPROTOCOL;
+        }
         uint64_t sequence = get64(body);
         for (rb_waiter *w = c->waiters; w; w = w->next) {
-            if (w->sequence == sequence) {
-                w->done = 1;
-                w->status = get32(body + 8);
-                pthread_cond_broadcast(&c->changed);
+            if (w->sequence != sequence || w->channel) continue;
+            w->done = 1;
+            w->status = get32(body + 8);
+            /* Which sites acknowledged the LSN in time, and which did not (with an ack timeout). */
+            size_t at = 0;
+            for (uint32_t list = 0; list < 2 && at < sizeof w->sites; list++) {
+                uint32_t first = list == 0 ? 0 : acked, count = list == 0 ? acked : missing;
+                at += (size_t)snprintf(w->sites + at, sizeof w->sites - at, list == 0 ? "acknowledged by sites" : "; not by");
+                for (uint32_t i = 0; i < count && at < sizeof w->sites; i++)
+                    at += (size_t)snprintf(w->sites + at, sizeof w->sites - at, "%s %d", i ? "," : "",
+                                           (int32_t)get32(body + 16 + 4 * (first + i)));
+                if (count == 0 && at < sizeof w->sites) at += (size_t)snprintf(w->sites + at, sizeof w->sites - at, " none");
             }
+            pthread_cond_broadcast(&c->changed);
         }
         return 0;
     }
@@ -270,7 +339,9 @@ static void *read_loop(void *argument) {
         pthread_mutex_lock(&c->state);
         int status = REPBROKER_OK;
         if (got <= 0) {
-            if (!c->closed) rb_say(c, got == 0 ? "the broker closed the connection" : "read from the broker failed: %s", strerror(errno));
+            /* A sender that dropped the connection (a send timeout) said why already. */
+            if (!c->closed && !c->failed)
+                rb_say(c, got == 0 ? "the broker closed the connection" : "read from the broker failed: %s", strerror(errno));
             status = REPBROKER_EUNAVAILABLE;
         } else {
             c->input_used += (size_t)got;
@@ -318,30 +389,51 @@ static void destroy(repbroker_client *c) {
     for (size_t i = 0; i < c->channel_count; i++) free(c->channels[i]);
     free(c->channels);
     free(c->input);
+    pthread_mutex_destroy(&c->ring_lock);
     pthread_mutex_destroy(&c->write_lock);
     pthread_mutex_destroy(&c->state);
     pthread_cond_destroy(&c->changed);
     free(c);
 }
 
+/* repbroker_open's argument check: NULL, or why `o` is refused. */
+static const char *invalid_options(const repbroker_options *o, const char *group, const char *name,
+                                   size_t *group_length, size_t *name_length) {
+    if (!rb_valid_name(group, 1, RB_MAX_GROUP_NAME, group_length)) return "the group name must be 1 to 64 bytes of UTF-8";
+    if (!rb_valid_name(name, 0, RB_MAX_CLIENT_NAME, name_length)) return "the client name must be at most 64 bytes of UTF-8";
+    if ((o->roles & ~(unsigned)(REPBROKER_ROLE_SENDER | REPBROKER_ROLE_RECEIVER)) || o->roles == 0)
+        return "roles must be REPBROKER_ROLE_SENDER and/or REPBROKER_ROLE_RECEIVER";
+    if (o->ack_policy < REPBROKER_ACK_NONE || o->ack_policy > REPBROKER_ACK_ALL) return "unknown ack policy";
+    if (o->ack_timeout_ms < 1 || o->ack_timeout_ms > 600000) return "ack_timeout_ms must be 1 ... 600000";
+    if (o->send_timeout_ms < 1) return "send_timeout_ms must be at least 1";
+    if (o->transport < REPBROKER_TRANSPORT_AUTOMATIC || o->transport > REPBROKER_TRANSPORT_SHARED_MEMORY)
+        return "unknown transport";
+    if (o->transport != REPBROKER_TRANSPORT_SOCKET && (o->ring_bytes < 4096 || o->ring_bytes > (1u << 30)))
+        return "ring_bytes must be 4096 ... 1 GiB";
+    if (o->socket_path && strlen(o->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return "the socket path is longer than a Unix socket address takes";
+    return NULL;
+}
+
 int repbroker_open(const repbroker_options *options, repbroker_client **out) {
-    if (!out) return REPBROKER_EINVAL;
+    open_error[0] = 0;
+    if (!out) {
+        snprintf(open_error, sizeof open_error, "no place for the client (client is NULL)");
+        return REPBROKER_EINVAL;
+    }
     *out = NULL;
     repbroker_options o;
     if (options) o = *options; else repbroker_options_init(&o);
     const char *group = o.group ? o.group : "default";
     const char *name = o.name ? o.name : "";
-    size_t group_length = strlen(group), name_length = strlen(name);
-    if (group_length < 1 || group_length > RB_MAX_GROUP_NAME || name_length > RB_MAX_CLIENT_NAME
-        || (o.roles & ~(unsigned)(REPBROKER_ROLE_SENDER | REPBROKER_ROLE_RECEIVER)) || o.roles == 0
-        || o.ack_policy < REPBROKER_ACK_NONE || o.ack_policy > REPBROKER_ACK_ALL
-        || o.ack_timeout_ms < 1 || o.ack_timeout_ms > 600000 || o.send_timeout_ms < 1
-        || o.transport < REPBROKER_TRANSPORT_AUTOMATIC || o.transport > REPBROKER_TRANSPORT_SHARED_MEMORY
-        || (o.transport != REPBROKER_TRANSPORT_SOCKET && (o.ring_bytes < 4096 || o.ring_bytes > (1u << 30))))
+    size_t group_length = 0, name_length = 0;
+    const char *invalid = invalid_options(&o, group, name, &group_length, &name_length);
+    if (invalid) {
+        snprintf(open_error, sizeof open_error, "%s", invalid);
         return REPBROKER_EINVAL;
+    }
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     if (o.socket_path) {
-        if (strlen(o.socket_path) >= sizeof path) return REPBROKER_EINVAL;
         snprintf(path, sizeof path, "%s", o.socket_path);
     } else {
         const char *runtime = getenv("XDG_RUNTIME_DIR");
@@ -351,6 +443,8 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     repbroker_client *c = calloc(1, sizeof *c);
     if (!c) return REPBROKER_ENOMEM;
     c->fd = -1;
+    c->backoff_ms = 100;
+    pthread_mutex_init(&c->ring_lock, NULL);
     pthread_mutex_init(&c->write_lock, NULL);
     pthread_mutex_init(&c->state, NULL);
     pthread_condattr_t attributes;
@@ -391,6 +485,7 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     char reason[256] = "";
     int status = rb_dial(c, &c->fd, &c->rings, reason, sizeof reason, 10);
     if (status) {
+        snprintf(open_error, sizeof open_error, "%s", reason);
         destroy(c);
         return status;
     }

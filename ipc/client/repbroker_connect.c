@@ -118,16 +118,26 @@ int rb_dial(repbroker_client *c, int *fd_out, rb_rings **rings, char *reason, si
     *fd_out = fd;
     pthread_mutex_lock(&c->state);
     c->generation++;
+    c->connected_at_ns = rb_now_ns();
     pthread_mutex_unlock(&c->state);
     return REPBROKER_OK;
 }
 
+/* Reconnect delays: 100 ms doubling to 2 s. A connection that lived a second starts again from 100 ms; one
+   that ended sooner (a broker that closes every registration, say) does not, so the client backs off. */
+enum { BACKOFF_FIRST_MS = 100, BACKOFF_LAST_MS = 2000 };
+
+static unsigned next_backoff(unsigned ms) { return ms * 2 > BACKOFF_LAST_MS ? BACKOFF_LAST_MS : ms * 2; }
+
 int rb_reconnect(repbroker_client *c) {
-    unsigned backoff_ms = 100;
+    pthread_mutex_lock(&c->state);
+    if (rb_now_ns() - c->connected_at_ns >= 1000000000u) c->backoff_ms = BACKOFF_FIRST_MS;
+    pthread_mutex_unlock(&c->state);
     for (;;) {
         pthread_mutex_lock(&c->state);
         c->role_state = RB_ROLE_STATE_NONE;
-        uint64_t until = rb_now_ns() + (uint64_t)backoff_ms * 1000000u;
+        uint64_t until = rb_now_ns() + (uint64_t)c->backoff_ms * 1000000u;
+        c->backoff_ms = next_backoff(c->backoff_ms);
         while (!c->closed && rb_wait_until(c, until)) {}
         int closed = c->closed;
         pthread_mutex_unlock(&c->state);
@@ -136,6 +146,7 @@ int rb_reconnect(repbroker_client *c) {
         rb_rings *rings = NULL;
         char reason[256] = "";
         if (rb_dial(c, &fd, &rings, reason, sizeof reason, 2) == REPBROKER_OK) {
+            pthread_mutex_lock(&c->ring_lock);
             pthread_mutex_lock(&c->write_lock);
             pthread_mutex_lock(&c->state);
             int old = c->fd;
@@ -167,12 +178,12 @@ int rb_reconnect(repbroker_client *c) {
             pthread_cond_broadcast(&c->changed);
             pthread_mutex_unlock(&c->state);
             pthread_mutex_unlock(&c->write_lock);
+            pthread_mutex_unlock(&c->ring_lock);
             close(old);
             return 1;
         }
         pthread_mutex_lock(&c->state);
         rb_say(c, "reconnecting: %s", reason);
         pthread_mutex_unlock(&c->state);
-        backoff_ms = backoff_ms >= 1000 ? 2000 : backoff_ms * 2;
     }
 }

@@ -1,6 +1,6 @@
 /*
  * librepbroker's shared-memory transport (PROTOCOL.md, "Shared-memory rings"; layout in repbroker_ring.h).
- * The sending thread (one at a time, under the write lock) produces MESSAGE frames into the to-broker ring;
+ * The sending thread (one at a time, under the ring lock) produces MESSAGE frames into the to-broker ring;
  * the receiving thread (one at a time) consumes MESSAGE and SITE_EVENT frames from the to-client ring and
  * blocks on the data doorbell itself. Frames larger than a quarter of the ring travel as FRAGMENT records.
  * Every position and length read from the shared memory is read once and checked before use; a violation
@@ -100,7 +100,7 @@ void rb_rings_free(rb_rings *r) {
     free(r);
 }
 
-/* ---- producing (the write lock held) ---- */
+/* ---- producing (the ring lock held) ---- */
 
 /* Publishes what was written, and wakes the broker if it said it sleeps. */
 static void publish(rb_rings *r) {

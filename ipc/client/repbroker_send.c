@@ -10,12 +10,31 @@
 
 /* ---- calls ---- */
 
+static const char *policy_name(repbroker_ack_policy policy) {
+    switch (policy) {
+    case REPBROKER_ACK_ONE: return "one";
+    case REPBROKER_ACK_QUORUM: return "quorum";
+    case REPBROKER_ACK_ALL: return "all";
+    default: return "none";
+    }
+}
+
 int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t control_length, const void *rec,
                    size_t rec_length, const repbroker_lsn *lsn, uint32_t flags) {
-    if (!c || (flags & ~0xFu) || !(eid > 0 || eid == REPBROKER_EID_BROADCAST || eid == REPBROKER_EID_MASTER)
-        || (control_length && !control) || (rec_length && !rec))
-        return REPBROKER_EINVAL;
-    if ((uint64_t)control_length + rec_length > c->max_message) return REPBROKER_ETOOLARGE;
+    if (!c) return REPBROKER_EINVAL;
+    if (flags & ~0xFu) return rb_invalid(c, "flags 0x%x: only REPBROKER_REP_* (0x1 ... 0x8) are known", flags);
+    if (!(eid > 0 || eid == REPBROKER_EID_BROADCAST || eid == REPBROKER_EID_MASTER))
+        return rb_invalid(c, "destination %d is not a site id (> 0), REPBROKER_EID_BROADCAST or REPBROKER_EID_MASTER", eid);
+    if ((control_length && !control) || (rec_length && !rec))
+        return rb_invalid(c, "%s is NULL with a length of %zu", control_length && !control ? "control" : "rec",
+                          control_length && !control ? control_length : rec_length);
+    if ((uint64_t)control_length + rec_length > c->max_message) {
+        pthread_mutex_lock(&c->state);
+        rb_say(c, "control + rec are %llu bytes; the broker's limit is %llu",
+               (unsigned long long)control_length + rec_length, (unsigned long long)c->max_message);
+        pthread_mutex_unlock(&c->state);
+        return REPBROKER_ETOOLARGE;
+    }
     int permanent = (flags & REPBROKER_REP_PERMANENT) != 0;
     rb_waiter waiter = {0};
     pthread_mutex_lock(&c->state);
@@ -43,14 +62,18 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
     put32(m + 28, (uint32_t)rec_length);
     put64(m + 32, waiter.sequence);
     struct iovec vector[3] = {{header, 48}, {(void *)control, control_length}, {(void *)rec, rec_length}};
-    pthread_mutex_lock(&c->write_lock);
+    /* Over the rings only the ring lock is held (a sender waiting for room keeps the socket free for control
+       frames); over the socket, the socket's write lock too. The rings change only under both. */
+    pthread_mutex_lock(&c->ring_lock);
     if (c->rings) {
         status = rb_ring_send(c, c->rings, header, control, control_length, rec, rec_length,
                               rb_now_ns() + (uint64_t)c->send_timeout_ms * 1000000u);
     } else {
+        pthread_mutex_lock(&c->write_lock);
         status = rb_write_all(c, vector, 3);
+        pthread_mutex_unlock(&c->write_lock);
     }
-    pthread_mutex_unlock(&c->write_lock);
+    pthread_mutex_unlock(&c->ring_lock);
 
     pthread_mutex_lock(&c->state);
     if (status == REPBROKER_OK) {
@@ -61,6 +84,7 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
         /* Long enough for the ack policy's timeout and the broker's answer after it. */
         uint64_t wait_ms = c->send_timeout_ms;
         if (c->ack_policy != REPBROKER_ACK_NONE && c->ack_timeout_ms + 2000u > wait_ms) wait_ms = c->ack_timeout_ms + 2000u;
+        int sent = status;
         status = rb_await(c, &waiter, rb_now_ns() + wait_ms * 1000000u, status);
         if (status == REPBROKER_OK) {
             switch (waiter.status) {
@@ -73,10 +97,24 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
                 rb_say(c, "queued for some sites and dropped at sites whose queue is full");
                 status = REPBROKER_EQUEUEFULL;
                 break;
-            case RB_SEND_UNROUTABLE: status = REPBROKER_EUNROUTABLE; break;
-            case RB_SEND_ACK_TIMEOUT: status = REPBROKER_ENOTACKED; break;
-            default: status = REPBROKER_EPROTOCOL; break;
+            case RB_SEND_UNROUTABLE:
+                rb_say(c, eid == REPBROKER_EID_MASTER ? "no master is known for the group"
+                                                      : "site %d is not a member of the group", eid);
+                status = REPBROKER_EUNROUTABLE;
+                break;
+            case RB_SEND_ACK_TIMEOUT:
+                rb_say(c, "LSN %u/%u was not acknowledged as the %s policy asks within %u ms: %s",
+                       lsn ? lsn->file : 0, lsn ? lsn->offset : 0, policy_name(c->ack_policy), c->ack_timeout_ms,
+                       waiter.sites);
+                status = REPBROKER_ENOTACKED;
+                break;
+            default:
+                rb_say(c, "the broker answered with send status %u, which this library does not know", waiter.status);
+                status = REPBROKER_EPROTOCOL;
+                break;
             }
+        } else if (sent == REPBROKER_OK && status == REPBROKER_ETIMEDOUT) {
+            rb_say(c, "the broker did not answer the PERMANENT send within %llu ms", (unsigned long long)wait_ms);
         }
         if (status != REPBROKER_OK) c->stats.permanent_failed++;
     }
@@ -100,7 +138,8 @@ int rb_await(repbroker_client *c, rb_waiter *waiter, uint64_t deadline_ns, int s
 }
 
 int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *event) {
-    if (!c || !event) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!event) return rb_invalid(c, "event is NULL");
     pthread_mutex_lock(&c->state);
     if (c->closed) { pthread_mutex_unlock(&c->state); return REPBROKER_ECLOSED; }
     if (c->receiving) {
@@ -162,7 +201,8 @@ int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *e
 }
 
 int repbroker_acknowledge(repbroker_client *c, repbroker_lsn lsn, int32_t site) {
-    if (!c || site <= 0) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (site <= 0) return rb_invalid(c, "site %d: an ack names the site whose log it acknowledges (> 0)", site);
     unsigned char body[16];
     put32(body, lsn.file);
     put32(body + 4, lsn.offset);
@@ -172,7 +212,8 @@ int repbroker_acknowledge(repbroker_client *c, repbroker_lsn lsn, int32_t site) 
 }
 
 int repbroker_announce_master(repbroker_client *c, int32_t site) {
-    if (!c || site < 0) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (site < 0) return rb_invalid(c, "master site %d: a site id, or 0 for none", site);
     unsigned char body[8];
     put32(body, (uint32_t)site);
     put32(body + 4, 0);
@@ -192,7 +233,8 @@ int repbroker_is_receiver(repbroker_client *c) {
 }
 
 int repbroker_get_stats(repbroker_client *c, repbroker_stats *stats) {
-    if (!c || !stats) return REPBROKER_EINVAL;
+    if (!c) return REPBROKER_EINVAL;
+    if (!stats) return rb_invalid(c, "stats is NULL");
     pthread_mutex_lock(&c->state);
     *stats = c->stats;
     pthread_mutex_unlock(&c->state);

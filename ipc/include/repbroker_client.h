@@ -9,20 +9,28 @@
  * roles it asked for, and (by default) two shared-memory rings the broker grants it for messages both ways.
  * Messages to other sites go through the broker.
  *
- * Threads: every function may be called from any thread. Sends from several threads are serialized on one
- * lock (a send never waits for a receive). One thread at a time receives (repbroker_next_event); a second
- * one gets REPBROKER_EINVAL. A reader thread inside the library reads the socket: it answers PERMANENT sends
- * and fills the inbox that repbroker_next_event takes from, so a PERMANENT send may be made from the thread
- * that handles received messages.
+ * Threads: every function may be called from any thread. Sends from several threads are serialized (a send
+ * never waits for a receive). Over the rings, a send waiting for room in its ring holds no lock that the control
+ * calls need: repbroker_acknowledge, repbroker_announce_master, channel calls and replies go by the socket at
+ * once. One thread at a time receives (repbroker_next_event); a second one gets REPBROKER_EINVAL. A reader
+ * thread inside the library reads the socket: it answers PERMANENT sends and fills the inbox that
+ * repbroker_next_event takes from, so a PERMANENT send may be made from the thread that handles received
+ * messages.
  *
  * Failure: when the connection to the broker fails (the broker stopped or restarted), calls return
- * REPBROKER_EUNAVAILABLE (a PERMANENT send in flight too) while the library dials the broker again, registers
- * anew (the same group, name and roles; channels subscribed again) and goes on; messages in the inbox are
- * still handed out. With `reconnect` 0 the client stays failed: close it and open a new one.
+ * REPBROKER_EUNAVAILABLE (a PERMANENT send in flight too) while the library dials the broker again (after
+ * 100 ms, doubling to 2 s; a connection that ended within a second of registering does not start the delays
+ * again, so a broker that closes every registration is not dialled ten times a second), registers anew (the
+ * same group, name and roles; channels subscribed again) and goes on; messages in the inbox are still handed
+ * out. With `reconnect` 0 the client stays failed: close it and open a new one. The Swift client does the same.
+ *
+ * Names (group, client, channel) are UTF-8 of the lengths given below; anything else is REPBROKER_EINVAL where
+ * it is given, with a reason, and never reaches the broker.
  *
  * Errors: every function returns 0 or a repbroker_error; repbroker_strerror names it, and
- * repbroker_last_error gives the broker's or the system's reason for the client's last failure.
- * Nothing is reported through errno.
+ * repbroker_last_error gives the reason for the client's last failure: an invalid argument (every
+ * REPBROKER_EINVAL says which and why), the broker's refusal, the sites that did not acknowledge, or the system's
+ * error. Nothing is reported through errno.
  */
 #ifndef REPBROKER_CLIENT_H
 #define REPBROKER_CLIENT_H
@@ -39,7 +47,7 @@ typedef enum repbroker_error {
     REPBROKER_EINVAL = 1,        /* an argument is out of range (the reason: repbroker_last_error) */
     REPBROKER_EUNAVAILABLE = 2,  /* the broker cannot be reached, or the connection to it is gone */
     REPBROKER_ECLOSED = 3,       /* repbroker_close was called */
-    REPBROKER_ETIMEDOUT = 4,     /* nothing arrived in time, or a send's result did not come in time */
+    REPBROKER_ETIMEDOUT = 4,     /* nothing arrived in time, a send found no room in time, or its result did not come */
     REPBROKER_ETOOLARGE = 5,     /* control + rec exceed the broker's limit (repbroker_max_message) */
     REPBROKER_EQUEUEFULL = 6,    /* PERMANENT: a destination's queue is full; nothing was sent there */
     REPBROKER_EUNROUTABLE = 7,   /* no such site in the group, or (REPBROKER_EID_MASTER) no master known */
@@ -85,7 +93,7 @@ typedef enum repbroker_transport {
 typedef struct repbroker_options {
     const char *socket_path;      /* NULL: $XDG_RUNTIME_DIR/repbroker/broker.sock, else /tmp/repbroker-UID/broker.sock */
     const char *group;            /* NULL: "default"; 1 to 64 bytes of UTF-8 */
-    const char *name;             /* NULL: ""; at most 64 bytes, shown in `repbroker stats` */
+    const char *name;             /* NULL: ""; at most 64 bytes of UTF-8, shown in `repbroker stats` */
     unsigned roles;               /* REPBROKER_ROLE_* bits; default REPBROKER_ROLE_SENDER */
     repbroker_ack_policy ack_policy; /* for PERMANENT sends; default REPBROKER_ACK_NONE */
     unsigned ack_timeout_ms;      /* 1 ... 600000; default 1000 */
@@ -126,8 +134,9 @@ typedef struct repbroker_event {
 /* Fills `options` with the defaults above. */
 void repbroker_options_init(repbroker_options *options);
 
-/* Connects to the broker and registers. On success *client is a new client; on failure *client is NULL and
-   the error says why (REPBROKER_EUNAVAILABLE: no broker at the path; REPBROKER_EREFUSED: it refused). */
+/* Connects to the broker and registers. On success *client is a new client; on failure *client is NULL, the
+   error says what failed (REPBROKER_EINVAL: an option; REPBROKER_EUNAVAILABLE: no broker at the path;
+   REPBROKER_EREFUSED: it refused) and repbroker_last_error(NULL) says why, for the calling thread. */
 int repbroker_open(const repbroker_options *options, repbroker_client **client);
 
 /* Closes the connection (a thread blocked in repbroker_next_event or a send returns REPBROKER_ECLOSED), then
@@ -135,8 +144,19 @@ int repbroker_open(const repbroker_options *options, repbroker_client **client);
 void repbroker_close(repbroker_client *client);
 
 /* Sends one message to site `eid` (> 0), REPBROKER_EID_BROADCAST or REPBROKER_EID_MASTER. `lsn` may be NULL.
-   Returns once the broker has the message; with REPBROKER_REP_PERMANENT, once the ack policy is met:
-   REPBROKER_EQUEUEFULL, REPBROKER_EUNROUTABLE or REPBROKER_ENOTACKED otherwise. */
+   Returns once the broker has the message. With REPBROKER_REP_PERMANENT it waits for the broker's answer:
+   queued for every destination and, when the message has an LSN (not NULL, not 0/0) and the ack policy is
+   not none, acknowledged by as many sites as the policy asks within the ack timeout. A PERMANENT send without
+   an LSN does not wait for acks (Berkeley DB gives every PERMANENT record an LSN). Otherwise:
+   REPBROKER_EQUEUEFULL (queued nowhere), REPBROKER_EUNROUTABLE, or REPBROKER_ENOTACKED (sent; the reason names
+   the sites that acknowledged the LSN in time and those that did not).
+   A send waits at most send_timeout_ms for room (a full ring, a full socket: the broker has paused this client
+   because its group is congested, or it is stuck), then fails with REPBROKER_ETIMEDOUT and nothing sent. Over
+   the socket, a message too large for the socket's buffer may be partly written when the time runs out: the
+   connection is then dropped (the broker discards the half message), the reason says so, and the library
+   reconnects. Messages for a site's receiver wait at that broker, up to its --inbound-queue-bytes, while no
+   receiver is registered, and go to the next one first (Berkeley DB logs BDB3514 for those that arrive before
+   its rep_start). */
 int repbroker_send(repbroker_client *client, int32_t eid, const void *control, size_t control_length,
                    const void *rec, size_t rec_length, const repbroker_lsn *lsn, uint32_t flags);
 
@@ -207,8 +227,9 @@ void repbroker_free(void *pointer);
 
 /* The name of an error code, e.g. "REPBROKER_ETIMEDOUT: timed out". */
 const char *repbroker_strerror(int error);
-/* The reason of the client's last failure (a broker's ERROR text, a system call), or "" when none. The text
-   is valid until the client's next failing call. */
+/* The reason of the client's last failure (an invalid argument, a broker's ERROR text, the sites that did not
+   acknowledge, a system call), or "" when none. The text is valid until the client's next failing call. With
+   NULL: why the calling thread's last repbroker_open failed. */
 const char *repbroker_last_error(repbroker_client *client);
 
 #ifdef __cplusplus

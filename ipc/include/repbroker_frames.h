@@ -19,6 +19,7 @@
 #define RB_DEFAULT_MAX_MESSAGE (64u << 20)    /* control + rec, configurable per broker */
 #define RB_MAX_GROUP_NAME 64u
 #define RB_MAX_CLIENT_NAME 64u
+#define RB_MAX_MEMBERS 1024u                 /* sites in MEMBERS, and in each list of a SEND_RESULT */
 #define RB_DEFAULT_FLOW_WINDOW (512u << 10)  /* per flow, announced in HELLO; see PROTOCOL.md "Flow control" */
 #define RB_MIN_FLOW_WINDOW (64u << 10)
 
@@ -144,7 +145,8 @@ typedef struct rb_role {
 typedef struct rb_send_result {
     uint64_t sequence;      /* the MESSAGE's sequence */
     uint32_t status;        /* RB_SEND_* */
-    uint32_t reserved;
+    uint16_t acked_count;   /* RB_SEND_ACK_TIMEOUT: int32 site ids that acknowledged the LSN in time follow ... */
+    uint16_t missing_count; /* ... then those that did not; 0 and 0 with every other status */
 } rb_send_result;
 
 typedef struct rb_error {

@@ -18,9 +18,21 @@
  *       request "request SITE CHANNEL PAYLOAD" and a reply "re:PAYLOAD" (none when silent)
  *   client_check channel-send SOCKET GROUP CHANNEL SITE TEXT TIMEOUT_MS     "result NAME"
  *   client_check request SOCKET GROUP CHANNEL SITE TEXT TIMEOUT_MS          "result NAME", then "reply TEXT"
+ *   client_check invalid SOCKET GROUP             each call given an invalid argument: "CALL NAME REASON"; then a
+ *       valid send to site 2 ("valid NAME") and the client's id ("client-id N")
+ *   client_check control-while-blocked SOCKET GROUP EID SIZE
+ *       a thread sends SIZE-byte messages (send timeout 2 s) until a send fails ("send-returned NAME"); once it
+ *       has sent a ring's worth, the main thread announces site 1 as master ("announced NAME")
+ *   client_check send-until-timeout SOCKET GROUP EID SIZE
+ *       over the socket with a 300 ms send timeout, SIZE-byte messages until one fails: "result NAME after N",
+ *       "reason TEXT", "client-id N"; then every 50 ms again until one is sent: "then OK client-id N"
+ * `send` prints "reason TEXT" after a failed result.
  */
+#define _DEFAULT_SOURCE
 #include "repbroker_client.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +71,115 @@ static repbroker_client *open_or_exit(const char *socket, const char *group, uns
     return client;
 }
 
+/* Every call with an invalid argument says why, and the client goes on working. */
+static int invalid_calls(const char *socket, const char *group) {
+    repbroker_options options;
+    repbroker_options_init(&options);
+    options.socket_path = socket;
+    options.group = "\xff";
+    repbroker_client *client = NULL;
+    int status = repbroker_open(&options, &client);
+    printf("open-group-not-utf8 %s %s\n", name(status), repbroker_last_error(NULL));
+    client = open_or_exit(socket, group, REPBROKER_ROLE_SENDER, REPBROKER_ACK_NONE, 1000, 1);
+    repbroker_lsn lsn = {1, 2};
+    status = repbroker_send(client, 0, "c", 1, "r", 1, NULL, 0);
+    printf("send-eid-0 %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_send(client, 2, "c", 1, "r", 1, NULL, 0x100);
+    printf("send-flags-0x100 %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_send(client, 2, NULL, 5, "r", 1, NULL, 0);
+    printf("send-null-control %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_acknowledge(client, lsn, 0);
+    printf("acknowledge-site-0 %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_announce_master(client, -5);
+    printf("announce-master--5 %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_subscribe(client, "\xff");
+    printf("subscribe-not-utf8 %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_subscribe(client, "\xc0\xaf");
+    printf("subscribe-overlong %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_channel_send(client, "", 2, "p", 1, 1000);
+    printf("channel-send-empty %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_channel_send(client, "c", -1, "p", 1, 1000);
+    printf("channel-send-broadcast %s %s\n", name(status), repbroker_last_error(client));
+    status = repbroker_send(client, 2, "c", 1, "valid", 5, NULL, 0);
+    printf("valid %s\n", name(status));
+    printf("client-id %u\n", repbroker_client_id(client));
+    repbroker_close(client);
+    return 0;
+}
+
+struct blocked_sender {
+    repbroker_client *client;
+    int eid;
+    size_t size;
+    atomic_int sent;
+};
+
+static void *send_until_failure(void *argument) {
+    struct blocked_sender *sender = argument;
+    char *payload = calloc(1, sender->size);
+    int status;
+    while ((status = repbroker_send(sender->client, sender->eid, NULL, 0, payload, sender->size, NULL, 0)) == 0)
+        atomic_fetch_add(&sender->sent, 1);
+    printf("send-returned %s\n", name(status));
+    free(payload);
+    return NULL;
+}
+
+/* A control call while another thread's send waits for ring room: it goes at once. */
+static int control_while_blocked(const char *socket, const char *group, int eid, size_t size) {
+    repbroker_options options;
+    repbroker_options_init(&options);
+    options.socket_path = socket;
+    options.group = group;
+    options.name = "client_check";
+    options.transport = REPBROKER_TRANSPORT_SHARED_MEMORY;
+    options.ring_bytes = 64u << 10;
+    options.send_timeout_ms = 2000;
+    struct blocked_sender sender = {.eid = eid, .size = size};
+    int status = repbroker_open(&options, &sender.client);
+    if (status) { printf("result %s\n", name(status)); return 2; }
+    pthread_t thread;
+    pthread_create(&thread, NULL, send_until_failure, &sender);
+    /* A ring's worth sent (records of 8 + 48 + size bytes, rounded up to 8): the next send waits for room the
+       paused broker does not make. */
+    size_t per_ring = options.ring_bytes / ((8 + 48 + size + 7) & ~(size_t)7);
+    while ((size_t)atomic_load(&sender.sent) < per_ring) usleep(1000);
+    printf("announced %s\n", name(repbroker_announce_master(sender.client, 1)));
+    pthread_join(thread, NULL);
+    repbroker_close(sender.client);
+    return 0;
+}
+
+/* Socket sends until the send timeout passes, then again until one goes. */
+static int send_until_timeout(const char *socket, const char *group, int eid, size_t size) {
+    repbroker_options options;
+    repbroker_options_init(&options);
+    options.socket_path = socket;
+    options.group = group;
+    options.name = "client_check";
+    options.transport = REPBROKER_TRANSPORT_SOCKET;
+    options.send_timeout_ms = 300;
+    repbroker_client *client = NULL;
+    int status = repbroker_open(&options, &client);
+    if (status) { printf("result %s\n", name(status)); return 2; }
+    char *payload = calloc(1, size);
+    int sent = 0;
+    while ((status = repbroker_send(client, eid, NULL, 0, payload, size, NULL, 0)) == 0) sent++;
+    printf("result %s after %d\n", name(status), sent);
+    printf("reason %s\n", repbroker_last_error(client));
+    printf("client-id %u\n", repbroker_client_id(client));
+    for (int tries = 0; tries < 600; tries++) {
+        usleep(50000);
+        if (repbroker_send(client, eid, NULL, 0, "x", 1, NULL, 0) == 0) {
+            printf("then OK client-id %u\n", repbroker_client_id(client));
+            break;
+        }
+    }
+    free(payload);
+    repbroker_close(client);
+    return 0;
+}
+
 static int policy_of(const char *text) {
     if (!strcmp(text, "one")) return REPBROKER_ACK_ONE;
     if (!strcmp(text, "quorum")) return REPBROKER_ACK_QUORUM;
@@ -82,7 +203,7 @@ int main(int argc, char **argv) {
         int status = repbroker_send(client, atoi(argv[4]), "c", 1, argv[5], strlen(argv[5]), &lsn,
                                     permanent ? REPBROKER_REP_PERMANENT : 0);
         printf("result %s\n", name(status));
-        if (status) fprintf(stderr, "send: %s (%s)\n", repbroker_strerror(status), repbroker_last_error(client));
+        if (status) printf("reason %s\n", repbroker_last_error(client));
         repbroker_close(client);
         return status ? 1 : 0;
     }
@@ -210,6 +331,11 @@ int main(int argc, char **argv) {
         repbroker_close(client);
         return 0;
     }
+    if (!strcmp(command, "invalid") && argc == 4) return invalid_calls(socket, argv[3]);
+    if (!strcmp(command, "control-while-blocked") && argc == 6)
+        return control_while_blocked(socket, argv[3], atoi(argv[4]), (size_t)atol(argv[5]));
+    if (!strcmp(command, "send-until-timeout") && argc == 6)
+        return send_until_timeout(socket, argv[3], atoi(argv[4]), (size_t)atol(argv[5]));
     fprintf(stderr, "client_check: unknown command or arguments\n");
     return 64;
 }
