@@ -15,12 +15,8 @@ enum RouteDecision {
 }
 
 extension Broker {
+    /// A REGISTER of this version (LocalClient checked the version before the layout).
     func register(_ client: LocalClient, _ frame: RegisterFrame) throws(WireError) {
-        guard frame.version == Wire.protocolVersion else {
-            client.writeErrorNow(.version, "protocol version \(frame.version); this broker speaks \(Wire.protocolVersion)")
-            client.close(reason: "client speaks protocol version \(frame.version)")
-            return
-        }
         guard let group = group(named: frame.group) else {
             groupsRefused += 1
             let reason = "group '\(frame.group)' is new and this broker serves \(config.maxGroups) groups already (--max-groups)"

@@ -33,10 +33,6 @@ extension Broker {
 
     /// The other side's HELLO arrived: check it, then (as arbiter) choose the link's connection.
     func peerSaidHello(_ connection: PeerConnection, _ hello: HelloFrame) {
-        guard hello.version == Wire.protocolVersion else {
-            return connection.reject(.version, "peer speaks protocol version \(hello.version), this broker "
-                + "speaks \(Wire.protocolVersion)")
-        }
         guard hello.siteID != config.siteID else {
             return connection.reject(.siteConflict, "peer claims this broker's own site id \(hello.siteID)")
         }

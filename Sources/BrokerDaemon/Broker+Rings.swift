@@ -41,8 +41,7 @@ extension Broker {
                 if client.isClosed { return handled }
             }
         } catch let error as RingError {
-            countBadFrame(clientID: client.id, .malformed(type: .message, reason: error.description))
-            client.close(reason: error.description)
+            client.protocolError(.malformed(type: .message, reason: "to-broker ring: \(error.description)"))
             return handled
         } catch let error as WireError {
             client.protocolError(error)

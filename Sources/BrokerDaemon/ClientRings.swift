@@ -131,8 +131,7 @@ extension LocalClient {
                 bytes = UnsafeRawBufferPointer(rebasing: bytes[size...])
             }
         } catch {
-            broker.countBadFrame(clientID: id, .malformed(type: .message, reason: error.description))
-            close(reason: error.description)
+            protocolError(.malformed(type: .message, reason: "to-client ring: \(error.description)"))
             return true
         }
         guard moved > 0 || progressed else { return false }

@@ -56,6 +56,12 @@ final class LocalClient: Connection {
     override func handleFrame(_ frame: Frame) throws(WireError) {
         guard isRegistered else {
             guard frame.type == .register else { throw .notRegistered(type: frame.type) }
+            // The version before the layout: another version may lay the rest out differently.
+            if let version = RegisterFrame.version(of: frame.body), version != Wire.protocolVersion {
+                writeErrorNow(.version, "protocol version \(version); this broker speaks \(Wire.protocolVersion)")
+                close(reason: "client speaks protocol version \(version)")
+                return
+            }
             try broker.register(self, RegisterFrame(body: frame.body))
             return
         }

@@ -116,6 +116,10 @@ final class PeerConnection: Connection {
         case (.active, .peerReceiver):
             try broker.peerReceiver(PeerReceiverFrame(body: frame.body), on: self)
         case (.handshaking, .hello) where hello == nil:
+            // The version before the layout: another version may lay the rest out differently.
+            if let version = HelloFrame.version(of: frame.body), version != Wire.protocolVersion {
+                return reject(.version, "peer speaks protocol version \(version), this broker speaks \(Wire.protocolVersion)")
+            }
             let received = try HelloFrame(body: frame.body)
             hello = received
             broker.peerSaidHello(self, received)

@@ -26,6 +26,12 @@ func requireSize(_ body: UnsafeRawBufferPointer, _ size: Int, _ type: FrameType,
 
 /// REGISTER: the first frame a client sends.
 public struct RegisterFrame: Equatable, Sendable {
+    /// The version field of a REGISTER body, read before anything else (a client of another version may lay
+    /// the rest out differently); nil when the body is too short to hold it.
+    public static func version(of body: UnsafeRawBufferPointer) -> UInt16? {
+        body.count >= 2 ? body.baseAddress.unsafelyUnwrapped.le16(0) : nil
+    }
+
     public var version: UInt16
     public var roles: ClientRoles
     public var pid: Int32

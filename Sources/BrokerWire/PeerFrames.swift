@@ -3,6 +3,13 @@
 
 /// HELLO: the first frame on a peer connection, both ways.
 public struct HelloFrame: Equatable, Sendable {
+    /// The version field of a HELLO body with the right magic, read before anything else (a peer of another
+    /// version may lay the rest out differently); nil when the body is too short or its magic is wrong.
+    public static func version(of body: UnsafeRawBufferPointer) -> UInt16? {
+        guard body.count >= 6, let p = body.baseAddress, p.le32(0) == Wire.peerHelloMagic else { return nil }
+        return p.le16(4)
+    }
+
     public var magic: UInt32
     public var version: UInt16
     public var siteID: Int32
@@ -64,8 +71,7 @@ public struct HelloFrame: Equatable, Sendable {
         }
         guard flags & ~3 == 0 else { throw .malformed(type: .hello, reason: "unknown flags \(flags)") }
         guard 48 + length == body.count else { throw .malformed(type: .hello, reason: "address length does not fill the body") }
-        // Another version's HELLO is parsed only far enough to be refused for its version.
-        guard version != Wire.protocolVersion || window >= Wire.minFlowWindow else {
+        guard window >= Wire.minFlowWindow else {
             throw .malformed(type: .hello, reason: "flow window \(window) is below \(Wire.minFlowWindow) bytes")
         }
         address = try decodeName(body, at: 48, length: length, limit: Wire.maxAddress, required: false, .hello, "address")

@@ -232,6 +232,10 @@ public final class RingReader: @unchecked Sendable {
                 guard length > 0, need <= toEnd, UInt64(need) <= cachedHead - tail else {
                     throw RingError("record of \(length) bytes at offset \(offset) runs past the ring or the head")
                 }
+                // A writer puts at most a quarter of the ring in one record (larger frames go in parts).
+                guard length <= ring.size / 4 - RingLayout.recordHeaderBytes else {
+                    throw RingError("record of \(length) bytes at offset \(offset) is over ring_bytes / 4 - 8")
+                }
                 tail &+= UInt64(need)
                 return (kind, UnsafeRawBufferPointer(start: at + RingLayout.recordHeaderBytes, count: length))
             case nil:

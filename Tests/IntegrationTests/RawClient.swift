@@ -18,20 +18,28 @@ final class RawClient {
     private(set) var results: [UInt64: SendStatus] = [:]
     private(set) var errors: [ErrorFrame] = []
 
-    /// Connects, registers on the socket transport and waits for WELCOME.
-    init(socketPath: String, group: String = "default", name: String = "raw", roles: ClientRoles = .sender) throws {
+    /// Connects, registers (asking for rings of `ringBytes` when not 0: the descriptors that come with WELCOME are
+    /// not taken, so the client stays on the socket) and waits for WELCOME.
+    init(socketPath: String, group: String = "default", name: String = "raw", roles: ClientRoles = .sender,
+         ringBytes: UInt32 = 0) throws {
         fd = try Socket.connectUnix(path: socketPath)
         try Posix.setNonBlocking(descriptor: fd, true)
-        let register = RegisterFrame(roles: roles, pid: getpid(), group: group, name: name)
+        let register = RegisterFrame(roles: roles, pid: getpid(), group: group, name: name, ringBytes: ringBytes)
         output = FrameParser.encode(.register, body: register.body)
         let deadline = Posix.monotonicNanoseconds() + 10_000_000_000
         while welcome == nil {
-            guard Posix.monotonicNanoseconds() < deadline else { throw HarnessFailure("no WELCOME in 10 s") }
+            guard Posix.monotonicNanoseconds() < deadline else {
+                close()
+                throw HarnessFailure("no WELCOME in 10 s")
+            }
             _ = flush()
             welcome = try readFrames(waitMilliseconds: 50) { frame -> WelcomeFrame? in
                 frame.type == .welcome ? try WelcomeFrame(body: frame.body) : nil
             }
-            if let error = errors.first { throw HarnessFailure("refused: \(error)") }
+            if let error = errors.first {
+                close()
+                throw HarnessFailure("refused: \(error)")
+            }
         }
     }
 

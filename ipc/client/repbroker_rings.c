@@ -246,7 +246,7 @@ static int next_frame(rb_rings *r, uint64_t max_frame, char *reason, size_t reas
         }
         uint64_t need = 8 + (((uint64_t)record.length + 7) & ~(uint64_t)7);
         if ((record.kind != RB_RECORD_FRAME && record.kind != RB_RECORD_FRAGMENT) || record.length == 0
-            || need > to_end || need > head - r->tail) {
+            || record.length > r->size / 4 - 8 || need > to_end || need > head - r->tail) {
             snprintf(reason, reason_size, "bad record (kind %u, %u bytes) at offset %llu", record.kind, record.length,
                      (unsigned long long)offset);
             return -1;
