@@ -200,16 +200,17 @@ extension Broker {
 
     /// Whether a data frame of the peer (MESSAGE or CHANNEL, numbered `sequence` in its flow) is to be handled:
     /// false for one this broker handled before a reconnect (the peer had no ack for it and sent it again).
-    /// Either way it is counted for the flow's credit. Its group index must have been bound on this connection.
+    /// Either way it is counted for the flow's credit. A new one's group index must have been bound on this
+    /// connection (the delivery checks that); any index is checked against the limit before it sizes anything.
+    @inline(__always)
     func isNew(_ index: UInt32, _ trafficClass: TrafficClass, _ sequence: UInt32, size: Int,
                on link: PeerLink) throws(WireError) -> Bool {
-        guard link.remoteGroupNames[index] != nil else {
+        guard index >= 1, index <= Wire.maxGroupIndex else {
             throw .malformed(type: trafficClass == .replication ? .message : .channel,
-                             reason: "group index \(index) was never bound")
+                             reason: "group index \(index) is outside 1...\(Wire.maxGroupIndex)")
         }
         let id = PeerFlow.id(group: index, trafficClass)
-        link.credit.received(flow: id, bytes: size, batch: creditBatch)
-        guard link.credit.accept(flow: id, sequence: sequence) else {
+        guard link.credit.received(flow: id, sequence: sequence, bytes: size, batch: creditBatch) else {
             link.duplicates += 1
             return false
         }

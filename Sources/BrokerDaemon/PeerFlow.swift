@@ -98,18 +98,19 @@ struct CreditLedger {
         bytesReceived.append(contentsOf: repeatElement(0, count: more))
     }
 
-    /// Whether the peer's data frame `sequence` of flow `id` is new; it is then handled, and later ones must
+    /// A data frame of `size` bytes of the peer's flow `id`, numbered `sequence`: counted for the flow's credit
+    /// (a duplicate too: it took window). Returns whether it is new; it is then handled, and later ones must
     /// follow it. The first frame of a flow (or after `forget`) is new whatever its number.
     @inline(__always)
-    mutating func accept(flow id: Int, sequence number: UInt32) -> Bool {
-        grow(to: id)
+    mutating func received(flow id: Int, sequence number: UInt32, bytes size: Int, batch: Int) -> Bool {
+        received(flow: id, bytes: size, batch: batch)
         if tracking[id] && sequence(number, isAtOrBefore: handled[id]) { return false }
         tracking[id] = true
         handled[id] = number
         return true
     }
 
-    /// Counts a data frame of `size` bytes of the peer's flow `id` (a duplicate too: it took window).
+    /// Counts `size` bytes of the peer's flow `id` for its credit.
     @inline(__always)
     mutating func received(flow id: Int, bytes size: Int, batch: Int) {
         grow(to: id)

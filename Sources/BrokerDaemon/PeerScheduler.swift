@@ -87,14 +87,21 @@ extension PeerLink {
     /// Lets go of `flow`'s frames numbered up to `acked`: the peer has handled them. A frame waiting to be sent
     /// again goes too (the peer had it after all).
     func acknowledge(_ flow: PeerFlow, through acked: UInt32) {
-        while flow.unackedBytes > 0, let size = FrameParser.pendingFrameSize(in: flow.queue.readable) {
-            let number = flow.queue.readable.loadUnaligned(fromByteOffset: PeerFlow.sequenceOffset, as: UInt32.self)
-            guard sequence(UInt32(littleEndian: number), isAtOrBefore: acked) else { return }
-            flow.queue.consume(size)
-            flow.unackedBytes -= size
-            flow.wiredBytes = max(0, flow.wiredBytes - size)
-            flowBytes -= size
+        // The queue's front frames are this broker's own, written whole: their lengths need no checking here.
+        let front = UnsafeRawPointer(flow.queue.base + flow.queue.readIndex)
+        var released = 0
+        while released < flow.unackedBytes {
+            let number = UInt32(littleEndian: front.loadUnaligned(fromByteOffset: released + PeerFlow.sequenceOffset,
+                                                                  as: UInt32.self))
+            guard sequence(number, isAtOrBefore: acked) else { break }
+            released += Wire.frameHeaderSize + Int(UInt32(littleEndian: front.loadUnaligned(fromByteOffset: released,
+                                                                                            as: UInt32.self)))
         }
+        guard released > 0 else { return }
+        flow.queue.consume(released)
+        flow.unackedBytes -= released
+        flow.wiredBytes = max(0, flow.wiredBytes - released)
+        flowBytes -= released
         if flow.queue.isEmpty { flow.queue.shrinkIfIdle() }
     }
 

@@ -150,25 +150,25 @@ import Testing
         var ledger = CreditLedger()
         var taken: [Bool] = []
         for (flow, number) in [(2, 7), (2, 8), (2, 8), (2, 3), (3, 8)] as [(Int, UInt32)] {
-            taken.append(ledger.accept(flow: flow, sequence: number))
+            taken.append(ledger.received(flow: flow, sequence: number, bytes: 100, batch: 1 << 20))
         }
         #expect(taken == [true, true, false, false, true], "flows are numbered apart")
         // Across the wrap of the 32-bit numbers.
-        taken = [UInt32.max, 0, UInt32.max].map { ledger.accept(flow: 4, sequence: $0) }
+        taken = [UInt32.max, 0, UInt32.max].map { ledger.received(flow: 4, sequence: $0, bytes: 100, batch: 1 << 20) }
         #expect(taken == [true, true, false])
         ledger.reset()
-        taken = [ledger.accept(flow: 2, sequence: 8)]
+        taken = [ledger.received(flow: 2, sequence: 8, bytes: 100, batch: 1 << 20)]
         #expect(taken == [false], "a new connection keeps what was handled")
         ledger.forget(group: 1)
-        taken = [ledger.accept(flow: 2, sequence: 1), ledger.accept(flow: 3, sequence: 1)]
+        taken = [ledger.received(flow: 2, sequence: 1, bytes: 100, batch: 1 << 20), ledger.received(flow: 3, sequence: 1, bytes: 100, batch: 1 << 20)]
         #expect(taken == [true, true], "another group on index 1 numbers from anywhere")
         ledger.forgetSequences()
-        taken = [ledger.accept(flow: 4, sequence: 5)]
+        taken = [ledger.received(flow: 4, sequence: 5, bytes: 100, batch: 1 << 20)]
         #expect(taken == [true], "so does another incarnation")
-        // The ack a CREDIT carries is the last number handled.
+        // The ack a CREDIT carries is the last number handled; every frame since the reset counts toward the credit.
         ledger.received(flow: 4, bytes: 5000, batch: 4096)
-        let due = ledger.take(dueAt: 0)
-        #expect(due.id == 4 && due.bytes == 5000 && due.acked == 5 && ledger.lastHandled(flow: 4) == 5)
+        let due = ledger.take(dueAt: ledger.due.firstIndex(of: 4) ?? 0)
+        #expect(due.id == 4 && due.bytes == 5000 + 100 && due.acked == 5 && ledger.lastHandled(flow: 4) == 5)
         #expect(ledger.lastHandled(flow: 9) == nil)
     }
 
@@ -238,7 +238,7 @@ import Testing
                 let number = frame[12..<16].withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
                 let tag = frame.suffix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
                 owed[id, default: 0] += size
-                let isNew = peer.accept(flow: id, sequence: number)
+                let isNew = peer.received(flow: id, sequence: number, bytes: size, batch: .max)
                 guard isNew else {
                     duplicates += 1
                     continue
