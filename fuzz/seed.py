@@ -9,7 +9,7 @@ root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 frames = json.load(open(os.path.join(root, "ipc/vectors/frames.json")))
 rings = json.load(open(os.path.join(root, "ipc/vectors/rings.json")))
 PEER = {"HELLO": 0, "AUTH": 1, "MEMBERS": 2, "GROUP_BIND": 3, "PEER_ACK": 4, "PEER_MASTER": 5, "REMOVE_SITE": 6,
-        "CREDIT": 7}
+        "CREDIT": 7, "PEER_RECEIVER": 8}
 
 
 def write(target, name, data):

@@ -38,6 +38,7 @@ public func fuzzFrames(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             case .removeSite: _ = try RemoveSiteFrame(body: body)
             case .auth: _ = try AuthFrame(body: body)
             case .credit: _ = try CreditFrame(body: body)
+            case .peerReceiver: _ = try PeerReceiverFrame(body: body)
             }
         } catch {}
         rest = UnsafeRawBufferPointer(rebasing: rest[frame.totalSize...])
