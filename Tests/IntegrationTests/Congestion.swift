@@ -14,19 +14,24 @@ final class CongestedGroup: @unchecked Sendable {
     let filler: BrokerClient
     private let stop = StopFlag()
 
-    /// Congests `group` from site 1 to site 2 of `sites` and waits until site 1 pauses its producers.
-    init(_ sites: LocalSites, group: String = "default") throws {
-        var options = BrokerClientOptions(socketPath: sites.broker(2).socketPath, group: group, name: "slow",
-                                          roles: [.receiver])
+    /// A receiver that reads nothing until told: on the socket, with a library inbox of 64 KiB, so its broker's
+    /// queue for it fills soon and the broker withholds credit from its group's flows.
+    static func slowReceiver(_ broker: BrokerProcess, group: String = "default") throws -> BrokerClient {
+        var options = BrokerClientOptions(socketPath: broker.socketPath, group: group, name: "slow", roles: [.receiver])
         options.transport = .unixSocket
         options.inboxLimitBytes = 64 << 10
-        receiver = try BrokerClient(options: options)
-        filler = try client(sites.broker(1), name: "filler", group: group, transport: .unixSocket)
+        return try BrokerClient(options: options)
+    }
+
+    /// Congests `group` from site 1 to site 2 of `sites` and waits until site 1 pauses its producers.
+    init(_ sites: LocalSites, group: String = "default", fillerName: String = "filler") throws {
+        receiver = try Self.slowReceiver(sites.broker(2), group: group)
+        filler = try client(sites.broker(1), name: fillerName, group: group, transport: .unixSocket)
         let rec = [UInt8](repeating: 1, count: 4096)
         startThread { [filler, stop] in
             while !stop.isSet, (try? filler.send(control: [], rec: rec, to: 2)) != nil {}
         }
-        guard sites.broker(1).waitForStats(timeout: 20, { $0.clients.first { $0.name == "filler" }?.paused == true }) else {
+        guard sites.broker(1).waitForStats(timeout: 20, { $0.clients.first { $0.name == fillerName }?.paused == true }) else {
             throw HarnessError("the group did not congest")
         }
     }

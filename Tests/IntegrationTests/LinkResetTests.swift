@@ -106,10 +106,7 @@ final class NumberedStream: @unchecked Sendable {
     @Test func aDeadSendersRingIsDrainedAsItWouldBeAliveAndTheLinkStaysUp() throws {
         try withSites(2, extraArguments: ["--heartbeat-ms", "100", "--flow-window-bytes", "65536",
                                           "--peer-queue-bytes", "\(4 << 20)"]) { sites in
-            var options = BrokerClientOptions(socketPath: sites.broker(2).socketPath, name: "slow", roles: [.receiver])
-            options.transport = .unixSocket
-            options.inboxLimitBytes = 64 << 10
-            let receiver = try BrokerClient(options: options)
+            let receiver = try CongestedGroup.slowReceiver(sites.broker(2))
             defer { receiver.close() }
             let count = 100_000
             let sender = try ChildProcess(

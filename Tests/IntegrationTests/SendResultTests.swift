@@ -46,10 +46,7 @@ import Testing
     @Test func aProducerThatRegistersWhileItsGroupIsCongestedIsPaused() throws {
         try withSites(2, extraArguments: ["--heartbeat-ms", "200", "--peer-queue-bytes", "2097152",
                                           "--flow-window-bytes", "65536"]) { sites in
-            var options = BrokerClientOptions(socketPath: sites.broker(2).socketPath, name: "slow", roles: [.receiver])
-            options.transport = .unixSocket
-            options.inboxLimitBytes = 64 << 10
-            let receiver = try BrokerClient(options: options)
+            let receiver = try CongestedGroup.slowReceiver(sites.broker(2))
             defer { receiver.close() }
             // Producer A fills the path until its group is congested and it is paused (its sends then block).
             let first = try client(sites.broker(1), name: "first", transport: .unixSocket)

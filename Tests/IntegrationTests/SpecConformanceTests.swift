@@ -243,6 +243,18 @@ final class RawRingClient {
     }
 }
 
+/// A whole MESSAGE frame to site `destination` with `count` bytes of rec (each 3) and no control.
+func messageFrame(to destination: Int32, recBytes count: Int) -> [UInt8] {
+    let header = MessageHeader(destination: destination, flags: [], lsn: .zero, controlLength: 0,
+                               recLength: UInt32(count), sequence: 0)
+    var frame = [UInt8](repeating: 0, count: header.frameSize)
+    let rec = [UInt8](repeating: 3, count: count)
+    frame.withUnsafeMutableBytes { raw in
+        rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
+    }
+    return frame
+}
+
 @Suite struct RingPathConformanceTests {
     /// Only MESSAGE frames go into the to-broker ring; a control frame there closes that client alone.
     @Test func aControlFrameInTheRingIsABadFrame() throws {
@@ -261,12 +273,7 @@ final class RawRingClient {
     @Test func aRingClientsMessageOnTheSocketIsABadFrame() throws {
         try withSites(1) { sites in
             let raw = try RawRingClient(sites.broker(1).socketPath)
-            let header = MessageHeader(destination: 1, flags: [], lsn: .zero, controlLength: 0, recLength: 1, sequence: 0)
-            var frame = [UInt8](repeating: 0, count: header.frameSize)
-            let rec: [UInt8] = [1]
-            frame.withUnsafeMutableBytes { raw in
-                rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
-            }
+            let frame = messageFrame(to: 1, recBytes: 1)
             raw.writeToSocket(frame)
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.isEmpty })
         }
@@ -277,12 +284,7 @@ final class RawRingClient {
     @Test func aRecordOverAQuarterOfTheRingIsRefusedWithAnError() throws {
         try withSites(1) { sites in
             let raw = try RawRingClient(sites.broker(1).socketPath)
-            let header = MessageHeader(destination: 1, flags: [], lsn: .zero, controlLength: 0, recLength: 20_000, sequence: 0)
-            var frame = [UInt8](repeating: 0, count: header.frameSize)
-            let rec = [UInt8](repeating: 3, count: 20_000)
-            frame.withUnsafeMutableBytes { raw in
-                rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
-            }
+            let frame = messageFrame(to: 1, recBytes: 20_000)
             try raw.writeToRing(frame)
             let reasons = RawConnection.errorReasons(RawConnection(fd: raw.fd).readUntilClosed() ?? [])
             #expect(reasons.contains { $0.contains("ring_bytes / 4 - 8") }, "\(reasons)")
@@ -307,12 +309,7 @@ final class RawRingClient {
     @Test func fragmentsPastTheirFrameAreABadFrame() throws {
         try withSites(1) { sites in
             let raw = try RawRingClient(sites.broker(1).socketPath)
-            let header = MessageHeader(destination: 1, flags: [], lsn: .zero, controlLength: 0, recLength: 100, sequence: 0)
-            var frame = [UInt8](repeating: 0, count: header.frameSize)
-            let rec = [UInt8](repeating: 3, count: 100)
-            frame.withUnsafeMutableBytes { raw in
-                rec.withUnsafeBytes { header.writeFrame(at: raw.baseAddress!, payload: $0) }
-            }
+            let frame = messageFrame(to: 1, recBytes: 100)
             try raw.writeRecord(.fragment, Array(frame[..<60]))
             try raw.writeRecord(.fragment, Array(frame[60...]) + [0, 0, 0, 0])
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.isEmpty })

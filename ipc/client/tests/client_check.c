@@ -45,13 +45,19 @@ static const char *name(int error) {
     return error >= 0 && error <= REPBROKER_ENOMASTER ? names[error] : "UNKNOWN";
 }
 
-static repbroker_client *open_or_exit(const char *socket, const char *group, unsigned roles, repbroker_ack_policy policy,
-                                      unsigned ack_timeout_ms, int reconnect) {
+/* The defaults, with `socket`, `group` and the name client_check. */
+static repbroker_options check_options(const char *socket, const char *group) {
     repbroker_options options;
     repbroker_options_init(&options);
     options.socket_path = socket;
     options.group = group;
     options.name = "client_check";
+    return options;
+}
+
+static repbroker_client *open_or_exit(const char *socket, const char *group, unsigned roles, repbroker_ack_policy policy,
+                                      unsigned ack_timeout_ms, int reconnect) {
+    repbroker_options options = check_options(socket, group);
     options.roles = roles;
     options.ack_policy = policy;
     options.ack_timeout_ms = ack_timeout_ms;
@@ -127,11 +133,7 @@ static void *send_until_failure(void *argument) {
 
 /* A control call while another thread's send waits for ring room: it goes at once. */
 static int control_while_blocked(const char *socket, const char *group, int eid, size_t size) {
-    repbroker_options options;
-    repbroker_options_init(&options);
-    options.socket_path = socket;
-    options.group = group;
-    options.name = "client_check";
+    repbroker_options options = check_options(socket, group);
     options.transport = REPBROKER_TRANSPORT_SHARED_MEMORY;
     options.ring_bytes = 64u << 10;
     options.send_timeout_ms = 2000;
@@ -152,11 +154,7 @@ static int control_while_blocked(const char *socket, const char *group, int eid,
 
 /* Socket sends until the send timeout passes, then again until one goes. */
 static int send_until_timeout(const char *socket, const char *group, int eid, size_t size) {
-    repbroker_options options;
-    repbroker_options_init(&options);
-    options.socket_path = socket;
-    options.group = group;
-    options.name = "client_check";
+    repbroker_options options = check_options(socket, group);
     options.transport = REPBROKER_TRANSPORT_SOCKET;
     options.send_timeout_ms = 300;
     repbroker_client *client = NULL;
