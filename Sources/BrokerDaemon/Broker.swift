@@ -268,8 +268,13 @@ public final class Broker {
             try loop.turn(timeoutMilliseconds: 10)
             now = Posix.monotonicNanoseconds()
         }
-        let unsent = linkList.reduce(0) { $0 + $1.queuedBytes }
-        if unsent > 0 { logger.warning("stopped with \(unsent) bytes not sent to peers") }
+        let queued = linkList.reduce(0) { $0 + $1.queuedBytes }
+        if queued > 0 {
+            // Frames sent and not yet acknowledged are kept too: the peer may not have them.
+            let unacked = linkList.reduce(0) { total, link in total + link.flows.reduce(0) { $0 + ($1?.unackedBytes ?? 0) } }
+            logger.warning("stopped with frames for peers not acknowledged", [
+                "queued_bytes": "\(queued)", "of_which_sent_bytes": "\(unacked)"])
+        }
         for client in Array(clients.values) { client.close(reason: "broker stopping") }
         for connection in handshaking { connection.close(reason: "broker stopping") }
         for link in linkList {

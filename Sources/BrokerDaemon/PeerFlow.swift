@@ -80,6 +80,8 @@ struct CreditLedger {
     /// Flows owed credit now, in the order they got there.
     private(set) var due: [Int] = []
     private var isDue: [Bool] = []
+    /// Flows that came to be owed something since the last tick (`dueAll` looks at these, not at every flow).
+    private var owing: [Int] = []
     /// The last sequence number handled, by flow id; meaningful where `tracking` is set.
     private var handled: [UInt32] = []
     private var tracking: [Bool] = []
@@ -118,6 +120,7 @@ struct CreditLedger {
         bytesReceived[id] += size
         let before = owed[id]
         owed[id] = before + size
+        if before == 0 { owing.append(id) }
         if before < batch && before + size >= batch { markDue(id) }
     }
 
@@ -130,7 +133,8 @@ struct CreditLedger {
     /// Every flow owed anything is due (on the timer tick: a few frames are acknowledged without waiting for a
     /// batch, so the sender lets them go).
     mutating func dueAll() {
-        for id in owed.indices where owed[id] > 0 { markDue(id) }
+        for id in owing where owed[id] > 0 { markDue(id) }
+        owing.removeAll(keepingCapacity: true)
     }
 
     /// Takes what flow `id` is owed (it leaves the due list), with the last sequence number handled.
@@ -172,6 +176,7 @@ struct CreditLedger {
             isDue[id] = false
         }
         due.removeAll(keepingCapacity: true)
+        owing.removeAll(keepingCapacity: true)
     }
 
     /// The peer restarted (another incarnation): its numbering starts again.
