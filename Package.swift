@@ -23,7 +23,10 @@ let package = Package(
         ),
         .target(name: "BrokerSystem", dependencies: ["CRepBrokerIPC"]),
         .target(name: "BrokerWire", dependencies: ["CRepBrokerIPC"]),
-        .target(name: "BrokerDaemon", dependencies: ["BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
+        // The broker as a state machine: events in, actions out; no clock, no system call (no BrokerSystem).
+        .target(name: "BrokerCore", dependencies: ["BrokerWire"]),
+        // The I/O shell around the core: epoll, sockets, rings' memory, eventfds, the clock.
+        .target(name: "BrokerDaemon", dependencies: ["BrokerCore", "BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
         .target(name: "RepBrokerClient", dependencies: ["BrokerSystem", "BrokerWire", "CRepBrokerIPC"]),
         // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
         .target(name: "BrokerHarness", dependencies: ["BrokerDaemon", "BrokerSystem"]),
@@ -36,7 +39,8 @@ let package = Package(
         ),
         .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem"]),
         .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "BrokerSystem", "CRepBrokerIPC"]),
-        .testTarget(name: "BrokerDaemonTests", dependencies: ["BrokerDaemon", "BrokerSystem", "BrokerWire"]),
+        .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "BrokerWire"]),
+        .testTarget(name: "BrokerDaemonTests", dependencies: ["BrokerCore", "BrokerDaemon", "BrokerSystem", "BrokerWire"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]

@@ -1,37 +1,47 @@
-// The admin socket speaks lines of text: a request ("stats") answered with one JSON document and a
-// newline, after which the broker closes the connection. Requests are capped at 1 KiB.
+// The admin socket speaks lines of text: a request ("stats", "sites", "remove-site ID") answered with one JSON
+// document and a newline, after which the broker closes the connection. Requests are capped at 1 KiB.
+import BrokerCore
 import BrokerSystem
 import BrokerWire
 import Foundation
 
-final class AdminConnection: Connection {
+final class AdminConnection: LoopHandler {
+    let descriptor: OwnedDescriptor
     /// The broker outlives every connection it serves.
     unowned let broker: Broker
-    let output = ByteBuffer(capacity: 4096)
+    var token: UInt64 = 0
+    private let input = ByteBuffer(capacity: 2048)
+    private let output = ByteBuffer(capacity: 4096)
     private var answered = false
+    private var closed = false
+    private var watchingWrites = false
     static let maxRequest = 1024
 
-    init(descriptor: CInt, broker: Broker) {
+    init(descriptor: CInt, broker: Broker) throws(SystemError) {
+        self.descriptor = OwnedDescriptor(adopting: descriptor)
         self.broker = broker
-        super.init(descriptor: descriptor, loop: broker.loop, maxMessage: 0, inputCapacity: 2048)
+        token = try broker.loop.register(descriptor, .readable, self)
     }
 
-    override func readAvailable() {
+    func handleEvents(_ events: EpollEvents) {
+        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 { readAvailable() }
+        if !closed && events.rawValue & EpollEvents.writable.rawValue != 0 { flush() }
+    }
+
+    private func readAvailable() {
         guard !answered else {
             // Anything after the request is ignored; EOF closes.
             var scratch = [UInt8](repeating: 0, count: 256)
-            let result = scratch.withUnsafeMutableBytes { try? Posix.read(descriptor: descriptor, into: $0) }
-            if case .processed(0)? = result { close(reason: "admin client closed") }
-            if result == nil { close(reason: "admin read failed") }
+            let result = scratch.withUnsafeMutableBytes { try? Posix.read(descriptor: descriptor.number, into: $0) }
+            if case .processed(0)? = result { close() }
+            if result == nil { close() }
             return
         }
         input.reserve(Self.maxRequest)
         let result: IOResult<Int>
-        do { result = try Posix.read(descriptor: descriptor, into: input.writable) } catch {
-            return close(reason: "admin read failed: \(error)")
-        }
+        do { result = try Posix.read(descriptor: descriptor.number, into: input.writable) } catch { return close() }
         guard case .processed(let count) = result else { return }
-        guard count > 0 else { return close(reason: "admin client closed before a request") }
+        guard count > 0 else { return close() }
         input.commit(count)
         guard let newline = input.readable.firstIndex(of: UInt8(ascii: "\n")) else {
             if input.readableBytes >= Self.maxRequest { respond(error: "request longer than \(Self.maxRequest) bytes") }
@@ -44,29 +54,15 @@ final class AdminConnection: Connection {
     private func handle(_ request: String) {
         switch request {
         case "stats":
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            do {
-                var data = try encoder.encode(broker.stats())
-                data.append(UInt8(ascii: "\n"))
-                data.withUnsafeBytes { output.append($0) }
-                answered = true
-                scheduleFlush()
-            } catch {
-                respond(error: "cannot encode stats: \(error)")
-            }
+            answer(broker.stats())
         case "sites":
-            struct Site: Encodable { let site_id: Int32; let address: String; let origin: String; let state: String }
-            var sites = broker.linkList.filter { !$0.removed }.map {
-                Site(site_id: $0.siteID, address: $0.address?.text ?? "-", origin: $0.origin.rawValue, state: $0.state.rawValue)
-            }
-            sites.append(Site(site_id: broker.config.siteID, address: broker.config.listen ?? "-", origin: "self", state: "self"))
-            answer(sites.sorted { $0.site_id < $1.site_id })
+            answer(broker.core.sites())
         case let removal where removal.hasPrefix("remove-site "):
             guard let site = Int32(removal.dropFirst("remove-site ".count)), site > 0 else {
                 return respond(error: "remove-site takes a positive site id")
             }
-            guard broker.removeSite(site, from: nil) else { return respond(error: "site \(site) is not a member") }
+            guard broker.core.removeSite(site) else { return respond(error: "site \(site) is not a member") }
+            broker.performActions()
             struct Removed: Encodable { let removed: Int32 }
             answer(Removed(removed: site))
         default:
@@ -81,20 +77,34 @@ final class AdminConnection: Connection {
         data.append(UInt8(ascii: "\n"))
         data.withUnsafeBytes { output.append($0) }
         answered = true
-        scheduleFlush()
+        flush()
     }
 
     private func respond(error: String) {
         let escaped = error.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
         output.append(Array("{\"error\":\"\(escaped)\"}\n".utf8))
         answered = true
-        scheduleFlush()
+        flush()
     }
 
-    override func pendingOutput() -> UnsafeRawBufferPointer { output.readable }
+    private func flush() {
+        while !output.isEmpty {
+            guard case .processed(let count)? = try? Posix.write(descriptor: descriptor.number, from: output.readable) else {
+                if !watchingWrites {
+                    watchingWrites = true
+                    broker.loop.modify(descriptor.number, token: token, .readableAndWritable)
+                }
+                return
+            }
+            output.consume(count)
+        }
+        if answered { close() }
+    }
 
-    override func didWrite(_ count: Int) {
-        output.consume(count)
-        if output.isEmpty && answered { close(reason: "answered") }
+    private func close() {
+        guard !closed else { return }
+        closed = true
+        broker.loop.deregister(descriptor.number, token: token)
+        descriptor.close()
     }
 }

@@ -1,7 +1,9 @@
 // The broker's loop as a duty cycle. Each pass does the work there is, phase by phase, and says how much:
-// sockets (epoll without waiting), rings (each client's to-broker ring drained and routed, its to-client ring
-// filled from its queue), timers, flush (every connection with new output written once). A pass that found
-// nothing hands over to the idle strategy (IdleStrategy.swift), which spins, yields or parks.
+// backpressure and credit, sockets (epoll without waiting), rings (each client's to-broker ring drained and
+// routed, its to-client ring filled from its queue), timers, flush (every connection with new output written
+// once). The core decides in each phase; the shell reads the clock, does the I/O and carries out the core's
+// actions. A pass that found nothing hands over to the idle strategy (IdleStrategy.swift), which spins,
+// yields or parks.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,7 +14,7 @@ import CRepBrokerIPC
 extension Broker {
     /// Runs the loop until `requestStop`, then flushes peers (bounded) and releases everything.
     public func run() throws {
-        var idle = IdleStrategy(config.idleStrategy, maxParkMilliseconds: tickMilliseconds)
+        var idle = IdleStrategy(config.idleStrategy, maxParkMilliseconds: Int32(core.tickNanoseconds / 1_000_000))
         while !stopper.isRequested {
             if try doWork() > 0 {
                 idle.reset()
@@ -25,72 +27,85 @@ extension Broker {
             }
         }
         try shutDown()
-        if let fatalReason { throw BrokerFailure(reason: fatalReason) }
+        if let fatalReason = core.fatalReason { throw BrokerFailure(reason: fatalReason) }
     }
 
     /// One pass; returns the work done (events, ring records and fills, connections flushed). Timers run on
     /// their schedule and do not count: a broker idle but for its heartbeats keeps parking.
     func doWork() throws(SystemError) -> Int {
-        now = Posix.monotonicNanoseconds()
-        applyBackpressure()
-        returnCredits()
+        core.now = Posix.monotonicNanoseconds()
+        core.applyBackpressure()
+        core.returnCredits()
         var work = try loop.poll(timeoutMilliseconds: 0)
-        work += serviceRings()
+        performActions()
+        work += core.serviceRings()
+        core.takeRoomBells { ($0.attachment as? SessionSocket)?.rings?.room.signal() }
         runTimers()
-        work += loop.flushDirty()
+        performActions()
+        work += flush()
         return work
+    }
+
+    /// Writes every connection with new output once; returns how many.
+    func flush() -> Int {
+        let flushed = core.takeDirty { ($0.attachment as? SessionSocket)?.flush() }
+        performActions()
+        return flushed
     }
 
     /// Sleeps in epoll for up to `milliseconds` (never past the next timer), once every ring said its
     /// consumer sleeps so that a producer rings the loop's eventfd; returns the events handled.
     func park(milliseconds: Int32) throws(SystemError) -> Int {
+        guard core.prepareRingsToSleep() else { return 0 }
         // Clients may come and go while parked: every ring there is then is marked awake again.
-        defer { for client in ringClients { client.rings?.reader.awake() } }
-        for client in ringClients {
-            // A paused producer's records wait for its group's queues to drain, which wakes the loop (a socket
-            // event, or the 1 ms look below): they do not keep it awake.
-            if client.roleState != .receiver, client.$group?.with({ $0.congested }) == true { continue }
-            guard let rings = client.rings, rings.reader.prepareToSleep() else { return 0 }
-        }
-        let untilTick = nextTickAt > now ? Int32(clamping: (nextTickAt - now + 999_999) / 1_000_000) : 0
+        defer { core.wakeRings() }
+        let now = Posix.monotonicNanoseconds()
+        let untilTick = core.nextTickAt > now ? Int32(clamping: (core.nextTickAt - now + 999_999) / 1_000_000) : 0
         // Paused producers are resumed by a queue draining, which no event announces: look again soon.
-        let timeout = min(milliseconds, untilTick, congestedGroups.isEmpty ? .max : 1)
+        let timeout = min(milliseconds, untilTick, core.hasCongestion ? 1 : .max)
         let events = try loop.poll(timeoutMilliseconds: timeout)
-        now = Posix.monotonicNanoseconds()
-        return events + loop.flushDirty()
+        core.now = Posix.monotonicNanoseconds()
+        performActions()
+        return events + flush()
     }
 
-    /// Reads every client's to-broker ring and fills its to-client ring; returns the records and fills done.
-    /// Each pass starts one client further on: when a queue passes its mark partway through a pass, the rings
-    /// not read yet wait for the next, and no client is always the one left out.
-    func serviceRings() -> Int {
-        var work = 0
-        let count = ringClients.count
-        guard count > 0 else { return 0 }
-        ringCursor = ringCursor >= count - 1 ? 0 : ringCursor + 1
-        for step in 0..<count {
-            // A client closed during this pass leaves the array: stop at its new end.
-            guard ringClients.count == count else { break }
-            let client = ringClients[(ringCursor + step) % count]
-            // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
-            // third of a busy broker's cycles went to polling 17 idle rings while it spun).
-            if client.hasRingInput { work += drainRing(of: client) }
-            if client.hungUp && !client.hasRingInput {
-                client.close(reason: "closed by the other side, its ring drained")
-                continue
-            }
-            if !client.output.isEmpty, client.flushToRing() {
-                work += 1
-                client.scheduleFlush()
-            }
-        }
-        return work
-    }
-
-    /// Runs the timers when they are due.
+    /// The core's timers, and the shell's own on the same schedule: the parent's exit, the reserve descriptor,
+    /// paused listeners, the resolver's answers.
     func runTimers() {
-        guard now >= nextTickAt else { return }
-        tick()
-        nextTickAt = now + UInt64(tickMilliseconds) * 1_000_000
+        guard core.now >= core.nextTickAt else { return }
+        if config.exitWithParent && getppid() != parentPID {
+            logger.warning("the process that started this broker exited: stopping")
+            requestStop()
+        }
+        dialer.takeAnswers(now: core.now, broker: self)
+        _ = holdReserveDescriptor()
+        for listener in listeners { listener.resumeIfDue(now: core.now) }
+        core.runTimers()
+    }
+
+    func shutDown() throws {
+        logger.info("stopping: no new connections, flushing peers for up to \(config.shutdownFlushMilliseconds) ms")
+        for listener in listeners { listener.close() }
+        listeners.removeAll()
+        removeSocketFiles()
+        let deadline = Posix.monotonicNanoseconds() + UInt64(config.shutdownFlushMilliseconds) * 1_000_000
+        while core.queuedForConnectedPeers > 0, Posix.monotonicNanoseconds() < deadline {
+            _ = try loop.poll(timeoutMilliseconds: 10)
+            core.now = Posix.monotonicNanoseconds()
+            performActions()
+            core.returnCredits()
+            _ = flush()
+        }
+        let (queued, unacknowledged) = core.queuedForPeers
+        if queued > 0 {
+            // Frames sent and not yet acknowledged are kept too: the peer may not have them.
+            logger.warning("stopped with frames for peers not acknowledged", [
+                "queued_bytes": "\(queued)", "of_which_sent_bytes": "\(unacknowledged)"])
+        }
+        core.closeAll(reason: "broker stopping")
+        performActions()
+        dialer.stop()
+        _ = releaseReserveDescriptor()
+        logger.info("stopped")
     }
 }

@@ -94,18 +94,17 @@ public struct BrokerConfig: Equatable, Sendable {
     public static let maxGroupsRange = 1...65_536
     public static let groupGraceRange = 0...86_400_000
 
-    /// Checks every setting; returns the peers' addresses by site id (parsed, not looked up: host names are
-    /// resolved off the event loop, and an unresolvable one is retried, not fatal).
-    func validate() throws(ConfigError) -> [Int32: PeerAddress] {
+    /// Checks every setting. Peer addresses are parsed, not looked up: host names are resolved off the event
+    /// loop, and an unresolvable one is retried, not fatal.
+    func validate() throws(ConfigError) {
         guard siteID > 0 else { throw .invalid("site id must be a positive integer, not \(siteID)") }
-        var addresses: [Int32: PeerAddress] = [:]
+        var seen: Set<Int32> = []
         for peer in peers {
             guard peer.siteID > 0 else { throw .invalid("peer site id must be positive, not \(peer.siteID)") }
             guard peer.siteID != siteID else { throw .invalid("peer \(peer.siteID) has this broker's own site id") }
-            guard addresses[peer.siteID] == nil else { throw .invalid("peer \(peer.siteID) is listed twice") }
-            switch PeerAddress.parse(peer.address, verified: true) {
-            case .success(let address): addresses[peer.siteID] = address
-            case .failure(let refused): throw .invalid("peer \(peer.siteID): \(refused)")
+            guard seen.insert(peer.siteID).inserted else { throw .invalid("peer \(peer.siteID) is listed twice") }
+            if case .failure(let refused) = PeerAddress.parse(peer.address, verified: true) {
+                throw .invalid("peer \(peer.siteID): \(refused)")
             }
         }
         if let groupKey, groupKey.count < 16 {
@@ -172,7 +171,27 @@ public struct BrokerConfig: Equatable, Sendable {
             throw .invalid("max ring bytes must be 0 or in \(RingLayout.minimumRingBytes)...\(RingLayout.maximumRingBytes)")
         }
         guard socketMode <= 0o777 else { throw .invalid("socket mode \(String(socketMode, radix: 8)) is not a mode") }
-        return addresses
+    }
+
+    /// The settings the core decides with.
+    func coreConfig(maxClients: Int) -> CoreConfig {
+        var core = CoreConfig(siteID: siteID)
+        core.peers = peers.map { ($0.siteID, $0.address) }
+        core.join = join
+        core.listen = listen
+        core.advertise = advertise
+        core.groupKey = groupKey
+        core.heartbeatMilliseconds = heartbeatMilliseconds
+        core.peerQueueBytes = peerQueueBytes
+        core.flowWindowBytes = flowWindowBytes
+        core.maxMessageBytes = maxMessageBytes
+        core.inboundQueueBytes = inboundQueueBytes
+        core.clientQueueBytes = clientQueueBytes
+        core.maxRingBytes = maxRingBytes
+        core.maxClients = maxClients
+        core.maxGroups = maxGroups
+        core.groupGraceMilliseconds = groupGraceMilliseconds
+        return core
     }
 }
 

@@ -1,6 +1,5 @@
-// The broker's sockets: level-triggered epoll, an eventfd for wake-ups from other threads (and the rings'
-// producers), and a dirty list so that every connection with new output is written once per pass of the
-// broker's duty cycle (frames queued in one pass leave in one write).
+// The broker's sockets: level-triggered epoll, and an eventfd for wake-ups from other threads (and the rings'
+// producers). Which connections to write at the end of a pass is the core's list (`Core.takeDirty`).
 import BrokerSystem
 
 /// Something registered with the event loop.
@@ -13,8 +12,7 @@ final class EventLoop {
     let wakeup: EventFd
     private var handlers: [UInt64: LoopHandler] = [:]
     private var nextToken: UInt64 = 1
-    private var dirty: [Connection] = []
-    /// Bytes a pass may still read before every connection is read once per event only (Connection.readAvailable):
+    /// Bytes a pass may still read before every connection is read once per event only (SessionSocket.readAvailable):
     /// a pass stays short, so timers (heartbeats) and the flush (CREDIT) come round often however busy the links.
     var readBudget = 0
     static let readBudgetPerPass = 1 << 20
@@ -24,7 +22,6 @@ final class EventLoop {
         epoll = try Epoll()
         wakeup = try EventFd()
         try epoll.add(descriptor: wakeup.descriptor, events: .readable, token: Self.wakeupToken)
-        dirty.reserveCapacity(1024)
     }
 
     /// Registers `fd` and returns its token.
@@ -52,27 +49,6 @@ final class EventLoop {
         handlers[token] = nil
     }
 
-    /// Schedules `connection` to be flushed at the end of this turn.
-    func markDirty(_ connection: Connection) {
-        guard !connection.isDirty else { return }
-        connection.isDirty = true
-        dirty.append(connection)
-    }
-
-    /// Flushes every dirty connection; returns how many.
-    @discardableResult
-    func flushDirty() -> Int {
-        var index = 0
-        while index < dirty.count {
-            let connection = dirty[index]
-            connection.isDirty = false
-            if !connection.isClosed { connection.flush() }
-            index += 1
-        }
-        dirty.removeAll(keepingCapacity: true)
-        return index
-    }
-
     /// Waits up to `timeoutMilliseconds` (0: not at all) and dispatches the events that came. Returns how
     /// many came (a wake-up through the eventfd counts).
     func poll(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
@@ -86,14 +62,6 @@ final class EventLoop {
             }
             handlers[token]?.handleEvents(ready)
         }
-        return events
-    }
-
-    /// One turn: `poll`, then flush.
-    @discardableResult
-    func turn(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
-        let events = try poll(timeoutMilliseconds: timeoutMilliseconds)
-        flushDirty()
         return events
     }
 

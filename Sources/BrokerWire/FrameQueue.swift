@@ -73,6 +73,28 @@ public final class FrameQueue {
         return (moved, payloadBytes, dropped)
     }
 
+    /// Moves the whole frames whose type passes `moving` to `other`, in order, keeping the others here in
+    /// order.
+    public func moveFrames(to other: ByteBuffer, where moving: (FrameType?) -> Bool) {
+        precondition(frontRemaining == 0, "move in the middle of a frame")
+        var bytes = buffer.readable
+        var kept: [UInt8] = []
+        var moved = false
+        while let size = FrameParser.pendingFrameSize(in: bytes), size <= bytes.count {
+            let frame = UnsafeRawBufferPointer(rebasing: bytes[..<size])
+            if moving(FrameType(rawValue: bytes[4])) {
+                other.append(frame)
+                moved = true
+            } else {
+                kept.append(contentsOf: frame)
+            }
+            bytes = UnsafeRawBufferPointer(rebasing: bytes[size...])
+        }
+        guard moved else { return }
+        buffer.clear()
+        buffer.append(kept)
+    }
+
     /// Moves every whole frame into `other` and empties this queue.
     public func moveAll(to other: ByteBuffer) {
         precondition(frontRemaining == 0, "move in the middle of a frame")

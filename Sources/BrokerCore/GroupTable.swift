@@ -1,48 +1,61 @@
 // Group slots: a group is made on first use (a local REGISTER, or a peer's frame that needs it: MESSAGE,
-// CHANNEL, PEER_MASTER; a GROUP_BIND only names the peer's index, so idle groups do not echo), takes the lowest free
-// index for its GROUP_BIND and MESSAGE frames on peer links, and is released when it has had no client and
+// CHANNEL, PEER_MASTER; a GROUP_BIND only names the peer's index, so idle groups do not echo), takes the lowest
+// free index for its GROUP_BIND and MESSAGE frames on peer links, and is released when it has had no client and
 // nothing queued for the grace period (--group-grace-ms) while no peer queue holds frames (so no queued frame
 // can carry an index that a new group takes again). Past --max-groups, a local client gets ERROR group_limit,
 // and a peer's group is refused for that group alone (counted as groups_refused): the link stays up.
 import BrokerWire
 
-extension Broker {
+final class GroupTable {
+    var byName: [String: Group] = [:]
+    var list: [Group] = []
+    /// Indexes of released groups, lowest last: the next group takes the lowest.
+    var freeIndexes: [UInt32] = []
+    var nextSweepAt: UInt64 = 0
+    /// Groups whose queues passed the backpressure mark (Core+Backpressure.swift).
+    var congested: [Group] = []
+    var refused = 0
+    var released = 0
+
+    /// The index a new group takes: the lowest released one, or the next.
+    func takeIndex() -> UInt32 {
+        if let free = freeIndexes.popLast() { return free }
+        return UInt32(list.count + 1)
+    }
+}
+
+extension Core {
     /// The group of that name, made (and announced to every peer link) on first use; nil past --max-groups.
     func group(named name: String) -> Group? {
-        if let existing = groups[name] { return existing }
-        guard groupList.count < config.maxGroups else {
-            if groupsRefused % 1000 == 0 {
+        if let existing = groups.byName[name] { return existing }
+        guard groups.list.count < config.maxGroups else {
+            if groups.refused % 1000 == 0 {
                 logger.warning("group refused: this broker serves --max-groups groups already",
-                               ["group": name, "max_groups": "\(config.maxGroups)", "groups_refused": "\(groupsRefused)"])
+                               ["group": name, "max_groups": "\(config.maxGroups)", "groups_refused": "\(groups.refused)"])
             }
             return nil
         }
-        let index: UInt32
-        if let free = freeGroupIndexes.popLast() {
-            index = free
-        } else {
-            index = UInt32(groupList.count + 1)
-        }
-        let group = Group(name: name, index: index, peerCount: linkList.count)
-        groups[name] = group
-        groupList.append(group)
+        let group = Group(name: name, index: groups.takeIndex(), peerCount: membership.linkList.count)
+        groups.byName[name] = group
+        groups.list.append(group)
         // Links that are down learn every group when they come up (activate prepends the binds).
         let bind = group.bindFrame
-        for link in linkList where link.connection != nil { link.enqueueControl(bind) }
+        for link in membership.linkList where link.connection != nil { link.enqueueControl(bind) }
         logger.debug("group created", ["group": name, "group.index": "\(group.index)"])
         return group
     }
 
     /// A peer's GROUP_BIND: its index for `name` on this link. The group itself is made when a frame needs it.
-    func bind(group frame: GroupBindFrame, on connection: PeerConnection) {
+    func bind(group frame: GroupBindFrame, on connection: PeerSession) {
         guard let link = connection.link else { return }
-        // The index named another group before: what this side owed that group's flows is void.
+        // The index named another group before: what this side owed that group's flows is void, and that
+        // group has no receiver at the peer any more.
         if let previous = link.remoteGroupNames[frame.group], previous != frame.name {
             link.credit.forget(group: frame.group)
             setReceiver(of: previous, at: link, present: false)
         }
         link.remoteGroupNames[frame.group] = frame.name
-        let existing = groups[frame.name]
+        let existing = groups.byName[frame.name]
         link.remoteGroups[frame.group] = existing
         // A group made anew at the peer learns the master this broker knows.
         if let existing, existing.master != 0 { link.enqueueControl(existing.masterFrame) }
@@ -55,8 +68,8 @@ extension Broker {
         guard let name = link.remoteGroupNames[index] else {
             throw .malformed(type: type, reason: "group index \(index) was never bound")
         }
-        guard let group = create ? group(named: name) : groups[name] else {
-            if create { groupsRefused += 1 }
+        guard let group = create ? group(named: name) : groups.byName[name] else {
+            if create { groups.refused += 1 }
             return nil
         }
         link.remoteGroups[index] = group
@@ -64,14 +77,14 @@ extension Broker {
     }
 
     /// Releases the groups idle for the grace period (on the timer tick, at most every 500 ms, before the tick
-    /// queues its heartbeats: queues were flushed at the end of the last turn).
+    /// queues its heartbeats: queues were flushed at the end of the last pass).
     func releaseIdleGroups() {
-        guard now >= nextGroupSweepAt else { return }
-        nextGroupSweepAt = now + 500_000_000
+        guard now >= groups.nextSweepAt else { return }
+        groups.nextSweepAt = now + 500_000_000
         let grace = UInt64(config.groupGraceMilliseconds) * 1_000_000
-        let peerQueuesEmpty = linkList.allSatisfy { $0.queuedBytes == 0 }
+        let peerQueuesEmpty = membership.linkList.allSatisfy { $0.queuedBytes == 0 }
         var released: [Group] = []
-        for group in groupList {
+        for group in groups.list {
             guard group.isIdle else {
                 group.idleSince = 0
                 continue
@@ -83,16 +96,16 @@ extension Broker {
     }
 
     private func release(_ group: Group) {
-        groups[group.name] = nil
-        groupList.removeAll { $0 === group }
-        freeGroupIndexes.append(group.index)
-        freeGroupIndexes.sort(by: >)
-        for link in linkList { link.removeFlows(of: group) }
-        congestedGroups.removeAll { $0 === group }
-        for link in linkList where link.remoteGroups.values.contains(where: { $0 === group }) {
+        groups.byName[group.name] = nil
+        groups.list.removeAll { $0 === group }
+        groups.freeIndexes.append(group.index)
+        groups.freeIndexes.sort(by: >)
+        for link in membership.linkList { link.removeFlows(of: group) }
+        groups.congested.removeAll { $0 === group }
+        for link in membership.linkList where link.remoteGroups.values.contains(where: { $0 === group }) {
             link.remoteGroups = link.remoteGroups.filter { $0.value !== group }
         }
-        groupsReleased += 1
+        groups.released += 1
         logger.debug("group released", ["group": group.name, "group.index": "\(group.index)"])
     }
 }

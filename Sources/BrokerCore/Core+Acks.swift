@@ -10,12 +10,12 @@
 // master's log may be rolled back below LSNs acknowledged under the old one).
 import BrokerWire
 
-extension Broker {
+extension Core {
     /// Where a PERMANENT send's SEND_RESULT comes from: now (policy none, no LSN, or already met) or later.
-    func awaitAcks(_ client: LocalClient, _ group: Group, sequence: UInt64, lsn: LSN) {
-        let required = client.ackPolicy.requiredAcks(sites: linkList.reduce(1) { $1.removed ? $0 : $0 + 1 })
+    func awaitAcks(_ client: ClientSession, _ group: Group, sequence: UInt64, lsn: LSN) {
+        let required = client.ackPolicy.requiredAcks(sites: membership.groupSize)
         if required == 0 || lsn == .zero || group.sitesDurable(at: lsn) >= required {
-            if required > 0 { permanentAcked += 1 }
+            if required > 0 { counters.permanentAcked += 1 }
             client.permanentAcked += 1
             client.sendResult(sequence, .ok)
             return
@@ -26,23 +26,23 @@ extension Broker {
 
     /// A local receiver's ack: tell the site whose log it is about (none when its link is down: that site's
     /// sends wait or time out, and it is told again by the next ack).
-    func acknowledge(from client: LocalClient, _ ack: AckFrame) {
-        guard let group = client.group, let link = links[ack.siteID], let connection = link.connection else { return }
+    func acknowledge(from client: ClientSession, _ ack: AckFrame) {
+        guard let group = client.group, let link = membership.links[ack.siteID], let connection = link.connection else { return }
         PeerAckFrame(group: group.index, lsn: ack.lsn).append(to: link.control.buffer)
         connection.scheduleFlush()
     }
 
     /// A peer site's ack.
-    func peerAcknowledged(_ frame: PeerAckFrame, on connection: PeerConnection) throws(WireError) {
+    func peerAcknowledged(_ frame: PeerAckFrame, on connection: PeerSession) throws(WireError) {
         guard let link = connection.link, let group = try boundGroup(link, frame.group, .peerAck, create: false) else {
             return  // no group here, so no PERMANENT send waits for this ack
         }
-        acksReceived += 1
+        counters.acksReceived += 1
         if frame.lsn > group.ackedLSN[link.index] { group.ackedLSN[link.index] = frame.lsn }
         guard !group.pendingAcks.isEmpty else { return }
         group.pendingAcks.removeAll { pending in
             guard group.sitesDurable(at: pending.lsn) >= pending.required else { return false }
-            permanentAcked += 1
+            counters.permanentAcked += 1
             pending.client.permanentAcked += 1
             pending.client.sendResult(pending.sequence, .ok)
             return true
@@ -51,15 +51,15 @@ extension Broker {
 
     /// Fails PERMANENT sends whose acks did not come in time (on each tick).
     func expirePendingAcks() {
-        for group in groupList where !group.pendingAcks.isEmpty {
+        for group in groups.list where !group.pendingAcks.isEmpty {
             group.pendingAcks.removeAll { pending in
                 guard now >= pending.deadline else { return false }
-                permanentAckFailures += 1
+                counters.permanentAckFailures += 1
                 pending.client.permanentFailed += 1
                 // Which sites were durable at the LSN in time, and which were not.
                 var acked: [Int32] = []
                 var missing: [Int32] = []
-                for link in linkList where !link.removed {
+                for link in membership.linkList where !link.removed {
                     if group.ackedLSN[link.index] >= pending.lsn { acked.append(link.siteID) } else { missing.append(link.siteID) }
                 }
                 pending.client.send(.sendResult, body: SendResultFrame(sequence: pending.sequence, status: .ackTimeout,
@@ -70,19 +70,19 @@ extension Broker {
     }
 
     /// Drops a departing client's waiting sends.
-    func forgetPendingAcks(of client: LocalClient) {
+    func forgetPendingAcks(of client: ClientSession) {
         client.group?.pendingAcks.removeAll { $0.client === client }
     }
 
     /// A local client says which site is master; peers are told.
-    func announceMaster(from client: LocalClient, _ siteID: Int32) {
+    func announceMaster(from client: ClientSession, _ siteID: Int32) {
         guard let group = client.group else { return }
-        setMaster(group, siteID, source: "client \(client.id)")
+        setMaster(group, siteID, source: "client \(client.clientID)")
         let frame = group.masterFrame
-        for link in linkList { link.enqueueControl(frame) }
+        for link in membership.linkList { link.enqueueControl(frame) }
     }
 
-    func peerAnnouncedMaster(_ frame: MasterFrame, on connection: PeerConnection) throws(WireError) {
+    func peerAnnouncedMaster(_ frame: MasterFrame, on connection: PeerSession) throws(WireError) {
         guard let link = connection.link, let group = try boundGroup(link, frame.group, .peerMaster) else { return }
         setMaster(group, frame.siteID, source: "site \(link.siteID)")
     }
@@ -101,16 +101,16 @@ extension Broker {
     /// A link went down: its acks are forgotten, and the receivers of the groups that had a receiver there
     /// hear that the site is down.
     func siteWentDown(_ link: PeerLink) {
-        for group in groupList { group.ackedLSN[link.index] = .zero }
+        for group in groups.list { group.ackedLSN[link.index] = .zero }
         for name in link.receiverGroups.sorted() {
-            groups[name]?.receiver?.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: false))
+            groups.byName[name]?.receiver?.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: false))
         }
         link.receiverGroups.removeAll()
     }
 
     /// A peer's PEER_RECEIVER: a group gained or lost its receiver at that site; this site's receiver of the
     /// group hears the site come up or go down.
-    func peerReceiver(_ frame: PeerReceiverFrame, on connection: PeerConnection) throws(WireError) {
+    func peerReceiver(_ frame: PeerReceiverFrame, on connection: PeerSession) throws(WireError) {
         guard let link = connection.link else { return }
         guard let name = link.remoteGroupNames[frame.group] else {
             throw .malformed(type: .peerReceiver, reason: "group index \(frame.group) was never bound")
@@ -121,7 +121,7 @@ extension Broker {
     func setReceiver(of name: String, at link: PeerLink, present: Bool) {
         let changed = present ? link.receiverGroups.insert(name).inserted : link.receiverGroups.remove(name) != nil
         guard changed else { return }
-        groups[name]?.receiver?.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: present))
+        groups.byName[name]?.receiver?.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: present))
     }
 
     /// Tells every connected peer when the group gained its first receiver or lost its last one.
@@ -130,13 +130,13 @@ extension Broker {
         guard present != group.receiverAnnounced else { return }
         group.receiverAnnounced = present
         let frame = group.receiverFrame
-        for link in linkList where link.connection != nil { link.enqueueControl(frame) }
+        for link in membership.linkList where link.connection != nil { link.enqueueControl(frame) }
     }
 
     /// Gives a new receiver the state of every peer site in its group.
-    func sendSiteStates(to client: LocalClient) {
+    func sendSiteStates(to client: ClientSession) {
         guard let group = client.group else { return }
-        for link in linkList {
+        for link in membership.linkList {
             let up = link.connection != nil && link.receiverGroups.contains(group.name)
             client.sendSiteEvent(SiteEventFrame(siteID: link.siteID, up: up))
         }

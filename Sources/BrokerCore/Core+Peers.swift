@@ -1,38 +1,34 @@
-// Peer links: dialling, the HELLO / ACTIVATE handshake that keeps one connection per site pair,
-// link up and down, and delivery of peer messages to this site's receivers.
-import BrokerSystem
+// Peer links: dialling (asked of the shell), the HELLO / ACTIVATE handshake that keeps one connection per site
+// pair, link up and down, and delivery of peer messages to this site's receivers.
 import BrokerWire
 
-extension Broker {
+extension Core {
+    /// Asks the shell to dial `link` (the timer does, when it is down and its backoff is over).
     func dial(_ link: PeerLink) {
-        guard let address = link.address?.resolved, !link.removed else { return }
-        do {
-            let fd = try Socket.connectTCP(address)
-            learnAdvertisedAddress(from: fd, connectionTo: "site \(link.siteID)")
-            let connection = PeerConnection(descriptor: fd, broker: self, outgoing: link)
-            do { try connection.register(connecting: true) } catch {
-                Posix.close(descriptor: fd)
-                throw error
-            }
-            link.dialing = connection
-            handshaking.append(connection)
-            logger.trace("dialling peer", ["peer.site_id": "\(link.siteID)", "peer.address": address.text])
-        } catch {
-            dialFailed(link, reason: "\(error)")
-        }
+        guard let address = link.address, !link.removed, link.dialing == nil else { return }
+        // The next try waits out the backoff whatever becomes of this one; a link that comes up resets it.
+        link.scheduleRedial(now: now, random: &random)
+        act(.dial(site: link.siteID, address: address.text))
     }
 
-    private func dialFailed(_ link: PeerLink, reason: String) {
-        let firstFailure = !link.failedSinceUp
+    /// A dial the shell could not start: the name did not resolve (`unresolved`), or the connect failed at once.
+    public func dialFailed(site: Int32, reason: String, unresolved: Bool) {
+        guard let link = membership.links[site] else { return }
+        let failedBefore = unresolved ? link.address?.failure != nil : link.failedSinceUp
+        if unresolved { link.address?.failure = reason } else { link.address?.failure = nil }
+        dialFailed(link, reason: reason, firstFailure: !failedBefore,
+                   what: unresolved ? "cannot resolve peer address" : "cannot reach peer")
+    }
+
+    private func dialFailed(_ link: PeerLink, reason: String, firstFailure: Bool, what: String = "cannot reach peer") {
         link.failedSinceUp = true
-        link.scheduleRedial(now: now)
         let metadata: Logger.Metadata = ["peer.site_id": "\(link.siteID)", "reason": reason,
                                          "retry_ms": "\((link.nextDialAt &- now) / 1_000_000)"]
-        if firstFailure { logger.warning("cannot reach peer", metadata) } else { logger.debug("cannot reach peer", metadata) }
+        if firstFailure { logger.warning(what, metadata) } else { logger.debug(what, metadata) }
     }
 
     /// The other side's HELLO arrived: check it, then (as arbiter) choose the link's connection.
-    func peerSaidHello(_ connection: PeerConnection, _ hello: HelloFrame) {
+    func peerSaidHello(_ connection: PeerSession, _ hello: HelloFrame) {
         guard hello.siteID != config.siteID else {
             return connection.reject(.siteConflict, "peer claims this broker's own site id \(hello.siteID)")
         }
@@ -53,7 +49,7 @@ extension Broker {
     }
 
     /// The peer's AUTH: checked against the proof only a holder of the key can make.
-    func peerAuthenticated(_ connection: PeerConnection, _ auth: AuthFrame) {
+    func peerAuthenticated(_ connection: PeerSession, _ auth: AuthFrame) {
         guard let key = config.groupKey, let hello = connection.hello else { return }
         let expected = AuthFrame.proof(key: key, prover: hello.siteID, proverNonce: hello.nonce,
                                        verifierNonce: connection.nonce)
@@ -66,8 +62,8 @@ extension Broker {
     }
 
     /// A peer that said HELLO (and proved the key, when there is one): membership, then the arbiter's choice.
-    func admit(_ connection: PeerConnection, _ hello: HelloFrame) {
-        if let known = links[hello.siteID] {
+    func admit(_ connection: PeerSession, _ hello: HelloFrame) {
+        if let known = membership.links[hello.siteID] {
             if known.removed {
                 return connection.reject(.unknownSite, "site \(hello.siteID) was removed from the group")
             }
@@ -84,16 +80,17 @@ extension Broker {
                 MembersFrame.Member(siteID: hello.siteID, address: hello.address)]).body), except: added)
         } else if let target = connection.joinTarget {
             // The member this broker joined through: this HELLO, on a connection dialled to it, proves its address.
-            guard addLink(siteID: hello.siteID, address: target.text, origin: .joined, verified: true) != nil else {
+            let address = membership.joinTargets[target].address
+            guard addLink(siteID: hello.siteID, address: address, origin: .joined, verified: true) != nil else {
                 return connection.reject(.unknownSite, "too many sites")
             }
         }
-        guard let link = links[hello.siteID] else {
+        guard let link = membership.links[hello.siteID] else {
             return connection.reject(.unknownSite, "site \(hello.siteID) is not a configured peer of site "
                 + "\(config.siteID)")
         }
         if connection.joinTarget != nil {
-            joinDials.removeAll { $0 === connection }
+            membership.joinDials.removeAll { $0 === connection }
             if link.connection != nil { return connection.reject(.duplicateLink, "already linked", quietly: true) }
         } else if connection.outgoing, let dialled = connection.link, dialled !== link {
             if dialled.address?.verified == false {
@@ -126,7 +123,7 @@ extension Broker {
 
     /// Makes `connection` the link to its site (both ends call this: the arbiter on choosing it, the
     /// other end on ACTIVATE).
-    func activate(_ connection: PeerConnection) {
+    func activate(_ connection: PeerSession) {
         guard let link = connection.link, let hello = connection.hello else { return }
         if let old = link.connection, old !== connection {
             old.closedQuietly = true
@@ -137,7 +134,7 @@ extension Broker {
             dialing.close(reason: "link established on the other connection")
         }
         link.dialing = nil
-        handshaking.removeAll { $0 === connection }
+        membership.handshaking.removeAll { $0 === connection }
         connection.phase = .active
         link.connection = connection
         if link.remoteIncarnation != hello.incarnation {
@@ -166,15 +163,15 @@ extension Broker {
         // The peer learns our group indexes anew on every connection: binds (with the master and whether the
         // group has a receiver here) go before anything queued.
         link.restartFlows(window: Int(hello.window))
-        link.wire.prepend(groupList.flatMap { $0.linkUpFrames } + membersFrame)
+        link.wire.prepend(groups.list.flatMap { $0.linkUpFrames } + membership.membersFrame(siteID: config.siteID))
         connection.scheduleFlush()
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
                                      "queued_bytes": "\(link.queuedBytes)"])
     }
 
-    func peerConnectionClosed(_ connection: PeerConnection, reason: String) {
-        handshaking.removeAll { $0 === connection }
-        joinDials.removeAll { $0 === connection }
+    func peerConnectionClosed(_ connection: PeerSession, reason: String) {
+        membership.handshaking.removeAll { $0 === connection }
+        membership.joinDials.removeAll { $0 === connection }
         guard let link = connection.link else {
             logger.debug("peer connection closed before its handshake", ["reason": reason])
             return
@@ -192,7 +189,9 @@ extension Broker {
                                               "queued_bytes": "\(link.queuedBytes)"])
         } else if link.dialing === connection {
             link.dialing = nil
-            if !connection.closedQuietly && link.connection == nil { dialFailed(link, reason: reason) }
+            if !connection.closedQuietly && link.connection == nil {
+                dialFailed(link, reason: reason, firstFailure: !link.failedSinceUp)
+            }
         } else {
             logger.debug("spare peer connection closed", ["peer.site_id": "\(link.siteID)", "reason": reason])
         }
@@ -226,7 +225,7 @@ extension Broker {
         guard let group = bound else { return }
         link.bytesReceived += payload.count
         guard header.destination == SiteID.broadcast || header.destination == config.siteID else {
-            misrouted += 1
+            counters.misrouted += 1
             return
         }
         var out = header

@@ -1,23 +1,18 @@
-// A local client's shared-memory rings, on the broker's side. The to-broker ring carries the client's
-// MESSAGE frames; the to-client ring carries what the client's receiver consumes, MESSAGE and SITE_EVENT
-// frames, written straight from routing while the client's output queue is empty, from the queue otherwise.
-// Every other frame, both ways, travels on the socket. A frame too large for one record is written as
-// FRAGMENT records and a last FRAME record (RingFragments.swift).
+// A local client's shared-memory rings, on the broker's side: memory the shell mapped (a sealed memfd in the
+// daemon, plain memory in the simulator). The to-broker ring carries the client's MESSAGE frames; the
+// to-client ring carries what the client's receiver consumes, MESSAGE and SITE_EVENT frames, written straight
+// from routing while the client's output queue is empty, from the queue otherwise. Every other frame, both
+// ways, travels on the socket. A frame too large for one record is written as FRAGMENT records and a last
+// FRAME record (RingFragments.swift). The doorbells are the shell's: publishing says whether to ring one.
 // A MESSAGE record is parsed where it lies: the frame and message headers are each read once into local
 // values and checked against the record's length, and the payload is then only copied, never interpreted,
 // so a client that changes the shared memory meanwhile garbles nothing but its own payload. Parts of a
 // fragmented frame are copied to private memory before the frame is parsed.
-import BrokerSystem
 import BrokerWire
 
-final class ClientRings {
-    let segment: SharedSegment
+public final class ClientRings {
     let reader: RingReader
     let writer: RingWriter
-    /// Rung when the to-client ring has records and the client's receiver said it sleeps.
-    let dataDoorbell: EventFd
-    /// Rung when the to-broker ring has room and the client's sender said it waits for some.
-    let roomDoorbell: EventFd
     /// Frames for the client's socket: everything but MESSAGE and SITE_EVENT.
     let socketOutput = FrameQueue(capacity: 4096)
     /// Joins a client's message that came in parts.
@@ -30,13 +25,11 @@ final class ClientRings {
     @exclusivity(unchecked) private(set) var hasUnpublished = false
     var ringBytes: Int { reader.ring.size }
 
-    init(segment: SharedSegment, ringBytes: Int, dataDoorbell: EventFd, roomDoorbell: EventFd) {
-        self.segment = segment
-        let rings = RingLayout.rings(segment.base, ringBytes: ringBytes)
+    /// The rings in a segment laid out (RingLayout.initialize) at `base` for `ringBytes`-byte rings.
+    public init(base: UnsafeMutableRawPointer, ringBytes: Int) {
+        let rings = RingLayout.rings(base, ringBytes: ringBytes)
         reader = RingReader(rings.toBroker)
         writer = RingWriter(rings.toClient)
-        self.dataDoorbell = dataDoorbell
-        self.roomDoorbell = roomDoorbell
     }
 
     /// Writes one MESSAGE frame into the to-client ring; false when it is too large for the ring, the ring is
@@ -63,36 +56,15 @@ final class ClientRings {
     /// Notes records written by the fragment writer, for the next publish.
     func markWritten() { hasUnpublished = true }
 
-    /// Makes the written records visible and wakes the client if it said it sleeps.
-    func publish() {
+    /// Makes the written records visible; true when the client said it sleeps (ring its data doorbell).
+    func publish() -> Bool {
         hasUnpublished = false
         writer.publish()
-        if writer.consumerNeedsWake() { dataDoorbell.signal() }
+        return writer.consumerNeedsWake()
     }
 }
 
-extension LocalClient {
-    /// Creates the segment and doorbell and sends WELCOME with them attached; nil when the broker offers none.
-    func offerRings(requested: UInt32, welcome: WelcomeFrame) throws -> Bool {
-        let maximum = broker.config.maxRingBytes
-        guard requested > 0, maximum >= RingLayout.minimumRingBytes else { return false }
-        let ringBytes = RingLayout.grantedRingBytes(requested: Int(requested), maximum: maximum)
-        let (segment, memfd) = try SharedSegment.create(size: RingLayout.segmentBytes(ringBytes: ringBytes),
-                                                        name: "repbroker-client-\(id)")
-        defer { Posix.close(descriptor: memfd) }
-        RingLayout.initialize(segment.base, ringBytes: ringBytes)
-        let dataDoorbell = try EventFd()
-        let roomDoorbell = try EventFd()
-        var granted = welcome
-        granted.ringBytes = UInt32(ringBytes)
-        let bytes = FrameParser.encode(.welcome, body: granted.body)
-        let sent = try Socket.send(bytes, with: [memfd, broker.loop.wakeup.descriptor, dataDoorbell.descriptor,
-                                                 roomDoorbell.descriptor], on: descriptor)
-        guard sent == bytes.count else { throw SystemError("sendmsg(WELCOME)", .wouldBlock) }
-        rings = ClientRings(segment: segment, ringBytes: ringBytes, dataDoorbell: dataDoorbell, roomDoorbell: roomDoorbell)
-        return true
-    }
-
+extension ClientSession {
     /// Whether the to-broker ring has records to drain now.
     @inline(__always)
     var hasRingInput: Bool {

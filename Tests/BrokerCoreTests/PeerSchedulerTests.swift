@@ -1,7 +1,7 @@
 // The peer link's scheduler: control frames before any data, flows served in turn a quantum at a time
 // (deficit round robin by bytes), a flow out of window held until CREDIT, sent frames kept until acknowledged
 // and sent again first on a new connection. No sockets: the wire is read like a connection would.
-@testable import BrokerDaemon
+@testable import BrokerCore
 import BrokerWire
 import Testing
 

@@ -1,7 +1,6 @@
 // The one link to a peer site: its queues (kept across reconnects, bounded; PeerScheduler.swift decides what
 // goes next), the active connection when there is one, the dial attempt in progress, backoff, liveness times
 // and counters.
-import BrokerSystem
 import BrokerWire
 
 public enum PeerState: String, Codable, Sendable {
@@ -46,8 +45,8 @@ final class PeerLink {
     /// Groups (by name) in which the peer site has a client holding the receiver role (its PEER_RECEIVER frames
     /// on the current connection).
     var receiverGroups: Set<String> = []
-    var connection: PeerConnection?
-    var dialing: PeerConnection?
+    var connection: PeerSession?
+    var dialing: PeerSession?
     var remoteIncarnation: UInt64 = 0
     /// Groups by the peer's index, learnt from GROUP_BIND on the current connection. A group released here
     /// (or refused for want of room) keeps its name in `remoteGroupNames` and is bound again on its next frame.
@@ -154,9 +153,10 @@ final class PeerLink {
         connection?.scheduleFlush()
     }
 
-    /// Schedules the next dial after a failure: capped exponential backoff with +-25% jitter.
-    func scheduleRedial(now: UInt64) {
-        let jitter = Double.random(in: 0.75...1.25)
+    /// Schedules the next dial after a failure: capped exponential backoff with +-25% jitter (`random` is the
+    /// core's, so a simulated run replays).
+    func scheduleRedial(now: UInt64, random: inout CoreRandom) {
+        let jitter = Double.random(in: 0.75...1.25, using: &random)
         nextDialAt = now + UInt64(Double(backoffMilliseconds) * jitter * 1_000_000)
         backoffMilliseconds = min(backoffMilliseconds * 2, Self.maximumBackoff)
     }

@@ -3,10 +3,9 @@
 // A MESSAGE record is parsed in place: MessageHeader reads each field once and checks the lengths against
 // the body; the payload is then only copied. Parts of a message in FRAGMENT records are joined in private
 // memory first (RingFragments.swift).
-import BrokerSystem
 import BrokerWire
 
-extension Broker {
+extension Core {
     /// Records taken from one client's ring per pass: small enough that every ring (and so a latency-bound
     /// client beside bulk senders) is served within about a millisecond, large enough to amortize the pass.
     static let ringBudget = 256
@@ -15,7 +14,7 @@ extension Broker {
     /// record closes that client alone, with a reason and a count. A producer's ring is not read while its
     /// group is congested (a client that hung up too: its records wait like a live one's).
     @discardableResult
-    func drainRing(of client: LocalClient, budget: Int = Broker.ringBudget) -> Int {
+    func drainRing(of client: ClientSession, budget: Int = Core.ringBudget) -> Int {
         guard let rings = client.rings, !client.isClosed, let group = client.group else { return 0 }
         let reader = rings.reader
         let assembler = rings.assembler
@@ -51,7 +50,7 @@ extension Broker {
             return handled
         }
         reader.release()
-        if reader.producerNeedsWake() { rings.roomDoorbell.signal() }
+        if reader.producerNeedsWake() { ringRoomBell(client) }
         return handled
     }
 }

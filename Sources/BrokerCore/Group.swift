@@ -1,14 +1,13 @@
 // A replication group on this broker: its index on peer links, the client holding the receiver role,
 // the standbys in the order they asked, and a bounded queue of messages waiting for a receiver.
-import BrokerSystem
 import BrokerWire
 
 final class Group {
     let name: String
     /// This broker's index for the group, sent in GROUP_BIND and MESSAGE frames on peer links.
     let index: UInt32
-    @Borrowable var receiver: LocalClient?
-    var standbys: [LocalClient] = []
+    @Borrowable var receiver: ClientSession?
+    var standbys: [ClientSession] = []
     /// MESSAGE frames, ready for a client, that arrived while no client held the receiver role.
     let pending = FrameQueue(capacity: 4096)
     var pendingMessages = 0
@@ -67,7 +66,7 @@ final class Group {
     }
 
     /// The next standby still connected, removed from the standby list.
-    func takeNextStandby() -> LocalClient? {
+    func takeNextStandby() -> ClientSession? {
         while !standbys.isEmpty {
             let next = standbys.removeFirst()
             if !next.isClosed { return next }
@@ -78,7 +77,7 @@ final class Group {
 
 /// A PERMANENT send that waits until `required` other sites acknowledge `lsn`, or `deadline` passes.
 struct PendingAck {
-    let client: LocalClient
+    let client: ClientSession
     let sequence: UInt64
     let lsn: LSN
     let required: Int

@@ -1,14 +1,12 @@
-// One local process connected to the broker's Unix socket. Its first frame must be REGISTER; then it
-// sends MESSAGE frames and receives WELCOME, ROLE, SEND_RESULT and MESSAGE frames. With rings, MESSAGE
-// frames both ways and SITE_EVENT frames to it travel in the rings, everything else on the socket.
+// One local process connected to the broker's Unix socket. Its first frame must be REGISTER; then it sends
+// MESSAGE frames and receives WELCOME, ROLE, SEND_RESULT and MESSAGE frames. With rings, MESSAGE frames both
+// ways and SITE_EVENT frames to it travel in the rings (ClientRings.swift), everything else on the socket.
 // Output is bounded: a delivery that would pass the limit is dropped and counted.
-import BrokerSystem
 import BrokerWire
 
-final class LocalClient: Connection {
-    /// The broker outlives every connection it serves.
-    unowned let broker: Broker
-    let id: UInt32
+final class ClientSession: Session {
+    /// The client's id at this broker (WELCOME, stats, channel replies' requester).
+    let clientID: UInt32
     let output = FrameQueue(capacity: 64 << 10)
     let outputLimit: Int
     var registration: RegisterFrame? {
@@ -18,13 +16,21 @@ final class LocalClient: Connection {
     // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) private(set) var isRegistered = false
-    /// Shared-memory rings, when the client asked for them and the broker granted them.
+    /// Shared-memory rings, once the shell made them (WELCOME sent with them).
     @Borrowable var rings: ClientRings?
     @Borrowable var group: Group?
     var roleState: RoleState = .none
     /// The pid the kernel reports for the other end (SO_PEERCRED), or the registered one without it.
     var pid: Int32
     let connectedAt: UInt64
+    /// WELCOME is with the shell: nothing else may go to the socket before it.
+    var awaitingWelcome = false
+    /// The socket is out of the shell's read interest (backpressure).
+    private(set) var readingPaused = false
+    /// The client hung up with records left in its to-broker ring: the shell no longer watches its socket, the
+    /// rings phase drains the ring as a live client's (a budget per pass, paused with its group), nothing more is
+    /// written to the client, and it closes once the ring is empty (Core.serviceRings).
+    private(set) var hungUp = false
 
     @exclusivity(unchecked) var messagesSent = 0
     @exclusivity(unchecked) var bytesSent = 0
@@ -35,20 +41,15 @@ final class LocalClient: Connection {
     var ackTimeoutNanoseconds: UInt64 = 1_000_000_000
     var permanentAcked = 0
     var permanentFailed = 0
-    /// The client hung up with records left in its to-broker ring: the socket is out of epoll, the rings phase
-    /// drains the ring as a live client's (a budget per pass, paused with its group), nothing more is written to
-    /// the client, and it closes once the ring is empty (Broker.serviceRings).
-    private(set) var hungUp = false
     /// Longest ack timeout a client may ask for.
     static let maxAckTimeoutMilliseconds: UInt32 = 600_000
 
-    init(descriptor: CInt, broker: Broker, id: UInt32) {
-        self.broker = broker
-        self.id = id
-        outputLimit = broker.config.clientQueueBytes
-        pid = Socket.peerCredentials(descriptor).map { Int32($0.pid) } ?? 0
-        connectedAt = broker.now
-        super.init(descriptor: descriptor, loop: broker.loop, maxMessage: broker.config.maxMessageBytes)
+    init(id: ConnectionID, core: Core, clientID: UInt32, pid: Int32) {
+        self.clientID = clientID
+        self.pid = pid
+        outputLimit = core.config.clientQueueBytes
+        connectedAt = core.now
+        super.init(id: id, core: core, maxMessage: core.config.maxMessageBytes)
     }
 
     var name: String { registration?.name ?? "" }
@@ -58,11 +59,10 @@ final class LocalClient: Connection {
             guard frame.type == .register else { throw .notRegistered(type: frame.type) }
             // The version before the layout: another version may lay the rest out differently.
             if let version = RegisterFrame.version(of: frame.body), version != Wire.protocolVersion {
-                writeErrorNow(.version, "protocol version \(version); this broker speaks \(Wire.protocolVersion)")
-                close(reason: "client speaks protocol version \(version)")
-                return
+                let reason = "protocol version \(version); this broker speaks \(Wire.protocolVersion)"
+                return close(reason: "client speaks protocol version \(version)", lastWords: Self.errorFrame(.version, reason))
             }
-            try broker.register(self, RegisterFrame(body: frame.body))
+            try core.register(self, RegisterFrame(body: frame.body))
             return
         }
         switch frame.type {
@@ -70,9 +70,9 @@ final class LocalClient: Connection {
             let header = try MessageHeader(body: frame.body)
             // Order between the socket and the ring would be undefined: a ring client's messages use the ring.
             guard rings == nil else { throw .unexpected(type: .message, state: "on the socket of a client with rings") }
-            broker.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
+            core.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
         case .ack:
-            broker.acknowledge(from: self, try AckFrame(body: frame.body))
+            core.acknowledge(from: self, try AckFrame(body: frame.body))
         case .ackPolicy:
             let policy = try AckPolicyFrame(body: frame.body)
             guard policy.timeoutMilliseconds >= 1, policy.timeoutMilliseconds <= Self.maxAckTimeoutMilliseconds else {
@@ -82,13 +82,13 @@ final class LocalClient: Connection {
             ackPolicy = policy.policy
             ackTimeoutNanoseconds = UInt64(policy.timeoutMilliseconds) * 1_000_000
         case .master:
-            broker.announceMaster(from: self, try MasterFrame(localBody: frame.body).siteID)
+            core.announceMaster(from: self, try MasterFrame(localBody: frame.body).siteID)
         case .subscribe:
-            broker.subscribe(self, to: try SubscribeFrame(body: frame.body).channel)
+            core.subscribe(self, to: try SubscribeFrame(body: frame.body).channel)
         case .channel:
-            broker.routeChannel(from: self, try ChannelFrame(body: frame.body))
+            core.routeChannel(from: self, try ChannelFrame(body: frame.body))
         case .channelResult:
-            if try ChannelResultFrame(body: frame.body).status == .timedOut { broker.channelTimeouts += 1 }
+            if try ChannelResultFrame(body: frame.body).status == .timedOut { core.counters.channelTimeouts += 1 }
         case .error:
             close(reason: "client reported \(try ErrorFrame(body: frame.body))")
         default:
@@ -148,26 +148,35 @@ final class LocalClient: Connection {
         scheduleFlush()
     }
 
-    override func pendingOutput() -> UnsafeRawBufferPointer { rings?.socketOutput.readable ?? output.readable }
-
-    override func didWrite(_ count: Int) {
-        if let rings { rings.socketOutput.didWrite(count) } else { output.didWrite(count) }
+    /// Before the shell writes the socket: queued frames go into the to-client ring and are published. True
+    /// when the client's receiver said it sleeps: the shell rings its data doorbell.
+    override public func publishRing() -> Bool {
+        guard let rings, !hungUp, !awaitingWelcome else { return false }
+        flushToRing()
+        return rings.hasUnpublished && rings.publish()
     }
 
-    override func flush() {
-        // Gone: what is queued for it stays in the output queue, and whole messages go to the next receiver.
-        guard !hungUp else { return }
-        if let rings {
-            flushToRing()
-            if rings.hasUnpublished { rings.publish() }
-        }
-        super.flush()
+    override public func pendingOutput() -> UnsafeRawBufferPointer {
+        // Gone, or WELCOME not out yet: nothing goes to the socket (queued messages go to the next receiver).
+        guard !hungUp, !awaitingWelcome else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return rings?.socketOutput.readable ?? output.readable
+    }
+
+    override public func didWrite(_ count: Int) {
+        if let rings { rings.socketOutput.didWrite(count) } else { output.didWrite(count) }
     }
 
     var transportName: String { rings == nil ? "uds" : "shm" }
 
+    /// Stops or resumes reading the socket (the kernel then holds what the client sends).
+    func setReadingPaused(_ paused: Bool) {
+        guard paused != readingPaused, !isClosed else { return }
+        readingPaused = paused
+        core.act(.setReading(id, paused: paused))
+    }
+
     /// Whether the broker takes none of this client's messages for now (its group is congested): its socket is
-    /// out of epoll's read interest, or its ring is not drained.
+    /// out of the shell's read interest, or its ring is not drained.
     var isPausedProducer: Bool {
         guard roleState != .receiver, let group else { return false }
         return rings == nil ? readingPaused : group.congested
@@ -177,21 +186,20 @@ final class LocalClient: Connection {
     /// live producer's would be, a budget per pass and paused while its group is congested, and the client closes
     /// when none is left. (Drained in one go, a dead sender's full ring held the loop for 100 ms of CPU, its
     /// peers heard no heartbeat and dropped their links, and a congested group's queues overflowed.)
-    override func otherSideClosed() {
-        guard rings != nil, hasRingInput else { return super.otherSideClosed() }
+    override func endOfInput() {
+        guard rings != nil, hasRingInput else { return super.endOfInput() }
         hungUp = true
-        loop.stopWatching(descriptor)
+        core.act(.stopWatching(id))
     }
 
     override func protocolError(_ error: WireError) {
-        broker.countBadFrame(clientID: id, error)
-        writeErrorNow(error.code, error.description)
-        close(reason: "bad frame: \(error)")
+        core.countBadFrame(clientID: clientID, error)
+        close(reason: "bad frame: \(error)", lastWords: Self.errorFrame(error.code, error.description))
     }
 
-    override func close(reason: String) {
+    override func close(reason: String, lastWords: [UInt8] = []) {
         guard !isClosed else { return }
-        super.close(reason: reason)
-        broker.clientClosed(self, reason: reason)
+        super.close(reason: reason, lastWords: lastWords)
+        core.clientClosed(self, reason: reason)
     }
 }

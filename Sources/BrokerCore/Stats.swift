@@ -1,8 +1,6 @@
 // The stats document served on the admin socket: JSON with snake_case keys, the same shape
 // `repbroker stats --json` prints. Payload bytes (control + rec) are counted, not frame bytes.
-import BrokerSystem
 import BrokerWire
-import Foundation
 
 public struct BrokerStats: Codable, Sendable {
     public var siteID: Int32
@@ -165,12 +163,12 @@ public struct TotalStats: Codable, Sendable {
     }
 }
 
-extension Broker {
+extension Core {
     /// Every flow of `link` that has sent or received, by group name and class.
     func flowStats(_ link: PeerLink) -> [FlowStats] {
         let remoteIndex = Dictionary(link.remoteGroupNames.map { ($0.value, $0.key) }, uniquingKeysWith: max)
         var rows: [FlowStats] = []
-        for group in groupList.sorted(by: { $0.name < $1.name }) {
+        for group in groups.list.sorted(by: { $0.name < $1.name }) {
             for trafficClass in TrafficClass.allCases {
                 let sendID = PeerFlow.id(group: group.index, trafficClass)
                 let flow = sendID < link.flows.count ? link.flows[sendID] : nil
@@ -188,9 +186,9 @@ extension Broker {
         return rows
     }
 
-    /// A snapshot of every counter (on the loop's thread).
-    func stats() -> BrokerStats {
-        let peers = linkList.filter { !$0.removed }.map { link in
+    /// A snapshot of every counter; `pid` and `acceptFailures` are the shell's.
+    public func stats(pid: Int32, acceptFailures: Int) -> BrokerStats {
+        let peers = membership.linkList.filter { !$0.removed }.map { link in
             PeerStats(
                 siteID: link.siteID, address: link.address?.text ?? "-", origin: link.origin, state: link.state,
                 messagesSent: link.messagesSent, bytesSent: link.bytesSent,
@@ -200,7 +198,7 @@ extension Broker {
                 millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil,
                 flows: flowStats(link))
         }
-        let clientList = clients.values.filter { $0.isRegistered }.sorted { $0.id < $1.id }.map { client in
+        let clientList = clients.byID.values.filter { $0.isRegistered }.sorted { $0.clientID < $1.clientID }.map { client in
             var roles: [String] = []
             if client.registration?.roles.contains(.sender) == true { roles.append("sender") }
             switch client.roleState {
@@ -209,7 +207,7 @@ extension Broker {
             case .none: break
             }
             return ClientStats(
-                id: client.id, pid: client.pid, name: client.name, group: client.group?.name ?? "",
+                id: client.clientID, pid: client.pid, name: client.name, group: client.group?.name ?? "",
                 roles: roles, transport: client.transportName, messagesSent: client.messagesSent, bytesSent: client.bytesSent,
                 messagesReceived: client.messagesReceived, bytesReceived: client.bytesReceived,
                 queuedBytes: client.output.byteCount, dropped: client.dropped, ackPolicy: "\(client.ackPolicy)",
@@ -218,25 +216,45 @@ extension Broker {
                 ringBytes: client.rings?.ringBytes, ringToBrokerUsed: client.rings?.reader.ring.usedBytes,
                 ringToClientUsed: client.rings?.writer.ring.usedBytes)
         }
-        let groupStats = groupList.map { group in
-            GroupStats(name: group.name, receiverClient: group.receiver?.id, standbys: group.standbys.count,
+        let groupStats = groups.list.map { group in
+            GroupStats(name: group.name, receiverClient: group.receiver?.clientID, standbys: group.standbys.count,
                        delivered: group.delivered, pendingMessages: group.pendingMessages, dropped: group.dropped,
                        master: group.master, waitingForAcks: group.pendingAcks.count)
         }
         let totals = TotalStats(
-            messagesRouted: routedMessages,
-            messagesSentToPeers: linkList.reduce(0) { $0 + $1.messagesSent },
-            messagesReceivedFromPeers: linkList.reduce(0) { $0 + $1.messagesReceived },
-            messagesDelivered: groupList.reduce(0) { $0 + $1.delivered },
-            dropped: linkList.reduce(0) { $0 + $1.dropped } + groupList.reduce(0) { $0 + $1.dropped },
-            refused: linkList.reduce(0) { $0 + $1.refused },
-            unroutable: unroutable, misrouted: misrouted, badFrames: badFrames,
-            clientsConnected: clientList.count, clientsRefused: clientsRefused,
-            acceptFailures: acceptFailures, groupsRefused: groupsRefused, groupsReleased: groupsReleased, peersConnected: peers.filter { $0.state == .connected }.count,
-            acksReceived: acksReceived, permanentAcked: permanentAcked, permanentAckFailures: permanentAckFailures,
-            channelMessages: channelMessages, channelRequests: channelRequests, channelReplies: channelReplies,
-            channelNoSubscriber: channelNoSubscriber, channelTimeouts: channelTimeouts)
-        return BrokerStats(siteID: config.siteID, pid: getpid(), uptimeMilliseconds: (now &- startedAt) / 1_000_000,
+            messagesRouted: counters.routedMessages,
+            messagesSentToPeers: membership.linkList.reduce(0) { $0 + $1.messagesSent },
+            messagesReceivedFromPeers: membership.linkList.reduce(0) { $0 + $1.messagesReceived },
+            messagesDelivered: groups.list.reduce(0) { $0 + $1.delivered },
+            dropped: membership.linkList.reduce(0) { $0 + $1.dropped } + groups.list.reduce(0) { $0 + $1.dropped },
+            refused: membership.linkList.reduce(0) { $0 + $1.refused },
+            unroutable: counters.unroutable, misrouted: counters.misrouted, badFrames: counters.badFrames,
+            clientsConnected: clientList.count, clientsRefused: counters.clientsRefused,
+            acceptFailures: acceptFailures, groupsRefused: groups.refused, groupsReleased: groups.released,
+            peersConnected: peers.filter { $0.state == .connected }.count,
+            acksReceived: counters.acksReceived, permanentAcked: counters.permanentAcked,
+            permanentAckFailures: counters.permanentAckFailures,
+            channelMessages: counters.channelMessages, channelRequests: counters.channelRequests,
+            channelReplies: counters.channelReplies, channelNoSubscriber: counters.channelNoSubscriber,
+            channelTimeouts: counters.channelTimeouts)
+        return BrokerStats(siteID: config.siteID, pid: pid, uptimeMilliseconds: (now &- startedAt) / 1_000_000,
                            peers: peers, clients: clientList, groups: groupStats, totals: totals)
     }
+
+    /// The group's sites as this broker knows them, itself included.
+    public func sites() -> [SiteInfo] {
+        var sites = membership.linkList.filter { !$0.removed }.map {
+            SiteInfo(site_id: $0.siteID, address: $0.address?.text ?? "-", origin: $0.origin.rawValue, state: $0.state.rawValue)
+        }
+        sites.append(SiteInfo(site_id: config.siteID, address: config.listen ?? "-", origin: "self", state: "self"))
+        return sites.sorted { $0.site_id < $1.site_id }
+    }
+}
+
+/// One site, for the admin socket's `sites`.
+public struct SiteInfo: Codable, Equatable, Sendable {
+    public let site_id: Int32
+    public let address: String
+    public let origin: String
+    public let state: String
 }

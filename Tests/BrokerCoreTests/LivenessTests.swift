@@ -1,7 +1,7 @@
 // Peer liveness in the broker's own running time: three silent heartbeat intervals kill a link, anything
 // heard starts the count again, and a long gap between two ticks (the broker itself was not running) counts
 // as one interval only.
-@testable import BrokerDaemon
+@testable import BrokerCore
 import Testing
 
 @Suite struct LivenessTests {

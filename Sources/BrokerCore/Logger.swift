@@ -1,12 +1,8 @@
-// One line per event on stderr: time, level, message, dotted metadata. Disabled levels cost nothing
-// (messages and metadata are autoclosures). Text from outside (client, group and channel names, a peer's or a
+// One line per event: time, level, message, dotted metadata, written by a sink (stderr in the daemon).
+// Disabled levels cost nothing (messages and metadata are autoclosures). Text from outside (client, group and channel names, a peer's or a
 // client's ERROR reason) reaches the log through the message and the metadata values, so both are escaped
 // here, once for every caller: a line break cannot forge a line, and no control or terminal escape byte
 // reaches the terminal.
-#if canImport(Glibc)
-import Glibc
-#endif
-import BrokerSystem
 
 public enum LogLevel: Int, Comparable, Sendable, CaseIterable, CustomStringConvertible {
     case trace, debug, info, warning, error
@@ -29,14 +25,22 @@ public enum LogLevel: Int, Comparable, Sendable, CaseIterable, CustomStringConve
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
 }
 
-/// A logger writing to stderr; libraries take one rather than make one.
+/// Where log lines go: the daemon's sink stamps them with the wall clock and writes them to stderr; the
+/// simulator keeps them in memory. The core itself reads no clock and writes nothing.
+public protocol LogSink: Sendable {
+    func write(_ level: LogLevel, label: String, _ message: String, _ metadata: Logger.Metadata)
+}
+
+/// A logger for one component; libraries take one rather than make one.
 public struct Logger: Sendable {
     public var label: String
     public var level: LogLevel
+    public var sink: any LogSink
 
-    public init(label: String, level: LogLevel = .info) {
+    public init(label: String, level: LogLevel = .info, sink: any LogSink) {
         self.label = label
         self.level = level
+        self.sink = sink
     }
 
     public typealias Metadata = KeyValuePairs<String, String>
@@ -45,12 +49,12 @@ public struct Logger: Sendable {
         _ level: LogLevel, _ message: @autoclosure () -> String, _ metadata: @autoclosure () -> Metadata = [:]
     ) {
         guard level >= self.level else { return }
-        Console.writeError(Self.line(timestamp: Self.timestamp(), level, label: label, message(), metadata()))
+        sink.write(level, label: label, message(), metadata())
     }
 
     /// One log line, newline included: the message and every metadata value escaped (`TerminalText`), a value
     /// quoted when it is empty or holds a space, a quote or an equals sign.
-    static func line(timestamp: String, _ level: LogLevel, label: String, _ message: String, _ metadata: Metadata)
+    public static func line(timestamp: String, _ level: LogLevel, label: String, _ message: String, _ metadata: Metadata)
         -> String {
         var line = "\(timestamp) \(level) \(label): \(TerminalText.escaped(message))"
         for (key, value) in metadata {
@@ -67,18 +71,4 @@ public struct Logger: Sendable {
         log(.warning, m(), md())
     }
     public func error(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.error, m(), md()) }
-
-    /// UTC time as 2026-01-02T03:04:05.678Z.
-    static func timestamp() -> String {
-        let ms = Posix.wallClockMilliseconds()
-        var seconds = time_t(ms / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(ms % 1000), 3))Z"
-    }
 }

@@ -9,11 +9,11 @@ import BrokerWire
 
 /// The subscribers of one channel in one group.
 final class ChannelSubscribers {
-    var clients: [LocalClient] = []
+    var clients: [ClientSession] = []
     var next = 0
 
     /// The next subscriber in turn, nil when there is none (closing clients unsubscribe themselves).
-    func pick() -> LocalClient? {
+    func pick() -> ClientSession? {
         guard !clients.isEmpty else { return nil }
         next = next % clients.count
         defer { next += 1 }
@@ -21,31 +21,31 @@ final class ChannelSubscribers {
     }
 }
 
-extension Broker {
-    func subscribe(_ client: LocalClient, to channel: String) {
+extension Core {
+    func subscribe(_ client: ClientSession, to channel: String) {
         guard let group = client.group else { return }
         let subscribers = group.channels[channel] ?? ChannelSubscribers()
         group.channels[channel] = subscribers
         if !subscribers.clients.contains(where: { $0 === client }) { subscribers.clients.append(client) }
-        logger.debug("channel subscription", ["client.id": "\(client.id)", "group": group.name, "channel": channel])
+        logger.debug("channel subscription", ["client.id": "\(client.clientID)", "group": group.name, "channel": channel])
     }
 
-    func unsubscribeAll(_ client: LocalClient) {
+    func unsubscribeAll(_ client: ClientSession) {
         guard let group = client.group else { return }
         for subscribers in group.channels.values { subscribers.clients.removeAll { $0 === client } }
     }
 
     /// A channel frame from a local client.
-    func routeChannel(from client: LocalClient, _ frame: ChannelFrame) {
+    func routeChannel(from client: ClientSession, _ frame: ChannelFrame) {
         guard let group = client.group else { return }
         var out = frame
         out.source = config.siteID
         switch frame.kind {
-        case .message: channelMessages += 1
-        case .request: channelRequests += 1
-        case .reply: channelReplies += 1
+        case .message: counters.channelMessages += 1
+        case .request: counters.channelRequests += 1
+        case .reply: counters.channelReplies += 1
         }
-        if frame.kind != .reply { out.requester = client.id }
+        if frame.kind != .reply { out.requester = client.clientID }
         let link: PeerLink
         switch routeDecision(group, frame.destination) {
         case .local(let site):
@@ -68,7 +68,7 @@ extension Broker {
     func channelFromPeer(_ link: PeerLink, _ frame: ChannelFrame) throws(WireError) {
         guard let group = try boundGroup(link, frame.group, .channel) else { return }
         guard frame.destination == config.siteID else {
-            misrouted += 1
+            counters.misrouted += 1
             return
         }
         var local = frame
@@ -81,15 +81,15 @@ extension Broker {
         var local = frame
         local.group = 0
         if frame.kind == .reply {
-            guard let requester = clients[frame.requester], requester.group === group else {
-                channelOrphanReplies += 1
+            guard let requester = clients.byID[frame.requester], requester.group === group else {
+                counters.channelOrphanReplies += 1
                 return
             }
             requester.send(.channel, body: local.body)
             return
         }
         guard let subscriber = group.channels[frame.channel]?.pick() else {
-            channelNoSubscriber += 1
+            counters.channelNoSubscriber += 1
             return channelResult(.noSubscriber, for: frame, toSite: frame.source)
         }
         subscriber.send(.channel, body: local.body)
@@ -100,14 +100,14 @@ extension Broker {
     func channelResult(_ status: ChannelStatus, for frame: ChannelFrame, toSite site: Int32) {
         let result = ChannelResultFrame(requestID: frame.requestID, requester: frame.requester, status: status)
         if site == config.siteID {
-            clients[frame.requester]?.send(.channelResult, body: result.body)
-        } else if let link = links[site] {
+            clients.byID[frame.requester]?.send(.channelResult, body: result.body)
+        } else if let link = membership.links[site] {
             link.enqueueControl(FrameParser.encode(.channelResult, body: result.body))
         }
     }
 
     /// A result coming back from a peer for one of our clients.
     func channelResultFromPeer(_ frame: ChannelResultFrame) {
-        clients[frame.requester]?.send(.channelResult, body: frame.body)
+        clients.byID[frame.requester]?.send(.channelResult, body: frame.body)
     }
 }

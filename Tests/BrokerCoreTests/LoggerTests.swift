@@ -1,6 +1,6 @@
 // Log lines: text from outside (names, a peer's reasons) cannot break or forge a line, or reach the terminal
 // as control bytes.
-@testable import BrokerDaemon
+@testable import BrokerCore
 import Testing
 
 @Suite struct LoggerTests {

@@ -1,0 +1,117 @@
+// The core's phases that are not an event on one connection: the rings phase (every client's to-broker ring
+// drained a budget per pass, its to-client ring filled) and the timers (heartbeats, liveness, dials, ack
+// timeouts, group release, handshake deadlines), both at the time the shell gave.
+import BrokerWire
+
+extension Core {
+    /// Reads every client's to-broker ring and fills its to-client ring; returns the records and fills done.
+    /// Each pass starts one client further on: when a queue passes its mark partway through a pass, the rings
+    /// not read yet wait for the next, and no client is always the one left out. A client that hung up closes
+    /// once its ring is empty.
+    public func serviceRings() -> Int {
+        var work = 0
+        let count = clients.ringClients.count
+        guard count > 0 else { return 0 }
+        clients.ringCursor = clients.ringCursor >= count - 1 ? 0 : clients.ringCursor + 1
+        for step in 0..<count {
+            // A client closed during this pass leaves the array: stop at its new end.
+            guard clients.ringClients.count == count else { break }
+            let client = clients.ringClients[(clients.ringCursor + step) % count]
+            // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
+            // third of a busy broker's cycles went to polling 17 idle rings while it spun).
+            if client.hasRingInput { work += drainRing(of: client) }
+            if client.hungUp && !client.hasRingInput {
+                client.close(reason: "closed by the other side, its ring drained")
+                continue
+            }
+            if !client.output.isEmpty, client.flushToRing() {
+                work += 1
+                client.scheduleFlush()
+            }
+        }
+        return work
+    }
+
+    /// Before the shell sleeps: every ring of a client whose records would be taken says its consumer sleeps,
+    /// so that a producer rings the broker's doorbell. False (and nothing said) when one has records already.
+    public func prepareRingsToSleep() -> Bool {
+        for client in clients.ringClients {
+            // A paused producer's records wait for its group's queues to drain, which wakes the loop (a socket
+            // event, or the shell's short look while `hasCongestion`): they do not keep it awake.
+            if client.roleState != .receiver, client.$group?.with({ $0.congested }) == true { continue }
+            guard let rings = client.rings, rings.reader.prepareToSleep() else {
+                wakeRings()
+                return false
+            }
+        }
+        return true
+    }
+
+    /// After the shell slept: every ring is read again without doorbells.
+    public func wakeRings() {
+        for client in clients.ringClients { client.rings?.reader.awake() }
+    }
+
+    /// Runs the timers when they are due.
+    public func runTimers() {
+        guard now >= nextTickAt else { return }
+        tick()
+        nextTickAt = now + tickNanoseconds
+    }
+
+    /// Peer heartbeats and liveness, dialling, ack timeouts, group release, handshake deadlines.
+    func tick() {
+        releaseIdleGroups()
+        dialJoinTargets()
+        let elapsed = lastTickAt == 0 ? 0 : now &- lastTickAt
+        lastTickAt = now
+        for link in membership.linkList where !link.removed {
+            if let connection = link.connection {
+                // What is owed short of a batch goes back too, so the peer lets its acknowledged frames go.
+                link.credit.dueAll()
+                let heard = link.heardSinceTick
+                if heard {
+                    link.heardSinceTick = false
+                    link.lastHeard = now
+                }
+                if !link.liveness.tick(heard: heard, elapsed: elapsed, interval: heartbeatNanoseconds) {
+                    connection.close(reason: "no traffic for \(link.liveness.silentNanoseconds / 1_000_000) ms of this "
+                        + "broker's running time (three heartbeats)")
+                } else if now &- link.lastSent >= heartbeatNanoseconds && link.wire.isEmpty && link.control.isEmpty {
+                    // Also while every flow waits for credit: the link is alive even when no data may move.
+                    link.enqueueControl(FrameParser.encode(.heartbeat, body: []))
+                    link.lastSent = now
+                }
+                // A site that dialled in told us its address: one dial of our own proves it (the HELLO on it
+                // says who answers) before it is stored; the arbiter then drops that spare connection.
+                if link.address?.verified == false, link.dialing == nil, now >= link.nextDialAt { dial(link) }
+            } else if link.dialing == nil, link.address != nil, now >= link.nextDialAt {
+                dial(link)
+            }
+        }
+        expirePendingAcks()
+        if trimMemoryAt != 0 && now >= trimMemoryAt {
+            trimMemoryAt = 0
+            // Clients' buffers (hundreds of KiB each) go back to the system once they have left; glibc keeps
+            // freed heap memory otherwise, and a broker that saw a burst of clients would keep its peak.
+            act(.trimMemory)
+        }
+        for connection in membership.handshaking where now > connection.deadline {
+            connection.close(reason: "handshake with \(connection.peerDescription) timed out")
+        }
+    }
+
+    /// Bytes queued for connected peers (the shell's shutdown waits for them, bounded).
+    public var queuedForConnectedPeers: Int {
+        membership.linkList.reduce(0) { $0 + ($1.connection != nil ? $1.queuedBytes : 0) }
+    }
+
+    /// Bytes queued for peers, and of those the bytes sent and not yet acknowledged.
+    public var queuedForPeers: (queued: Int, unacknowledged: Int) {
+        let queued = membership.linkList.reduce(0) { $0 + $1.queuedBytes }
+        let unacked = membership.linkList.reduce(0) { total, link in
+            total + link.flows.reduce(0) { $0 + ($1?.unackedBytes ?? 0) }
+        }
+        return (queued, unacked)
+    }
+}

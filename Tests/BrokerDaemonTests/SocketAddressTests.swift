@@ -1,0 +1,44 @@
+// Socket addresses as the shell resolves them: loopback and wildcard told, a connection's local address
+// (what a wildcard listener advertises) with the listen port, names resolved off the loop's thread.
+@testable import BrokerDaemon
+import BrokerSystem
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct SocketAddressTests {
+    @Test func loopbackAndWildcardAreTold() throws {
+        #expect(try SocketAddress("127.0.0.1:1").isLoopback)
+        #expect(try SocketAddress("127.9.9.9:1").isLoopback)
+        #expect(try SocketAddress("[::1]:1").isLoopback)
+        #expect(try !SocketAddress("10.0.0.1:1").isLoopback)
+        #expect(try SocketAddress("0.0.0.0:1").isWildcard)
+        #expect(try !SocketAddress("10.0.0.1:1").isWildcard)
+    }
+
+    @Test func theLocalAddressOfAConnectionCarriesTheListenPort() throws {
+        let listener = try Socket.listenTCP(SocketAddress("127.0.0.1:0"))
+        defer { Posix.close(descriptor: listener) }
+        let port = try #require(Socket.localPort(listener))
+        let fd = try Socket.connectTCPBlocking(SocketAddress("127.0.0.1:\(port)"))
+        defer { Posix.close(descriptor: fd) }
+        #expect(SocketAddress.local(of: fd, port: 7001)?.text == "127.0.0.1:7001")
+    }
+
+    @Test func theResolverAnswersOffTheCallersThread() throws {
+        let resolver = Resolver()
+        defer { resolver.stop() }
+        resolver.request("localhost:7002")
+        resolver.request("no-such-host.invalid:7003")
+        var answers: [Resolver.Answer] = []
+        for _ in 0..<500 where answers.count < 2 {
+            answers += resolver.takeAnswers()
+            usleep(10_000)
+        }
+        let byKey = Dictionary(uniqueKeysWithValues: answers.map { ($0.text, $0.result) })
+        #expect(throws: Never.self) { try byKey["localhost:7002"]?.get() }
+        #expect(throws: SocketAddress.ParseError.self) { try byKey["no-such-host.invalid:7003"]?.get() }
+        #expect(byKey.count == 2)
+    }
+}
