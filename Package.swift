@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "BrokerHarness", targets: ["BrokerHarness"]),
         .executable(name: "repbrokerd", targets: ["repbrokerd"]),
         .executable(name: "repbroker", targets: ["repbroker"]),
+        .executable(name: "repbroker-sim", targets: ["repbroker-sim"]),
     ],
     targets: [
         // The language-neutral IPC contract: frame layouts, constants and the C helpers Swift cannot express.
@@ -31,6 +32,9 @@ let package = Package(
         // Real processes for the demo, benchmarks and integration tests: brokers, clients, ports, deadlines.
         .target(name: "BrokerHarness", dependencies: ["BrokerDaemon", "BrokerSystem"]),
         .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon"]),
+        // Whole groups of cores in one process on virtual time, with seeded faults and invariants.
+        .target(name: "BrokerSim", dependencies: ["BrokerCore", "BrokerWire"]),
+        .executableTarget(name: "repbroker-sim", dependencies: ["BrokerSim"]),
         // The bench's physical reference: a two-hop relay over shared memory with no broker.
         .target(name: "CRelayReference"),
         .executableTarget(
@@ -40,6 +44,7 @@ let package = Package(
         .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem"]),
         .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "BrokerSystem", "CRepBrokerIPC"]),
         .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "BrokerWire"]),
+        .testTarget(name: "SimulationTests", dependencies: ["BrokerSim", "BrokerCore", "BrokerWire"]),
         .testTarget(name: "BrokerDaemonTests", dependencies: ["BrokerCore", "BrokerDaemon", "BrokerSystem", "BrokerWire"]),
         .testTarget(
             name: "IntegrationTests",

@@ -79,7 +79,8 @@ extension Core {
         guard let group = client.group else { return }
         setMaster(group, siteID, source: "client \(client.clientID)")
         let frame = group.masterFrame
-        for link in membership.linkList { link.enqueueControl(frame) }
+        // A removed site is never linked again: nothing is queued for it.
+        for link in membership.linkList where !link.removed { link.enqueueControl(frame) }
     }
 
     func peerAnnouncedMaster(_ frame: MasterFrame, on connection: PeerSession) throws(WireError) {
@@ -127,7 +128,9 @@ extension Core {
     /// Tells every connected peer when the group gained its first receiver or lost its last one.
     func announceReceiver(_ group: Group) {
         let present = group.receiver != nil
-        guard present != group.receiverAnnounced else { return }
+        guard present != group.receiverAnnounced, present || !config.mutations.contains(.receiverLossNotAnnounced) else {
+            return
+        }
         group.receiverAnnounced = present
         let frame = group.receiverFrame
         for link in membership.linkList where link.connection != nil { link.enqueueControl(frame) }

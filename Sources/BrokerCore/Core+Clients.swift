@@ -55,7 +55,8 @@ extension Core {
             logger.warning("cannot set up shared-memory rings; the client uses the socket",
                            ["client.id": "\(client.clientID)"])
         }
-        if let group = client.group, rings == nil, group.producersPaused, client.roleState != .receiver {
+        if let group = client.group, rings == nil, group.producersPaused, client.roleState != .receiver,
+           !config.mutations.contains(.lateProducerNotPaused) {
             // A producer that arrives while its group is congested waits like the others (a ring's is not drained).
             client.setReadingPaused(true)
         }

@@ -23,7 +23,7 @@ extension Core {
     private func dialFailed(_ link: PeerLink, reason: String, firstFailure: Bool, what: String = "cannot reach peer") {
         link.failedSinceUp = true
         let metadata: Logger.Metadata = ["peer.site_id": "\(link.siteID)", "reason": reason,
-                                         "retry_ms": "\((link.nextDialAt &- now) / 1_000_000)"]
+                                         "retry_ms": "\(link.nextDialAt > now ? (link.nextDialAt - now) / 1_000_000 : 0)"]
         if firstFailure { logger.warning(what, metadata) } else { logger.debug(what, metadata) }
     }
 
@@ -163,7 +163,8 @@ extension Core {
         // The peer learns our group indexes anew on every connection: binds (with the master and whether the
         // group has a receiver here) go before anything queued.
         link.restartFlows(window: Int(hello.window))
-        link.wire.prepend(groups.list.flatMap { $0.linkUpFrames } + membership.membersFrame(siteID: config.siteID))
+        link.wire.prepend(groups.list.flatMap { $0.linkUpFrames } + membership.membersFrame(siteID: config.siteID)
+            + membership.removalFrames)
         connection.scheduleFlush()
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
                                      "queued_bytes": "\(link.queuedBytes)"])

@@ -65,7 +65,7 @@ extension Core {
                 if flow.unsentBytes > backpressureBytes { congest(group) }
             } else {
                 if permanent { link.refused += 1 } else { link.dropped += 1 }
-                status = .queueFull
+                status = config.mutations.contains(.dropReportedQueued) ? .ok : .queueFull
             }
         case .noMaster, .unroutable:
             status = .unroutable

@@ -68,6 +68,8 @@ public struct CoreConfig: Sendable {
     public var maxClients = 4096
     public var maxGroups = 1024
     public var groupGraceMilliseconds = 60_000
+    /// Fixed defects put back on purpose: empty in every real broker (see `CoreMutation`).
+    public var mutations: Set<CoreMutation> = []
 
     public init(siteID: Int32) { self.siteID = siteID }
 }
@@ -91,4 +93,16 @@ public struct CoreRandom: RandomNumberGenerator, Sendable {
 public struct ClientRefusal: Error, Sendable {
     /// The ERROR frame to write before closing.
     public let lastWords: [UInt8]
+}
+
+/// Fixed defects the simulator's own tests put back, one at a time, to show that an invariant catches each
+/// (FoundationDB's BUGGIFY turned round: not a fault of the world, a fault of the broker). Never set outside
+/// those tests.
+public enum CoreMutation: String, Sendable, CaseIterable {
+    /// Issue 16: a producer that registers while its group is congested is not paused.
+    case lateProducerNotPaused
+    /// Issue 16: a site whose receiver left stays up for its peers (PEER_RECEIVER absent is never sent).
+    case receiverLossNotAnnounced
+    /// A message dropped at a full peer queue is reported queued (SEND_RESULT 0).
+    case dropReportedQueued
 }

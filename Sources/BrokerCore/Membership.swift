@@ -41,6 +41,12 @@ final class Membership {
         return FrameParser.encode(.members, body: MembersFrame(members: members).body)
     }
 
+    /// A REMOVE_SITE for every site removed: a member that was not linked when a site was removed learns it
+    /// on its next link (found by the simulator: it kept the site, dialled it and queued for it for good).
+    var removalFrames: [UInt8] {
+        linkList.filter(\.removed).flatMap { FrameParser.encode(.removeSite, body: RemoveSiteFrame(siteID: $0.siteID).body) }
+    }
+
     /// What the membership file holds: only an address a HELLO proved (or the operator configured).
     var records: [MemberRecord] {
         linkList.map { link in

@@ -162,6 +162,9 @@ struct CreditLedger {
     }
 
     func owed(flow id: Int) -> Int { id < owed.count ? owed[id] : 0 }
+
+    /// The flows that are owed more than `limit` bytes (an audit: a peer sent beyond the window).
+    func owing(limit: Int) -> [Int] { owed.indices.filter { owed[$0] > limit } }
     /// The last sequence number of flow `id` handled here, nil before its first frame.
     func lastHandled(flow id: Int) -> UInt32? { id < tracking.count && tracking[id] ? handled[id] : nil }
     func received(flow id: Int) -> (frames: Int, bytes: Int) {

@@ -113,6 +113,7 @@ extension PeerLink {
         peerWindow = window
         credit.reset()
         keepControlFramesOfTheWire()
+        control.removeFrames { !Self.outlivesConnection($0) }
         ready.removeAll(keepingCapacity: true)
         readyCursor = 0
         for case let flow? in flows {
@@ -125,13 +126,23 @@ extension PeerLink {
         }
     }
 
+    /// Whether a control frame queued for one connection is still to be sent on the next. Not a data frame (its
+    /// flow sends it again), a heartbeat, a CREDIT (it returns bytes the peer's flows got back with the new
+    /// connection's window: sent, it raises a window past its grant), or a PEER_RECEIVER (the link-up frames say
+    /// whether the group has a receiver now; an older one after them would say otherwise). The last two were
+    /// found by the simulator.
+    static func outlivesConnection(_ type: FrameType?) -> Bool {
+        guard let type, TrafficClass.of(type) == nil else { return false }
+        return type != .credit && type != .heartbeat && type != .peerReceiver
+    }
+
     private func keepControlFramesOfTheWire() {
         wire.discardPartialFront()
         guard !wire.isEmpty else { return }
         var kept: [UInt8] = []
         var rest = wire.readable
         while let size = FrameParser.pendingFrameSize(in: rest), size <= rest.count {
-            if let type = FrameType(rawValue: rest[4]), TrafficClass.of(type) == nil, type != .credit, type != .heartbeat {
+            if Self.outlivesConnection(FrameType(rawValue: rest[4])) {
                 kept.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[..<size]))
             }
             rest = UnsafeRawBufferPointer(rebasing: rest[size...])

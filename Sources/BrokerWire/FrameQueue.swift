@@ -95,6 +95,11 @@ public final class FrameQueue {
         buffer.append(kept)
     }
 
+    /// Removes the whole frames whose type passes `removing`, keeping the others in order.
+    public func removeFrames(where removing: (FrameType?) -> Bool) {
+        moveFrames(to: ByteBuffer(capacity: 64), where: removing)
+    }
+
     /// Moves every whole frame into `other` and empties this queue.
     public func moveAll(to other: ByteBuffer) {
         precondition(frontRemaining == 0, "move in the middle of a frame")
