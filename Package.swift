@@ -34,7 +34,7 @@ let package = Package(
         .executableTarget(name: "repbrokerd", dependencies: ["BrokerDaemon"]),
         // Whole groups of cores in one process on virtual time, with seeded faults and invariants.
         .target(name: "BrokerSim", dependencies: ["BrokerCore", "BrokerWire"]),
-        .executableTarget(name: "repbroker-sim", dependencies: ["BrokerSim"]),
+        .executableTarget(name: "repbroker-sim", dependencies: ["BrokerSim", "BrokerCore"]),
         // The bench's physical reference: a two-hop relay over shared memory with no broker.
         .target(name: "CRelayReference"),
         .executableTarget(

@@ -70,6 +70,13 @@ final class ClientSession: Session {
             let header = try MessageHeader(body: frame.body)
             // Order between the socket and the ring would be undefined: a ring client's messages use the ring.
             guard rings == nil else { throw .unexpected(type: .message, state: "on the socket of a client with rings") }
+            // Its group passed the mark partway through this read: the rest waits for room (Core.applyBackpressure
+            // parses it again), as a ring producer's records wait in its ring.
+            if roleState != .receiver, !hungUp, let group = $group, group.with({ $0.congested }) {
+                inputHeld = true
+                group.with { $0.producerHoldsInput = true }
+                return
+            }
             core.route(from: self, header, payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
         case .ack:
             core.acknowledge(from: self, try AckFrame(body: frame.body))
@@ -168,11 +175,18 @@ final class ClientSession: Session {
 
     var transportName: String { rings == nil ? "uds" : "shm" }
 
-    /// Stops or resumes reading the socket (the kernel then holds what the client sends).
+    /// Stops or resumes reading the socket (the kernel then holds what the client sends); on resuming, frames
+    /// held in the input are handled.
     func setReadingPaused(_ paused: Bool) {
-        guard paused != readingPaused, !isClosed else { return }
-        readingPaused = paused
-        core.act(.setReading(id, paused: paused))
+        guard !isClosed else { return }
+        if paused != readingPaused {
+            readingPaused = paused
+            core.act(.setReading(id, paused: paused))
+        }
+        if !paused, inputHeld {
+            inputHeld = false
+            parse()
+        }
     }
 
     /// Whether the broker takes none of this client's messages for now (its group is congested): its socket is
@@ -187,6 +201,13 @@ final class ClientSession: Session {
     /// when none is left. (Drained in one go, a dead sender's full ring held the loop for 100 ms of CPU, its
     /// peers heard no heartbeat and dropped their links, and a congested group's queues overflowed.)
     override func endOfInput() {
+        if inputHeld {
+            // What a writer sent before it exited is handled as it would have been without the wait (routed, or
+            // dropped and counted), not forgotten with the connection.
+            hungUp = true
+            inputHeld = false
+            parse()
+        }
         guard rings != nil, hasRingInput else { return super.endOfInput() }
         hungUp = true
         core.act(.stopWatching(id))

@@ -108,9 +108,9 @@ extension Core {
             + counters.unroutable
     }
 
-    /// Messages for `site` dropped here: at its full queue, or sent to an incarnation of it that restarted
-    /// before acknowledging them.
-    public func linkDrops(to site: Int32) -> Int { membership.links[site]?.dropped ?? 0 }
+    /// Messages for `site` reported queued and dropped here after: sent to an incarnation of it that restarted
+    /// before acknowledging them. (A message dropped at a full queue is never reported queued.)
+    public func restartDrops(to site: Int32) -> Int { membership.links[site]?.droppedAtRestart ?? 0 }
 
     /// Messages of `group` dropped at delivery here (no receiver and the inbound queue full, or its receiver's
     /// queue full).

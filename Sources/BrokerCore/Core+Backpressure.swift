@@ -19,7 +19,8 @@ extension Core {
                 position += 1
             } else {
                 group.congested = false
-                if group.producersPaused { setProducersPaused(group, false) }
+                // Also when the producers were not paused yet: one may hold frames it read before the mark.
+                if group.producersPaused || group.producerHoldsInput { setProducersPaused(group, false) }
                 groups.congested.remove(at: position)
             }
         }
@@ -29,8 +30,8 @@ extension Core {
     /// announces: a parked shell looks again soon).
     public var hasCongestion: Bool { !groups.congested.isEmpty }
 
-    /// A queue of `group` passed the mark: its producers stop taking records at once (the rings phase checks
-    /// the flag), and the next pass pauses their sockets.
+    /// A queue of `group` passed the mark: its producers stop taking records and frames at once (the rings
+    /// phase and a socket producer's parsing check the flag), and the next pass pauses their sockets.
     @inline(__always)
     func congest(_ group: Group) {
         guard !group.congested else { return }
@@ -51,6 +52,7 @@ extension Core {
     /// control frames (acks, master announcements, channel replies), is always read.
     private func setProducersPaused(_ group: Group, _ paused: Bool) {
         group.producersPaused = paused
+        if !paused { group.producerHoldsInput = false }
         for client in clients.byID.values.sorted(by: { $0.clientID < $1.clientID })
         where client.group === group && client.roleState != .receiver && client.rings == nil && !client.awaitingWelcome {
             client.setReadingPaused(paused)

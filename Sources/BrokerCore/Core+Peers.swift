@@ -144,6 +144,7 @@ extension Core {
             let dropped = link.dropUnacknowledged()
             if dropped > 0 {
                 link.dropped += dropped
+                link.droppedAtRestart += dropped
                 logger.warning("peer restarted: frames it had not acknowledged are dropped", [
                     "peer.site_id": "\(link.siteID)", "dropped": "\(dropped)"])
             }

@@ -30,6 +30,8 @@ final class Group {
     @exclusivity(unchecked) var congested = false
     /// Its local producers' sockets are out of epoll's read interest.
     var producersPaused = false
+    /// A producer holds frames it read after the group passed the mark (they are handled on resuming).
+    var producerHoldsInput = false
     /// Whether the peers were last told that a client holds the receiver role here (PEER_RECEIVER).
     var receiverAnnounced = false
     /// When the group was last seen idle (no client, nothing queued); 0 while in use.

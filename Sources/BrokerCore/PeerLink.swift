@@ -71,6 +71,9 @@ final class PeerLink {
     @exclusivity(unchecked) var messagesReceived = 0
     @exclusivity(unchecked) var bytesReceived = 0
     var dropped = 0
+    /// Of `dropped`, frames sent to an incarnation of the peer that restarted before acknowledging them (the
+    /// others were refused at a full queue, each with a SEND_RESULT saying so).
+    var droppedAtRestart = 0
     var refused = 0
     var reconnects = 0
     /// Frames sent again on a new connection because the peer had not acknowledged them.

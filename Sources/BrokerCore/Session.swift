@@ -15,6 +15,9 @@ public class Session {
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) var isDirty = false
     @exclusivity(unchecked) public private(set) var isClosed = false
+    /// The frame at the front of `input` waits, and those after it (a producer whose group became congested
+    /// partway through what one read brought: the frames are routed once the group has room, not dropped).
+    @exclusivity(unchecked) var inputHeld = false
     /// The shell's object for this session's socket (the simulator's for its end of a pipe).
     public var attachment: AnyObject?
     /// Bytes kept free for a read: the buffer is kept at least this large.
@@ -45,7 +48,7 @@ public class Session {
         do {
             while !isClosed, let frame = try FrameParser.next(in: input.readable, maxMessage: maxMessage) {
                 try handleFrame(frame)
-                if isClosed { return }
+                if isClosed || inputHeld { return }
                 input.consume(frame.totalSize)
             }
         } catch {

@@ -182,6 +182,7 @@ final class SimBroker {
             switch action {
             case .close(let id, let lastWords):
                 guard let socket = sockets.removeValue(forKey: id) else { return }
+                if case .client(let index) = socket.connection.a { world.clientClosed(world.clients[index]) }
                 let out = socket.connection.outgoing(from: socket.side)
                 lastWords.withUnsafeBytes { _ = out.write($0, now: world.now, delay: socket.connection.delay) }
                 out.finish(now: world.now, delay: socket.connection.delay)

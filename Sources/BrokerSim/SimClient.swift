@@ -38,6 +38,8 @@ final class SimClient {
 
     // Producer.
     var producing = true
+    /// Messages a test asked for (destination and size), sent before any the workload picks.
+    var script: [(destination: Int32, size: Int)] = []
     private(set) var nextSequence: UInt64 = 1
     var ackPolicy = AckPolicy.none
     var permanent = false
@@ -125,6 +127,9 @@ final class SimClient {
         guard role == .producer, registered, outbox.isEmpty else { return }
         // A frame begun in parts is finished, even once the writer stops writing new ones.
         if !fragmentFrame.isEmpty, !continueFragments() { return }
+        while !script.isEmpty {
+            guard sendOne() == true else { return }
+        }
         if producing { produce() }
     }
 
@@ -272,8 +277,9 @@ final class SimClient {
     private func sendOne() -> Bool? {
         guard let connection else { return nil }
         if rings != nil, !fragmentFrame.isEmpty { return continueFragments() }
-        let destination = world.workload.destination(for: self)
-        let size = world.workload.messageSize()
+        let scripted = script.first
+        let destination = scripted?.destination ?? world.workload.destination(for: self)
+        let size = scripted?.size ?? world.workload.messageSize()
         let sequence = nextSequence
         var header = MessageHeader(group: 0, source: 0, destination: destination, flags: permanent ? [.permanent] : [],
                                    lsn: permanent ? LSN(file: 1, offset: UInt32(truncatingIfNeeded: sequence)) : .zero,
@@ -309,6 +315,7 @@ final class SimClient {
 
     private func record(_ sequence: UInt64, _ destination: Int32, _ header: MessageHeader) {
         nextSequence += 1
+        if !script.isEmpty { script.removeFirst() }
         world.ledger.sent(key: key, sequence: sequence, from: site, group: group, to: destination,
                           permanent: permanent, lsn: header.lsn, policy: ackPolicy, at: world.now,
                           groupSize: world.broker(site)?.core.groupSize ?? 1, connection: connections,

@@ -37,6 +37,11 @@ final class SimFaults {
         partitions.contains { ($0.a == a && $0.b == b) || ($0.a == b && $0.b == a) }
     }
 
+    /// Cuts `a` from `b` until `until` (a test's partition).
+    func partition(_ a: Int32, _ b: Int32, until: SimTime) {
+        partitions.append((a, b, until))
+    }
+
     private func count(_ kind: Kind) { counts[kind.rawValue, default: 0] += 1 }
 
     /// Ends partitions that are over and starts new faults.

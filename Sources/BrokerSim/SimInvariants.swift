@@ -11,7 +11,7 @@ import BrokerWire
 struct SimHistory {
     /// When each site's broker last crashed.
     var lastCrash: [Int32: SimTime] = [:]
-    /// When a receiver of each site and group was last killed.
+    /// When a receiver of each site and group was last killed, or its broker noticed one had been.
     var lastReceiverKill: [String: SimTime] = [:]
     /// Since when each site and group has had no receiver (absent: it has one).
     var receiverGoneSince: [String: SimTime] = [:]
@@ -30,6 +30,12 @@ extension Simulation {
 
     func killed(_ client: SimClient) {
         if client.role == .receiver { history.lastReceiverKill[SimHistory.key(client.site, client.group)] = now }
+    }
+
+    /// The broker closed a client's connection: what it had written to a receiver that died before it noticed
+    /// (its ring, its socket) is lost with the process, so a receiver's loss counts from when it is noticed.
+    func clientClosed(_ client: SimClient) {
+        if client.role == .receiver, !client.alive { killed(client) }
     }
 
     func peerConnections() -> [SimConnection] {
@@ -153,10 +159,10 @@ extension Simulation {
         }
         for slot in missing.keys.sorted() {
             let (count, example) = missing[slot]!
-            // Drops counted for it: at the destination's delivery, or at the source's queue for it (a restart of
-            // the destination drops what it had not acknowledged).
+            // Drops counted for it: at the destination's delivery, or at the source when the destination restarted
+            // before acknowledging it (a drop at a full queue is never reported queued: not counted here).
             let atDestination = broker(slot.site)?.core.deliveryDrops(group: slot.group) ?? 0
-            let atSource = slot.source == slot.site ? 0 : broker(slot.source)?.core.linkDrops(to: slot.site) ?? 0
+            let atSource = slot.source == slot.site ? 0 : broker(slot.source)?.core.restartDrops(to: slot.site) ?? 0
             if count > atDestination + atSource {
                 return violation("\(count) messages from site \(slot.source) reported queued never reached site "
                     + "\(slot.site) in \(slot.group) (drops counted: \(atDestination) there, \(atSource) at site "

@@ -23,8 +23,9 @@ final class SimWorkload {
     func setUp() {
         let count = world.options.brokers ?? world.random.int(3...7)
         initialSites = (1...Int32(count)).map { $0 }
-        if world.random.chance(0.3) { joiner = Int32(count) + 1 }
         for site in initialSites { addBroker(site, joinThrough: nil) }
+        guard world.options.workload else { return }
+        if world.random.chance(0.3) { joiner = Int32(count) + 1 }
         for site in initialSites {
             for group in groups { addClients(site: site, group: group, startAt: world.random.time(0...(.ms(300)))) }
         }
@@ -36,7 +37,9 @@ final class SimWorkload {
         }
     }
 
-    private func addBroker(_ site: Int32, joinThrough member: Int32?) {
+    /// Starts a broker for `site`, with the initial sites as its peers, or joining through `member`.
+    @discardableResult
+    func addBroker(_ site: Int32, joinThrough member: Int32?) -> SimBroker {
         var config = CoreConfig(siteID: site)
         if let member {
             config.join = [Simulation.address(of: member)]
@@ -54,7 +57,10 @@ final class SimWorkload {
         config.maxClients = 64
         config.groupGraceMilliseconds = 3_600_000
         config.mutations = world.options.mutations
-        world.brokers.append(SimBroker(site: site, config: config, world: world))
+        world.options.settings?(&config)
+        let broker = SimBroker(site: site, config: config, world: world)
+        world.brokers.append(broker)
+        return broker
     }
 
     private func addClients(site: Int32, group: String, startAt: SimTime) {

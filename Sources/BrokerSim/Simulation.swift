@@ -20,6 +20,10 @@ public final class Simulation {
         public var mutations: Set<CoreMutation> = []
         /// The fault kinds on (nil: the seed picks, swarm style), each at the rate the seed picks.
         public var faults: Set<SimFault>?
+        /// The workload's clients and the site that joins (false: a test adds the clients it wants).
+        public var workload = true
+        /// Changes every broker's settings after the seed picked them (a test's group key, windows, limits).
+        public var settings: (@Sendable (inout CoreConfig) -> Void)?
 
         public init(seed: UInt64) { self.seed = seed }
     }
@@ -115,7 +119,7 @@ public final class Simulation {
 
     /// Runs the steps, heals, settles and checks; returns what happened.
     public func run() -> Outcome {
-        workload.setUp()
+        start()
         while step < options.steps, violations.isEmpty {
             step += 1
             advance(by: random.time(100_000...1_000_000))
@@ -131,6 +135,30 @@ public final class Simulation {
                        virtualMilliseconds: now / 1_000_000, brokers: workload.initialSites.count,
                        faults: faults.counts, messagesSent: ledger.messagesSent,
                        messagesDelivered: ledger.messagesDelivered, log: logSink.lines, options: options)
+    }
+
+    private var started = false
+
+    /// Starts the brokers (and the workload's clients): once, before the first step.
+    func start() {
+        guard !started else { return }
+        started = true
+        workload.setUp()
+    }
+
+    /// Steps (checking safety) until `condition` holds or `timeout` of virtual time passes; whether it held.
+    @discardableResult
+    func run(until condition: () -> Bool, within timeout: SimTime) -> Bool {
+        start()
+        let deadline = now + timeout
+        while now < deadline, violations.isEmpty {
+            if condition() { return true }
+            step += 1
+            advance(by: random.time(100_000...1_000_000))
+            faults.inject()
+            checkSafety()
+        }
+        return violations.isEmpty && condition()
     }
 
     /// Moves time on by `delta` and lets everything run once: due timers, arrivals, each broker's pass and

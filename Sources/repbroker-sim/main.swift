@@ -4,6 +4,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BrokerCore
 import BrokerSim
 
 enum StandardError {
@@ -26,6 +27,10 @@ let usage = """
       --seeds K     K runs, seeds S, S+1, ... (S from --first, default 1)
       --steps N     steps with faults per run (default 6000; each 0.1 to 1 ms of virtual time)
       --brokers B   brokers at the start (default: the seed picks 3 to 7)
+      --faults K,..  only these fault kinds (reset, partition, pause, crash, clientKill, slowReceiver,
+                     lateProducer, removal; default: the seed picks)
+      --mutation M   put back a fixed defect (lateProducerNotPaused, receiverLossNotAnnounced,
+                     dropReportedQueued): the invariants must catch it
       --verbose     every broker's log lines (with --seed)
     """
 
@@ -38,7 +43,7 @@ if arguments.contains("--help") || arguments.contains("-h") || arguments.isEmpty
     print(usage)
     exit(arguments.isEmpty ? 64 : 0)
 }
-let known: Set<String> = ["--seed", "--seeds", "--first", "--steps", "--brokers", "--verbose"]
+let known: Set<String> = ["--seed", "--seeds", "--first", "--steps", "--brokers", "--verbose", "--mutation", "--faults"]
 for argument in arguments where argument.hasPrefix("--") && !known.contains(argument) {
     StandardError.error("repbroker-sim: unknown option \(argument)\n\(usage)")
     exit(64)
@@ -58,11 +63,32 @@ if let brokers, !(3...7).contains(brokers) {
     exit(64)
 }
 
+let mutations: Set<CoreMutation> = Set(value("--mutation").map { text in
+    text.split(separator: ",").map { name in
+        guard let mutation = CoreMutation(rawValue: String(name)) else {
+            StandardError.error("repbroker-sim: no mutation '\(name)'; known: \(CoreMutation.allCases.map(\.rawValue).joined(separator: ", "))")
+            exit(64)
+        }
+        return mutation
+    }
+} ?? [])
+let faults: Set<SimFault>? = value("--faults").map { text in
+    Set(text.split(separator: ",").map { name in
+        guard let fault = SimFault(rawValue: String(name)) else {
+            StandardError.error("repbroker-sim: no fault '\(name)'; known: \(SimFault.allCases.map(\.rawValue).joined(separator: ", "))")
+            exit(64)
+        }
+        return fault
+    })
+}
+
 func options(_ seed: UInt64) -> Simulation.Options {
     var options = Simulation.Options(seed: seed)
     options.steps = steps
     options.brokers = brokers
     if arguments.contains("--verbose") { options.logLevel = .debug }
+    options.mutations = mutations
+    options.faults = faults
     return options
 }
 
