@@ -17,11 +17,11 @@ public enum AdminClient {
 
     /// Sends `request` and returns the raw answer (one JSON document).
     public static func query(_ request: String, adminSocket path: String) throws(Failure) -> Data {
-        let fd: CInt
-        do { fd = try Socket.connectUnix(path: path) } catch {
+        let socket: OwnedDescriptor
+        do { socket = try Socket.connectUnix(path: path) } catch {
             throw Failure(message: "cannot connect to the admin socket \(path): \(error)")
         }
-        defer { Posix.close(descriptor: fd) }
+        let fd = socket.number
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let line = Array((request + "\n").utf8)

@@ -17,10 +17,10 @@ final class AdminConnection: LoopHandler {
     private var watchingWrites = false
     static let maxRequest = 1024
 
-    init(descriptor: CInt, broker: Broker) throws(SystemError) {
-        self.descriptor = OwnedDescriptor(adopting: descriptor)
+    init(_ descriptor: OwnedDescriptor, broker: Broker) throws(SystemError) {
+        self.descriptor = descriptor
         self.broker = broker
-        token = try broker.loop.register(descriptor, .readable, self)
+        token = try broker.loop.register(descriptor.number, .readable, self)
     }
 
     func handleEvents(_ events: EpollEvents) {

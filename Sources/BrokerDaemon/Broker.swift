@@ -26,7 +26,7 @@ public final class Broker {
     let membershipFile: MembershipFile
     var acceptFailures = 0
     /// A descriptor held back (on /dev/null) for the admin and peer listeners when the rest are used up.
-    var reserveDescriptor: CInt = -1
+    var reserveDescriptor: OwnedDescriptor?
     /// The parent at start, for --exit-with-parent.
     let parentPID = getppid()
 
@@ -52,18 +52,18 @@ public final class Broker {
     /// Opens the peer listener and both Unix sockets; throws with a clear reason when one cannot be had.
     public func start() throws {
         if let listen = config.listen {
-            let fd = try Socket.listenTCP(SocketAddress(listen))
-            peerPort = Socket.localPort(fd)
-            listeners.append(try Listener(descriptor: fd, kind: .peers, broker: self))
+            let socket = try Socket.listenTCP(SocketAddress(listen))
+            peerPort = Socket.localPort(socket.number)
+            listeners.append(try Listener(socket, kind: .peers, broker: self))
         }
         for (path, kind) in [(config.socketPath, Listener.Kind.clients), (config.adminSocketPath, .admin)] {
             try SocketPath.prepare(path)
-            let fd = try Socket.listenUnix(path: path, mode: mode_t(config.socketMode))
+            let socket = try Socket.listenUnix(path: path, mode: mode_t(config.socketMode))
             ownedSocketPaths.append(path)
             if let group = config.socketGroup, chown(path, uid_t.max, gid_t(group)) != 0 {
                 throw SystemError("chown(\(path), group \(group))", .current)
             }
-            listeners.append(try Listener(descriptor: fd, kind: kind, broker: self))
+            listeners.append(try Listener(socket, kind: kind, broker: self))
         }
         logger.info("broker started", [
             "max_clients": "\(core.config.maxClients)", "descriptor_limit": "\(Posix.descriptorLimit())",
@@ -92,7 +92,8 @@ public final class Broker {
             || config.allowGIDs.contains(UInt32(credentials.gid))
     }
 
-    func accepted(_ fd: CInt, on kind: Listener.Kind) {
+    func accepted(_ socket: OwnedDescriptor, on kind: Listener.Kind) {
+        let fd = socket.number
         if kind != .peers && !mayConnect(fd) {
             let credentials = Socket.peerCredentials(fd)
             core.countRefusedClient()
@@ -102,36 +103,31 @@ public final class Broker {
             ])
             Self.writeBestEffort(FrameParser.encode(.error, body: ErrorFrame(
                 code: .notAllowed, reason: "uid \(credentials?.uid ?? 0) is not allowed to use this broker").body), to: fd)
-            Posix.close(descriptor: fd)
             return
         }
         switch kind {
         case .peers:
             Self.configurePeerSocket(fd)
             learnLocalAddress(of: fd, connectionTo: "an incoming peer connection")
-            serve(fd, core.openAcceptedPeer())
+            serve(socket, core.openAcceptedPeer())
         case .clients:
             switch core.openClient(pid: Socket.peerCredentials(fd)?.pid ?? 0) {
-            case .success(let session): serve(fd, session)
-            case .failure(let refusal):
-                Self.writeBestEffort(refusal.lastWords, to: fd)
-                Posix.close(descriptor: fd)
+            case .success(let session): serve(socket, session)
+            case .failure(let refusal): Self.writeBestEffort(refusal.lastWords, to: fd)
             }
         case .admin:
-            do { _ = try AdminConnection(descriptor: fd, broker: self) } catch {
+            do { _ = try AdminConnection(socket, broker: self) } catch {
                 logger.warning("cannot serve an accepted connection: \(error)")
-                Posix.close(descriptor: fd)
             }
         }
         performActions()
     }
 
-    /// Puts `fd` on the loop as `session`'s socket; when it cannot be, the session fails (the core forgets it).
-    func serve(_ fd: CInt, _ session: Session, connecting: Bool = false) {
+    /// Puts `socket` on the loop as `session`'s; when it cannot be, the session fails (the core forgets it).
+    func serve(_ socket: OwnedDescriptor, _ session: Session, connecting: Bool = false) {
         do {
-            sockets[session.id] = try SessionSocket(descriptor: fd, session: session, broker: self, connecting: connecting)
+            sockets[session.id] = try SessionSocket(socket, session: session, broker: self, connecting: connecting)
         } catch {
-            Posix.close(descriptor: fd)
             core.failed(session, reason: "cannot watch the socket: \(error)")
         }
     }
@@ -180,12 +176,11 @@ public final class Broker {
                 let ringBytes = Int(welcome.ringBytes)
                 let (segment, memfd) = try SharedSegment.create(size: RingLayout.segmentBytes(ringBytes: ringBytes),
                                                                 name: "repbroker-client-\(session.id)")
-                defer { Posix.close(descriptor: memfd) }
                 RingLayout.initialize(segment.base, ringBytes: ringBytes)
                 let data = try EventFd()
                 let room = try EventFd()
                 let bytes = FrameParser.encode(.welcome, body: welcome.body)
-                let sent = try Socket.send(bytes, with: [memfd, loop.wakeup.descriptor, data.descriptor, room.descriptor],
+                let sent = try Socket.send(bytes, with: [memfd.number, loop.wakeup.descriptor, data.descriptor, room.descriptor],
                                            on: socket.descriptor.number)
                 guard sent == bytes.count else {
                     return core.failed(session, reason: "WELCOME did not fit the socket's send buffer")
@@ -232,15 +227,18 @@ public final class Broker {
 
     /// Takes the reserve descriptor back when it was used and a descriptor is free; true when it is held.
     func holdReserveDescriptor() -> Bool {
-        if reserveDescriptor < 0 { reserveDescriptor = open("/dev/null", O_RDONLY | O_CLOEXEC) }
-        return reserveDescriptor >= 0
+        if reserveDescriptor == nil {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { reserveDescriptor = OwnedDescriptor(adopting: fd) }
+        }
+        return reserveDescriptor != nil
     }
 
     /// Closes the reserve descriptor so that one accept can succeed; false when it is already in use.
     func releaseReserveDescriptor() -> Bool {
-        guard reserveDescriptor >= 0 else { return false }
-        Posix.close(descriptor: reserveDescriptor)
-        reserveDescriptor = -1
+        guard let reserve = reserveDescriptor else { return false }
+        reserve.close()
+        reserveDescriptor = nil
         return true
     }
 

@@ -56,8 +56,8 @@ final class Dialer {
         case .join(let index): session = core.openJoinDial(index: index)
         }
         guard let session else { return }
-        let fd: CInt
-        do { fd = try Socket.connectTCP(address) } catch {
+        let socket: OwnedDescriptor
+        do { socket = try Socket.connectTCP(address) } catch {
             core.failed(session, reason: "\(error)")
             if case .join = target { failed(target, "\(error)", unresolved: false, broker: broker) }
             return
@@ -67,8 +67,8 @@ final class Dialer {
         case .site(let site): description = "site \(site)"
         case .join: description = "join target \(text)"
         }
-        broker.learnLocalAddress(of: fd, connectionTo: description)
-        broker.serve(fd, session, connecting: true)
+        broker.learnLocalAddress(of: socket.number, connectionTo: description)
+        broker.serve(socket, session, connecting: true)
     }
 
     private func failed(_ target: Target, _ reason: String, unresolved: Bool, broker: Broker) {

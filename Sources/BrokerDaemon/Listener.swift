@@ -7,7 +7,8 @@ import BrokerSystem
 final class Listener: LoopHandler {
     enum Kind { case peers, clients, admin }
 
-    let descriptor: CInt
+    let socket: OwnedDescriptor
+    var descriptor: CInt { socket.number }
     let kind: Kind
     /// The broker outlives every connection it serves.
     unowned let broker: Broker
@@ -21,11 +22,11 @@ final class Listener: LoopHandler {
     static let minimumBackoff = 100
     static let maximumBackoff = 1000
 
-    init(descriptor: CInt, kind: Kind, broker: Broker) throws(SystemError) {
-        self.descriptor = descriptor
+    init(_ socket: OwnedDescriptor, kind: Kind, broker: Broker) throws(SystemError) {
+        self.socket = socket
         self.kind = kind
         self.broker = broker
-        token = try broker.loop.register(descriptor, .readable, self)
+        token = try broker.loop.register(socket.number, .readable, self)
     }
 
     func handleEvents(_ events: EpollEvents) {
@@ -38,22 +39,22 @@ final class Listener: LoopHandler {
         }
         // A bounded batch per wake-up keeps one busy listener from starving the other sockets.
         for _ in 0..<64 {
-            let accepted: CInt?
+            let accepted: OwnedDescriptor?
             do { accepted = try acceptUsingReserve() } catch {
                 broker.acceptFailures += 1
                 if Self.isPerConnection(error.errno) { continue }
                 pause(error)
                 return
             }
-            guard let fd = accepted else { return }
+            guard let connection = accepted else { return }
             backoffMilliseconds = 0
-            broker.accepted(fd, on: kind)
+            broker.accepted(connection, on: kind)
         }
     }
 
     /// Out of descriptors, the admin and peer listeners take the broker's reserve descriptor: operators can
     /// still ask for stats, and peer links come back, while clients have used up the rest.
-    private func acceptUsingReserve() throws(SystemError) -> CInt? {
+    private func acceptUsingReserve() throws(SystemError) -> OwnedDescriptor? {
         do { return try Socket.accept(descriptor) } catch {
             guard kind != .clients, error.errno.rawValue == EMFILE, broker.releaseReserveDescriptor() else { throw error }
             return try Socket.accept(descriptor)
@@ -94,7 +95,7 @@ final class Listener: LoopHandler {
 
     func close() {
         broker.loop.deregister(descriptor, token: token)
-        Posix.close(descriptor: descriptor)
+        socket.close()
     }
 }
 
@@ -114,8 +115,7 @@ enum SocketPath {
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
             throw InUse(path: path, why: "exists and is not a socket; remove it or choose another path")
         }
-        if let fd = try? Socket.connectUnix(path: path) {
-            Posix.close(descriptor: fd)
+        if (try? Socket.connectUnix(path: path)) != nil {
             throw InUse(path: path, why: "another broker is listening on this socket")
         }
         guard unlink(path) == 0 || Errno.current == .noSuchFile else {

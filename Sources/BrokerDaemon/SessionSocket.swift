@@ -19,14 +19,14 @@ final class SessionSocket: LoopHandler {
     /// The client's rings: the mapping and its two doorbells (the broker's own is the loop's eventfd).
     var rings: (segment: SharedSegment, data: EventFd, room: EventFd)?
 
-    init(descriptor: CInt, session: Session, broker: Broker, connecting: Bool = false) throws(SystemError) {
-        self.descriptor = OwnedDescriptor(adopting: descriptor)
+    init(_ descriptor: OwnedDescriptor, session: Session, broker: Broker, connecting: Bool = false) throws(SystemError) {
+        self.descriptor = descriptor
         self.session = session
         self.broker = broker
         self.connecting = connecting
         watchingWrites = connecting
         session.attachment = self
-        token = try broker.loop.register(descriptor, connecting ? .readableAndWritable : .readable, self)
+        token = try broker.loop.register(descriptor.number, connecting ? .readableAndWritable : .readable, self)
     }
 
     func handleEvents(_ events: EpollEvents) {

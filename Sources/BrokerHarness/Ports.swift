@@ -24,9 +24,10 @@ public enum FreePort {
     }
 
     static func isFree(_ port: UInt16) -> Bool {
-        guard let address = try? SocketAddress("127.0.0.1:\(port)"),
-              let fd = try? Socket.listenTCP(address) else { return false }
-        Posix.close(descriptor: fd)
+        guard let address = try? SocketAddress("127.0.0.1:\(port)"), let listener = try? Socket.listenTCP(address) else {
+            return false
+        }
+        listener.close()
         return true
     }
 }

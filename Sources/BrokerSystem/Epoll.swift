@@ -19,19 +19,17 @@ public struct EpollEvents: OptionSet, Sendable {
 
 /// An owned epoll instance.
 public final class Epoll {
-    public let descriptor: CInt
+    private let owned: OwnedDescriptor
+    public var descriptor: CInt { owned.number }
     private var events: UnsafeMutablePointer<rb_epoll_event>
     public static let batchSize = 256
 
     public init() throws(SystemError) {
-        descriptor = try Posix.call("epoll_create1") { rb_epoll_create() }
+        owned = OwnedDescriptor(adopting: try Posix.call("epoll_create1") { rb_epoll_create() })
         events = .allocate(capacity: Epoll.batchSize)
     }
 
-    deinit {
-        events.deallocate()
-        Posix.close(descriptor: descriptor)
-    }
+    deinit { events.deallocate() }
 
     public func add(descriptor fd: CInt, events interest: EpollEvents, token: UInt64) throws(SystemError) {
         _ = try Posix.call("epoll_ctl(ADD)") { rb_epoll_ctl(descriptor, CInt(RB_EPOLL_CTL_ADD), fd, interest.rawValue, token) }
@@ -65,15 +63,16 @@ public final class Epoll {
 
 /// An owned non-blocking eventfd used to wake the event loop from another thread.
 public final class EventFd: @unchecked Sendable {
-    public let descriptor: CInt
+    private let owned: OwnedDescriptor
+    /// Signalled from any thread; closed only when the last reference goes.
+    public var descriptor: CInt { owned.number }
 
     public init() throws(SystemError) {
-        descriptor = try Posix.call("eventfd") { rb_eventfd(0) }
+        owned = OwnedDescriptor(adopting: try Posix.call("eventfd") { rb_eventfd(0) })
     }
 
-    init(unchecked descriptor: CInt) { self.descriptor = descriptor }
-
-    deinit { Posix.close(descriptor: descriptor) }
+    /// An eventfd received from another process.
+    public init(adopting descriptor: OwnedDescriptor) { owned = descriptor }
 
     /// Adds one to the counter; safe from any thread.
     public func signal() {

@@ -1,17 +1,19 @@
-// A descriptor owned by one object: closed exactly once (by `close()` or at deinit), and `shutdown` never
-// reaches the number once it is closed, when the kernel may already have given it to another open file.
+// The one owner of a descriptor: closed exactly once, by `close()` or when the owner lets go of it (deinit).
+// Every descriptor the broker and the Swift client open is one of these from the moment it exists (sockets,
+// listeners, epoll, eventfds, memfds, descriptors received with SCM_RIGHTS); code that only uses a descriptor
+// borrows its `number`.
+//
+// It takes no lock. Closing is the owner's act, on the owner's thread or under the owner's own lock; a thread
+// that only wants a blocked reader woken calls `shutdown` under that same lock (the Swift client does so under
+// its state lock, which its reader thread holds to close), so no call ever reaches a number the kernel may
+// have given to another open file.
 #if canImport(Glibc)
 import Glibc
 #endif
 
 public final class OwnedDescriptor: @unchecked Sendable {
-    /// The descriptor's number. Valid for I/O only while the owner knows this object is open: the owner closes
-    /// it (on one thread), other threads use `shutdown`, which checks.
-    public let number: CInt
-    /// A pthread mutex (ThreadSanitizer sees it; it does not see the futex under Synchronization's Mutex).
-    private let lock = ConditionLock()
-    /// Guarded by `lock`.
-    private var open = true
+    /// The descriptor's number while open; -1 once closed (never passed to the kernel then).
+    public private(set) var number: CInt
 
     public init(adopting number: CInt) {
         precondition(number >= 0, "OwnedDescriptor adopts an open descriptor, not \(number)")
@@ -20,23 +22,19 @@ public final class OwnedDescriptor: @unchecked Sendable {
 
     deinit { close() }
 
-    public var isOpen: Bool { lock.withLock { open } }
+    public var isOpen: Bool { number >= 0 }
 
     /// Closes the descriptor; later calls do nothing.
     public func close() {
-        lock.withLock {
-            guard open else { return }
-            open = false
-            Posix.close(descriptor: number)
-        }
+        guard number >= 0 else { return }
+        Posix.close(descriptor: number)
+        number = -1
     }
 
     /// Shuts the connection down both ways (waking a thread blocked reading it), if still open.
     @discardableResult
     public func shutdown() -> Bool {
-        lock.withLock {
-            guard open else { return false }
-            return Glibc.shutdown(number, CInt(SHUT_RDWR)) == 0
-        }
+        guard number >= 0 else { return false }
+        return Glibc.shutdown(number, CInt(SHUT_RDWR)) == 0
     }
 }

@@ -18,14 +18,9 @@ public final class SharedSegment: @unchecked Sendable {
     deinit { munmap(base, size) }
 
     /// Creates a sealed segment of `size` zeroed bytes; returns it and its descriptor (to pass on, then close).
-    public static func create(size: Int, name: String = "repbroker") throws(SystemError) -> (SharedSegment, CInt) {
-        let fd = try Posix.call("memfd_create") { rb_memfd_sealed(name, UInt64(size)) }
-        do {
-            return (try map(fd: fd, size: size), fd)
-        } catch {
-            Posix.close(descriptor: fd)
-            throw error
-        }
+    public static func create(size: Int, name: String = "repbroker") throws(SystemError) -> (SharedSegment, OwnedDescriptor) {
+        let memfd = OwnedDescriptor(adopting: try Posix.call("memfd_create") { rb_memfd_sealed(name, UInt64(size)) })
+        return (try map(fd: memfd.number, size: size), memfd)
     }
 
     /// Maps a received segment after checking its seals and size.
@@ -47,12 +42,6 @@ public final class SharedSegment: @unchecked Sendable {
     }
 }
 
-extension EventFd {
-    /// Takes ownership of an eventfd received from another process.
-    public convenience init(adopting descriptor: CInt) {
-        self.init(unchecked: descriptor)
-    }
-}
 
 extension Socket {
     /// Sends `bytes` with descriptors attached; returns the bytes sent.
@@ -64,16 +53,16 @@ extension Socket {
         return sent
     }
 
-    /// Receives into `buffer`, collecting any descriptors that came with the bytes.
+    /// Receives into `buffer`, collecting any descriptors that came with the bytes (owned from then on).
     public static func receive(into buffer: UnsafeMutableRawBufferPointer, on socket: CInt,
-                               fds: inout [CInt]) throws(SystemError) -> Int {
+                               fds: inout [OwnedDescriptor]) throws(SystemError) -> Int {
         var received = [CInt](repeating: -1, count: 4)
         var count: CInt = 0
         let n = received.withUnsafeMutableBufferPointer {
             rb_receive_with_fds(socket, buffer.baseAddress, buffer.count, $0.baseAddress, 4, &count)
         }
         guard n >= 0 else { throw SystemError("recvmsg", .current) }
-        fds.append(contentsOf: received.prefix(Int(count)))
+        fds.append(contentsOf: received.prefix(Int(count)).map { OwnedDescriptor(adopting: $0) })
         return n
     }
 }

@@ -1,5 +1,6 @@
 // Socket creation and options. Every socket the broker makes is SOCK_CLOEXEC; listeners and peer
-// connections are SOCK_NONBLOCK as well.
+// connections are SOCK_NONBLOCK as well. A socket is made owned (OwnedDescriptor): one that fails to bind,
+// listen or connect is closed by letting go of it.
 import CRepBrokerIPC
 #if canImport(Glibc)
 import Glibc
@@ -34,51 +35,44 @@ public enum Socket {
         }
     }
 
-    private static func make(family: CInt, nonBlocking: Bool) throws(SystemError) -> CInt {
+    private static func make(family: CInt, nonBlocking: Bool) throws(SystemError) -> OwnedDescriptor {
         var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         if nonBlocking { type |= Int32(SOCK_NONBLOCK.rawValue) }
-        return try Posix.call("socket") { Glibc.socket(family, type, 0) }
+        return OwnedDescriptor(adopting: try Posix.call("socket") { Glibc.socket(family, type, 0) })
     }
 
     /// A non-blocking TCP listener with SO_REUSEADDR.
-    public static func listenTCP(_ address: SocketAddress, backlog: CInt = 128) throws(SystemError) -> CInt {
-        let fd = try make(family: address.family, nonBlocking: true)
-        do {
-            var one: CInt = 1
-            _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size))
-            _ = try Posix.call("bind(\(address))") { address.withSockaddr { Glibc.bind(fd, $0, $1) } }
-            _ = try Posix.call("listen") { Glibc.listen(fd, backlog) }
-        } catch {
-            Posix.close(descriptor: fd)
-            throw error
-        }
-        return fd
+    public static func listenTCP(_ address: SocketAddress, backlog: CInt = 128) throws(SystemError) -> OwnedDescriptor {
+        let socket = try make(family: address.family, nonBlocking: true)
+        let fd = socket.number
+        var one: CInt = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size))
+        _ = try Posix.call("bind(\(address))") { address.withSockaddr { Glibc.bind(fd, $0, $1) } }
+        _ = try Posix.call("listen") { Glibc.listen(fd, backlog) }
+        return socket
     }
 
     /// Starts a non-blocking TCP connect; the connection is usable once the socket is writable and
     /// `pendingError` is nil.
-    public static func connectTCP(_ address: SocketAddress) throws(SystemError) -> CInt {
-        let fd = try make(family: address.family, nonBlocking: true)
-        let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
+    public static func connectTCP(_ address: SocketAddress) throws(SystemError) -> OwnedDescriptor {
+        let socket = try make(family: address.family, nonBlocking: true)
+        let rc = address.withSockaddr { Glibc.connect(socket.number, $0, $1) }
         if rc != 0 && Errno.current != .inProgress && Errno.current != .interrupted {
-            let err = Errno.current
-            Posix.close(descriptor: fd)
-            throw SystemError("connect(\(address))", err)
+            throw SystemError("connect(\(address))", .current)
         }
-        return fd
+        return socket
     }
 
     /// A blocking TCP connection with TCP_NODELAY (for benchmark and test clients, not the broker).
-    public static func connectTCPBlocking(_ address: SocketAddress) throws(SystemError) -> CInt {
-        let fd = try make(family: address.family, nonBlocking: false)
-        while address.withSockaddr({ Glibc.connect(fd, $0, $1) }) != 0 {
+    public static func connectTCPBlocking(_ address: SocketAddress) throws(SystemError) -> OwnedDescriptor {
+        let socket = try make(family: address.family, nonBlocking: false)
+        while address.withSockaddr({ Glibc.connect(socket.number, $0, $1) }) != 0 {
             let err = Errno.current
             if err == .interrupted { continue }
-            Posix.close(descriptor: fd)
             throw SystemError("connect(\(address))", err)
         }
-        setNoDelay(fd)
-        return fd
+        setNoDelay(socket.number)
+        return socket
     }
 
     /// The pending error of a socket (SO_ERROR), nil when none.
@@ -123,42 +117,33 @@ public enum Socket {
     }
 
     /// Accepts one connection as non-blocking and close-on-exec; nil when none is pending.
-    public static func accept(_ listener: CInt) throws(SystemError) -> CInt? {
+    public static func accept(_ listener: CInt) throws(SystemError) -> OwnedDescriptor? {
         switch try Posix.ioCall("accept4", { Int(rb_accept_nonblocking(listener)) }) {
-        case .processed(let fd): return CInt(fd)
+        case .processed(let fd): return OwnedDescriptor(adopting: CInt(fd))
         case .wouldBlock: return nil
         }
     }
 
     /// A non-blocking Unix stream listener at `path` with the given file mode.
-    public static func listenUnix(path: String, mode: mode_t) throws -> CInt {
-        let fd = try make(family: AF_UNIX, nonBlocking: true)
-        do {
-            if try withUnixAddress(path, { Glibc.bind(fd, $0, $1) }) != 0 {
-                throw SystemError("bind(\(path))", .current)
-            }
-            _ = try Posix.call("chmod(\(path))") { chmod(path, mode) }
-            _ = try Posix.call("listen") { Glibc.listen(fd, 128) }
-        } catch {
-            Posix.close(descriptor: fd)
-            throw error
+    public static func listenUnix(path: String, mode: mode_t) throws -> OwnedDescriptor {
+        let socket = try make(family: AF_UNIX, nonBlocking: true)
+        let fd = socket.number
+        if try withUnixAddress(path, { Glibc.bind(fd, $0, $1) }) != 0 {
+            throw SystemError("bind(\(path))", .current)
         }
-        return fd
+        _ = try Posix.call("chmod(\(path))") { chmod(path, mode) }
+        _ = try Posix.call("listen") { Glibc.listen(fd, 128) }
+        return socket
     }
 
     /// A connected Unix stream socket (blocking unless asked otherwise).
-    public static func connectUnix(path: String, nonBlocking: Bool = false) throws -> CInt {
-        let fd = try make(family: AF_UNIX, nonBlocking: nonBlocking)
-        do {
-            while try withUnixAddress(path, { Glibc.connect(fd, $0, $1) }) != 0 {
-                let err = Errno.current
-                if err != .interrupted { throw SystemError("connect(\(path))", err) }
-            }
-        } catch {
-            Posix.close(descriptor: fd)
-            throw error
+    public static func connectUnix(path: String, nonBlocking: Bool = false) throws -> OwnedDescriptor {
+        let socket = try make(family: AF_UNIX, nonBlocking: nonBlocking)
+        while try withUnixAddress(path, { Glibc.connect(socket.number, $0, $1) }) != 0 {
+            let err = Errno.current
+            if err != .interrupted { throw SystemError("connect(\(path))", err) }
         }
-        return fd
+        return socket
     }
 
     /// Credentials (pid, uid, gid) of the process at the other end of a Unix socket.

@@ -46,7 +46,7 @@ public final class BrokerClient: @unchecked Sendable {
     /// Whether this client holds its group's receiver role now.
     public var isReceiver: Bool { core.state.withLock { core.roleState == .receiver } }
     /// Whether the client is connected to the broker now.
-    public var isConnected: Bool { core.state.withLock { core.descriptor >= 0 } }
+    public var isConnected: Bool { core.state.withLock { core.connection != nil } }
     /// The broker's limit on control + rec.
     public var maxMessage: Int { core.state.withLock { core.messageLimit } }
 
@@ -118,7 +118,7 @@ public final class BrokerClient: @unchecked Sendable {
 
     /// Waits until connected and registered, or `timeout` passes; true when connected.
     public func waitForConnection(timeout: Double) -> Bool {
-        core.waitFor(timeout: timeout) { core.descriptor >= 0 }
+        core.waitFor(timeout: timeout) { core.connection != nil }
     }
 
     // MARK: application channels

@@ -18,10 +18,8 @@ final class ClientCore: @unchecked Sendable {
 
     // Guarded by `state`; changed only with `ringLock` and `writeLock` held too, so a writer may read them under
     // either.
-    // Only the reader thread closes the connection (`disconnect`); other threads shut it down.
+    // Only the reader thread closes the connection (`disconnect`); other threads shut it down, under `state`.
     var connection: OwnedDescriptor?
-    /// The connection's number, -1 without one.
-    var descriptor: CInt { connection?.number ?? -1 }
     var generation = 0
     var welcome: WelcomeFrame? {
         didSet { messageLimit = Int(welcome?.maxMessage ?? UInt64(Wire.defaultMaxMessage)) }
@@ -85,19 +83,20 @@ final class ClientCore: @unchecked Sendable {
 
     /// Connects and registers once, then starts the reader thread.
     func connectFirst() throws(BrokerClientError) {
-        let (fd, frame, leftover, rings) = try Self.connectAndRegister(options)
-        install(fd, frame, rings)
+        let (socket, frame, leftover, rings) = try Self.connectAndRegister(options)
+        install(socket, frame, rings)
         startThread { [self] in readerLoop(initial: leftover) }
     }
 
     /// Connects to the broker, sends REGISTER, ACK_POLICY and a SUBSCRIBE for each of `channels` in one write
     /// (nothing else goes first on a new connection), and reads WELCOME (blocking). Returns bytes read past it.
     static func connectAndRegister(_ options: BrokerClientOptions, channels: [String] = []) throws(BrokerClientError)
-        -> (CInt, WelcomeFrame, [UInt8], ClientRingSide?) {
-        let fd: CInt
-        do { fd = try Socket.connectUnix(path: options.socketPath) } catch {
+        -> (OwnedDescriptor, WelcomeFrame, [UInt8], ClientRingSide?) {
+        let socket: OwnedDescriptor
+        do { socket = try Socket.connectUnix(path: options.socketPath) } catch {
             throw .brokerUnavailable("cannot connect to \(options.socketPath): \(error)")
         }
+        let fd = socket.number
         let ringBytes = options.transport == .unixSocket ? 0 : UInt32(clamping: options.ringBytes)
         let register = RegisterFrame(roles: options.roles, pid: getpid(), group: options.group, name: options.name,
                                      ringBytes: ringBytes)
@@ -113,8 +112,8 @@ final class ClientCore: @unchecked Sendable {
             // what it sent before reporting the write failure.
             let writeFailure = failure
             let buffer = ByteBuffer(capacity: 4096)
-            var descriptors: [CInt] = []
-            defer { for received in descriptors { Posix.close(descriptor: received) } }
+            // Descriptors that came with the bytes: closed when let go, unless the rings take them.
+            var descriptors: [OwnedDescriptor] = []
             while true {
                 if let frame = try FrameParser.next(in: buffer.readable, maxMessage: Wire.defaultMaxMessage) {
                     switch frame.type {
@@ -129,7 +128,7 @@ final class ClientCore: @unchecked Sendable {
                         } else if options.transport == .sharedMemory {
                             throw BrokerClientError.protocolError("the broker offers no shared-memory rings")
                         }
-                        return (fd, welcome, Array(buffer.readable), rings)
+                        return (socket, welcome, Array(buffer.readable), rings)
                     case .error:
                         throw BrokerClientError.protocolError("broker refused registration: \(try ErrorFrame(body: frame.body))")
                     default:
@@ -144,24 +143,19 @@ final class ClientCore: @unchecked Sendable {
                 buffer.commit(n)
             }
         } catch let error as BrokerClientError {
-            Posix.close(descriptor: fd)
             throw error
         } catch {
-            Posix.close(descriptor: fd)
             throw .protocolError("\(error)")
         }
     }
 
-    /// Makes `fd` (and its rings) the connection, unless closed meanwhile.
-    func install(_ fd: CInt, _ frame: WelcomeFrame, _ newRings: ClientRingSide?) {
+    /// Makes `socket` (and its rings) the connection, unless closed meanwhile (then it is let go: closed).
+    func install(_ socket: OwnedDescriptor, _ frame: WelcomeFrame, _ newRings: ClientRingSide?) {
         ringLock.withLock {
           writeLock.withLock {
             state.withLock {
-                if isClosed {
-                    Posix.close(descriptor: fd)
-                    return
-                }
-                connection = OwnedDescriptor(adopting: fd)
+                if isClosed { return }
+                connection = socket
                 generation += 1
                 welcome = frame
                 roleState = frame.roleState
@@ -233,14 +227,15 @@ final class ClientCore: @unchecked Sendable {
         }
     }
 
-    /// Marks the client closed and wakes the reader thread, which closes the connection itself.
+    /// Marks the client closed and wakes the reader thread, which closes the connection itself (the shutdown
+    /// is under `state`, which the reader thread holds to close: it never reaches a reused number).
     func close() {
-        let (owned, ringSide): (OwnedDescriptor?, ClientRingSide?) = state.withLock {
+        let ringSide: ClientRingSide? = state.withLock {
             isClosed = true
             state.broadcast()
-            return (connection, rings)
+            connection?.shutdown()
+            return rings
         }
-        owned?.shutdown()
         ringSide?.roomDoorbell.signal()
         receiverBell.signal()
     }

@@ -23,10 +23,14 @@ extension ClientCore {
         var backoff = Self.firstBackoff
         var waitFirst = true
         while true {
-            let fd: CInt = state.withLock { isClosed ? -2 : descriptor }
-            if fd == -2 { break }
-            if fd < 0 {
-                guard options.reconnect else { break }
+            let fd: CInt
+            switch state.withLock({ isClosed ? ReaderState.closed : connection.map { .connected($0.number) } ?? .disconnected }) {
+            case .closed:
+                return disconnect(reason: "client closed")
+            case .connected(let number):
+                fd = number
+            case .disconnected:
+                guard options.reconnect else { return }
                 let (lived, channels) = state.withLock { (Posix.monotonicNanoseconds() &- connectedAt, subscriptions) }
                 if waitFirst {
                     // A connection that lasted starts the delays again; one that ended at once does not.
@@ -38,10 +42,10 @@ extension ClientCore {
                 }
                 backoff = min(backoff * 2, Self.lastBackoff)
                 do {
-                    let (newFD, frame, leftover, newRings) = try Self.connectAndRegister(options, channels: channels)
+                    let (socket, frame, leftover, newRings) = try Self.connectAndRegister(options, channels: channels)
                     buffer.clear()
                     buffer.append(leftover)
-                    install(newFD, frame, newRings)
+                    install(socket, frame, newRings)
                     waitFirst = true
                     if let reason = processFrames(buffer, staging) { lose(reason) }
                 } catch {
@@ -49,14 +53,20 @@ extension ClientCore {
                 }
                 continue
             }
+            // Only this thread closes the connection: `fd` stays its number until it does.
             if let reason = readOnce(fd, buffer, staging) {
                 lose(reason)
                 buffer.clear()
                 staging.clear()
             }
         }
-        let fd: CInt = state.withLock { descriptor }
-        if fd >= 0 { disconnect(reason: "client closed") }
+    }
+
+    /// What the reader thread finds each time round.
+    enum ReaderState {
+        case closed
+        case disconnected
+        case connected(CInt)
     }
 
     func lose(_ reason: String) {

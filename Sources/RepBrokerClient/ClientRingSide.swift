@@ -32,18 +32,17 @@ final class ClientRingSide: @unchecked Sendable {
     let maxMessage: Int
 
     /// Maps what came with WELCOME: a sealed segment and three eventfds. Takes ownership of the descriptors.
-    init(ringBytes: Int, maxMessage: Int, descriptors: [CInt]) throws {
+    init(ringBytes: Int, maxMessage: Int, descriptors: [OwnedDescriptor]) throws {
         self.maxMessage = maxMessage
         guard descriptors.count == 4 else {
-            for fd in descriptors { Posix.close(descriptor: fd) }
             throw BrokerClientError.protocolError("WELCOME offered rings with \(descriptors.count) descriptors, not 4")
         }
         brokerDoorbell = EventFd(adopting: descriptors[1])
         dataDoorbell = EventFd(adopting: descriptors[2])
         roomDoorbell = EventFd(adopting: descriptors[3])
-        defer { Posix.close(descriptor: descriptors[0]) }
         let size = RingLayout.segmentBytes(ringBytes: ringBytes)
-        segment = try SharedSegment.map(received: descriptors[0], expectedSize: size)
+        // The mapping outlives the memfd, closed when `descriptors` goes.
+        segment = try SharedSegment.map(received: descriptors[0].number, expectedSize: size)
         guard try RingLayout.validate(segment.base, size: size) == ringBytes else {
             throw BrokerClientError.protocolError("segment header disagrees with WELCOME")
         }

@@ -40,8 +40,7 @@ extension ClientCore {
             // descriptor, rings, generation and the limit change only under ringLock (with writeLock and state):
             // held here.
             guard !closedFlag.load(ordering: .relaxed) else { throw BrokerClientError.closed }
-            let fd = descriptor
-            guard fd >= 0, !abandoned.load(ordering: .acquiring) else {
+            guard let fd = connection?.number, !abandoned.load(ordering: .acquiring) else {
                 throw BrokerClientError.brokerUnavailable(state.withLock { lastError })
             }
             let limit = messageLimit
@@ -183,8 +182,8 @@ extension ClientCore {
         try writeLock.withLock { () throws(BrokerClientError) in
             let fd = try state.withLock { () throws(BrokerClientError) in
                 guard !isClosed else { throw BrokerClientError.closed }
-                guard descriptor >= 0 else { throw BrokerClientError.brokerUnavailable(lastError) }
-                return descriptor
+                guard let connection else { throw BrokerClientError.brokerUnavailable(lastError) }
+                return connection.number
             }
             var failure: BrokerClientError?
             bytes.withUnsafeBytes { raw in

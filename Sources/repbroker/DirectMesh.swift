@@ -9,7 +9,8 @@ import Glibc
 #endif
 
 final class DirectConnection {
-    let fd: CInt
+    let socket: OwnedDescriptor
+    var fd: CInt { socket.number }
     let output = ByteBuffer(capacity: 64 << 10)
     let input = ByteBuffer(capacity: 64 << 10)
 
@@ -19,7 +20,7 @@ final class DirectConnection {
         let deadline = Posix.monotonicNanoseconds() + 10_000_000_000
         while true {
             do {
-                fd = try Socket.connectTCPBlocking(address)
+                socket = try Socket.connectTCPBlocking(address)
                 return
             } catch {
                 guard Posix.monotonicNanoseconds() < deadline else { throw error }
@@ -59,26 +60,28 @@ final class DirectConnection {
         }
     }
 
-    func close() { Posix.close(descriptor: fd) }
+    func close() { socket.close() }
 }
 
 enum DirectListener {
     typealias Reply = (MessageHeader, UnsafeRawBufferPointer) -> Void
 
     /// A blocking listener on 127.0.0.1:`port`; prints `ready` once it listens.
-    static func listen(port: UInt16) throws -> CInt {
+    static func listen(port: UInt16) throws -> OwnedDescriptor {
         let listener = try Socket.listenTCP(SocketAddress("127.0.0.1:\(port)"))
-        try Posix.setNonBlocking(descriptor: listener, false)
+        try Posix.setNonBlocking(descriptor: listener.number, false)
         Console.writeOutput("ready\n")
         return listener
     }
 
     /// Accepts connections and hands every frame to `handler` on the connection's own thread (a naive
     /// receiver: one thread per connection). Never returns.
-    static func serve(_ listener: CInt, _ handler: @escaping @Sendable (Frame, Reply) -> Void) -> Never {
+    static func serve(_ listener: OwnedDescriptor, _ handler: @escaping @Sendable (Frame, Reply) -> Void) -> Never {
         while true {
-            let fd = Glibc.accept(listener, nil, nil)
-            guard fd >= 0 else { continue }
+            let accepted = Glibc.accept(listener.number, nil, nil)
+            guard accepted >= 0 else { continue }
+            let connection = OwnedDescriptor(adopting: accepted)
+            let fd = connection.number
             Socket.setNoDelay(fd)
             startThread {
                 let input = ByteBuffer(capacity: 256 << 10)
@@ -99,7 +102,7 @@ enum DirectListener {
                         input.consume(frame.totalSize)
                     }
                 }
-                Posix.close(descriptor: fd)
+                connection.close()
             }
         }
     }

@@ -106,17 +106,18 @@ enum PingPongBench {
 
     /// The same round trips over one TCP loopback connection between the two threads, TCP_NODELAY on both ends.
     static func measureDirect(size: Int, count: Int) throws -> PingPongResult {
-        let listener = try Socket.listenTCP(SocketAddress("127.0.0.1:0"))
-        defer { Posix.close(descriptor: listener) }
+        let listening = try Socket.listenTCP(SocketAddress("127.0.0.1:0"))
+        let listener = listening.number
         guard let port = Socket.localPort(listener) else { throw HarnessError("no port for the direct baseline") }
-        let pinger = try Socket.connectTCPBlocking(SocketAddress("127.0.0.1:\(port)"))
-        defer { Posix.close(descriptor: pinger) }
-        var accepted: CInt = -1
+        let connected = try Socket.connectTCPBlocking(SocketAddress("127.0.0.1:\(port)"))
+        let pinger = connected.number
+        var accepted: OwnedDescriptor?
         let deadline = Posix.monotonicNanoseconds() + 5_000_000_000
-        while accepted < 0 && Posix.monotonicNanoseconds() < deadline { accepted = try Socket.accept(listener) ?? -1 }
-        let echo = accepted
-        guard echo >= 0 else { throw HarnessError("the direct baseline could not accept its connection") }
-        defer { Posix.close(descriptor: echo) }
+        while accepted == nil && Posix.monotonicNanoseconds() < deadline { accepted = try Socket.accept(listener) }
+        guard let echoing = accepted else { throw HarnessError("the direct baseline could not accept its connection") }
+        let echo = echoing.number
+        // All three close when this returns (the echo thread has stopped by then).
+        defer { withExtendedLifetime((listening, connected, echoing)) {} }
         try Posix.setNonBlocking(descriptor: echo, false)
         Socket.setNoDelay(pinger)
         Socket.setNoDelay(echo)

@@ -19,11 +19,9 @@ import Glibc
 
     @Test func theLocalAddressOfAConnectionCarriesTheListenPort() throws {
         let listener = try Socket.listenTCP(SocketAddress("127.0.0.1:0"))
-        defer { Posix.close(descriptor: listener) }
-        let port = try #require(Socket.localPort(listener))
-        let fd = try Socket.connectTCPBlocking(SocketAddress("127.0.0.1:\(port)"))
-        defer { Posix.close(descriptor: fd) }
-        #expect(SocketAddress.local(of: fd, port: 7001)?.text == "127.0.0.1:7001")
+        let port = try #require(Socket.localPort(listener.number))
+        let connection = try Socket.connectTCPBlocking(SocketAddress("127.0.0.1:\(port)"))
+        #expect(SocketAddress.local(of: connection.number, port: 7001)?.text == "127.0.0.1:7001")
     }
 
     @Test func theResolverAnswersOffTheCallersThread() throws {

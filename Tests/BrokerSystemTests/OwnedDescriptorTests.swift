@@ -1,4 +1,5 @@
-// OwnedDescriptor: closed exactly once, and a shutdown after the close never reaches the number's next owner.
+// OwnedDescriptor: closed exactly once, and a shutdown after the close never reaches the number's next owner (no
+// lock: the owner closes, and a thread that shuts down does so under the owner's lock).
 import BrokerSystem
 import Testing
 #if canImport(Glibc)

@@ -10,16 +10,17 @@ import Testing
 
 /// A raw blocking connection that writes bytes and reads until the other side closes.
 struct RawConnection {
-    let fd: CInt
+    let socket: OwnedDescriptor
+    var fd: CInt { socket.number }
 
-    static func unix(_ path: String) throws -> RawConnection { RawConnection(fd: try Socket.connectUnix(path: path)) }
+    static func unix(_ path: String) throws -> RawConnection { RawConnection(socket: try Socket.connectUnix(path: path)) }
 
     static func tcp(port: UInt16) throws -> RawConnection {
-        let fd = try Socket.connectTCP(SocketAddress("127.0.0.1:\(port)"))
-        try Posix.setNonBlocking(descriptor: fd, false)
-        var pollfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let socket = try Socket.connectTCP(SocketAddress("127.0.0.1:\(port)"))
+        try Posix.setNonBlocking(descriptor: socket.number, false)
+        var pollfd = pollfd(fd: socket.number, events: Int16(POLLOUT), revents: 0)
         _ = poll(&pollfd, 1, 5000)
-        return RawConnection(fd: fd)
+        return RawConnection(socket: socket)
     }
 
     func write(_ bytes: [UInt8]) {
@@ -53,7 +54,7 @@ struct RawConnection {
         return reasons
     }
 
-    func close() { Posix.close(descriptor: fd) }
+    func close() { socket.close() }
 }
 
 func header(type: UInt8, length: UInt32) -> [UInt8] {

@@ -18,7 +18,7 @@ func brokerWithDescriptorLimit(_ limit: Int) -> Program {
 }
 
 /// Opens `count` raw connections to a Unix socket (they wait in its backlog when the broker cannot accept).
-func rawConnections(_ path: String, count: Int) throws -> [CInt] {
+func rawConnections(_ path: String, count: Int) throws -> [OwnedDescriptor] {
     try (0..<count).map { _ in try Socket.connectUnix(path: path) }
 }
 
@@ -40,7 +40,7 @@ func rawConnections(_ path: String, count: Int) throws -> [CInt] {
         let pid = try #require(limited.child?.pid)
 
         var held = try rawConnections(limited.socketPath, count: 60)
-        defer { held.forEach { Posix.close(descriptor: $0) } }
+        defer { held.forEach { $0.close() } }
         #expect(limited.waitForStats(timeout: 10) { $0.totals.acceptFailures > 0 }, "the admin socket answers")
         let cpuBefore = ProcessStats.cpuSeconds(pid)
         let linesBefore = limited.log.components(separatedBy: "accept failed").count
@@ -57,7 +57,7 @@ func rawConnections(_ path: String, count: Int) throws -> [CInt] {
         #expect(limited.log.contains("suppressed="))
 
         // Descriptors free again: the waiting clients are served.
-        held.forEach { Posix.close(descriptor: $0) }
+        held.forEach { $0.close() }
         held.removeAll()
         let sender = try client(limited)
         defer { sender.close() }

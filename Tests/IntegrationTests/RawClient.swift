@@ -8,7 +8,8 @@ import Glibc
 #endif
 
 final class RawClient {
-    let fd: CInt
+    let socket: OwnedDescriptor
+    var fd: CInt { socket.number }
     private(set) var welcome: WelcomeFrame?
     private let input = ByteBuffer(capacity: 64 << 10)
     /// Bytes queued by `send` and not yet taken by the socket.
@@ -22,8 +23,8 @@ final class RawClient {
     /// not taken, so the client stays on the socket) and waits for WELCOME.
     init(socketPath: String, group: String = "default", name: String = "raw", roles: ClientRoles = .sender,
          ringBytes: UInt32 = 0) throws {
-        fd = try Socket.connectUnix(path: socketPath)
-        try Posix.setNonBlocking(descriptor: fd, true)
+        socket = try Socket.connectUnix(path: socketPath)
+        try Posix.setNonBlocking(descriptor: socket.number, true)
         let register = RegisterFrame(roles: roles, pid: getpid(), group: group, name: name, ringBytes: ringBytes)
         output = FrameParser.encode(.register, body: register.body)
         let deadline = Posix.monotonicNanoseconds() + 10_000_000_000
@@ -104,7 +105,7 @@ final class RawClient {
         return taken
     }
 
-    func close() { Posix.close(descriptor: fd) }
+    func close() { socket.close() }
 }
 
 struct HarnessFailure: Error, CustomStringConvertible {

@@ -12,8 +12,8 @@ import Testing
 
 /// A raw connection to a broker's local socket: writes `bytes`, returns the ERROR the broker answers with.
 func errorAnswer(_ socketPath: String, _ bytes: [UInt8]) throws -> ErrorFrame? {
-    let fd = try Socket.connectUnix(path: socketPath)
-    defer { Posix.close(descriptor: fd) }
+    let socket = try Socket.connectUnix(path: socketPath)
+    let fd = socket.number
     _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
     let buffer = ByteBuffer(capacity: 4096)
     while true {
@@ -166,17 +166,17 @@ func errorAnswer(_ socketPath: String, _ bytes: [UInt8]) throws -> ErrorFrame? {
 
 /// A receiver written from the page alone: REGISTER over the socket (no rings), then MESSAGE headers.
 final class RawReceiver {
-    let fd: CInt
+    let socket: OwnedDescriptor
+    var fd: CInt { socket.number }
     let buffer = ByteBuffer(capacity: 1 << 16)
 
     init(_ socketPath: String) throws {
-        fd = try Socket.connectUnix(path: socketPath)
+        socket = try Socket.connectUnix(path: socketPath)
+        let fd = socket.number
         let register = RegisterFrame(roles: .receiver, pid: getpid(), group: "default", name: "raw", ringBytes: 0)
         let bytes = FrameParser.encode(.register, body: register.body)
         _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
     }
-
-    deinit { Posix.close(descriptor: fd) }
 
     func nextMessage() throws -> MessageHeader {
         while true {
@@ -197,35 +197,31 @@ final class RawReceiver {
 /// A ring client written from the page: REGISTER asking for rings, WELCOME with four descriptors, then records
 /// in the to-broker ring (the library's ring code, without its client).
 final class RawRingClient {
-    let fd: CInt
+    let socket: OwnedDescriptor
+    var fd: CInt { socket.number }
     let rings: ClientRingSide
 
     init(_ socketPath: String, group: String = "default") throws {
-        let socket = try Socket.connectUnix(path: socketPath)
+        let connection = try Socket.connectUnix(path: socketPath)
         let register = RegisterFrame(roles: .sender, pid: getpid(), group: group, name: "raw-ring", ringBytes: 65536)
         let bytes = FrameParser.encode(.register, body: register.body)
-        _ = bytes.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+        _ = bytes.withUnsafeBytes { send(connection.number, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
         let buffer = ByteBuffer(capacity: 4096)
-        var descriptors: [CInt] = []
+        var descriptors: [OwnedDescriptor] = []
         while true {
             if let frame = try FrameParser.next(in: buffer.readable, maxMessage: 1 << 20) {
                 let welcome = try WelcomeFrame(body: frame.body)
                 rings = try ClientRingSide(ringBytes: Int(welcome.ringBytes), maxMessage: Int(welcome.maxMessage),
                                            descriptors: descriptors)
-                fd = socket
+                socket = connection
                 return
             }
             buffer.reserve(4096)
-            let n = try Socket.receive(into: buffer.writable, on: socket, fds: &descriptors)
-            guard n > 0 else {
-                Posix.close(descriptor: socket)
-                throw HarnessError("the broker closed the raw ring client")
-            }
+            let n = try Socket.receive(into: buffer.writable, on: connection.number, fds: &descriptors)
+            guard n > 0 else { throw HarnessError("the broker closed the raw ring client") }
             buffer.commit(n)
         }
     }
-
-    deinit { Posix.close(descriptor: fd) }
 
     /// Writes `frame` as one FRAME record into the to-broker ring and publishes it.
     func writeToRing(_ frame: [UInt8]) throws { try writeRecord(.frame, frame) }
@@ -286,7 +282,7 @@ func messageFrame(to destination: Int32, recBytes count: Int) -> [UInt8] {
             let raw = try RawRingClient(sites.broker(1).socketPath)
             let frame = messageFrame(to: 1, recBytes: 20_000)
             try raw.writeToRing(frame)
-            let reasons = RawConnection.errorReasons(RawConnection(fd: raw.fd).readUntilClosed() ?? [])
+            let reasons = RawConnection.errorReasons(RawConnection(socket: raw.socket).readUntilClosed() ?? [])
             #expect(reasons.contains { $0.contains("ring_bytes / 4 - 8") }, "\(reasons)")
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 && $0.clients.isEmpty })
         }
@@ -299,7 +295,7 @@ func messageFrame(to destination: Int32, recBytes count: Int) -> [UInt8] {
             let ring = raw.rings.writer.ring
             rb_atomic_store_release_u64(ring.head, rb_atomic_load_acquire_u64(ring.tail) + UInt64(ring.size) + 8)
             raw.rings.brokerDoorbell.signal()
-            let reasons = RawConnection.errorReasons(RawConnection(fd: raw.fd).readUntilClosed() ?? [])
+            let reasons = RawConnection.errorReasons(RawConnection(socket: raw.socket).readUntilClosed() ?? [])
             #expect(reasons.contains { $0.contains("to-broker ring") && $0.contains("outside") }, "\(reasons)")
             #expect(sites.broker(1).waitForStats(timeout: 10) { $0.totals.badFrames == 1 })
         }
