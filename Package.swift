@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "BrokerHarness", targets: ["BrokerHarness"]),
         .executable(name: "repbrokerd", targets: ["repbrokerd"]),
         .executable(name: "repbroker", targets: ["repbroker"]),
+        .executable(name: "repbroker-bench", targets: ["repbroker-bench"]),
         .executable(name: "repbroker-sim", targets: ["repbroker-sim"]),
     ],
     targets: [
@@ -37,8 +38,14 @@ let package = Package(
         .executableTarget(name: "repbroker-sim", dependencies: ["BrokerSim", "BrokerCore"]),
         // The bench's physical reference: a two-hop relay over shared memory with no broker.
         .target(name: "CRelayReference"),
+        // The operator's tool: stats, sites, remove-site, send, recv, request, demo, daemon.
         .executableTarget(
             name: "repbroker",
+            dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient"]
+        ),
+        // The benchmarks and the workers they start.
+        .executableTarget(
+            name: "repbroker-bench",
             dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient", "CRelayReference"]
         ),
         .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem"]),

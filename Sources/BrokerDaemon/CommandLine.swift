@@ -1,6 +1,7 @@
 // A small argument reader in the shape of swift-argument-parser: --kebab-case options, --name=value or
 // --name value, repeatable options, flags, positionals; usage errors exit 64.
 #if canImport(Glibc)
+import Foundation
 import Glibc
 #endif
 import BrokerSystem
@@ -82,4 +83,41 @@ public func exitWithUsage(_ error: UsageError, tool: String) -> Never {
 public func exitWithFailure(_ message: String, tool: String) -> Never {
     Console.writeError("\(tool): \(message)\n")
     exit(1)
+}
+
+/// The shape every subcommand of `repbroker` and `repbroker-bench` has: its help, its options, and a run that
+/// returns the exit code.
+public protocol Command {
+    static var help: String { get }
+    static var valuedOptions: Set<String> { get }
+    static var flagNames: Set<String> { get }
+    static func run(_ arguments: ParsedArguments) throws -> Int32
+}
+
+/// Runs the subcommand `words` names from `commands` (its --help, usage errors and failures handled).
+public func runCommand(_ words: [String], _ commands: [String: Command.Type], tool: String) -> Never {
+    var words = words
+    let subcommand = words.removeFirst()
+    guard let command = commands[subcommand] else {
+        exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: tool)
+    }
+    if words.contains("--help") || words.contains("-h") {
+        Console.writeOutput(command.help + "\n")
+        exit(0)
+    }
+    do {
+        let arguments = try ParsedArguments(words, valued: command.valuedOptions, flagNames: command.flagNames)
+        exit(try command.run(arguments))
+    } catch let error as UsageError {
+        exitWithUsage(error, tool: "\(tool) \(subcommand)")
+    } catch {
+        exitWithFailure("\(error)", tool: "\(tool) \(subcommand)")
+    }
+}
+
+/// Encodes a value as one line of JSON (sorted keys).
+public func jsonLine<T: Encodable>(_ value: T, pretty: Bool = false) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }

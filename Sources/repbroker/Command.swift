@@ -1,14 +1,7 @@
-// The shape every subcommand has: its help, its options, and a run that returns the exit code.
+// What the client subcommands share: --to and --transport.
 import BrokerDaemon
 import Foundation
 import RepBrokerClient
-
-protocol Command {
-    static var help: String { get }
-    static var valuedOptions: Set<String> { get }
-    static var flagNames: Set<String> { get }
-    static func run(_ arguments: ParsedArguments) throws -> Int32
-}
 
 /// Parses --to: a site id, "all" (broadcast) or "master" (the site last announced as master).
 func parseDestination(_ text: String?) throws(UsageError) -> Int32 {
@@ -19,13 +12,6 @@ func parseDestination(_ text: String?) throws(UsageError) -> Int32 {
         throw UsageError("--to takes a positive site id, 'all' or 'master', not '\(text)'")
     }
     return site
-}
-
-/// Encodes a value as one line of JSON (sorted keys).
-func jsonLine<T: Encodable>(_ value: T, pretty: Bool = false) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
 /// Applies --transport (uds, shm, auto) and --ring-bytes to client options.

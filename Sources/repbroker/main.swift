@@ -1,4 +1,5 @@
-// repbroker: the ops CLI. Subcommands: stats, send, recv, request, sites, remove-site, demo, bench, daemon.
+// repbroker: the operator's tool. Subcommands: stats, send, recv, request, sites, remove-site, demo, daemon.
+// The benchmarks are a program of their own (repbroker-bench).
 import BrokerDaemon
 import BrokerSystem
 #if canImport(Glibc)
@@ -18,9 +19,10 @@ let overview = """
       sites   List the group's sites as the broker knows them.
       remove-site  Remove a site from the group for good.
       demo    Start a three-site group on loopback, send traffic, print each broker's stats, clean up.
-      bench   Benchmarks (ipc: socket against shared-memory rings); build with -c release.
       daemon  Run a broker in this process: the same program and options as repbrokerd
-              ('repbroker daemon --help'). The demo and benchmarks start their brokers this way.
+              ('repbroker daemon --help'). The demo starts its brokers this way.
+
+    The benchmarks are 'repbroker-bench' ('swift run -c release repbroker-bench --help').
 
     Run 'repbroker <subcommand> --help' for a subcommand's options.
     """
@@ -31,24 +33,8 @@ guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcomman
     Console.writeOutput(overview + "\n")
     exit(words.isEmpty ? 64 : 0)
 }
-words.removeFirst()
-if subcommand == "daemon" { DaemonMain.run(words) }
-
-let commands: [String: Command.Type] = [
-    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self, "bench": BenchCommand.self, "bench-worker": MeshWorker.self, "soak-worker": SoakWorker.self, "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
-]
-guard let command = commands[subcommand] else {
-    exitWithUsage(UsageError("unknown subcommand '\(subcommand)'"), tool: "repbroker")
-}
-if words.contains("--help") || words.contains("-h") {
-    Console.writeOutput(command.help + "\n")
-    exit(0)
-}
-do {
-    let arguments = try ParsedArguments(words, valued: command.valuedOptions, flagNames: command.flagNames)
-    exit(try command.run(arguments))
-} catch let error as UsageError {
-    exitWithUsage(error, tool: "repbroker \(subcommand)")
-} catch {
-    exitWithFailure("\(error)", tool: "repbroker \(subcommand)")
-}
+if subcommand == "daemon" { DaemonMain.run(Array(words.dropFirst())) }
+runCommand(words, [
+    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self,
+    "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
+], tool: "repbroker")

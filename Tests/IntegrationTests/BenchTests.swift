@@ -7,7 +7,7 @@ import Testing
 
 @Suite struct BenchTests {
     @Test func aShortMeshRunInEachModeDeliversExactlyWhatWasSent() throws {
-        let (status, output) = try runToExit("repbroker", ["bench", "mesh", "--sites", "3", "--senders", "2",
+        let (status, output) = try runToExit("repbroker-bench", ["mesh", "--sites", "3", "--senders", "2",
                                                            "--count", "300", "--json"], timeout: 240)
         #expect(status == 0, "\(output.suffix(1000))")
         struct Result: Decodable { let mode: String; let expected: Int; let delivered: Int; let dropped: Int }
@@ -25,7 +25,7 @@ import Testing
     /// Every phase of the isolation bench runs: the oltp pinger and committer finish with no failed commit and
     /// every round trip answered, and bulk loses nothing, slowed receiver included.
     @Test func theIsolationBenchRunsEveryPhaseAndBulkLosesNothing() throws {
-        let (status, output) = try runToExit("repbroker", ["bench", "isolation", "--senders", "1", "--seconds", "0.5",
+        let (status, output) = try runToExit("repbroker-bench", ["isolation", "--senders", "1", "--seconds", "0.5",
                                                            "--delay-us", "50", "--json"], timeout: 240)
         #expect(status == 0, "\(output.suffix(1000))")
         struct Latency: Decodable { let lost: Int }
@@ -52,7 +52,7 @@ import Testing
     /// allocator's). Its memory slope needs a long
     /// run and is not read here.
     @Test func aShortSoakLeavesNoDescriptorThreadOrMappingBehind() throws {
-        let (_, output) = try runToExit("repbroker", ["bench", "soak", "--minutes", "0.4", "--sample-seconds", "4",
+        let (_, output) = try runToExit("repbroker-bench", ["soak", "--minutes", "0.4", "--sample-seconds", "4",
                                                       "--clients", "4", "--json"], timeout: 240)
         struct Sample: Decodable { let descriptors: Int; let threads: Int; let file_mappings: Int; let shared_mappings: Int }
         struct Memory: Decodable { let rss_bytes: Int; let own_rss_bytes: Int }
@@ -75,7 +75,7 @@ import Testing
     }
 
     @Test func theIPCBenchRunsBothTransports() throws {
-        let (status, output) = try runToExit("repbroker", ["bench", "ipc", "--seconds", "0.3", "--rounds", "2", "--json"],
+        let (status, output) = try runToExit("repbroker-bench", ["ipc", "--seconds", "0.3", "--rounds", "2", "--json"],
                                              timeout: 120)
         #expect(status == 0, "\(output.suffix(1000))")
         struct Round: Decodable { let messages: Int }
@@ -93,7 +93,7 @@ import Testing
     }
 
     @Test func thePingPongBenchCompletesEveryRoundTripWithEachStrategy() throws {
-        let (status, output) = try runToExit("repbroker", ["bench", "pingpong", "--count", "300", "--json"], timeout: 120)
+        let (status, output) = try runToExit("repbroker-bench", ["pingpong", "--count", "300", "--json"], timeout: 120)
         #expect(status == 0, "\(output.suffix(1000))")
         struct Result: Decodable { let path: String, round_trips: Int, p50_us: Double, p99_us: Double }
         struct Report: Decodable { let results: [Result], direct: Result }
@@ -108,7 +108,7 @@ import Testing
     /// The idle benchmark measures a broker with ring clients that send nothing (its figure is the benchmark's,
     /// not this test's: no timing is asserted here).
     @Test func theIdleBenchMeasuresABrokerWithRingClients() throws {
-        let (status, output) = try runToExit("repbroker", ["bench", "idle", "--clients", "10", "--seconds", "0.5", "--json"],
+        let (status, output) = try runToExit("repbroker-bench", ["idle", "--clients", "10", "--seconds", "0.5", "--json"],
                                              timeout: 120)
         #expect(status == 0, "\(output.suffix(1000))")
         struct Result: Decodable { let clients: Int, seconds: Double, cpu_percent_of_a_core: Double }

@@ -1,5 +1,5 @@
 /*
- * The machine's reference for `repbroker bench ipc`: what two hops over shared memory cost here with no
+ * The machine's reference for `repbroker-bench ipc`: what two hops over shared memory cost here with no
  * broker. Three processes: a producer writes records into ring A, a relay copies each record from ring A
  * into ring B, a consumer reads ring B and touches every 8th payload byte. Each side publishes every record,
  * spins briefly when it finds nothing, then sched_yield()s (three processes share two cores).

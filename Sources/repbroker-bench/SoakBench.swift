@@ -1,4 +1,4 @@
-// repbroker bench soak: three brokers for N minutes under churn, watched for leaks.
+// repbroker-bench soak: three brokers for N minutes under churn, watched for leaks.
 //  - Each site has a long-lived receiver and a channel server (soak-worker receive / serve).
 //  - Churn: a fixed number of short-lived clients at all times, at a random live site, on a random transport
 //    (socket or shared-memory rings), each sending messages and making channel requests to another site's

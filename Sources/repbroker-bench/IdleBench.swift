@@ -1,4 +1,4 @@
-// repbroker bench idle: what an idle broker costs. Starts a broker, connects N clients on shared-memory rings
+// repbroker-bench idle: what an idle broker costs. Starts a broker, connects N clients on shared-memory rings
 // that send nothing, and measures the broker's CPU over S seconds in which nothing happens by design.
 import BrokerDaemon
 import BrokerHarness

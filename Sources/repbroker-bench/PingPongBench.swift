@@ -1,4 +1,4 @@
-// repbroker bench pingpong: round trips on one site. A pinger sends a message, an echo hands it back, the
+// repbroker-bench pingpong: round trips on one site. A pinger sends a message, an echo hands it back, the
 // pinger waits for it; every round trip is timed. Rows:
 // - broker (one per idle strategy): pinger -> broker -> echo -> broker -> pinger, clients on shared-memory
 //   rings, the echo answering from inside its receiveAll callback;

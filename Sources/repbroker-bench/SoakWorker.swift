@@ -1,4 +1,4 @@
-// The processes of `repbroker bench soak` (hidden subcommand `soak-worker`):
+// The processes of `repbroker-bench soak` (hidden subcommand `soak-worker`):
 //   receive  the site's receiver for group "default": takes every message, for ever;
 //   serve    subscribed to channel "soak": answers every request, for ever;
 //   churn    a short-lived client: connects (--transport uds|shm), sends --count messages to the sites --to

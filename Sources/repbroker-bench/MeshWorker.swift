@@ -1,4 +1,4 @@
-// The processes of `repbroker bench mesh` and `bench isolation` (hidden subcommand `bench-worker`): senders,
+// The processes of `repbroker-bench mesh` and `bench isolation` (hidden subcommand `bench-worker`): senders,
 // receivers, a pinger and ponger for latency, and a committer (acked PERMANENT sends), each over the broker
 // (uds or shm clients) or over a direct TCP mesh (every sender connects to every other site's receiver;
 // MESSAGE frames, one write per message). Workers print machine-readable lines on stdout for the orchestrator.
@@ -11,7 +11,7 @@ import RepBrokerClient
 import Synchronization
 
 enum MeshWorker: Command {
-    static let help = "USAGE: repbroker bench-worker send|receive|ping|pong|commit|spin --mode direct|uds|shm --site N ... "
+    static let help = "USAGE: repbroker-bench bench-worker send|receive|ping|pong|commit|spin --mode direct|uds|shm --site N ... "
         + "(used by bench mesh and bench isolation)"
     static let valuedOptions: Set<String> = ["mode", "site", "sites", "size", "seconds", "count", "socket", "ports", "to",
                                              "group", "delay-us", "ring-bytes"]

@@ -1,4 +1,4 @@
-// repbroker bench: measurements as programs, never as timed tests. Every figure is taken against its
+// repbroker-bench: measurements as programs, never as timed tests. Every figure is taken against its
 // baseline in the same run (these machines are noisy).
 //
 // bench ipc: one sender client hands messages to a broker, which delivers them to one receiver client on
@@ -14,15 +14,15 @@ import RepBrokerClient
 
 enum BenchCommand: Command {
     static let help = """
-        USAGE: repbroker bench ipc  [--size BYTES] [--seconds S] [--rounds N] [--json]
-               repbroker bench pingpong [--size 64] [--count 20000] [--idle-strategy spin|backoff|block|all]
+        USAGE: repbroker-bench ipc  [--size BYTES] [--seconds S] [--rounds N] [--json]
+               repbroker-bench pingpong [--size 64] [--count 20000] [--idle-strategy spin|backoff|block|all]
                                     [--client-spin SECONDS] [--json]
-               repbroker bench idle [--clients 100] [--seconds 3] [--idle-strategy backoff|spin|block] [--json]
-               repbroker bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
+               repbroker-bench idle [--clients 100] [--seconds 3] [--idle-strategy backoff|spin|block] [--json]
+               repbroker-bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
                                     [--mode direct|uds|shm|all] [--json]
-               repbroker bench isolation [--sites 3] [--senders 4] [--size 100] [--seconds 5] [--delay-us 100]
+               repbroker-bench isolation [--sites 3] [--senders 4] [--size 100] [--seconds 5] [--delay-us 100]
                                          [--flow-window-bytes N] [--json]
-               repbroker bench soak [--minutes 10] [--sample-seconds 10] [--clients 8] [--json]
+               repbroker-bench soak [--minutes 10] [--sample-seconds 10] [--clients 8] [--json]
 
         soak: three brokers for N minutes. Each site keeps a receiver and a channel server; besides them, --clients
         short-lived clients at all times, at random sites and on random transports, send messages and make channel
@@ -64,7 +64,7 @@ enum BenchCommand: Command {
         the lowest and highest round, and shm/uds (ratio of the medians). Each round also runs the relay
         reference (three C processes, two shared-memory hops, no broker; sizes up to 64 KiB): its best round is
         the machine's capacity, and shm / relay best is printed beside it.
-        Build with -c release for meaningful figures: swift run -c release repbroker bench ipc
+        Build with -c release for meaningful figures: swift run -c release repbroker-bench ipc
 
         OPTIONS:
           --size BYTES   rec bytes per message (default 64).

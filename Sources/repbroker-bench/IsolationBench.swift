@@ -1,4 +1,4 @@
-// repbroker bench isolation: two groups on the same brokers and peer links. "bulk": `senders` processes per
+// repbroker-bench isolation: two groups on the same brokers and peer links. "bulk": `senders` processes per
 // site sending as fast as the transport takes them (half unicast, half broadcast). "oltp": a pinger at site 1
 // measuring round trips to site 2, and a committer at site 1 doing acked PERMANENT sends (quorum), acknowledged
 // by the oltp receiver of every other site. Phases, fresh brokers each: oltp alone, bulk alone, oltp beside

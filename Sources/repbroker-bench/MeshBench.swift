@@ -1,4 +1,4 @@
-// repbroker bench mesh: the broker against the direct per-process TCP mesh, same workload, same run.
+// repbroker-bench mesh: the broker against the direct per-process TCP mesh, same workload, same run.
 // `sites` sites on loopback, each with `senders` sender processes and one receiver process; senders send
 // half unicast (rotating over the other sites) and half broadcast for `seconds` (or `count` messages each).
 // Delivered messages are counted by the receivers and checked against what the senders sent: what is
