@@ -1,6 +1,8 @@
 /*
  * librepbroker's private parts, shared by its files: the client's state, the frame field helpers, and the
- * functions one file gives the others. Hidden from the library's ABI.
+ * functions one file gives the others. Hidden from the library's ABI. The files call downwards only:
+ *   repbroker_client.c (reader thread, open, close)
+ *     -> repbroker_send.c, repbroker_channels.c, repbroker_connect.c -> repbroker_rings.c -> repbroker_common.c
  */
 #ifndef REPBROKER_CLIENT_INTERNAL_H
 #define REPBROKER_CLIENT_INTERNAL_H
@@ -113,6 +115,8 @@ static inline void frame_header(unsigned char *p, uint8_t type, uint32_t length)
 }
 
 
+/* ---- repbroker_common.c: the helpers below every other file ---- */
+
 RB_HIDDEN void rb_say(repbroker_client *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
 /* Keeps the reason (taking the state lock) and returns REPBROKER_EINVAL. */
 RB_HIDDEN int rb_invalid(repbroker_client *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
@@ -124,18 +128,28 @@ RB_HIDDEN int rb_wait_until(repbroker_client *c, uint64_t deadline_ns);
 RB_HIDDEN int rb_write_all(repbroker_client *c, struct iovec *vector, int count);
 RB_HIDDEN int rb_usable(repbroker_client *c);
 RB_HIDDEN int rb_write_control(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
-RB_HIDDEN void rb_push(repbroker_client *c, rb_item *item);
 /* Waits (state lock held) until `waiter` is answered, the client closes or fails, its connection is replaced,
    or `deadline_ns` passes; then takes it off the waiter list. `status` is what the send itself returned. */
 RB_HIDDEN int rb_await(repbroker_client *c, rb_waiter *waiter, uint64_t deadline_ns, int status);
+
+/* ---- repbroker_channels.c ---- */
+
 /* The reader's part of channels (state lock held): a CHANNEL or CHANNEL_RESULT frame; 0 or the error that ends
    the connection. */
 RB_HIDDEN int rb_handle_channel(repbroker_client *c, uint8_t type, const unsigned char *body, uint32_t length);
 RB_HIDDEN void rb_free_channels(repbroker_client *c);
+
+/* ---- repbroker_connect.c (on common and rings) ---- */
+
 /* Connects, registers and reads WELCOME into the client's fields (the reader's input buffer is used and reset);
    *fd is the new connection, *rings its rings (NULL on the socket transport). */
 RB_HIDDEN int rb_dial(repbroker_client *c, int *fd, rb_rings **rings, char *reason, size_t reason_size,
                       int handshake_seconds);
+/* The reader's loop after a failure: dials with backoff until connected (1) or closed (0). */
+RB_HIDDEN int rb_reconnect(repbroker_client *c);
+
+/* ---- repbroker_rings.c (on common) ---- */
+
 RB_HIDDEN int rb_rings_attach(int fds[4], uint64_t ring_bytes, rb_rings **rings, char *reason, size_t reason_size);
 RB_HIDDEN void rb_rings_free(rb_rings *rings);
 /* A MESSAGE into the to-broker ring (ring lock held), waiting for room until `deadline`. */
@@ -145,7 +159,5 @@ RB_HIDDEN int rb_ring_send(repbroker_client *c, rb_rings *rings, const unsigned 
    of `generation` is replaced. */
 RB_HIDDEN int rb_ring_next_event(repbroker_client *c, rb_rings *rings, uint64_t generation, int timeout_ms,
                                  repbroker_event *event);
-/* The reader's loop after a failure: dials with backoff until connected (1) or closed (0). */
-RB_HIDDEN int rb_reconnect(repbroker_client *c);
 
 #endif

@@ -124,19 +124,6 @@ int repbroker_send(repbroker_client *c, int32_t eid, const void *control, size_t
     return status;
 }
 
-int rb_await(repbroker_client *c, rb_waiter *waiter, uint64_t deadline_ns, int status) {
-    while (status == REPBROKER_OK && !waiter->done) {
-        if (c->closed) status = REPBROKER_ECLOSED;
-        else if (c->failed || c->generation != waiter->generation) status = REPBROKER_EUNAVAILABLE;
-        else if (!rb_wait_until(c, deadline_ns)) status = REPBROKER_ETIMEDOUT;
-    }
-    for (rb_waiter **w = &c->waiters; *w; w = &(*w)->next) {
-        if (*w == waiter) { *w = waiter->next; break; }
-    }
-    pthread_cond_broadcast(&c->changed);  /* the reader may hold back on a full inbox without waiters */
-    return status;
-}
-
 int repbroker_next_event(repbroker_client *c, int timeout_ms, repbroker_event *event) {
     if (!c) return REPBROKER_EINVAL;
     if (!event) return rb_invalid(c, "event is NULL");
