@@ -22,6 +22,7 @@ public enum AdminClient {
             throw Failure(message: "cannot connect to the admin socket \(path): \(error)")
         }
         let fd = socket.number
+        defer { withExtendedLifetime(socket) {} }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let line = Array((request + "\n").utf8)

@@ -180,8 +180,11 @@ public final class Broker {
                 let data = try EventFd()
                 let room = try EventFd()
                 let bytes = FrameParser.encode(.welcome, body: welcome.body)
-                let sent = try Socket.send(bytes, with: [memfd.number, loop.wakeup.descriptor, data.descriptor, room.descriptor],
-                                           on: socket.descriptor.number)
+                // The memfd is closed once sent (the client holds its own copy); until then it is kept in reach.
+                let sent = try withExtendedLifetime(memfd) {
+                    try Socket.send(bytes, with: [memfd.number, loop.wakeup.descriptor, data.descriptor, room.descriptor],
+                                    on: socket.descriptor.number)
+                }
                 guard sent == bytes.count else {
                     return core.failed(session, reason: "WELCOME did not fit the socket's send buffer")
                 }

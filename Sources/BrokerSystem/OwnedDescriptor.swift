@@ -3,6 +3,11 @@
 // listeners, epoll, eventfds, memfds, descriptors received with SCM_RIGHTS); code that only uses a descriptor
 // borrows its `number`.
 //
+// A borrowed number is good only while its owner lives, and an optimized build may release a local owner
+// right after the owner's last use, which may be the read of `number` itself. So a function that needs the
+// descriptor takes the owner (the caller keeps an argument alive for the call), and code that reads `number`
+// from an owner it would otherwise not touch again keeps the owner in reach with `withExtendedLifetime`.
+//
 // It takes no lock. Closing is the owner's act, on the owner's thread or under the owner's own lock; a thread
 // that only wants a blocked reader woken calls `shutdown` under that same lock (the Swift client does so under
 // its state lock, which its reader thread holds to close), so no call ever reaches a number the kernel may

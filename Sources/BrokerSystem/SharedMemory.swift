@@ -23,8 +23,10 @@ public final class SharedSegment: @unchecked Sendable {
         return (try map(fd: memfd.number, size: size), memfd)
     }
 
-    /// Maps a received segment after checking its seals and size.
-    public static func map(received fd: CInt, expectedSize: Int) throws(SystemError) -> SharedSegment {
+    /// Maps a received segment after checking its seals and size (the mapping outlives the descriptor).
+    public static func map(received memfd: OwnedDescriptor, expectedSize: Int) throws(SystemError) -> SharedSegment {
+        let fd = memfd.number
+        defer { withExtendedLifetime(memfd) {} }
         guard rb_memfd_is_sealed(fd) != 0 else { throw SystemError("shared segment is not sealed", Errno(rawValue: EPERM)) }
         var info = stat()
         _ = try Posix.call("fstat") { fstat(fd, &info) }

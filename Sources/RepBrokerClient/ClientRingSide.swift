@@ -42,7 +42,7 @@ final class ClientRingSide: @unchecked Sendable {
         roomDoorbell = EventFd(adopting: descriptors[3])
         let size = RingLayout.segmentBytes(ringBytes: ringBytes)
         // The mapping outlives the memfd, closed when `descriptors` goes.
-        segment = try SharedSegment.map(received: descriptors[0].number, expectedSize: size)
+        segment = try SharedSegment.map(received: descriptors[0], expectedSize: size)
         guard try RingLayout.validate(segment.base, size: size) == ringBytes else {
             throw BrokerClientError.protocolError("segment header disagrees with WELCOME")
         }

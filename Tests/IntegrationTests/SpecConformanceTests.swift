@@ -14,6 +14,7 @@ import Testing
 func errorAnswer(_ socketPath: String, _ bytes: [UInt8]) throws -> ErrorFrame? {
     let socket = try Socket.connectUnix(path: socketPath)
     let fd = socket.number
+    defer { withExtendedLifetime(socket) {} }
     _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
     let buffer = ByteBuffer(capacity: 4096)
     while true {
