@@ -20,7 +20,7 @@ public final class ClientRings {
     /// Bytes of the frame at the front of the output queue already written as fragments.
     var fragmentOffset = 0
     /// Records written to the to-client ring and not yet published.
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) private(set) var hasUnpublished = false
     var ringBytes: Int { reader.ring.size }

@@ -13,7 +13,7 @@ final class ClientSession: Session {
         didSet { isRegistered = registration != nil }
     }
     /// Whether REGISTER was accepted (a flag, so the per-frame check copies nothing).
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) private(set) var isRegistered = false
     /// Shared-memory rings, once the shell made them (WELCOME sent with them).

@@ -16,7 +16,7 @@ public final class Core {
     public let incarnation: UInt64
     var random: CoreRandom
     /// The time the shell last gave: monotonic nanoseconds. Everything the core decides with time uses it.
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) public var now: UInt64
     let startedAt: UInt64
@@ -24,7 +24,7 @@ public final class Core {
     let membership: Membership
     let groups: GroupTable
     let clients: ClientTable
-    // Unchecked exclusivity: per-message counters of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-message counters of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) var counters = Counters()
 

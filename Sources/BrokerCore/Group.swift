@@ -12,7 +12,7 @@ final class Group {
     let pending = FrameQueue(capacity: 4096)
     var pendingMessages = 0
     var pendingPayloadBytes = 0
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) var delivered = 0
     var dropped = 0

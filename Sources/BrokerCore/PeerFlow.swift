@@ -19,23 +19,21 @@ final class PeerFlow {
     let trafficClass: TrafficClass
     /// Whole frames, oldest first. Never partly written: the scheduler copies whole frames to the wire.
     let queue = ByteBuffer(capacity: 4096)
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
-    // runtime's access checks took about a tenth of the broker's cycles).
     /// Bytes at the front of `queue` moved to the wire on the current connection.
-    @exclusivity(unchecked) var wiredBytes = 0
+    var wiredBytes = 0
     /// Bytes at the front of `queue` sent (and numbered) on some connection and not yet acknowledged.
-    @exclusivity(unchecked) var unackedBytes = 0
+    var unackedBytes = 0
     /// Bytes the peer lets this flow send now; may go below 0 by part of one frame (a frame is sent whole
     /// while any window is left, so a frame larger than the window still goes).
-    @exclusivity(unchecked) var window: Int
+    var window: Int
     /// Deficit round robin: bytes this flow may still move in its current turn.
-    @exclusivity(unchecked) var deficit = 0
-    @exclusivity(unchecked) var inTurn = false
+    var deficit = 0
+    var inTurn = false
     /// In the link's list of flows to serve.
-    @exclusivity(unchecked) var isReady = false
+    var isReady = false
     /// Frames and bytes sent the first time (not counting frames sent again after a reconnect).
-    @exclusivity(unchecked) var messagesSent = 0
-    @exclusivity(unchecked) var bytesSent = 0
+    var messagesSent = 0
+    var bytesSent = 0
     /// Times the window ran out with frames still queued (the peer's receiver was slower than the producers).
     var stalls = 0
 

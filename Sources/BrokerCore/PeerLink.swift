@@ -34,7 +34,7 @@ final class PeerLink {
     var ready: [PeerFlow] = []
     var readyCursor = 0
     /// Bytes queued in every flow (with `wire` and `control`: what `queueLimit` bounds).
-    @exclusivity(unchecked) var flowBytes = 0
+    var flowBytes = 0
     let queueLimit: Int
     /// The window the peer announced in its HELLO: where each flow starts on a new connection.
     var peerWindow = Int(Wire.defaultFlowWindow)
@@ -57,19 +57,17 @@ final class PeerLink {
     var failedSinceUp = false
     var nextDialAt: UInt64 = 0
     var backoffMilliseconds = PeerLink.minimumBackoff
-    // Unchecked exclusivity: per-read state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
-    // runtime's access checks took about a tenth of the broker's cycles).
     /// Bytes came from the peer since the timers last ran.
-    @exclusivity(unchecked) var heardSinceTick = false
+    var heardSinceTick = false
     /// When the timers last found that bytes had come (for stats).
     var lastHeard: UInt64 = 0
     var lastSent: UInt64 = 0
     var liveness = Liveness()
 
-    @exclusivity(unchecked) var messagesSent = 0
-    @exclusivity(unchecked) var bytesSent = 0
-    @exclusivity(unchecked) var messagesReceived = 0
-    @exclusivity(unchecked) var bytesReceived = 0
+    var messagesSent = 0
+    var bytesSent = 0
+    var messagesReceived = 0
+    var bytesReceived = 0
     var dropped = 0
     /// Of `dropped`, frames sent to an incarnation of the peer that restarted before acknowledging them (the
     /// others were refused at a full queue, each with a SEND_RESULT saying so).

@@ -11,7 +11,7 @@ public class Session {
     /// What the shell read and the core has not parsed yet; frames are parsed where they lie.
     public let input: ByteBuffer
     var maxMessage: Int
-    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-ipc-builds, 64 B: the
+    // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
     @exclusivity(unchecked) var isDirty = false
     @exclusivity(unchecked) public private(set) var isClosed = false

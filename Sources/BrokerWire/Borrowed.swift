@@ -1,6 +1,6 @@
 // A strong reference the hot path can read without reference counting. Swift retains an object loaded from
 // a stored property around every call it cannot see into; on the per-message path those atomic pairs cost
-// more than the work (`scripts/compare-ipc-builds`, 64-byte messages: without it the broker spent half its
+// more than the work (`scripts/compare-builds ipc`, 64-byte messages: without it the broker spent half its
 // cycles in swift_retain/swift_release and delivered about a third fewer messages per second).
 //
 //     @Borrowable var receiver: LocalClient?     // an ordinary strong optional

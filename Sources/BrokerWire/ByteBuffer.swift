@@ -2,7 +2,7 @@
 // and output (frames appended back to back, written with one call). Growth doubles; reading everything
 // resets both indices; compaction moves the unread tail only when the front holds more than half.
 // Unchecked exclusivity on the per-record state below: one thread owns it and no access to it overlaps
-// another; scripts/compare-ipc-builds (64 B) ran a third slower with the runtime's checks.
+// another; scripts/compare-builds ipc (64 B) ran a third slower with the runtime's checks.
 
 /// A reusable byte buffer owned by one connection.
 public final class ByteBuffer {

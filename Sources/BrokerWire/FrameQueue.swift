@@ -2,7 +2,7 @@
 // The queue tracks how much of the front frame is still unwritten, so that when a connection dies the
 // rest of a half-written frame can be dropped and the remaining whole frames handed to another one.
 // Unchecked exclusivity on the per-record state below: one thread owns it and no access to it overlaps
-// another; scripts/compare-ipc-builds (64 B) ran a third slower with the runtime's checks.
+// another; scripts/compare-builds ipc (64 B) ran a third slower with the runtime's checks.
 
 /// A queue of whole frames with frame-boundary tracking.
 public final class FrameQueue {

@@ -4,7 +4,7 @@
 // empty. Every position and length read from the shared memory is checked against the ring before use:
 // the other process may be buggy or hostile, and a bad value must close that client, not crash us.
 // Unchecked exclusivity on the per-record state below: one thread owns it and no access to it overlaps
-// another; scripts/compare-ipc-builds (64 B) ran a third slower with the runtime's checks.
+// another; scripts/compare-builds ipc (64 B) ran a third slower with the runtime's checks.
 // The per-record operations are inlinable: the broker and the client call them for every message.
 import CRepBrokerIPC
 
