@@ -22,7 +22,7 @@ public final class ClientRings {
     /// Records written to the to-client ring and not yet published.
     // Unchecked exclusivity: per-message state of the loop's thread (scripts/compare-builds ipc, 64 B: the
     // runtime's access checks took about a tenth of the broker's cycles).
-    @exclusivity(unchecked) private(set) var hasUnpublished = false
+    @exclusivity(unchecked) var hasUnpublished = false
     var ringBytes: Int { reader.ring.size }
 
     /// The rings in a segment laid out (RingLayout.initialize) at `base` for `ringBytes`-byte rings.
@@ -30,17 +30,6 @@ public final class ClientRings {
         let rings = RingLayout.rings(base, ringBytes: ringBytes)
         reader = RingReader(rings.toBroker)
         writer = RingWriter(rings.toClient)
-    }
-
-    /// Writes one MESSAGE frame into the to-client ring; false when it is too large for the ring, the ring is
-    /// full, or the ring is corrupt (the caller then queues it, and the queue's flush reports the corruption).
-    @inline(__always)
-    func write(_ header: MessageHeader, payload: UnsafeRawBufferPointer, frameSize: Int) -> Bool {
-        guard frameSize <= writer.maxPayload else { return false }
-        let written = try? writer.write(kind: .frame, payload: frameSize) { header.writeFrame(at: $0, payload: payload) }
-        guard written == true else { return false }
-        hasUnpublished = true
-        return true
     }
 
     /// Writes one whole frame (from the output queue) into the to-client ring; false when full.
@@ -51,16 +40,6 @@ public final class ClientRings {
         }
         if written { hasUnpublished = true }
         return written
-    }
-
-    /// Notes records written by the fragment writer, for the next publish.
-    func markWritten() { hasUnpublished = true }
-
-    /// Makes the written records visible; true when the client said it sleeps (ring its data doorbell).
-    func publish() -> Bool {
-        hasUnpublished = false
-        writer.publish()
-        return writer.consumerNeedsWake()
     }
 }
 
@@ -85,7 +64,7 @@ extension ClientSession {
                 if size > rings.writer.maxPayload {
                     let offset = try rings.writer.writeFragments(of: frame, from: rings.fragmentOffset)
                     if offset > rings.fragmentOffset {
-                        rings.markWritten()
+                        rings.hasUnpublished = true
                         progressed = true
                     }
                     rings.fragmentOffset = offset

@@ -125,11 +125,19 @@ final class ClientSession: Session {
     }
 
     /// Queues a MESSAGE for the client unless its output is over the limit; false when dropped. A ring
-    /// client with nothing queued gets it written straight into its to-client ring (published at flush).
+    /// client with nothing queued gets it written straight into its to-client ring (published at flush) when
+    /// it fits there (the ring is not full, the frame fits one record, the ring is not corrupt: else it is
+    /// queued, and the queue's flush reports a corruption).
     @discardableResult
     func deliver(_ header: MessageHeader, payload: UnsafeRawBufferPointer) -> Bool {
         let size = Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
-        if let rings = $rings, output.isEmpty, !hungUp, rings.with({ $0.write(header, payload: payload, frameSize: size) }) {
+        if let rings = $rings, output.isEmpty, !hungUp, rings.with({ rings in
+            guard size <= rings.writer.maxPayload,
+                  (try? rings.writer.write(kind: .frame, payload: size) { header.writeFrame(at: $0, payload: payload) }) == true
+            else { return false }
+            rings.hasUnpublished = true
+            return true
+        }) {
             messagesReceived += 1
             bytesReceived += payload.count
             scheduleFlush()
@@ -160,7 +168,10 @@ final class ClientSession: Session {
     override public func publishRing() -> Bool {
         guard let rings, !hungUp, !awaitingWelcome else { return false }
         flushToRing()
-        return rings.hasUnpublished && rings.publish()
+        guard rings.hasUnpublished else { return false }
+        rings.hasUnpublished = false
+        rings.writer.publish()
+        return rings.writer.consumerNeedsWake()
     }
 
     override public func pendingOutput() -> UnsafeRawBufferPointer {
@@ -185,7 +196,7 @@ final class ClientSession: Session {
         }
         if !paused, inputHeld {
             inputHeld = false
-            parse()
+            core.received(self, bytes: 0)
         }
     }
 
@@ -206,7 +217,7 @@ final class ClientSession: Session {
             // dropped and counted), not forgotten with the connection.
             hungUp = true
             inputHeld = false
-            parse()
+            core.received(self, bytes: 0)
         }
         guard rings != nil, hasRingInput else { return super.endOfInput() }
         hungUp = true

@@ -1,5 +1,5 @@
 // Peer links: dialling (asked of the shell), the HELLO / ACTIVATE handshake that keeps one connection per site
-// pair, link up and down, and delivery of peer messages to this site's receivers.
+// pair, link up and down. A peer's messages are routed in Core+Routing.swift.
 import BrokerWire
 
 extension Core {
@@ -197,43 +197,5 @@ extension Core {
         } else {
             logger.debug("spare peer connection closed", ["peer.site_id": "\(link.siteID)", "reason": reason])
         }
-    }
-
-    /// Whether a data frame of the peer (MESSAGE or CHANNEL, numbered `sequence` in its flow) is to be handled:
-    /// false for one this broker handled before a reconnect (the peer had no ack for it and sent it again).
-    /// Either way it is counted for the flow's credit. A new one's group index must have been bound on this
-    /// connection (the delivery checks that); any index is checked against the limit before it sizes anything.
-    @inline(__always)
-    func isNew(_ index: UInt32, _ trafficClass: TrafficClass, _ sequence: UInt32, size: Int,
-               on link: PeerLink) throws(WireError) -> Bool {
-        guard index >= 1, index <= Wire.maxGroupIndex else {
-            throw .malformed(type: trafficClass == .replication ? .message : .channel,
-                             reason: "group index \(index) is outside 1...\(Wire.maxGroupIndex)")
-        }
-        let id = PeerFlow.id(group: index, trafficClass)
-        guard link.credit.received(flow: id, sequence: sequence, bytes: size, batch: creditBatch) else {
-            link.duplicates += 1
-            return false
-        }
-        return true
-    }
-
-    /// A peer's MESSAGE: labelled with the link's site (not what the frame claims) and handed over.
-    func deliver(fromPeer link: PeerLink, _ header: MessageHeader,
-                 payload: UnsafeRawBufferPointer) throws(WireError) {
-        var bound = link.remoteGroups[header.group]
-        if bound == nil { bound = try boundGroup(link, header.group, .message) }
-        link.messagesReceived += 1
-        guard let group = bound else { return }
-        link.bytesReceived += payload.count
-        guard header.destination == SiteID.broadcast || header.destination == config.siteID else {
-            counters.misrouted += 1
-            return
-        }
-        var out = header
-        out.group = 0
-        out.source = link.siteID
-        out.sequence = 0
-        deliverLocally(group, out, payload: payload)
     }
 }

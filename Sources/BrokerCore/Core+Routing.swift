@@ -1,6 +1,7 @@
-// Routing: where a message from a local client goes (one peer, every peer, or this site's receiver), and its
-// delivery here. The one decision messages and channels share (`routeDecision`). Routing copies the message once
-// into each destination's queue; nothing else is allocated per message.
+// Routing: where a message from a local client goes (one peer, every peer, or this site's receiver), a peer's
+// message (checked against its flow's numbers, labelled with the link's site), and delivery here. The one
+// decision messages and channels share (`routeDecision`). Routing copies the message once into each
+// destination's queue; nothing else is allocated per message.
 import BrokerWire
 
 /// Where a message or channel frame goes (see `Core.routeDecision`).
@@ -118,5 +119,43 @@ extension Core {
         group.pendingMessages += 1
         group.pendingPayloadBytes += payload.count
         return true
+    }
+
+    /// Whether a data frame of the peer (MESSAGE or CHANNEL, numbered `sequence` in its flow) is to be handled:
+    /// false for one this broker handled before a reconnect (the peer had no ack for it and sent it again).
+    /// Either way it is counted for the flow's credit. A new one's group index must have been bound on this
+    /// connection (the delivery checks that); any index is checked against the limit before it sizes anything.
+    @inline(__always)
+    func isNew(_ index: UInt32, _ trafficClass: TrafficClass, _ sequence: UInt32, size: Int,
+               on link: PeerLink) throws(WireError) -> Bool {
+        guard index >= 1, index <= Wire.maxGroupIndex else {
+            throw .malformed(type: trafficClass == .replication ? .message : .channel,
+                             reason: "group index \(index) is outside 1...\(Wire.maxGroupIndex)")
+        }
+        let id = PeerFlow.id(group: index, trafficClass)
+        guard link.credit.received(flow: id, sequence: sequence, bytes: size, batch: creditBatch) else {
+            link.duplicates += 1
+            return false
+        }
+        return true
+    }
+
+    /// A peer's MESSAGE: labelled with the link's site (not what the frame claims) and handed over.
+    func deliver(fromPeer link: PeerLink, _ header: MessageHeader,
+                 payload: UnsafeRawBufferPointer) throws(WireError) {
+        var bound = link.remoteGroups[header.group]
+        if bound == nil { bound = try boundGroup(link, header.group, .message) }
+        link.messagesReceived += 1
+        guard let group = bound else { return }
+        link.bytesReceived += payload.count
+        guard header.destination == SiteID.broadcast || header.destination == config.siteID else {
+            counters.misrouted += 1
+            return
+        }
+        var out = header
+        out.group = 0
+        out.source = link.siteID
+        out.sequence = 0
+        deliverLocally(group, out, payload: payload)
     }
 }

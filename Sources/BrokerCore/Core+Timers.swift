@@ -4,34 +4,6 @@
 import BrokerWire
 
 extension Core {
-    /// Reads every client's to-broker ring and fills its to-client ring; returns the records and fills done.
-    /// Each pass starts one client further on: when a queue passes its mark partway through a pass, the rings
-    /// not read yet wait for the next, and no client is always the one left out. A client that hung up closes
-    /// once its ring is empty.
-    public func serviceRings() -> Int {
-        var work = 0
-        let count = clients.ringClients.count
-        guard count > 0 else { return 0 }
-        clients.ringCursor = clients.ringCursor >= count - 1 ? 0 : clients.ringCursor + 1
-        for step in 0..<count {
-            // A client closed during this pass leaves the array: stop at its new end.
-            guard clients.ringClients.count == count else { break }
-            let client = clients.ringClients[(clients.ringCursor + step) % count]
-            // An empty ring is told by one load of its head: a full drain costs reference counting (perf: a
-            // third of a busy broker's cycles went to polling 17 idle rings while it spun).
-            if client.hasRingInput { work += drainRing(of: client) }
-            if client.hungUp && !client.hasRingInput {
-                client.close(reason: "closed by the other side, its ring drained")
-                continue
-            }
-            if !client.output.isEmpty, client.flushToRing() {
-                work += 1
-                client.scheduleFlush()
-            }
-        }
-        return work
-    }
-
     /// Before the shell sleeps: every ring of a client whose records would be taken says its consumer sleeps,
     /// so that a producer rings the broker's doorbell. False (and nothing said) when one has records already.
     public func prepareRingsToSleep() -> Bool {

@@ -191,12 +191,26 @@ public final class Core {
         (session as? PeerSession)?.connected()
     }
 
-    /// `count` bytes were read into `session.input` (at `readSpace()`).
-    @inline(__always)
+    /// `count` bytes were read into `session.input` (at `readSpace()`): every whole frame there is handled, in
+    /// place, until one is held (a paused producer's: handled when it resumes, by a call with `count` 0) or the
+    /// session closes. A bad frame closes the session (`protocolError`).
     public func received(_ session: Session, bytes count: Int) {
-        session.input.commit(count)
-        if let peer = session as? PeerSession, peer.phase == .active { peer.link?.heardSinceTick = true }
-        session.parse()
+        let input = session.input
+        if count > 0 {
+            input.commit(count)
+            if let peer = session as? PeerSession, peer.phase == .active { peer.link?.heardSinceTick = true }
+        }
+        do {
+            while !session.isClosed, let frame = try FrameParser.next(in: input.readable, maxMessage: session.maxMessage) {
+                try session.handleFrame(frame)
+                if session.isClosed || session.inputHeld { return }
+                input.consume(frame.totalSize)
+            }
+        } catch {
+            session.protocolError(error)
+            return
+        }
+        input.shrinkIfIdle()
     }
 
     /// The other side closed its end (everything it sent was read).

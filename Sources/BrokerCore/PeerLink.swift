@@ -123,37 +123,6 @@ final class PeerLink {
         return flow
     }
 
-    /// Queues a MESSAGE in its group's replication flow (the caller checked room) and schedules a write.
-    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, in flow: PeerFlow) {
-        header.append(payload: payload, to: flow.queue)
-        flowBytes += Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
-        messagesSent += 1
-        bytesSent += payload.count
-        flowHasData(flow)
-    }
-
-    /// Queues a whole data frame (CHANNEL) in `flow` (the caller checked room).
-    func enqueue(frame: [UInt8], in flow: PeerFlow) {
-        flow.queue.append(frame)
-        flowBytes += frame.count
-        flowHasData(flow)
-    }
-
-    @inline(__always)
-    private func flowHasData(_ flow: PeerFlow) {
-        if !flow.isReady && flow.canSend {
-            flow.isReady = true
-            ready.append(flow)
-        }
-        connection?.scheduleFlush()
-    }
-
-    /// Queues a control frame (GROUP_BIND, HEARTBEAT, PEER_ACK, ...): it goes before any data.
-    func enqueueControl(_ frame: [UInt8]) {
-        control.buffer.append(frame)
-        connection?.scheduleFlush()
-    }
-
     /// Schedules the next dial after a failure: capped exponential backoff with +-25% jitter (`random` is the
     /// core's, so a simulated run replays).
     func scheduleRedial(now: UInt64, random: inout CoreRandom) {

@@ -1,4 +1,5 @@
-// What a peer link sends next. The wire is refilled only when it is empty: every control frame first, then
+// What a peer link queues and what it sends next. A message is copied once, into its flow's queue. The wire
+// is refilled only when it is empty: every control frame first, then
 // the ready flows in turn (deficit round robin by bytes, `quantum` per turn), each while its window lasts,
 // until the wire holds `wireTarget` bytes. So a heartbeat, an ack or a CREDIT waits behind at most one wire's
 // worth of data, and a group's frames behind at most a quantum of each other busy flow's, plus the wire.
@@ -12,6 +13,37 @@ extension PeerLink {
     static let quantum = 16 << 10
     /// The wire is refilled up to this many bytes (and one frame): one write's worth.
     static let wireTarget = 64 << 10
+
+    /// Queues a MESSAGE in its group's replication flow (the caller checked room) and schedules a write.
+    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, in flow: PeerFlow) {
+        header.append(payload: payload, to: flow.queue)
+        flowBytes += Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
+        messagesSent += 1
+        bytesSent += payload.count
+        flowHasData(flow)
+    }
+
+    /// Queues a whole data frame (CHANNEL) in `flow` (the caller checked room).
+    func enqueue(frame: [UInt8], in flow: PeerFlow) {
+        flow.queue.append(frame)
+        flowBytes += frame.count
+        flowHasData(flow)
+    }
+
+    @inline(__always)
+    private func flowHasData(_ flow: PeerFlow) {
+        if !flow.isReady && flow.canSend {
+            flow.isReady = true
+            ready.append(flow)
+        }
+        connection?.scheduleFlush()
+    }
+
+    /// Queues a control frame (GROUP_BIND, HEARTBEAT, PEER_ACK, ...): it goes before any data.
+    func enqueueControl(_ frame: [UInt8]) {
+        control.buffer.append(frame)
+        connection?.scheduleFlush()
+    }
 
     /// Refills the wire when it is empty.
     func refillWire() {

@@ -43,21 +43,6 @@ public class Session {
         return input.writable
     }
 
-    /// Handles every whole frame in `input`; a bad one closes the session (`protocolError`).
-    func parse() {
-        do {
-            while !isClosed, let frame = try FrameParser.next(in: input.readable, maxMessage: maxMessage) {
-                try handleFrame(frame)
-                if isClosed || inputHeld { return }
-                input.consume(frame.totalSize)
-            }
-        } catch {
-            protocolError(error)
-            return
-        }
-        input.shrinkIfIdle()
-    }
-
     /// One complete frame; its body points into `input` and is valid only during the call.
     func handleFrame(_ frame: Frame) throws(WireError) {
         throw .unexpected(type: frame.type, state: "on this connection")
