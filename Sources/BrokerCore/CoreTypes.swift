@@ -72,6 +72,25 @@ public struct CoreConfig: Sendable {
     public var mutations: Set<CoreMutation> = []
 
     public init(siteID: Int32) { self.siteID = siteID }
+
+    /// Every setting at its default (the site id aside).
+    public static let defaults = CoreConfig(siteID: 0)
+}
+
+/// SplitMix64: a small seeded generator, the same sequence on every machine (the simulator's runs and the
+/// chaos schedules draw from it).
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
 
 /// Randomness given to the core: xorshift64* from a seed (the shell seeds it from the system, the simulator

@@ -41,13 +41,14 @@ public struct BrokerConfig: Equatable, Sendable {
     public var socketPath: String
     public var adminSocketPath: String
     public var logLevel: LogLevel = .info
-    public var heartbeatMilliseconds = 1000
-    public var peerQueueBytes = 64 << 20
+    // The core's settings default to the core's defaults (CoreConfig), kept in one place.
+    public var heartbeatMilliseconds = CoreConfig.defaults.heartbeatMilliseconds
+    public var peerQueueBytes = CoreConfig.defaults.peerQueueBytes
     /// The window this broker grants each flow (group and class) of a peer, announced in HELLO.
-    public var flowWindowBytes = Int(Wire.defaultFlowWindow)
-    public var maxMessageBytes = Wire.defaultMaxMessage
-    public var inboundQueueBytes = 4 << 20
-    public var clientQueueBytes = 64 << 20
+    public var flowWindowBytes = CoreConfig.defaults.flowWindowBytes
+    public var maxMessageBytes = CoreConfig.defaults.maxMessageBytes
+    public var inboundQueueBytes = CoreConfig.defaults.inboundQueueBytes
+    public var clientQueueBytes = CoreConfig.defaults.clientQueueBytes
     public var shutdownFlushMilliseconds = 2000
     /// Members to join through (HOST:PORT of any current member), instead of or besides a --peer list.
     public var join: [String] = []
@@ -64,7 +65,7 @@ public struct BrokerConfig: Equatable, Sendable {
     /// Stop when the process that started this broker exits (for supervisors and test harnesses).
     public var exitWithParent = false
     /// Largest shared-memory ring granted to a client (each of its two rings); 0 offers none.
-    public var maxRingBytes = 64 << 20
+    public var maxRingBytes = CoreConfig.defaults.maxRingBytes
     public var socketMode: UInt32 = 0o660
     /// What the loop does when a pass finds no work (see IdleStrategy.swift).
     public var idleStrategy = IdleStrategyKind.backoff

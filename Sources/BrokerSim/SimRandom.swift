@@ -1,18 +1,13 @@
-// The simulation's one source of randomness (SplitMix64): every choice of a run (workload, delays, faults,
-// each broker's own seed) comes from the run's seed, so a seed replays the run exactly.
+// The simulation's one source of randomness (the core's SplitMix64): every choice of a run (workload, delays,
+// faults, each broker's own seed) comes from the run's seed, so a seed replays the run exactly.
+import BrokerCore
 
 public struct SimRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    private var generator: SplitMix64
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// True with probability `p`.
     mutating func chance(_ p: Double) -> Bool { p > 0 && Double(next() >> 11) / Double(1 << 53) < p }

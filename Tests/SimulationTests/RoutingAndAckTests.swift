@@ -60,14 +60,20 @@ import Testing
 }
 
 @Suite struct AckTests {
-    /// Policy all: the result comes once every other site's receiver acknowledged the LSN.
-    @Test func aPermanentSendIsAcknowledgedOnceItsPolicyIsMet() {
+    /// Three linked sites with a receiver each, and a producer at site 1 that sends PERMANENT under policy all.
+    static func linkedGroupWithMaster() -> (Scenario, SimClient) {
         let group = Scenario()
         for site: Int32 in 1...3 { group.receiver(at: site) }
         let master = group.producer(at: 1)
         master.permanent = true
         master.ackPolicy = .all
         #expect(group.wait { group.linked([1, 2, 3]) && master.registered })
+        return (group, master)
+    }
+
+    /// Policy all: the result comes once every other site's receiver acknowledged the LSN.
+    @Test func aPermanentSendIsAcknowledgedOnceItsPolicyIsMet() {
+        let (group, master) = Self.linkedGroupWithMaster()
         master.script = [(SiteID.broadcast, 64)]
         #expect(group.wait { group.status(master, 1) != nil })
         #expect(group.status(master, 1) == .ok)
@@ -77,12 +83,7 @@ import Testing
 
     /// A site cut off cannot acknowledge: the send times out (status 3) after the policy's 400 ms.
     @Test func aPermanentSendTimesOutWhenASiteCannotAcknowledge() {
-        let group = Scenario()
-        for site: Int32 in 1...3 { group.receiver(at: site) }
-        let master = group.producer(at: 1)
-        master.permanent = true
-        master.ackPolicy = .all
-        #expect(group.wait { group.linked([1, 2, 3]) && master.registered })
+        let (group, master) = Self.linkedGroupWithMaster()
         group.partition(1, 3, milliseconds: 2000)
         master.script = [(SiteID.broadcast, 64)]
         let sentAt = group.sim.now

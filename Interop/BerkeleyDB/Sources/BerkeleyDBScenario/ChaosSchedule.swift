@@ -2,20 +2,8 @@
 // faults at the same times with the same durations. Which site a fault hits is drawn too (`pick`), and read
 // against the group when the fault is due (the master, or a site that may be hurt without leaving less than
 // a majority whole).
+import BrokerDaemon
 import Foundation
-
-/// SplitMix64: a small seeded generator, the same sequence on every machine.
-public struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 public enum FaultKind: String, CaseIterable, Codable, Sendable {
     /// kill -9 of a site's broker, restarted after 0.5 to 3 s.
@@ -57,7 +45,7 @@ public enum ChaosSchedule {
 
     /// Faults for `seconds`, one starting every 0.5 to 3 s, and one broker move between 30% and 70% of the run.
     public static func plan(seed: UInt64, seconds: Double) -> [PlannedFault] {
-        var random = SeededGenerator(seed: seed)
+        var random = SplitMix64(seed: seed)
         let total = weights.reduce(0) { $0 + $1.1 }
         var faults: [PlannedFault] = []
         var at = Double.random(in: 1...3, using: &random)
