@@ -67,6 +67,16 @@ final class SimBroker {
             socket.connection.incoming(to: socket.side).reset()
         }
         sockets.removeAll()
+        discardCore()
+    }
+
+    /// Lets go of the dead core's objects: its sessions, links, groups and clients refer to one another, so
+    /// they are closed first (what that asks of a shell goes nowhere: the process is gone). Without this, every
+    /// crash and every run left its whole graph behind, about 19 MB a seed.
+    func discardCore() {
+        core.closeAll(reason: "the process died")
+        core.takeActions { _ in }
+        _ = core.takeDirty { _ in }
     }
 
     /// Started again, with the membership file it wrote.

@@ -94,6 +94,10 @@ public final class Simulation {
     }
 
     deinit {
+        // The cores log as they close; their clock may no longer read this world.
+        let end = now
+        logSink.clock = { end }
+        for broker in brokers where broker.alive { broker.discardCore() }
         for segment in segments { segment.deallocate() }
     }
 
