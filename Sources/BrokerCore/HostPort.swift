@@ -55,13 +55,14 @@ public struct HostPort: Equatable, Sendable {
         return numeric[..<12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF] && numeric[12] == 127
     }
 
-    /// Four decimal octets.
+    /// Four decimal octets, without leading zeros (what inet_pton takes).
     static func ipv4(_ text: Substring) -> [UInt8]? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else { return nil }
         var bytes: [UInt8] = []
         for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII), let value = UInt8(part) else { return nil }
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII), part.count == 1 || part.first != "0",
+                  let value = UInt8(part) else { return nil }
             bytes.append(value)
         }
         return bytes

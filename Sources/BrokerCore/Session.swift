@@ -30,7 +30,7 @@ public class Session {
         input = ByteBuffer(capacity: inputCapacity)
     }
 
-    /// Reads per readiness event the shell may do while each fills the space offered.
+    /// Reads per readiness event the shell may do while each fills the space offered (one; peer links more).
     public var readsPerEvent: Int { 1 }
 
     /// Room for the next read: a whole pending frame (its length is known from its header), and at least

@@ -1,7 +1,7 @@
 // Dials the core asks for (`CoreAction.dial`, `.dialJoin`): a numeric address is connected at once; a host name
 // is resolved on a thread of its own (the loop never blocks on DNS), its answer kept for 30 s, and connected
-// when the answer comes (collected on the timer tick). A name that does not resolve, or a connect that fails at
-// once, is reported to the core, which logs it and retries with its backoff.
+// when the answer comes (collected on the timer tick). A name that does not resolve (or resolves to a wildcard
+// address), or a connect that fails at once, is reported to the core, which logs it and retries with its backoff.
 import BrokerSystem
 
 final class Dialer {
@@ -37,6 +37,10 @@ final class Dialer {
         for answer in resolver.takeAnswers() {
             let targets = waiting.removeValue(forKey: answer.text) ?? []
             switch answer.result {
+            case .success(let address) where address.isWildcard:
+                // A name for the unspecified address names no host to dial (connecting to it reaches this one).
+                answers[answer.text] = nil
+                for target in targets { failed(target, "it resolves to a wildcard address", unresolved: true, broker: broker) }
             case .success(let address):
                 answers[answer.text] = (address, now)
                 for target in targets.sorted(by: { "\($0)" < "\($1)" }) { connect(target, answer.text, address, broker: broker) }

@@ -247,7 +247,7 @@ extension SimBroker {
     var peerConnectionsDialled: [SimConnection] {
         sockets.keys.sorted().compactMap { id in
             let socket = sockets[id]!
-            guard socket.session is Session, !socket.connecting, socket.side == socket.connection.a,
+            guard !socket.connecting, socket.side == socket.connection.a,
                   case .broker = socket.connection.b else { return nil }
             return socket.connection
         }

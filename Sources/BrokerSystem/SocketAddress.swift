@@ -64,9 +64,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         self.text = text
     }
 
-    /// Parses a numeric HOST:PORT without a name lookup; nil when the host is a name.
+    /// Parses a numeric HOST:PORT without a name lookup; nil when the host is a name. Numeric means what
+    /// inet_pton takes (four decimal octets, or IPv6 text), as the core's HostPort reads it: the older forms
+    /// getaddrinfo also takes ("1.2.3", "0", hex) are left to resolution, where a wildcard answer is refused.
     public init?(numeric text: String) {
         guard let (host, port) = try? Self.split(text) else { return nil }
+        var scratch = in6_addr()
+        guard inet_pton(AF_INET, host, &scratch) == 1 || inet_pton(AF_INET6, host, &scratch) == 1 else { return nil }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -102,12 +106,15 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         return SocketAddress(numeric: storage.ss_family == sa_family_t(AF_INET6) ? "[\(text)]:\(port)" : "\(text):\(port)")
     }
 
-    /// The unspecified address (0.0.0.0 or ::): good to listen on, never to dial or to tell other sites.
+    /// The unspecified address (0.0.0.0, :: or its IPv4-mapped form): good to listen on, never to dial or to tell other sites.
     public var isWildcard: Bool {
         withUnsafeBytes(of: storage) { raw in
             switch family {
             case AF_INET: return raw[4..<8].allSatisfy { $0 == 0 }
-            case AF_INET6: return raw[8..<24].allSatisfy { $0 == 0 }
+            case AF_INET6:
+                // :: or ::ffff:0.0.0.0 (IPv4-mapped), which a connect takes for the same.
+                return raw[8..<24].allSatisfy { $0 == 0 }
+                    || (raw[8..<18].allSatisfy { $0 == 0 } && raw[18] == 0xFF && raw[19] == 0xFF && raw[20..<24].allSatisfy { $0 == 0 })
             default: return false
             }
         }

@@ -17,6 +17,21 @@ import Glibc
         #expect(try !SocketAddress("10.0.0.1:1").isWildcard)
     }
 
+    /// The core reads HOST:PORT text without libc (HostPort); the shell with inet_pton (SocketAddress). They
+    /// must agree on what is a numeric address, a wildcard and a loopback.
+    @Test(arguments: ["127.0.0.1:1", "10.0.0.1:7001", "0.0.0.0:7001", "[::]:7001", "[::1]:1", "[::ffff:0.0.0.0]:1",
+                      "[::ffff:127.0.0.1]:1", "[fe80::1:2]:9", "[1:2:3:4:5:6:7:8]:9", "[1:2:3:4:5:6:7:8:9]:9",
+                      "1.2.3:4", "0:7001", "256.1.1.1:1", "01.2.3.4:5", "00.0.0.0:1", "[::1.2.3.4]:5", "[1::2::3]:4", "host.example:1"])
+    func theCoresParserAgreesWithTheShells(text: String) {
+        let core = HostPort(text)
+        let shell = SocketAddress(numeric: text)
+        #expect((core?.numeric != nil) == (shell != nil), "numeric: \(text)")
+        if let core, let shell {
+            #expect(core.isWildcard == shell.isWildcard, "wildcard: \(text)")
+            #expect(core.isLoopback == shell.isLoopback, "loopback: \(text)")
+        }
+    }
+
     @Test func theLocalAddressOfAConnectionCarriesTheListenPort() throws {
         let listener = try Socket.listenTCP(SocketAddress("127.0.0.1:0"))
         let port = try #require(Socket.localPort(listener.number))
