@@ -266,4 +266,18 @@ struct SeparateHostTests {
         try sender.send(control: [], rec: [1], to: 2)
         #expect(broker.waitForStats(timeout: 10) { $0.peers.first?.queuedBytes ?? 0 > 0 })
     }
+
+    /// "0" is a name to the core (not four octets) that resolves to 0.0.0.0: never dialled (a connect to it would
+    /// reach this host), shown as unresolved with the reason.
+    @Test func aNameThatResolvesToAWildcardIsNotDialled() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let broker = BrokerProcess(siteID: 1, port: FreePort.next(), directory: directory.path, peers: [(2, 7001)],
+                                   extraArguments: ["--heartbeat-ms", "100"])
+        broker.peerHost = { _ in "0" }
+        try broker.start()
+        defer { broker.terminate() }
+        #expect(broker.waitForStats(timeout: 20) { $0.peers.first?.state == .unresolved })
+        #expect(Deadline.wait(timeout: 10) { broker.log.contains("it resolves to a wildcard address") })
+    }
 }
