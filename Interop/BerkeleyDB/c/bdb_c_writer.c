@@ -1,8 +1,8 @@
 /*
- * bdb_c_writer: a Berkeley DB writer process in C through librepbroker, the counterpart of `bdb-site write`.
- * It joins the site's environment (opened and recovered by the site's replication process), sets its own
- * transport (rep_set_transport with repbroker_send), and when its site is master commits COUNT transactions
- * of one put each (keys PREFIX-000000 ...), retrying the ones Berkeley DB aborts as a deadlock's loser.
+ * bdb_c_writer: a Berkeley DB writer process in C on librepbroker-bdb, the counterpart of `bdb-site write`.
+ * It joins the site's environment (opened and recovered by repbroker-site), attaches as a writer
+ * (repbroker_writer_attach: the transport, with the ack policy), and when its site is master commits COUNT
+ * transactions of one put each (keys PREFIX-000000 ...), retrying the ones Berkeley DB aborts as a deadlock's loser.
  *
  *   bdb_c_writer --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
  *                [--ack-policy none|one|quorum|all] [--ack-timeout-ms MS] [--group NAME] [--warm-up] [--wait-for-go]
@@ -15,7 +15,6 @@
 #include <db.h>
 #include <errno.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,24 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "repbroker_client.h"
+#include "repbroker_bdb.h"
 
-static repbroker_client *broker;
-static atomic_long permanent_failures;
+static repbroker_writer *writer;
 
-static int send_fn(DB_ENV *env, const DBT *control, const DBT *rec, const DB_LSN *lsn, int eid, u_int32_t flags) {
-    (void)env;
-    repbroker_lsn at = {lsn ? lsn->file : 0, lsn ? lsn->offset : 0};
-    int status = repbroker_send(broker, eid, control ? control->data : NULL, control ? control->size : 0,
-                                rec ? rec->data : NULL, rec ? rec->size : 0, lsn ? &at : NULL, flags & 0xFu);
-    if (status == REPBROKER_OK) return 0;
-    if (flags & DB_REP_PERMANENT) atomic_fetch_add(&permanent_failures, 1);
-    return DB_REP_UNAVAIL;
-}
-
-static int is_alive(DB_ENV *env, pid_t pid, db_threadid_t thread, u_int32_t flags) {
-    (void)env; (void)thread; (void)flags;
-    return kill(pid, 0) == 0 || errno != ESRCH;
+/* PERMANENT sends that failed their ack policy so far (a commit whose count moved was not acknowledged). */
+static long permanent_failures(void) {
+    repbroker_writer_stats stats;
+    repbroker_writer_stat(writer, &stats);
+    return (long)stats.perm_failed;
 }
 
 static const char *option(int argc, char **argv, const char *name, const char *fallback) {
@@ -114,27 +104,22 @@ int main(int argc, char **argv) {
     if (value_size < 16) value_size = 16;
     const char *policy = option(argc, argv, "--ack-policy", "quorum");
 
-    repbroker_options options;
-    repbroker_options_init(&options);
+    repbroker_writer_options options;
+    repbroker_writer_options_init(&options);
     options.socket_path = socket;
     options.group = option(argc, argv, "--group", "default");
     options.name = "bdb-c-write";
     options.ack_policy = !strcmp(policy, "none") ? REPBROKER_ACK_NONE : !strcmp(policy, "one") ? REPBROKER_ACK_ONE
                        : !strcmp(policy, "all") ? REPBROKER_ACK_ALL : REPBROKER_ACK_QUORUM;
     options.ack_timeout_ms = (unsigned)atoi(option(argc, argv, "--ack-timeout-ms", "1000"));
-    int status = repbroker_open(&options, &broker);
-    if (status) {
-        fprintf(stderr, "bdb_c_writer: %s\n", repbroker_strerror(status));
-        return 1;
-    }
 
     DB_ENV *env = NULL;
     int rc = db_env_create(&env, 0);
     if (rc) fail("db_env_create", rc);
-    if ((rc = env->set_thread_count(env, 64))) fail("set_thread_count", rc);
-    if ((rc = env->set_isalive(env, is_alive))) fail("set_isalive", rc);
-    if ((rc = env->set_lk_detect(env, DB_LOCK_DEFAULT))) fail("set_lk_detect", rc);
-    if ((rc = env->rep_set_transport(env, repbroker_site_id(broker), send_fn))) fail("rep_set_transport", rc);
+    if (repbroker_bdb_configure(env) || repbroker_writer_attach(env, &options, &writer)) {
+        fprintf(stderr, "bdb_c_writer: %s\n", repbroker_bdb_last_error());
+        return 1;
+    }
     if ((rc = env->open(env, home, DB_THREAD | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK | DB_INIT_MPOOL, 0)))
         fail("DB_ENV->open", rc);
     DB_REP_STAT *stats = NULL;
@@ -160,7 +145,7 @@ int main(int argc, char **argv) {
         fill_value(value, value_size, key);
         if ((rc = put(env, db, key, value, value_size, &retries))) fail("warm-up put", rc);
     }
-    long startup_failures = atomic_load(&permanent_failures);
+    long startup_failures = permanent_failures();
     if (flag(argc, argv, "--wait-for-go")) {
         printf("warm\n");
         char line[64];
@@ -172,7 +157,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < count; i++) {
         snprintf(key, sizeof key, "%s-%06ld", prefix, i);
         fill_value(value, value_size, key);
-        long failures_before = atomic_load(&permanent_failures);
+        long failures_before = permanent_failures();
         uint64_t begin = now_us();
         rc = put(env, db, key, value, value_size, &retries);
         if (rc == EACCES && committed > 0) {
@@ -181,7 +166,7 @@ int main(int argc, char **argv) {
         }
         if (rc) fail("put", rc);
         latencies[committed++] = (unsigned long)(now_us() - begin);
-        if (atomic_load(&permanent_failures) == failures_before) {
+        if (permanent_failures() == failures_before) {
             acked++;
             printf("acked %s\n", key);
         } else {
@@ -192,12 +177,12 @@ int main(int argc, char **argv) {
     printf("{\"acked\":%ld,\"committed\":%ld,\"cpu_ms\":%ld,\"deadlock_retries\":%ld,\"elapsed_ms\":%ld,\"latencies_us\":[",
            acked, committed, cpu, retries, elapsed_ms);
     for (long i = 0; i < committed; i++) printf(i ? ",%lu" : "%lu", latencies[i]);
-    printf("],\"perm_failures\":%ld,\"startup_perm_failures\":%ld}\n", atomic_load(&permanent_failures) - startup_failures,
+    printf("],\"perm_failures\":%ld,\"startup_perm_failures\":%ld}\n", permanent_failures() - startup_failures,
            startup_failures);
     free(latencies);
     free(value);
     db->close(db, 0);
     env->close(env, 0);
-    repbroker_close(broker);
+    repbroker_writer_detach(writer);
     return 0;
 }

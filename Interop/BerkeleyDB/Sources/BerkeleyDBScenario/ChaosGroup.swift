@@ -120,10 +120,10 @@ final class ChaosGroup: @unchecked Sendable {
     // MARK: processes
 
     func startReplication(_ site: ChaosSite, asMaster: Bool) throws {
-        var arguments = ["replicate", "--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",
+        var arguments = ["--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",
                          "--nsites", "\(options.sites)", "--priority", "\(100 - Int(site.id))", "--ack-policy", "quorum"]
         if asMaster { arguments.append("--master") }
-        site.replicate = try ChildProcess(name: "replicate-\(site.id)", program: options.site, arguments: arguments,
+        site.replicate = try ChildProcess(name: "replicate-\(site.id)", program: try SiteAgent.program(), arguments: arguments,
                                           stderrPath: directory.path + "/replicate\(site.id).err")
     }
 

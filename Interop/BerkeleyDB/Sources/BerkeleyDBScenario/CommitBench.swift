@@ -243,40 +243,6 @@ extension Scenario {
 }
 
 /// The LD_PRELOAD shim that forces TCP_NODELAY on a process's TCP sockets (shims/tcp_nodelay.c), built once.
-/// The C writer (Interop/BerkeleyDB/c/bdb_c_writer.c), linked with librepbroker as scripts/build-c-client builds
-/// it and with libdb 5.3: built once per process into a temporary directory.
-public enum CWriter {
-    static let interop = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    nonisolated(unsafe) private static var built: String?
-    private static let lock = NSLock()
-
-    public static func build() throws -> String {
-        lock.lock()
-        defer { lock.unlock() }
-        if let built { return built }
-        let directory = try TemporaryDirectory(prefix: "rbcwriter")
-        let root = interop.appendingPathComponent("repbroker").path
-        let program = directory.path + "/bdb_c_writer"
-        let script = "\(root)/scripts/build-c-client \(directory.path)/c-client && cc -std=c11 -O2 -Wall -Wextra -Werror "
-            + "-I\(directory.path)/c-client/include \(interop.path)/c/bdb_c_writer.c \(directory.path)/c-client/lib/librepbroker.a "
-            + "-ldb-5.3 -pthread -o \(program)"
-        let compiler = try ChildProcess(name: "cc", executable: "/bin/sh", arguments: ["-c", script],
-                                        stderrPath: directory.path + "/cc.err")
-        guard compiler.waitForExit(timeout: 120) == 0, FileManager.default.fileExists(atPath: program) else {
-            let why = (try? String(contentsOfFile: directory.path + "/cc.err", encoding: .utf8)) ?? ""
-            throw ScenarioFailure("cannot build the C writer: \(why.suffix(1500))")
-        }
-        built = program
-        return program
-    }
-
-    /// The shared librepbroker built with the writer at `program`.
-    public static func library(beside program: String) -> String {
-        URL(fileURLWithPath: program).deletingLastPathComponent().path + "/c-client/lib/librepbroker.so"
-    }
-}
-
 public enum NodelayShim {
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("shims/tcp_nodelay.c").path

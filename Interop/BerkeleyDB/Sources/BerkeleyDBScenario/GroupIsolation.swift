@@ -48,12 +48,12 @@ extension Scenario {
         for (index, member) in members.enumerated() {
             let home = member.home + "-bulk"
             try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
-            var arguments = ["replicate", "--home", home, "--socket", member.broker.socketPath, "--site-id", "\(member.id)",
+            var arguments = ["--home", home, "--socket", member.broker.socketPath, "--site-id", "\(member.id)",
                              "--nsites", "\(options.sites)", "--priority", "\(100 - Int(member.id))",
                              "--ack-policy", "none", "--group", "bulk"]
             if index == 0 { arguments.append("--master") }
             if options.bulk { arguments.append("--bulk") }
-            let child = try ChildProcess(name: "replicate-bulk-\(member.id)", program: site, arguments: arguments,
+            let child = try ChildProcess(name: "replicate-bulk-\(member.id)", program: try SiteAgent.program(), arguments: arguments,
                                          stderrPath: member.broker.directory + "/replicate-bulk\(member.id).err")
             bulkReplicas.append(child)
             if index == 0 { try waitFor("site 1 to master the bulk group") { child.lines.contains("ready site=1") } }

@@ -24,8 +24,8 @@ extension Scenario {
         let newcomer = Site(broker: broker, home: broker.directory + "/home4")
         try FileManager.default.createDirectory(atPath: newcomer.home, withIntermediateDirectories: true)
         newcomer.replicate = try ChildProcess(
-            name: "replicate-4", program: site,
-            arguments: ["replicate", "--home", newcomer.home, "--socket", broker.socketPath, "--site-id", "4",
+            name: "replicate-4", program: try SiteAgent.program(),
+            arguments: ["--home", newcomer.home, "--socket", broker.socketPath, "--site-id", "4",
                         "--nsites", "4", "--priority", "10"],
             stderrPath: broker.directory + "/replicate4.err")
         defer { newcomer.replicate?.kill9() }

@@ -101,12 +101,12 @@ public final class Scenario: @unchecked Sendable {
     var site: Program { options.site }
 
     func startReplication(_ site: Site, asMaster: Bool) throws {
-        var arguments = ["replicate", "--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",
+        var arguments = ["--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",
                          "--nsites", "\(options.sites)", "--priority", "\(100 - Int(site.id))",
                          "--ack-policy", options.ackPolicy]
         if asMaster { arguments.append("--master") }
         if options.bulk { arguments.append("--bulk") }
-        site.replicate = try ChildProcess(name: "replicate-\(site.id)", program: self.site, arguments: arguments,
+        site.replicate = try ChildProcess(name: "replicate-\(site.id)", program: try SiteAgent.program(), arguments: arguments,
                                           stderrPath: site.broker.directory + "/replicate\(site.id).err")
     }
 

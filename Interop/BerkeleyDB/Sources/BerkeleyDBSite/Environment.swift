@@ -2,7 +2,6 @@
 // database calls the site's processes make. Berkeley DB's methods are function pointers in its structs.
 import CBerkeleyDB
 import Foundation
-import Synchronization
 
 public struct BDBError: Error, CustomStringConvertible {
     public let call: String
@@ -26,11 +25,6 @@ func withDBT<R>(_ bytes: inout [UInt8], _ body: (inout DBT) -> R) -> R {
     }
 }
 
-/// How many times Berkeley DB reported that a recovery function failed (BDB1520 and its kin: "Recovery function
-/// for LSN ... failed"), in any environment of this process. A client's sync rolls its log back with recovery,
-/// so a count that grows during rep_process_message means that sync failed.
-let recoveryFunctionFailures = Atomic<Int>(0)
-
 /// An open DB_ENV.
 public final class Environment: @unchecked Sendable {
     public let handle: UnsafeMutablePointer<DB_ENV>
@@ -46,7 +40,6 @@ public final class Environment: @unchecked Sendable {
         self.home = home
         env.pointee.set_errcall(env) { _, prefix, message in
             let text = message.map { String(cString: $0) } ?? ""
-            if text.contains("Recovery function for LSN") { recoveryFunctionFailures.add(1, ordering: .relaxed) }
             FileHandle.standardError.write(Data("bdb: \(text)\n".utf8))
         }
         do {

@@ -6,8 +6,6 @@ import RepBrokerClient
 public enum SiteCommand {
     public static let help = """
     USAGE:
-      bdb-site replicate --home DIR --socket PATH --site-id N --nsites K [--priority P] [--master]
-                         [--ack-policy none|one|quorum|all] [--bulk] [--group NAME]
       bdb-site replicate --transport repmgr --home DIR --repmgr-port P [--helper-port H] [--master] [--priority P]
                          [--writer-threads K --count N [--value-size BYTES]]   (benchmark writers as threads)
       bdb-site write     --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
@@ -21,8 +19,8 @@ public enum SiteCommand {
       bdb-site serve-writes --home DIR --socket PATH [--ack-policy none|one|quorum|all]
       bdb-site put       --socket PATH [--timeout SECONDS] KEY VALUE
 
-    replicate  The site's one replication process: opens (and recovers) the environment, holds the broker's
-               receiver role and feeds every message to rep_process_message; elections, acks, heartbeats.
+    replicate  With --transport repmgr: a site's Replication Manager process (the benchmark's baseline). Over
+               repbroker the site's replication process is repbroker-site (librepbroker-bdb).
     write      One of several writer processes: joins the environment and, when the site is master, commits
                N transactions of one put each (keys PREFIX-000000 ...). Exit 3 when the site is not master.
     dump       Prints the database's key=value pairs sorted by key.
@@ -54,14 +52,9 @@ public enum SiteCommand {
                 options.valueSize = value("value-size", in: words).flatMap(Int.init) ?? 100
                 try runRepmgrReplication(options)
             case "replicate":
-                var options = ReplicateOptions(home: required("home", in: words), socketPath: required("socket", in: words),
-                                               siteID: Int32(integer("site-id", in: words)), sites: integer("nsites", in: words))
-                options.priority = UInt32(value("priority", in: words).flatMap(UInt32.init) ?? 100)
-                options.startAsMaster = words.contains("--master")
-                options.ackPolicy = policy(in: words)
-                options.bulk = words.contains("--bulk")
-                if let group = value("group", in: words) { options.group = group }
-                try ReplicationProcess(options: options).run()
+                complain("bdb-site: the site's replication process is repbroker-site (librepbroker-bdb): "
+                    + "scripts/build-bdb-agent builds it")
+                exit(64)
             case "write":
                 let repmgr = value("transport", in: words) == "repmgr"
                 var options = WriteOptions(home: required("home", in: words),

@@ -11,8 +11,6 @@ public final class SiteTransport: @unchecked Sendable {
     public let siteID: Int32
     let permanentFailed = Atomic<Int>(0)
     let permanentSent = Atomic<Int>(0)
-    /// Berkeley DB events (set_event_notify), for the replication process.
-    var onEvent: (@Sendable (UInt32, UnsafeMutableRawPointer?) -> Void)?
 
     public init(client: BrokerClient, siteID: Int32) {
         self.client = client
@@ -72,10 +70,4 @@ func configureCommon(_ env: UnsafeMutablePointer<DB_ENV>) throws {
     try check(env.pointee.set_thread_count(env, 64), "DB_ENV->set_thread_count")
     try check(env.pointee.set_isalive(env, processIsAlive), "DB_ENV->set_isalive")
     try check(env.pointee.set_lk_detect(env, UInt32(DB_LOCK_DEFAULT)), "DB_ENV->set_lk_detect")
-}
-
-/// set_event_notify's callback: passes the event to the process that installed the transport.
-let repbrokerEvent: @convention(c) (UnsafeMutablePointer<DB_ENV>?, UInt32, UnsafeMutableRawPointer?) -> Void = {
-    env, event, info in
-    SiteTransport.from(env)?.onEvent?(event, info)
 }

@@ -23,11 +23,11 @@ func runSite(_ arguments: [String], in directory: String) throws -> (status: Int
         defer { replicas.forEach { $0.kill9() } }
         for (index, broker) in sites.brokers.enumerated() {
             try FileManager.default.createDirectory(atPath: homes[index], withIntermediateDirectories: true)
-            var arguments = ["replicate", "--home", homes[index], "--socket", broker.socketPath,
+            var arguments = ["--home", homes[index], "--socket", broker.socketPath,
                              "--site-id", "\(broker.siteID)", "--nsites", "2"]
             if index == 0 { arguments.append("--master") }
-            replicas.append(try ChildProcess(name: "replicate", executable: Executables.path("bdb-site"),
-                                             arguments: arguments, stderrPath: broker.directory + "/r\(index).err"))
+            replicas.append(try ChildProcess(name: "replicate", program: try SiteAgent.program(), arguments: arguments,
+                                             stderrPath: broker.directory + "/r\(index).err"))
         }
         #expect(replicas[1].waitForLines(timeout: 30) { $0.contains("startupdone") })
         let (status, stderr) = try runSite(["write", "--home", homes[1], "--socket", sites.broker(2).socketPath,
