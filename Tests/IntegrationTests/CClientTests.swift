@@ -283,7 +283,8 @@ final class CClientBuild: @unchecked Sendable {
             let sizes = try build.run(["sizes", "-"]).lines.first?.split(separator: " ").dropFirst().joined(separator: " ") ?? ""
             let script = """
                 import sys, ctypes, repbroker
-                assert f"{ctypes.sizeof(repbroker._Options)} {ctypes.sizeof(repbroker._Event)}" == sys.argv[2], sys.argv[2]
+                sizes = [ctypes.sizeof(s) for s in (repbroker._Options, repbroker._Event, repbroker._ChannelMessage, repbroker._Stats)]
+                assert " ".join(map(str, sizes)) == sys.argv[2], (sizes, sys.argv[2])
                 receiver = repbroker.Client(socket_path=sys.argv[1], name="py-in", roles=("sender", "receiver"))
                 print("ready", receiver.site_id, flush=True)
                 while True:
@@ -321,6 +322,58 @@ final class CClientBuild: @unchecked Sendable {
             #expect(python.lines.contains("message 1 k to python (1, 9)"))
             #expect(python.lines.contains("permanent sent"))
             #expect(python.lines.contains("error 5 REPBROKER_ETOOLARGE"), "\(python.lines)")
+        }
+    }
+
+    /// The Python module's channels and stats: a Python subscriber at site 2 takes a message and answers a request
+    /// that Python at site 1 sends it, and the sender's counters show what it sent.
+    @Test func thePythonModuleForwardsOnChannelsAndCounts() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        try withSites(2) { sites in
+            let environment = ["PYTHONPATH": root + "/ipc/python", "REPBROKER_LIBRARY": build.prefix + "/lib/librepbroker.so"]
+            let serve = """
+                import sys, repbroker
+                client = repbroker.Client(socket_path=sys.argv[1], name="py-serve")
+                client.subscribe("writes")
+                print("subscribed", flush=True)
+                note = client.next_channel_message(timeout=20)
+                print("note", note.channel, note.site, note.is_request, note.payload.decode(), flush=True)
+                ask = client.next_channel_message(timeout=20)
+                print("request", ask.channel, ask.site, ask.is_request, ask.payload.decode(), flush=True)
+                client.reply(ask, b"committed " + ask.payload)
+                assert client.next_channel_message(timeout=0.2) is None
+                client.close()
+                """
+            let server = try ChildProcess(name: "py-serve", executable: "/usr/bin/env",
+                                          arguments: ["python3", "-c", serve, sites.broker(2).socketPath],
+                                          stderrPath: build.prefix + "/py-serve.err", environment: environment)
+            #expect(server.waitForLines(timeout: 20) { $0.contains("subscribed") })
+            let ask = """
+                import sys, repbroker
+                client = repbroker.Client(socket_path=sys.argv[1], name="py-ask")
+                client.channel_send("writes", 2, b"hello")
+                print("reply", client.request("writes", 2, b"put k v", timeout=10).decode(), flush=True)
+                try:
+                    client.channel_send("nobody", 2, b"x", timeout=2)
+                except repbroker.RepbrokerError as error:
+                    print("error", error.name.split(":")[0], flush=True)
+                stats = client.stats()
+                print("stats", sorted(stats), stats["messages_sent"] >= 0, flush=True)
+                client.close()
+                """
+            let asker = try ChildProcess(name: "py-ask", executable: "/usr/bin/env",
+                                         arguments: ["python3", "-c", ask, sites.broker(1).socketPath],
+                                         stderrPath: build.prefix + "/py-ask.err", environment: environment)
+            #expect(asker.waitForExit(timeout: 30) == 0, "\((try? String(contentsOfFile: build.prefix + "/py-ask.err", encoding: .utf8)) ?? "")")
+            #expect(server.waitForExit(timeout: 30) == 0, "\((try? String(contentsOfFile: build.prefix + "/py-serve.err", encoding: .utf8)) ?? "")")
+            asker.waitForOutputEnd(timeout: 5)
+            server.waitForOutputEnd(timeout: 5)
+            #expect(server.lines.contains("note writes 1 False hello"), "\(server.lines)")
+            #expect(server.lines.contains("request writes 1 True put k v"))
+            #expect(asker.lines.contains("reply committed put k v"), "\(asker.lines)")
+            #expect(asker.lines.contains("error REPBROKER_ENOSUBSCRIBER"))
+            #expect(asker.lines.contains { $0.hasPrefix("stats ['bytes_received', 'bytes_sent', 'messages_received', 'messages_sent', 'permanent_acked', 'permanent_failed'] True") })
         }
     }
 

@@ -9,6 +9,13 @@
     event = receiver.next_event(timeout=1.0)    # Message, SiteUp, SiteDown or None
     receiver.acknowledge((file, offset), site)  # DB_REP_ISPERM's LSN, for the message's source site
 
+    writer = repbroker.attach_writer(dbenv, socket_path=..., ack_policy="quorum")   # a bsddb3 DBEnv's transport
+
+    client.subscribe("writes")                  # application channels: forwarding writes to the master, say
+    answer = client.request("writes", repbroker.EID_MASTER, b"put k v", timeout=5.0)
+    message = client.next_channel_message(timeout=1.0)   # ChannelMessage or None
+    client.reply(message, b"committed")
+
 The library is found through $REPBROKER_LIBRARY, then the system's library path (librepbroker.so). Errors raise
 RepbrokerError with the library's code, its name and the reason. Threads: as the C client (any thread sends,
 one receives at a time); ctypes releases the GIL during every call.
@@ -26,6 +33,7 @@ _TRANSPORTS = {"auto": 0, "socket": 1, "shm": 2}
 _ETIMEDOUT = 4
 
 Message = namedtuple("Message", "site control rec lsn flags")
+ChannelMessage = namedtuple("ChannelMessage", "channel site is_request request_id requester payload")
 SiteUp = namedtuple("SiteUp", "site")
 SiteDown = namedtuple("SiteDown", "site")
 
@@ -56,6 +64,18 @@ class _Event(ctypes.Structure):
                 ("lsn", _LSN), ("flags", ctypes.c_uint32)]
 
 
+class _ChannelMessage(ctypes.Structure):
+    # repbroker_channel_message, field for field.
+    _fields_ = [("channel", ctypes.c_char_p), ("site", ctypes.c_int32), ("is_request", ctypes.c_int),
+                ("request_id", ctypes.c_uint64), ("requester", ctypes.c_uint32), ("payload", ctypes.c_void_p),
+                ("payload_length", ctypes.c_size_t)]
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("messages_sent", "bytes_sent", "messages_received",
+                                                     "bytes_received", "permanent_acked", "permanent_failed")]
+
+
 def _load():
     path = os.environ.get("REPBROKER_LIBRARY") or ctypes.util.find_library("repbroker") or "librepbroker.so"
     lib = ctypes.CDLL(path)
@@ -72,6 +92,16 @@ def _load():
     lib.repbroker_max_message.argtypes = [ctypes.c_void_p]
     lib.repbroker_max_message.restype = ctypes.c_uint64
     lib.repbroker_is_receiver.argtypes = [ctypes.c_void_p]
+    lib.repbroker_get_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Stats)]
+    lib.repbroker_subscribe.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.repbroker_channel_send.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32, ctypes.c_char_p,
+                                           ctypes.c_size_t, ctypes.c_int]
+    lib.repbroker_request.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32, ctypes.c_char_p,
+                                      ctypes.c_size_t, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_size_t)]
+    lib.repbroker_next_channel_message.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_ChannelMessage)]
+    lib.repbroker_reply.argtypes = [ctypes.c_void_p, ctypes.POINTER(_ChannelMessage), ctypes.c_char_p, ctypes.c_size_t]
+    lib.repbroker_free.argtypes = [ctypes.c_void_p]
     lib.repbroker_strerror.argtypes = [ctypes.c_int]
     lib.repbroker_strerror.restype = ctypes.c_char_p
     lib.repbroker_last_error.argtypes = [ctypes.c_void_p]
@@ -160,6 +190,55 @@ class Client:
     def is_receiver(self):
         return bool(library().repbroker_is_receiver(self._handle))
 
+    def stats(self):
+        """The client's counters: messages and bytes sent and received, PERMANENT sends acked and failed."""
+        counters = _Stats()
+        self._check(library().repbroker_get_stats(self._handle, ctypes.byref(counters)))
+        return {name: getattr(counters, name) for name, _ in _Stats._fields_}
+
+    # Application channels: never mixed with replication traffic; a destination is one site.
+
+    def subscribe(self, channel):
+        """Takes a share (round-robin among subscribers) of `channel`'s messages at this site."""
+        self._check(library().repbroker_subscribe(self._handle, channel.encode()))
+
+    def channel_send(self, channel, site, payload, timeout=5.0):
+        """Sends `payload` on `channel` to one subscriber at `site` (or EID_MASTER); returns once one has it."""
+        payload = bytes(payload)
+        self._check(library().repbroker_channel_send(self._handle, channel.encode(), site, payload, len(payload),
+                                                     _milliseconds(timeout)))
+
+    def request(self, channel, site, payload, timeout=5.0):
+        """Sends a request on `channel` to `site` (or EID_MASTER) and returns the subscriber's reply (bytes)."""
+        payload = bytes(payload)
+        reply, length = ctypes.c_void_p(), ctypes.c_size_t()
+        lib = library()
+        self._check(lib.repbroker_request(self._handle, channel.encode(), site, payload, len(payload),
+                                          _milliseconds(timeout), ctypes.byref(reply), ctypes.byref(length)))
+        try:
+            return ctypes.string_at(reply, length.value) if length.value else b""
+        finally:
+            lib.repbroker_free(reply)
+
+    def next_channel_message(self, timeout=None):
+        """The next ChannelMessage on a subscribed channel; None after `timeout` seconds (None: wait for ever)."""
+        message = _ChannelMessage()
+        code = library().repbroker_next_channel_message(self._handle, -1 if timeout is None else _milliseconds(timeout),
+                                                        ctypes.byref(message))
+        if code == _ETIMEDOUT:
+            return None
+        self._check(code)
+        payload = ctypes.string_at(message.payload, message.payload_length) if message.payload_length else b""
+        return ChannelMessage(message.channel.decode(errors="replace"), message.site, bool(message.is_request),
+                              message.request_id, message.requester, payload)
+
+    def reply(self, request, payload):
+        """Answers a request taken with next_channel_message."""
+        payload = bytes(payload)
+        message = _ChannelMessage(request.channel.encode(), request.site, 1 if request.is_request else 0,
+                                  request.request_id, request.requester, None, 0)
+        self._check(library().repbroker_reply(self._handle, ctypes.byref(message), payload, len(payload)))
+
     def close(self):
         if self._handle:
             library().repbroker_close(self._handle)
@@ -170,3 +249,54 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _milliseconds(seconds):
+    return max(0, int(seconds * 1000))
+
+
+class Writer:
+    """A writer process's transport: a sender-only Client set as a bsddb3 DBEnv's rep_set_transport. Every log
+    record the process writes goes to the broker; a commit's PERMANENT send waits for the ack policy, and a
+    failed one is counted in `perm_failed` (Berkeley DB then flushes its log locally and the commit returns)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.perm_acked = 0
+        self.perm_failed = 0
+        self.last_error = None
+
+    def _send(self, env, control, rec, lsn, eid, flags):
+        try:
+            self.client.send(eid, control or b"", rec or b"", lsn=lsn, flags=flags)
+        except RepbrokerError as error:
+            if flags & REP_PERMANENT:
+                self.perm_failed += 1
+                self.last_error = error
+            return _DB_REP_UNAVAIL
+        if flags & REP_PERMANENT:
+            self.perm_acked += 1
+        return 0
+
+    def close(self):
+        """Closes the client: after DBEnv.close."""
+        self.client.close()
+
+
+_DB_REP_UNAVAIL = -30975  # db.h's DB_REP_UNAVAIL: "not sent" to Berkeley DB
+
+
+def attach_writer(dbenv, socket_path=None, group="default", name="", ack_policy="quorum", ack_timeout=1.0,
+                  send_timeout=5.0, transport="auto"):
+    """Makes `dbenv` (a bsddb3 DBEnv, before or after its open) a writer of its site: a sender-only Client with
+    `ack_policy` as its transport (rep_set_transport with the broker's site id). The site's replication process
+    is repbroker-site. Returns the Writer; close it after dbenv.close()."""
+    client = Client(socket_path=socket_path, group=group, name=name, roles=("sender",), ack_policy=ack_policy,
+                    ack_timeout=ack_timeout, send_timeout=send_timeout, transport=transport)
+    writer = Writer(client)
+    try:
+        dbenv.rep_set_transport(client.site_id, writer._send)
+    except Exception:
+        client.close()
+        raise
+    return writer

@@ -11,7 +11,8 @@
  *   client_check send-big SOCKET GROUP EID SIZE    one message of SIZE bytes (byte i is i * 7 % 251); "result NAME"
  *       (receive prints a message over 100 bytes as "message-big SITE LENGTH SUM", SUM the bytes' sum)
  *   client_check open SOCKET GROUP [NAME]          prints "result NAME" of repbroker_open
- *   client_check sizes -                          "sizes OPTIONS EVENT": the structs' sizes, for other languages' bindings
+ *   client_check sizes -                          "sizes OPTIONS EVENT CHANNEL_MESSAGE STATS": the structs' sizes,
+ *                                                 for other languages' bindings
  *   client_check too-large SOCKET                  a message one byte over the broker's limit: "result NAME"
  *   client_check serve SOCKET GROUP CHANNEL COUNT [silent]
  *       subscribes ("subscribed"), then for COUNT messages: "channel-message SITE CHANNEL PAYLOAD", or for a
@@ -269,7 +270,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(command, "sizes")) {
-        printf("sizes %zu %zu\n", sizeof(repbroker_options), sizeof(repbroker_event));
+        printf("sizes %zu %zu %zu %zu\n", sizeof(repbroker_options), sizeof(repbroker_event),
+               sizeof(repbroker_channel_message), sizeof(repbroker_stats));
         return 0;
     }
     if (!strcmp(command, "open") && argc >= 4) {

@@ -21,6 +21,9 @@ public enum CPrograms {
         let script = "\(root)/scripts/build-bdb-agent \(prefix) && cc -std=c11 -O2 -Wall -Wextra -Werror "
             + "-I\(prefix)/include \(interop.path)/c/bdb_c_writer.c \(prefix)/lib/librepbroker-bdb.a "
             + "\(prefix)/lib/librepbroker.a -ldb-5.3 -pthread -o \(directory.path)/bdb_c_writer"
+            + " && cc -std=c11 -O1 -g -Wall -Wextra -Werror -I\(prefix)/include -I\(root)/ipc/bdb "
+            + "\(root)/ipc/bdb/tests/agent_check.c \(prefix)/lib/librepbroker-bdb.a \(prefix)/lib/librepbroker.a "
+            + "-ldb-5.3 -pthread -o \(directory.path)/agent_check"
         let compiler = try ChildProcess(name: "cc", executable: "/bin/sh", arguments: ["-c", script],
                                         stderrPath: directory.path + "/cc.err")
         guard compiler.waitForExit(timeout: 180) == 0,
@@ -50,4 +53,9 @@ public enum SiteAgent {
     public static func program() throws -> Program {
         Program(executable: try CPrograms.directory() + "/c-client/bin/repbroker-site")
     }
+}
+
+extension SiteAgent {
+    /// ipc/bdb/tests/agent_check: the agent's policy checks, bad starts, and writers for the group tests.
+    public static func check() throws -> String { try CPrograms.directory() + "/agent_check" }
 }

@@ -28,6 +28,8 @@ public struct ChaosOptions: Sendable {
     /// Sites in network namespaces (partitions possible); false: loopback.
     public var namespaces = NetworkNamespaces.available
     public var keepDirectory = false
+    /// The kinds of fault drawn (all by default).
+    public var faultKinds = Set(FaultKind.allCases)
     public var broker: Program = .named("bdb-brokerd")
     public var site: Program = .named("bdb-site")
     public init() {}
@@ -114,7 +116,7 @@ public final class Chaos: @unchecked Sendable {
 
     func runFaults() throws -> ChaosResult {
         let seconds = options.minutes * 60
-        let plan = ChaosSchedule.plan(seed: options.seed, seconds: seconds)
+        let plan = ChaosSchedule.plan(seed: options.seed, seconds: seconds, kinds: options.faultKinds)
         log("seed \(options.seed): \(plan.count) faults over \(Int(seconds)) s, \(options.sites) sites "
             + (options.namespaces ? "in network namespaces" : "on loopback, partitions skipped ("
                 + (NetworkNamespaces.available ? "--loopback" : NetworkNamespaces.unavailableReason) + ")"))

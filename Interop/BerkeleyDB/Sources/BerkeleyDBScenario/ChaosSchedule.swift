@@ -44,12 +44,14 @@ public enum ChaosSchedule {
     ]
 
     /// Faults for `seconds`, one starting every 0.5 to 3 s, and one broker move between 30% and 70% of the run.
-    public static func plan(seed: UInt64, seconds: Double) -> [PlannedFault] {
+    /// `kinds`: only these (the move only when it is one of them).
+    public static func plan(seed: UInt64, seconds: Double, kinds: Set<FaultKind> = Set(FaultKind.allCases)) -> [PlannedFault] {
         var random = SplitMix64(seed: seed)
+        let weights = Self.weights.filter { kinds.contains($0.0) }
         let total = weights.reduce(0) { $0 + $1.1 }
         var faults: [PlannedFault] = []
         var at = Double.random(in: 1...3, using: &random)
-        while at < seconds {
+        while at < seconds && total > 0 {
             var draw = Int.random(in: 0..<total, using: &random)
             var kind = FaultKind.writerKill
             for (candidate, weight) in weights {
@@ -70,7 +72,9 @@ public enum ChaosSchedule {
             at += Double.random(in: 0.5...3, using: &random)
         }
         let moveAt = seconds * Double.random(in: 0.3...0.7, using: &random)
-        faults.append(PlannedFault(at: moveAt, kind: .brokerMove, pick: random.next(), duration: 0))
+        if kinds.contains(.brokerMove) {
+            faults.append(PlannedFault(at: moveAt, kind: .brokerMove, pick: random.next(), duration: 0))
+        }
         return faults.sorted { $0.at < $1.at }
     }
 }

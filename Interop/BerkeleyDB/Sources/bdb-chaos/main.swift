@@ -15,7 +15,7 @@ default: break
 
 let usage = """
     USAGE: bdb-chaos [--sites 3] [--minutes 1] [--seed N] [--heartbeat-ms 250] [--checkpoint-minutes 5]
-                     [--loopback] [--keep] [--schedule]
+                     [--faults KIND,...] [--loopback] [--keep] [--schedule]
            bdb-chaos broker [repbrokerd options]   (the run's brokers: repbrokerd)
            bdb-chaos site COMMAND [options]        (the run's Berkeley DB processes: bdb-site)
 
@@ -23,7 +23,8 @@ let usage = """
     quorum acks, under a seeded schedule of faults for --minutes: kill -9 of a broker, a replication process
     (restarted with recovery) or a writer; SIGSTOP of a broker for 2 to 5 s; a partition of the master or of
     a minority for 2 to 10 s; one broker restarted at another address. At most a minority of sites is hurt at
-    a time. Every --checkpoint-minutes (0: never) and at the end, all faults heal, the writers stop, and the run
+    a time. --faults draws only the kinds named (broker_kill, replication_kill, writer_kill, broker_stop,
+    partition_master, partition_minority, broker_move). Every --checkpoint-minutes (0: never) and at the end, all faults heal, the writers stop, and the run
     waits until every site's dump is identical with exactly one master and checks that every acknowledged
     transaction is there.
 
@@ -72,6 +73,13 @@ while !words.isEmpty {
                 complainAndExit("--heartbeat-ms must be 10 to 600000")
             }
             options.heartbeatMilliseconds = milliseconds
+        case "--faults":
+            var kinds = Set<FaultKind>()
+            for name in value.split(separator: ",") {
+                guard let kind = FaultKind(rawValue: String(name)) else { complainAndExit("--faults: no fault kind '\(name)'") }
+                kinds.insert(kind)
+            }
+            options.faultKinds = kinds
         case "--checkpoint-minutes":
             guard let minutes = Double(value), minutes >= 0 else { complainAndExit("--checkpoint-minutes must be 0 or more") }
             options.checkpointMinutes = minutes
@@ -82,7 +90,7 @@ while !words.isEmpty {
 }
 
 if printSchedule {
-    for fault in ChaosSchedule.plan(seed: options.seed, seconds: options.minutes * 60) {
+    for fault in ChaosSchedule.plan(seed: options.seed, seconds: options.minutes * 60, kinds: options.faultKinds) {
         print(String(format: "%7.2f s  ", fault.at) + fault.kind.rawValue
             + (fault.duration > 0 ? String(format: " for %.1f s", fault.duration) : "") + "  pick \(fault.pick)")
     }
