@@ -140,7 +140,8 @@ class Client:
         handle = ctypes.c_void_p()
         code = lib.repbroker_open(ctypes.byref(options), ctypes.byref(handle))
         if code:
-            raise RepbrokerError(code, lib.repbroker_strerror(code).decode())
+            reason = lib.repbroker_last_error(None).decode(errors="replace")
+            raise RepbrokerError(code, lib.repbroker_strerror(code).decode(), reason)
         self._handle = handle
 
     def _check(self, code):

@@ -1,6 +1,8 @@
 // Replicated commits, the broker against Berkeley DB's own Replication Manager at its best: three sites, the
 // master's writers commit `txns` transactions each (one put, quorum ack policy, ack timeout 1 s, commits
 // flushed: DB_TXN_SYNC, the default), every transport in the same run:
+//   local                 the same writer processes and commits with replication off: one environment, no
+//                         transport. The ceiling any transport can reach on the machine;
 //   broker                the writers are processes, each with its broker client (the FAQ's model);
 //   repmgr                repmgr's idiomatic setup: writer threads in the one repmgr process per site, one
 //                         shared handle (DB_THREAD), DB_REP_CONF_BULK;
@@ -15,6 +17,8 @@ import BrokerSystem
 import Foundation
 
 public enum CommitTransport: String, CaseIterable, Codable, Sendable {
+    /// Replication off: the writers commit to a local environment (the ceiling).
+    case local
     case broker
     /// The broker, with writer processes in C (libdb and librepbroker: Interop/BerkeleyDB/c/bdb_c_writer.c).
     case brokerC = "broker-c"
@@ -25,10 +29,11 @@ public enum CommitTransport: String, CaseIterable, Codable, Sendable {
 
     var writersAreThreads: Bool { self == .repmgr || self == .repmgrNodelay }
     var patched: Bool { self == .repmgrNodelay || self == .repmgrProcessesNodelay }
-    public var isRepmgr: Bool { self != .broker && self != .brokerC }
+    public var isRepmgr: Bool { self != .broker && self != .brokerC && self != .local }
 
     public var label: String {
         switch self {
+        case .local: return "local: no replication, writer processes"
         case .broker: return "broker, writer processes, BULK"
         case .brokerC: return "broker, C writer processes, BULK"
         case .repmgr: return "repmgr, writer threads, BULK"
@@ -100,7 +105,8 @@ extension Scenario {
     public func bench(_ transport: CommitTransport, shim: String? = nil) throws -> CommitBenchResult {
         defer { shutDown() }
         let environment = transport.patched ? ["LD_PRELOAD": try shim ?? NodelayShim.build()] : [:]
-        let run = transport.isRepmgr ? try startRepmgrWriters(transport, environment)
+        let run = transport == .local ? try startLocalWriters()
+            : transport.isRepmgr ? try startRepmgrWriters(transport, environment)
             : try startBrokerWriters(cWriter: transport == .brokerC ? try CWriter.build() : nil)
         let connections = ProcessStats.establishedConnections(of: run.hostProcesses.map(\.pid))
         func cpu(_ processes: [ChildProcess]) -> Double { processes.reduce(0) { $0 + ProcessStats.cpuSeconds($1.pid) } }
@@ -130,7 +136,7 @@ extension Scenario {
         func percentile(_ p: Double) -> Int { sorted.percentile(p) ?? 0 }
         return CommitBenchResult(
             transport: transport.rawValue,
-            label: transport.isRepmgr || options.bulk ? transport.label : transport.label.replacingOccurrences(of: ", BULK", with: ""),
+            label: transport.isRepmgr || transport == .local || options.bulk ? transport.label : transport.label.replacingOccurrences(of: ", BULK", with: ""),
             writers: options.writers,
             txnsCommitted: written.committed,
             txnsPerSecond: Double(written.committed) / max(Double(written.elapsedMilliseconds) / 1000, 0.001),
@@ -163,6 +169,24 @@ extension Scenario {
         return BenchRun(writers: writers, writersAreThreads: false,
                         hostProcesses: [first.broker.child, first.replicate].compactMap { $0 } + writers,
                         brokers: brokers, replicas: replicas)
+    }
+
+    /// No replication: site 1's environment made without DB_INIT_REP, and the same writer processes committing
+    /// to it with no transport.
+    func startLocalWriters() throws -> BenchRun {
+        let first = members[0]
+        let maker = try ChildProcess(name: "local-env", program: site, arguments: ["local-env", "--home", first.home],
+                                     stderrPath: first.broker.directory + "/local-env.err")
+        guard maker.waitForExit(timeout: 60) == 0 else { throw ScenarioFailure("cannot make the local environment") }
+        let writers = try (0..<options.writers).map { index in
+            try ChildProcess(name: "local-write-\(index)", program: site,
+                             arguments: ["write", "--transport", "local", "--home", first.home, "--count", "\(options.txns)",
+                                         "--prefix", "local\(index)", "--value-size", "\(options.valueSize)",
+                                         "--warm-up", "--wait-for-go"],
+                             stderrPath: first.broker.directory + "/local-write-\(index).err")
+        }
+        try awaitWarm(writers, at: first)
+        return BenchRun(writers: writers, writersAreThreads: false, hostProcesses: writers, replicas: [])
     }
 
     /// Berkeley DB's Replication Manager (no broker): site 1 creates the group, the others join; the writers

@@ -12,6 +12,8 @@ public enum SiteCommand {
                          [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS] [--group NAME]
       bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
       bdb-site write     ... [--warm-up] [--wait-for-go]   (benchmark: one warm-up commit, `warm`, then wait for `go`)
+      bdb-site write     --transport local --home DIR --count N ...   (replication off: the benchmark's ceiling)
+      bdb-site local-env --home DIR   (makes an environment without replication for `write --transport local`)
       bdb-site dump      --home DIR
       bdb-site role      --home DIR
       bdb-site chaos-write --home DIR --socket PATH --prefix TEXT [--ack-policy none|one|quorum|all]
@@ -57,14 +59,16 @@ public enum SiteCommand {
                 exit(64)
             case "write":
                 let repmgr = value("transport", in: words) == "repmgr"
+                let local = value("transport", in: words) == "local"
                 var options = WriteOptions(home: required("home", in: words),
-                                           socketPath: repmgr ? "" : required("socket", in: words),
+                                           socketPath: repmgr || local ? "" : required("socket", in: words),
                                            count: integer("count", in: words),
                                            prefix: value("prefix", in: words) ?? "w\(getpid())")
                 options.valueSize = value("value-size", in: words).flatMap(Int.init) ?? 100
                 options.ackPolicy = policy(in: words)
                 options.ackTimeout = value("ack-timeout", in: words).flatMap(Double.init) ?? 1
                 if repmgr { options.repmgrPort = UInt16(integer("repmgr-port", in: words)) }
+                options.local = local
                 options.warmUp = words.contains("--warm-up")
                 options.waitForGo = words.contains("--wait-for-go")
                 if let group = value("group", in: words) { options.group = group }
@@ -98,6 +102,8 @@ public enum SiteCommand {
                 options.ackTimeout = value("ack-timeout", in: words).flatMap(Double.init) ?? 1
                 options.pauseMilliseconds = value("pause-ms", in: words).flatMap(Int.init) ?? 20
                 try runChaosWriter(options)
+            case "local-env":
+                try makeLocalEnvironment(home: required("home", in: words))
             case "role":
                 say(try replicationRole(home: required("home", in: words)))
             case "dump":

@@ -21,6 +21,8 @@ public struct WriteOptions: Sendable {
     public var ackTimeout: Double = 1
     /// Set to write through Berkeley DB's Replication Manager (as a subordinate process) instead of the broker.
     public var repmgrPort: UInt16?
+    /// Set to commit to an environment without replication (made by `bdb-site local-env`): no transport.
+    public var local = false
     public var warmUp = false
     public var waitForGo = false
     public init(home: String, socketPath: String, count: Int, prefix: String) {
@@ -71,6 +73,11 @@ public enum WriteError: Error, CustomStringConvertible {
 }
 
 public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
+    if options.local {
+        let environment = try joinEnvironment(options.home, transport: nil)
+        defer { environment.close() }
+        return try commit(options, environment, replicated: false) { 0 }
+    }
     if let port = options.repmgrPort {
         let environment = try joinRepmgrEnvironment(options.home, port: port)
         defer { environment.close() }
@@ -89,8 +96,9 @@ public func runWriter(_ options: WriteOptions) throws -> WriteSummary {
 }
 
 /// Commits `options.count` transactions of one put each; `failures` counts PERMANENT sends that failed.
-func commit(_ options: WriteOptions, _ environment: Environment, failures: () -> Int) throws -> WriteSummary {
-    guard try environment.replicationRole() == UInt32(DB_REP_MASTER) else { throw WriteError.notMaster }
+func commit(_ options: WriteOptions, _ environment: Environment, replicated: Bool = true,
+            failures: () -> Int) throws -> WriteSummary {
+    if replicated { guard try environment.replicationRole() == UInt32(DB_REP_MASTER) else { throw WriteError.notMaster } }
     let database = try openForWriting(environment)
     defer { database.close() }
     var summary = WriteSummary(committed: 0, acked: 0, permFailures: 0)
@@ -146,6 +154,13 @@ func processCPUMilliseconds() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000 + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000
+}
+
+/// Makes (or recovers) an environment without replication, for writers with `local` set, and closes it: its
+/// regions stay in `home` for them.
+public func makeLocalEnvironment(home: String) throws {
+    let flags = UInt32(DB_CREATE | DB_RECOVER | DB_THREAD | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK | DB_INIT_MPOOL)
+    try Environment(home: home, flags: flags) { env in try configureCommon(env) }.close()
 }
 
 /// Joins a site's existing environment (no recovery, no rep_start), with `transport` when given.

@@ -14,7 +14,7 @@ default: break
 
 let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
-           bdb-scenario --bench [--transport all|T,T...: broker broker-c repmgr repmgr-nodelay repmgr-procs
+           bdb-scenario --bench [--transport all|T,T...: local broker broker-c repmgr repmgr-nodelay repmgr-procs
                         repmgr-procs-nodelay]
                         [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off] [--json]
            bdb-scenario --isolation [--writers 2] [--txns N] [--bulk-writers 2] [--bulk-txns 3000]
@@ -25,7 +25,8 @@ let usage = """
     --bench  Replicated commits, the broker against Berkeley DB's Replication Manager, every transport in the
              same run, one table per writer count: txn/s, commit p50 and p99, perm failures in the timed loop
              (start-up ones apart), TCP connections of the master's host, CPU seconds of every process per
-             1000 commits. Rows marked PATCHED run repmgr with TCP_NODELAY forced by an LD_PRELOAD shim.
+             1000 commits. Rows marked PATCHED run repmgr with TCP_NODELAY forced by an LD_PRELOAD shim. The
+             local row is the same writers with replication off: every row's "of local" is its fraction of it.
              Every row uses DB_REP_CONF_BULK (--bulk off: not the broker's).
     --isolation  Two replication groups on the same brokers: the first group's writers commit (quorum acks)
              alone, then beside a bulk load in a second group whose master is the same site (its writers
