@@ -24,6 +24,8 @@ public enum CPrograms {
             + " && cc -std=c11 -O1 -g -Wall -Wextra -Werror -I\(prefix)/include -I\(root)/ipc/bdb "
             + "\(root)/ipc/bdb/tests/agent_check.c \(prefix)/lib/librepbroker-bdb.a \(prefix)/lib/librepbroker.a "
             + "-ldb-5.3 -pthread -o \(directory.path)/agent_check"
+            + " && cc -std=c11 -O2 -Wall -Wextra -Werror \(root)/ipc/bdb/examples/kvstore.c -o \(directory.path)/kvstore "
+            + "$(PKG_CONFIG_PATH=\(prefix)/lib/pkgconfig pkg-config --cflags --libs repbroker-bdb) -Wl,-rpath,\(prefix)/lib"
         let compiler = try ChildProcess(name: "cc", executable: "/bin/sh", arguments: ["-c", script],
                                         stderrPath: directory.path + "/cc.err")
         guard compiler.waitForExit(timeout: 180) == 0,
@@ -58,4 +60,7 @@ public enum SiteAgent {
 extension SiteAgent {
     /// ipc/bdb/tests/agent_check: the agent's policy checks, bad starts, and writers for the group tests.
     public static func check() throws -> String { try CPrograms.directory() + "/agent_check" }
+
+    /// ipc/bdb/examples/kvstore: the README's migration example, built as its comment says (pkg-config).
+    public static func example() throws -> String { try CPrograms.directory() + "/kvstore" }
 }

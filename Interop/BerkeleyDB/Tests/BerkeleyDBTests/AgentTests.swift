@@ -59,6 +59,35 @@ private func run(_ executable: String, _ arguments: [String], in directory: Stri
         #expect(help.status == 0 && help.lines.first?.hasPrefix("USAGE: repbroker-site") == true)
     }
 
+    /// The README's migration example (ipc/bdb/examples/kvstore.c, built with pkg-config as its comment says):
+    /// two sites, a put at the master acknowledged by the quorum and replicated; a put at the client refused.
+    @Test func theMigrationExampleReplicatesAPut() throws {
+        let sites = try LocalSites(count: 2, program: .named("bdb-brokerd"))
+        defer { sites.shutDown() }
+        try sites.start()
+        let example = try SiteAgent.example()
+        let homes = sites.brokers.map { $0.directory + "/home\($0.siteID)" }
+        var replicas: [ChildProcess] = []
+        defer { replicas.forEach { $0.kill9() } }
+        for (index, broker) in sites.brokers.enumerated() {
+            try FileManager.default.createDirectory(atPath: homes[index], withIntermediateDirectories: true)
+            replicas.append(try ChildProcess(name: "kvstore-\(index + 1)", executable: example,
+                                             arguments: ["replicate", homes[index], broker.socketPath, "2"]
+                                                + (index == 0 ? ["master"] : []),
+                                             stderrPath: broker.directory + "/kvstore.err"))
+            if index == 0 { #expect(replicas[0].waitForLines(timeout: 30) { $0.contains("master") }) }
+        }
+        #expect(replicas[1].waitForLines(timeout: 30) { $0.contains("caught up") })
+        let put = try run(example, ["put", homes[0], sites.broker(1).socketPath, "k", "v"], in: sites.directory.path)
+        #expect(put.status == 0, "\(put.stderr)")
+        #expect(put.lines == ["k (committed, quorum acknowledged)"])
+        let atClient = try run(example, ["put", homes[1], sites.broker(2).socketPath, "k2", "v"], in: sites.directory.path)
+        #expect(atClient.status == 3)
+        #expect(Deadline.wait(timeout: 30, interval: 0.2) {
+            (try? run(Executables.path("bdb-site"), ["dump", "--home", homes[1]], in: sites.directory.path).lines) == ["k=v"]
+        })
+    }
+
     @Test func twoMastersSettleOnOneAndLoseNothing() throws {
         var options = ScenarioOptions()
         options.txns = 100
