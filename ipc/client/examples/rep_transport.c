@@ -5,8 +5,8 @@
  *
  *   cc rep_transport.c $(pkg-config --cflags --libs repbroker) -ldb-5.3
  *
- * A sketch of the calls, not a whole program: environment setup, elections and error handling are the
- * application's, as with any Base API transport.
+ * A sketch of the transport's calls, not a whole program. The site agent (ipc/bdb/repbroker_bdb.h,
+ * librepbroker-bdb) does all of this and the rest: elections, acks, heartbeats, failchk, re-initialization.
  */
 #define _DEFAULT_SOURCE /* db.h uses u_int and u_long */
 #include <db.h>
