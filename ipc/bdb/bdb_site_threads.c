@@ -17,6 +17,8 @@ void bdb_finish(repbroker_site *site, repbroker_site_event_kind kind, int code, 
     pthread_mutex_unlock(&site->lock);
 }
 
+static const char join_failure[] = "join failure: this site cannot sync with the master without an internal init";
+
 static const char *election_reason(const site_actions *actions, char *text, size_t size) {
     switch (actions->reason) {
     case SITE_ELECT_MASTER_DOWN: snprintf(text, size, "master site %d is down", actions->reason_site); break;
@@ -98,8 +100,7 @@ static void process(repbroker_site *site, const repbroker_event *event) {
         bdb_emit(site, REPBROKER_SITE_DUPMASTER, event->site, rc, NULL);
         break;
     case DB_REP_JOIN_FAILURE:
-        bdb_finish(site, REPBROKER_SITE_REINIT_NEEDED, rc,
-                   "join failure: this site cannot sync with the master without an internal init");
+        bdb_finish(site, REPBROKER_SITE_REINIT_NEEDED, rc, join_failure);
         break;
     case DB_RUNRECOVERY:
         bdb_finish(site, REPBROKER_SITE_RECOVERY_NEEDED, rc, "rep_process_message: the environment needs recovery");
@@ -255,8 +256,7 @@ void bdb_event_notify(DB_ENV *env, u_int32_t kind, void *info) {
         pthread_mutex_unlock(&site->lock);
         break;
     case DB_EVENT_REP_JOIN_FAILURE:
-        bdb_finish(site, REPBROKER_SITE_REINIT_NEEDED, DB_REP_JOIN_FAILURE,
-                   "join failure: this site cannot sync with the master without an internal init");
+        bdb_finish(site, REPBROKER_SITE_REINIT_NEEDED, DB_REP_JOIN_FAILURE, join_failure);
         break;
     case DB_EVENT_PANIC:
         bdb_finish(site, REPBROKER_SITE_RECOVERY_NEEDED, DB_RUNRECOVERY, "Berkeley DB panic: the environment needs recovery");

@@ -11,13 +11,18 @@ extension Site {
     /// Whether the replication process last said this site is master.
     var saysMaster: Bool {
         guard let replicate, replicate.isRunning else { return false }
-        for line in replicate.lines.reversed() {
-            if line == "role=master" { return true }
-            if line == "role=client" || line == "dupmaster" { return false }
-            if line.hasPrefix("master=") { return line == "master=\(id)" }
-        }
-        return false
+        return lastSaidMaster(replicate.lines, site: id)
     }
+}
+
+/// Whether repbroker-site's status lines, read from the last, say that `site` is master.
+func lastSaidMaster(_ lines: [String], site: Int32) -> Bool {
+    for line in lines.reversed() {
+        if line == "role=master" { return true }
+        if line == "role=client" || line == "dupmaster" { return false }
+        if line.hasPrefix("master=") { return line == "master=\(site)" }
+    }
+    return false
 }
 
 extension Scenario {

@@ -29,12 +29,7 @@ final class ChaosSite: @unchecked Sendable {
     /// Whether the replication process last said this site is master.
     var saysMaster: Bool {
         guard let replicate, replicate.isRunning else { return false }
-        for line in replicate.lines.reversed() {
-            if line == "role=master" { return true }
-            if line == "role=client" || line == "dupmaster" { return false }
-            if line.hasPrefix("master=") { return line == "master=\(id)" }
-        }
-        return false
+        return lastSaidMaster(replicate.lines, site: id)
     }
 }
 
