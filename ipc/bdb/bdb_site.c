@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 void repbroker_site_options_init(repbroker_site_options *options) {
@@ -156,7 +157,11 @@ int repbroker_site_start(DB_ENV *env, const repbroker_site_options *options, rep
     site->options = *options;
     site->transport.site = site;
     pthread_mutex_init(&site->lock, NULL);
-    pthread_cond_init(&site->wake, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC); /* the failchk thread's timed waits */
+    pthread_cond_init(&site->wake, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     const char *home = NULL;
     env->get_home(env, &home);
     site->home = strdup(home ? home : ".");

@@ -188,7 +188,7 @@ void *bdb_failchk_thread(void *argument) {
     pthread_mutex_lock(&site->lock);
     while (!atomic_load(&site->stopping) && !atomic_load(&site->finished)) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         uint64_t nanoseconds = (uint64_t)until.tv_nsec + (uint64_t)site->options.failchk_ms * 1000000u;
         until.tv_sec += (time_t)(nanoseconds / 1000000000u);
         until.tv_nsec = (long)(nanoseconds % 1000000000u);
