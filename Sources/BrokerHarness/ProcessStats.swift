@@ -31,6 +31,20 @@ public enum ProcessStats {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// Voluntary context switches of `pid` so far, its living threads' summed: how often it went to sleep
+    /// waiting (each one a wake-up later).
+    public static func voluntarySwitches(_ pid: Int32) -> Int {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return 0 }
+        var total = 0
+        for task in tasks {
+            guard let status = read("/proc/\(pid)/task/\(task)/status") else { continue }
+            for line in status.split(separator: "\n") where line.hasPrefix("voluntary_ctxt_switches:") {
+                total += Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+            }
+        }
+        return total
+    }
+
     /// Resident memory of `pid` in bytes (VmRSS: every kind).
     public static func residentBytes(_ pid: Int32) -> Int { residentMemory(pid).total }
 

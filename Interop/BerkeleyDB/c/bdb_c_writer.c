@@ -9,7 +9,7 @@
  *
  * Output as `bdb-site write`'s: `acked KEY` or `unacked KEY` per transaction, then one JSON line:
  * {"acked":N,"committed":N,"cpu_ms":N,"deadlock_retries":N,"elapsed_ms":N,"latencies_us":[...],
- *  "perm_failures":N,"startup_perm_failures":N}. Exit 3 when the site is not master.
+ *  "perm_failures":N,"startup_perm_failures":N,"voluntary_switches":N}. Exit 3 when the site is not master.
  */
 #define _DEFAULT_SOURCE /* db.h uses u_int and u_long */
 #include <db.h>
@@ -52,6 +52,12 @@ static uint64_t now_us(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+static long voluntary_switches(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_nvcsw;
 }
 
 static long cpu_ms(void) {
@@ -153,7 +159,7 @@ int main(int argc, char **argv) {
     }
     unsigned long *latencies = calloc((size_t)count, sizeof *latencies);
     uint64_t started = now_us();
-    long cpu_before = cpu_ms();
+    long cpu_before = cpu_ms(), switches_before = voluntary_switches();
     for (long i = 0; i < count; i++) {
         snprintf(key, sizeof key, "%s-%06ld", prefix, i);
         fill_value(value, value_size, key);
@@ -177,8 +183,8 @@ int main(int argc, char **argv) {
     printf("{\"acked\":%ld,\"committed\":%ld,\"cpu_ms\":%ld,\"deadlock_retries\":%ld,\"elapsed_ms\":%ld,\"latencies_us\":[",
            acked, committed, cpu, retries, elapsed_ms);
     for (long i = 0; i < committed; i++) printf(i ? ",%lu" : "%lu", latencies[i]);
-    printf("],\"perm_failures\":%ld,\"startup_perm_failures\":%ld}\n", permanent_failures() - startup_failures,
-           startup_failures);
+    printf("],\"perm_failures\":%ld,\"startup_perm_failures\":%ld,\"voluntary_switches\":%ld}\n",
+           permanent_failures() - startup_failures, startup_failures, voluntary_switches() - switches_before);
     free(latencies);
     free(value);
     db->close(db, 0);

@@ -62,6 +62,12 @@ public struct CommitBenchResult: Codable, Sendable {
     public var cpuBrokers: Double
     public var cpuReplication: Double
     public var cpuWriters: Double
+    /// Voluntary context switches per commit (each a sleep and a wake-up) in the timed loop: every process of
+    /// the group, and by role as the CPU.
+    public var wakeups: Double = 0
+    public var wakeupsBrokers: Double = 0
+    public var wakeupsReplication: Double = 0
+    public var wakeupsWriters: Double = 0
     /// Commits by latency: how many took at most each bound of `histogramBoundsMicroseconds` (the last bucket:
     /// longer than the last bound).
     public var latencyHistogram: [Int]
@@ -76,6 +82,8 @@ public struct CommitBenchResult: Codable, Sendable {
         case cpuSecondsPer1000Commits = "cpu_s_per_1000_commits", durability
         case cpuBrokers = "cpu_s_per_1000_brokers", cpuReplication = "cpu_s_per_1000_replication"
         case cpuWriters = "cpu_s_per_1000_writers", latencyHistogram = "latency_histogram", failure
+        case wakeups = "wakeups_per_commit", wakeupsBrokers = "wakeups_per_commit_brokers"
+        case wakeupsReplication = "wakeups_per_commit_replication", wakeupsWriters = "wakeups_per_commit_writers"
     }
 
     /// A row whose group failed: reported with its reason, no figures.
@@ -112,9 +120,13 @@ extension Scenario {
         func cpu(_ processes: [ChildProcess]) -> Double { processes.reduce(0) { $0 + ProcessStats.cpuSeconds($1.pid) } }
         let brokersBefore = cpu(run.brokers)
         let replicationBefore = cpu(run.replicas)
+        func switches(_ processes: [ChildProcess]) -> Int { processes.reduce(0) { $0 + ProcessStats.voluntarySwitches($1.pid) } }
+        let brokerSwitchesBefore = switches(run.brokers)
+        let replicationSwitchesBefore = switches(run.replicas)
         for writer in run.writers { writer.write("go\n") }
         var written = Written()
         var cpuOfWriters = 0.0
+        var writerSwitches = 0
         for writer in run.writers {
             if run.writersAreThreads {
                 try waitFor("the writer threads' summary", timeout: 600) { writer.lines.last?.hasPrefix("{") == true }
@@ -124,7 +136,10 @@ extension Scenario {
             }
             guard let summary = parseSummary(writer.lines) else { throw ScenarioFailure("\(writer.name): no summary") }
             written.add(summary)
-            if !run.writersAreThreads { cpuOfWriters += Double(summary["cpu_ms"] as? Int ?? 0) / 1000 }
+            if !run.writersAreThreads {
+                cpuOfWriters += Double(summary["cpu_ms"] as? Int ?? 0) / 1000
+                writerSwitches += summary["voluntary_switches"] as? Int ?? 0
+            }
         }
         let exited = exitedProcesses()
         guard exited.isEmpty else { throw ScenarioFailure("exited during the run: \(exited.joined(separator: "; "))") }
@@ -132,20 +147,33 @@ extension Scenario {
         let cpuBrokers = (cpu(run.brokers) - brokersBefore) * perThousand
         let cpuReplication = (cpu(run.replicas) - replicationBefore) * perThousand
         let cpuWriters = cpuOfWriters * perThousand
+        let perCommit = 1 / max(Double(written.committed), 1)
+        let wakeupsBrokers = Double(switches(run.brokers) - brokerSwitchesBefore) * perCommit
+        let wakeupsReplication = Double(switches(run.replicas) - replicationSwitchesBefore) * perCommit
+        let wakeupsWriters = Double(writerSwitches) * perCommit
         let sorted = written.latencies.sorted()
         func percentile(_ p: Double) -> Int { sorted.percentile(p) ?? 0 }
-        return CommitBenchResult(
+        let keepsBulk = transport.isRepmgr || transport == .local || options.bulk
+        let label = keepsBulk ? transport.label : transport.label.replacingOccurrences(of: ", BULK", with: "")
+        let seconds: Double = max(Double(written.elapsedMilliseconds) / 1000, 0.001)
+        let wakeups: Double = wakeupsBrokers + wakeupsReplication + wakeupsWriters
+        var result = CommitBenchResult(
             transport: transport.rawValue,
-            label: transport.isRepmgr || transport == .local || options.bulk ? transport.label : transport.label.replacingOccurrences(of: ", BULK", with: ""),
+            label: label,
             writers: options.writers,
             txnsCommitted: written.committed,
-            txnsPerSecond: Double(written.committed) / max(Double(written.elapsedMilliseconds) / 1000, 0.001),
+            txnsPerSecond: Double(written.committed) / seconds,
             commitP50Microseconds: percentile(0.5), commitP99Microseconds: percentile(0.99),
             permFailures: written.permFailures, startupPermFailures: written.startupPermFailures,
             deadlockRetries: written.deadlockRetries, tcpConnectionsPerHost: connections,
             cpuSecondsPer1000Commits: cpuBrokers + cpuReplication + cpuWriters,
             cpuBrokers: cpuBrokers, cpuReplication: cpuReplication, cpuWriters: cpuWriters,
             latencyHistogram: CommitBenchResult.histogram(written.latencies))
+        result.wakeups = wakeups
+        result.wakeupsBrokers = wakeupsBrokers
+        result.wakeupsReplication = wakeupsReplication
+        result.wakeupsWriters = wakeupsWriters
+        return result
     }
 
     /// The processes of one benchmark row: writers (warmed, waiting for `go`), the master's host, the group's

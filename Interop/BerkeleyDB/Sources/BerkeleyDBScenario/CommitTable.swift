@@ -7,7 +7,7 @@ public enum CommitTable {
         guard let writers = rows.first?.writers else { return "" }
         var out = "\n\(writers) writer\(writers == 1 ? "" : "s") per site (\(CommitBenchResult.durabilitySetting))\n"
         let header = ["transport", "txns", "txn/s", "of local", "p50 us", "p99 us", "perm fail", "startup fail",
-                      "tcp/host", "cpu s/1k", "brokers", "repl", "writers"]
+                      "tcp/host", "cpu s/1k", "brokers", "repl", "writers", "wake/commit"]
         let ran = rows.filter { $0.failure == nil }
         let local = ran.first { $0.transport == CommitTransport.local.rawValue }?.txnsPerSecond
         let cells = ran.map { row in
@@ -16,7 +16,9 @@ public enum CommitTable {
              "\(row.commitP99Microseconds)", "\(row.permFailures)", "\(row.startupPermFailures)",
              "\(row.tcpConnectionsPerHost)", String(format: "%.2f", row.cpuSecondsPer1000Commits),
              String(format: "%.2f", row.cpuBrokers), String(format: "%.2f", row.cpuReplication),
-             String(format: "%.2f", row.cpuWriters)]
+             String(format: "%.2f", row.cpuWriters),
+             String(format: "%.1f (%.1f %.1f %.1f)", row.wakeups, row.wakeupsBrokers, row.wakeupsReplication,
+                    row.wakeupsWriters)]
         }
         let widths = header.indices.map { column in ([header] + cells).map { $0[column].count }.max() ?? 0 }
         for line in [header] + cells {

@@ -43,13 +43,15 @@ public struct WriteSummary: Codable, Sendable {
     public var deadlockRetries = 0
     /// CPU time of this process during the timed loop (user + system).
     public var cpuMilliseconds = 0
+    /// Voluntary context switches of this process (every thread) during the timed loop.
+    public var voluntarySwitches = 0
     public var elapsedMilliseconds = 0
     /// Every transaction's begin-to-commit time in microseconds, in order.
     public var latenciesMicroseconds: [Int] = []
     enum CodingKeys: String, CodingKey {
         case committed, acked, permFailures = "perm_failures", elapsedMilliseconds = "elapsed_ms"
         case startupPermFailures = "startup_perm_failures", deadlockRetries = "deadlock_retries"
-        case cpuMilliseconds = "cpu_ms"
+        case cpuMilliseconds = "cpu_ms", voluntarySwitches = "voluntary_switches"
         case latenciesMicroseconds = "latencies_us"
     }
 
@@ -113,6 +115,7 @@ func commit(_ options: WriteOptions, _ environment: Environment, replicated: Boo
     }
     let started = Date()
     let cpuBefore = processCPUMilliseconds()
+    let switchesBefore = processVoluntarySwitches()
 
     for index in 0..<options.count {
         let key = "\(options.prefix)-\(String(format: "%06d", index))"
@@ -139,6 +142,7 @@ func commit(_ options: WriteOptions, _ environment: Environment, replicated: Boo
     summary.permFailures = failures() - summary.startupPermFailures
     summary.elapsedMilliseconds = Int(Date().timeIntervalSince(started) * 1000)
     summary.cpuMilliseconds = processCPUMilliseconds() - cpuBefore
+    summary.voluntarySwitches = processVoluntarySwitches() - switchesBefore
     return summary
 }
 
@@ -161,6 +165,13 @@ func processCPUMilliseconds() -> Int {
 public func makeLocalEnvironment(home: String) throws {
     let flags = UInt32(DB_CREATE | DB_RECOVER | DB_THREAD | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK | DB_INIT_MPOOL)
     try Environment(home: home, flags: flags) { env in try configureCommon(env) }.close()
+}
+
+/// Voluntary context switches of this process so far (every thread).
+func processVoluntarySwitches() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_nvcsw
 }
 
 /// Joins a site's existing environment (no recovery, no rep_start), with `transport` when given.
