@@ -39,6 +39,7 @@ struct repbroker_site {
     site_policy policy;
     int startup_done;
     uint64_t elections_won;
+    uint64_t acks_withheld; /* DB_REP_ISPERMs not acknowledged (site_policy_may_acknowledge) */
     int election_pending;   /* the policy asked for one; the election thread takes it */
     uint32_t elect_nsites, elect_nvotes;
 

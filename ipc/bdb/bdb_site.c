@@ -175,6 +175,7 @@ int repbroker_site_start(DB_ENV *env, const repbroker_site_options *options, rep
         .election_retry_ns = (uint64_t)options->election_retry_ms * 1000000u,
         .heartbeat_ns = (uint64_t)options->heartbeat_ms * 1000000u,
         .master_silence_ns = (uint64_t)options->master_silence_ms * 1000000u,
+        .ack_hold_ns = (uint64_t)options->election_timeout_ms * 1000000u,
     };
     site_policy_init(&site->policy, &policy, bdb_now_ns());
     if ((rc = bdb_transport_install(env, &site->transport))) {
@@ -242,6 +243,7 @@ int repbroker_site_stat(repbroker_site *site, repbroker_site_stats *stats) {
     stats->st_elections = policy->elections;
     stats->st_elections_won = site->elections_won;
     stats->st_dupmasters = policy->dupmasters;
+    stats->st_acks_withheld = site->acks_withheld;
     pthread_mutex_unlock(&site->lock);
     stats->st_msgs_processed = atomic_load(&site->processed);
     stats->st_msgs_send_failures = atomic_load(&site->transport.send_failures);

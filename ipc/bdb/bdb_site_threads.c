@@ -81,9 +81,16 @@ static void process(repbroker_site *site, const repbroker_event *event) {
     case DB_REP_NOTPERM:
     case DB_REP_IGNORE:
         break;
-    case DB_REP_ISPERM:
-        repbroker_acknowledge(site->transport.client, (repbroker_lsn){permanent.file, permanent.offset}, event->site);
+    case DB_REP_ISPERM: {
+        pthread_mutex_lock(&site->lock);
+        int may = site_policy_may_acknowledge(&site->policy, event->site, bdb_now_ns());
+        if (!may) site->acks_withheld++;
+        pthread_mutex_unlock(&site->lock);
+        if (may) {
+            repbroker_acknowledge(site->transport.client, (repbroker_lsn){permanent.file, permanent.offset}, event->site);
+        }
         break;
+    }
     case DB_REP_NEWSITE:
         snprintf(text, sizeof text, "%.*s", (int)(rec.size < 200 ? rec.size : 200), rec.data ? (char *)rec.data : "");
         bdb_emit(site, REPBROKER_SITE_NEW_SITE, event->site, 0, text);
@@ -166,7 +173,7 @@ void *bdb_election_thread(void *argument) {
         int rc = site->env->rep_elect(site->env, nsites, nvotes, 0);
         uint64_t ended = bdb_now_ns();
         pthread_mutex_lock(&site->lock);
-        site_policy_election_done(&site->policy, ended);
+        site_policy_election_done(&site->policy, rc, ended);
         pthread_mutex_unlock(&site->lock);
         if (site->options.callback) {
             repbroker_site_event event = {.kind = REPBROKER_SITE_ELECTION_DONE, .code = rc, .nsites = nsites,

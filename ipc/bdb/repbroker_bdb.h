@@ -9,7 +9,8 @@
  *  - The replication process calls repbroker_site_start once its environment is open (with DB_INIT_REP and
  *    DB_THREAD). The agent then owns the site's replication: it sets the transport, calls rep_start with the
  *    site id as cdata, holds the broker's receiver role and feeds every message to rep_process_message on a
- *    thread of its own, acknowledges DB_REP_ISPERM LSNs to the site whose log they are about, runs elections,
+ *    thread of its own, acknowledges DB_REP_ISPERM LSNs to the master it follows (never while its vote may
+ *    still count in an election: see site_policy.h), runs elections,
  *    announces the master, heartbeats (rep_flush) as master, runs failchk, and asks for re-initialization
  *    when the site cannot sync. The application hears what happened through its callback.
  *  - A writer process calls repbroker_writer_attach: a sender-only broker client with the ack policy, set as
@@ -150,6 +151,8 @@ typedef struct repbroker_site_stats {
     uint64_t st_elections;          /* elections held */
     uint64_t st_elections_won;
     uint64_t st_dupmasters;
+    uint64_t st_acks_withheld;      /* DB_REP_ISPERMs not acknowledged: from another site than the master this
+                                       site follows, or while its vote may count in an election */
 } repbroker_site_stats;
 
 int repbroker_site_stat(repbroker_site *site, repbroker_site_stats *stats);

@@ -122,9 +122,15 @@ void site_policy_dupmaster(site_policy *policy) {
     policy->restart_as_client = 1;
 }
 
-void site_policy_election_done(site_policy *policy, uint64_t now) {
+void site_policy_election_done(site_policy *policy, int result, uint64_t now) {
     policy->electing = 0;
     policy->last_election = now;
+    if (result != 0) policy->ack_hold_until = now + policy->config.ack_hold_ns;
+}
+
+int site_policy_may_acknowledge(const site_policy *policy, int32_t source, uint64_t now) {
+    return !policy->electing && source == policy->master && source != policy->config.self &&
+           now >= policy->ack_hold_until;
 }
 
 site_actions site_policy_tick(site_policy *policy, uint64_t now) {
