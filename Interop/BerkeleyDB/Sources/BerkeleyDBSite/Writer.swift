@@ -69,7 +69,7 @@ public enum WriteError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notMaster: return "this site is not the master: writes are refused (EACCES); write at the master's site"
-        case .environmentMissing(let home): return "no environment at \(home): start `bdb-site replicate` there first"
+        case .environmentMissing(let home): return "no environment at \(home): start the site's replication process (repbroker-site) there first"
         }
     }
 }
