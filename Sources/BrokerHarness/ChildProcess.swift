@@ -36,7 +36,7 @@ public final class ChildProcess: @unchecked Sendable {
         } else {
             process.standardError = FileHandle.nullDevice
         }
-        try process.run()
+        try Posix.withNoSignalsBlocked { try process.run() }
         let reader = stdoutPipe.fileHandleForReading
         startThread { [self] in
             while true {

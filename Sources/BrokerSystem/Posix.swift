@@ -10,6 +10,18 @@ public enum Posix {
     /// short-lived buffers used. Walks the heap: call it seldom, off any per-message path.
     public static func releaseFreedMemory() { _ = rb_malloc_trim() }
 
+    /// Runs `body` with no signal blocked on the calling thread, then restores the thread's mask. A child
+    /// process inherits the mask of the thread that starts it, and Dispatch's and the test runners' worker
+    /// threads block SIGTERM and SIGINT: started from one of them, a child would never see its stop signal.
+    public static func withNoSignalsBlocked<T>(_ body: () throws -> T) rethrows -> T {
+        var none = sigset_t()
+        var saved = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+        return try body()
+    }
+
     @inline(never)
     static func call<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> T {
         while true {

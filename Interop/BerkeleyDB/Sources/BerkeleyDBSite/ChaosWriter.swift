@@ -39,6 +39,11 @@ private func monotonicNow() -> UInt64 {
 
 public func runChaosWriter(_ options: ChaosWriteOptions) throws -> Never {
     signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
+    // Whatever mask this process was started with: a blocked SIGTERM would never stop it.
+    var stopSignal = sigset_t()
+    sigemptyset(&stopSignal)
+    sigaddset(&stopSignal, SIGTERM)
+    pthread_sigmask(SIG_UNBLOCK, &stopSignal, nil)
     var clientOptions = BrokerClientOptions(socketPath: options.socketPath, name: "bdb-chaos-write", roles: [.sender])
     clientOptions.ackPolicy = options.ackPolicy
     clientOptions.ackTimeout = options.ackTimeout
