@@ -112,7 +112,10 @@ private func run(_ executable: String, _ arguments: [String], in directory: Stri
         #expect(result.lost == 0)
         #expect(result.masters == 1)
         #expect(result.acked > 0)
-        #expect((result.faults["broker_stop"] ?? 0) + (result.faults["partition_master"] ?? 0) > 3)
+        // A partition of the master is applied as one of a minority when the master is hurt already or unknown
+        // at that moment (timing decides), so the three kinds count together.
+        let applied = ["broker_stop", "partition_master", "partition_minority"].reduce(0) { $0 + (result.faults[$1] ?? 0) }
+        #expect(applied >= 4, "faults applied: \(result.faults)")
         if NetworkNamespaces.available { #expect((result.faults["partition_master"] ?? 0) > 0) }
     }
 }
