@@ -54,11 +54,71 @@ public struct ChaosResult: Codable, Sendable {
     public var medianFailoverMilliseconds: Int
     public var masters: Int
     public var reinitializations: Int
+    /// Failovers by the fault that caused them.
+    public var failoversByKind: [String: FailoverFigures] = [:]
+    /// Failovers longer than `FailoverFigures.longMilliseconds`, and how many of them another fault overlapped
+    /// (one began before the next acknowledged commit, or one was still active when the failover began).
+    public var longFailovers = 0
+    public var longFailoversOverlapped = 0
     enum CodingKeys: String, CodingKey {
         case seed, sites, seconds, namespaces, faults, skipped, acked, unacked, failed, lost, checks, failovers, masters
-        case reinitializations
+        case reinitializations, failoversByKind = "failovers_by_kind", longFailovers = "long_failovers"
+        case longFailoversOverlapped = "long_failovers_overlapped"
         case unplannedExits = "unplanned_exits", longestConvergenceMilliseconds = "longest_convergence_ms"
         case longestFailoverMilliseconds = "longest_failover_ms", medianFailoverMilliseconds = "median_failover_ms"
+    }
+}
+
+/// One fault kind's failovers: count, median, 90th percentile and longest, in milliseconds.
+public struct FailoverFigures: Codable, Sendable, Equatable {
+    public var count: Int
+    public var medianMilliseconds: Int
+    public var p90Milliseconds: Int
+    public var longestMilliseconds: Int
+    /// A failover this long is reported with the faults that overlapped it.
+    public static let longMilliseconds = 3000
+    enum CodingKeys: String, CodingKey {
+        case count, medianMilliseconds = "median_ms", p90Milliseconds = "p90_ms", longestMilliseconds = "longest_ms"
+    }
+
+    public init?(_ milliseconds: [Int]) {
+        let sorted = milliseconds.sorted()
+        guard let median = sorted.percentile(0.5), let p90 = sorted.percentile(0.9), let longest = sorted.last else {
+            return nil
+        }
+        self.init(count: sorted.count, medianMilliseconds: median, p90Milliseconds: p90, longestMilliseconds: longest)
+    }
+
+    public init(count: Int, medianMilliseconds: Int, p90Milliseconds: Int, longestMilliseconds: Int) {
+        self.count = count
+        self.medianMilliseconds = medianMilliseconds
+        self.p90Milliseconds = p90Milliseconds
+        self.longestMilliseconds = longestMilliseconds
+    }
+}
+
+/// A fault the run applied: when it began, when it was planned to end (its start for kills) and where.
+public struct AppliedFault: Sendable, Equatable {
+    public var at: UInt64
+    public var until: UInt64
+    public var kind: FaultKind
+    public var sites: [Int32]
+
+    public init(at: UInt64, until: UInt64, kind: FaultKind, sites: [Int32]) {
+        self.at = at
+        self.until = until
+        self.kind = kind
+        self.sites = sites
+    }
+
+    /// The faults that overlapped a failover from `failoverAt` (the fault on the master's `site`) to the next
+    /// acknowledged commit at `until`: those that began during it, and those still active when it began. The
+    /// fault that caused it is not one of them.
+    public static func overlapping(failoverAt: UInt64, site: Int32, until: UInt64, in applied: [AppliedFault]) -> [AppliedFault] {
+        applied.filter { other in
+            !(other.at == failoverAt && other.sites.contains(site))
+                && ((other.at > failoverAt && other.at < until) || (other.at < failoverAt && other.until > failoverAt))
+        }
     }
 }
 
@@ -73,6 +133,8 @@ public final class Chaos: @unchecked Sendable {
     var heals: [(at: UInt64, site: Int32, heal: Heal)] = []
     /// Faults that hit the master's site: when, which site, and when that site came back (nil: not yet).
     var masterFaults: [(at: UInt64, site: Int32, healedAt: UInt64?, kind: FaultKind)] = []
+    /// Every fault applied that hurts a site (writer kills aside).
+    var appliedFaults: [AppliedFault] = []
     var moved = false
     /// The move waits for its turn when a minority is already hurt: it happens once in every run.
     var deferredMove: PlannedFault?
@@ -150,7 +212,8 @@ public final class Chaos: @unchecked Sendable {
             usleep(50_000)
         }
         let masters = try check(final: true)
-        let failovers = failoverTimes()
+        let timed = failoverTimes()
+        let failovers = timed.map(\.milliseconds)
         let lost = group.commits.acked.count - (lastKeys.map { group.commits.acked.intersection($0).count } ?? 0)
         return ChaosResult(
             seed: options.seed, sites: options.sites, seconds: Int(seconds), namespaces: options.namespaces,
@@ -159,7 +222,10 @@ public final class Chaos: @unchecked Sendable {
             longestConvergenceMilliseconds: longestConvergence, failovers: failovers.count,
             longestFailoverMilliseconds: failovers.max() ?? 0,
             medianFailoverMilliseconds: failovers.isEmpty ? 0 : failovers.sorted()[failovers.count / 2], masters: masters,
-            reinitializations: group.reinitializations)
+            reinitializations: group.reinitializations,
+            failoversByKind: Dictionary(grouping: timed, by: \.kind).compactMapValues { FailoverFigures($0.map(\.milliseconds)) },
+            longFailovers: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds }.count,
+            longFailoversOverlapped: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds && $0.overlapped }.count)
     }
 
     // MARK: faults
@@ -233,6 +299,7 @@ public final class Chaos: @unchecked Sendable {
             }
         }
         faults[kind.rawValue, default: 0] += 1
+        if kind != .writerKill { appliedFaults.append(AppliedFault(at: now, until: heal, kind: kind, sites: targets.map(\.id))) }
         log("t=\(seconds(now)) s: \(kind.rawValue) site \(targets.map(\.id))"
             + (fault.duration > 0 && kind != .writerKill ? " for \(String(format: "%.1f", fault.duration)) s" : "")
             + (targets.contains { $0.id == masterID } ? " (the master)" : ""))
@@ -268,17 +335,38 @@ public final class Chaos: @unchecked Sendable {
     }
 
     /// For each fault that hit the master's site: milliseconds until the next acknowledged commit at another
-    /// site, or at that site after it came back.
-    func failoverTimes() -> [Int] {
+    /// site, or at that site after it came back; and whether another fault overlapped it (began before that
+    /// commit, or was still active when the failover began), which the long ones are logged with.
+    func failoverTimes() -> [(kind: String, milliseconds: Int, overlapped: Bool)] {
         let acks = group.commits.ackTimes.sorted { $0.0 < $1.0 }
         return masterFaults.compactMap { fault in
             guard let next = acks.first(where: { $0.0 > fault.at && ($0.1 != fault.site || $0.0 > (fault.healedAt ?? .max)) })
             else { return nil }
             let milliseconds = Int((next.0 - fault.at) / 1_000_000)
-            log("failover: \(fault.kind.rawValue) of master site \(fault.site) at t=\(seconds(fault.at)) s: next "
-                + "acknowledged commit \(milliseconds) ms later, at site \(next.1)")
-            return milliseconds
+            let others = AppliedFault.overlapping(failoverAt: fault.at, site: fault.site, until: next.0, in: appliedFaults)
+            var line = "failover: \(fault.kind.rawValue) of master site \(fault.site) at t=\(seconds(fault.at)) s: next "
+                + "acknowledged commit \(milliseconds) ms later, at site \(next.1)"
+            if milliseconds > FailoverFigures.longMilliseconds {
+                line += others.isEmpty ? "; no other fault overlapped it"
+                    : "; overlapped by " + others.map { "\($0.kind.rawValue) \($0.sites) at t=\(seconds($0.at)) s" }
+                        .joined(separator: ", ")
+            }
+            log(line)
+            return (fault.kind.rawValue, milliseconds, !others.isEmpty)
         }
+    }
+
+    /// The failover figures by fault kind, as a table.
+    public static func failoverTable(_ result: ChaosResult) -> String {
+        var out = "failovers by fault on the master's site (count, median / 90th percentile / longest):\n"
+        for (kind, figures) in result.failoversByKind.sorted(by: { $0.key < $1.key }) {
+            out += "  " + kind.padding(toLength: 20, withPad: " ", startingAt: 0) + String(
+                format: "%4d: %.2f / %.2f / %.2f s\n", figures.count, Double(figures.medianMilliseconds) / 1000,
+                Double(figures.p90Milliseconds) / 1000, Double(figures.longestMilliseconds) / 1000)
+        }
+        out += "longer than \(FailoverFigures.longMilliseconds / 1000) s: \(result.longFailovers), of which "
+            + "\(result.longFailoversOverlapped) overlapped by another fault"
+        return out
     }
 
     // MARK: checks

@@ -101,6 +101,7 @@ do {
     let result = try Chaos(options: options) { line in
         FileHandle.standardError.write(Data("bdb-chaos: \(line)\n".utf8))
     }.run()
+    FileHandle.standardError.write(Data("bdb-chaos: \(Chaos.failoverTable(result))\n".utf8))
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
     print(String(decoding: try encoder.encode(result), as: UTF8.self))

@@ -29,4 +29,23 @@ import Testing
         // Faults start 0.5 to 3 s apart, so half an hour holds hundreds of them.
         #expect(plan.count > 500)
     }
+
+    @Test func failoverFiguresAreTheMedianNinetiethPercentileAndLongest() throws {
+        let figures = try #require(FailoverFigures([900, 200, 3100, 950, 11_900, 920, 880, 210, 970, 990]))
+        #expect(figures == FailoverFigures(count: 10, medianMilliseconds: 950, p90Milliseconds: 11_900,
+                                           longestMilliseconds: 11_900))
+        #expect(FailoverFigures([]) == nil)
+    }
+
+    @Test func aFailoverIsOverlappedByFaultsThatBeganDuringItOrWereStillActive() {
+        let s: UInt64 = 1_000_000_000
+        let cause = AppliedFault(at: 100 * s, until: 105 * s, kind: .partitionMaster, sites: [1])
+        let during = AppliedFault(at: 103 * s, until: 108 * s, kind: .partitionMinority, sites: [3])
+        let stillActive = AppliedFault(at: 98 * s, until: 101 * s, kind: .brokerStop, sites: [4])
+        let endedBefore = AppliedFault(at: 90 * s, until: 99 * s, kind: .brokerStop, sites: [5])
+        let after = AppliedFault(at: 113 * s, until: 113 * s, kind: .replicationKill, sites: [2])
+        let applied = [endedBefore, stillActive, cause, during, after]
+        #expect(AppliedFault.overlapping(failoverAt: 100 * s, site: 1, until: 112 * s, in: applied) == [stillActive, during])
+        #expect(AppliedFault.overlapping(failoverAt: 100 * s, site: 1, until: 102 * s, in: [cause, during]).isEmpty)
+    }
 }
