@@ -115,7 +115,11 @@ typedef struct repbroker_site_options {
     unsigned heartbeat_ms;          /* rep_flush as master; default 1000 */
     unsigned master_silence_ms;     /* an election after this long without word from the master; default 3000 */
     unsigned failchk_ms;            /* failchk period; default 1000; 0: no failchk thread */
-    int bulk;                       /* DB_REP_CONF_BULK; default 0 */
+    int bulk;                       /* DB_REP_CONF_BULK; default 0, and best left off: over the broker it
+                                       doubles a lone writer's commit latency, and when several writer
+                                       processes share the master's bulk buffer, clients miss records and
+                                       wait for a heartbeat to ask again (commits stall up to the ack
+                                       timeout). BENCHMARKS.md has the figures. */
     repbroker_site_callback callback; /* may be NULL */
     void *context;
 } repbroker_site_options;

@@ -30,6 +30,12 @@ public enum CommitTransport: String, CaseIterable, Codable, Sendable {
     var writersAreThreads: Bool { self == .repmgr || self == .repmgrNodelay }
     var patched: Bool { self == .repmgrNodelay || self == .repmgrProcessesNodelay }
     public var isRepmgr: Bool { self != .broker && self != .brokerC && self != .local }
+    /// Whether the row batches log records (DB_REP_CONF_BULK) unless `--bulk` says otherwise: each transport
+    /// in its best configuration, as measured with `--bulk on` and `--bulk off` (BENCHMARKS.md). Stock repmgr
+    /// needs BULK: without TCP_NODELAY a commit's two messages wait out the delayed ACK. With NODELAY, and over
+    /// the broker, BULK costs: the first writer's records wait in Berkeley DB's shared bulk buffer for a
+    /// commit to send them, and with several writer processes the broker's rows stall (clients re-request).
+    public var benchBulk: Bool { self == .repmgr || self == .repmgrProcesses }
 
     public var label: String {
         switch self {
@@ -68,6 +74,14 @@ public struct CommitBenchResult: Codable, Sendable {
     public var wakeupsBrokers: Double = 0
     public var wakeupsReplication: Double = 0
     public var wakeupsWriters: Double = 0
+    /// Messages the brokers did not deliver during the row (dropped, refused or unroutable, every broker; the
+    /// repmgr and local rows: 0). Berkeley DB asks again for a lost log record, so a drop costs a commit its
+    /// ack timeout rather than the record.
+    public var brokerDropped = 0
+    /// Times a peer link's flow ran out of window with frames queued, and frames sent again after a reconnect,
+    /// every broker of the group during the row.
+    public var brokerFlowStalls = 0
+    public var brokerResent = 0
     /// Commits by latency: how many took at most each bound of `histogramBoundsMicroseconds` (the last bucket:
     /// longer than the last bound).
     public var latencyHistogram: [Int]
@@ -84,6 +98,7 @@ public struct CommitBenchResult: Codable, Sendable {
         case cpuWriters = "cpu_s_per_1000_writers", latencyHistogram = "latency_histogram", failure
         case wakeups = "wakeups_per_commit", wakeupsBrokers = "wakeups_per_commit_brokers"
         case wakeupsReplication = "wakeups_per_commit_replication", wakeupsWriters = "wakeups_per_commit_writers"
+        case brokerDropped = "broker_dropped", brokerFlowStalls = "broker_flow_stalls", brokerResent = "broker_resent"
     }
 
     /// A row whose group failed: reported with its reason, no figures.
@@ -122,6 +137,7 @@ extension Scenario {
         let replicationBefore = cpu(run.replicas)
         func switches(_ processes: [ChildProcess]) -> Int { processes.reduce(0) { $0 + ProcessStats.voluntarySwitches($1.pid) } }
         let brokerSwitchesBefore = switches(run.brokers)
+        let countersBefore = brokerCounters()
         let replicationSwitchesBefore = switches(run.replicas)
         for writer in run.writers { writer.write("go\n") }
         var written = Written()
@@ -141,6 +157,7 @@ extension Scenario {
                 writerSwitches += summary["voluntary_switches"] as? Int ?? 0
             }
         }
+        let counters = brokerCounters()
         let exited = exitedProcesses()
         guard exited.isEmpty else { throw ScenarioFailure("exited during the run: \(exited.joined(separator: "; "))") }
         let perThousand = 1000 / max(Double(written.committed), 1)
@@ -153,8 +170,8 @@ extension Scenario {
         let wakeupsWriters = Double(writerSwitches) * perCommit
         let sorted = written.latencies.sorted()
         func percentile(_ p: Double) -> Int { sorted.percentile(p) ?? 0 }
-        let keepsBulk = transport.isRepmgr || transport == .local || options.bulk
-        let label = keepsBulk ? transport.label : transport.label.replacingOccurrences(of: ", BULK", with: "")
+        let label = options.bulk && transport != .local ? transport.label
+            : transport.label.replacingOccurrences(of: ", BULK", with: "")
         let seconds: Double = max(Double(written.elapsedMilliseconds) / 1000, 0.001)
         let wakeups: Double = wakeupsBrokers + wakeupsReplication + wakeupsWriters
         var result = CommitBenchResult(
@@ -173,7 +190,22 @@ extension Scenario {
         result.wakeupsBrokers = wakeupsBrokers
         result.wakeupsReplication = wakeupsReplication
         result.wakeupsWriters = wakeupsWriters
+        result.brokerDropped = counters.dropped - countersBefore.dropped
+        result.brokerFlowStalls = counters.stalls - countersBefore.stalls
+        result.brokerResent = counters.resent - countersBefore.resent
         return result
+    }
+
+    /// Messages not delivered, flow stalls and frames sent again, every broker of the group (0 when the row
+    /// runs no brokers).
+    func brokerCounters() -> (dropped: Int, stalls: Int, resent: Int) {
+        members.reduce((0, 0, 0)) { sum, site in
+            guard site.broker.child != nil, let stats = try? site.broker.stats() else { return sum }
+            let totals = stats.totals
+            return (sum.0 + totals.dropped + totals.refused + totals.unroutable,
+                    sum.1 + stats.peers.reduce(0) { $0 + $1.flows.reduce(0) { $0 + $1.stalls } },
+                    sum.2 + stats.peers.reduce(0) { $0 + $1.resent })
+        }
     }
 
     /// The processes of one benchmark row: writers (warmed, waiting for `go`), the master's host, the group's
@@ -229,6 +261,7 @@ extension Scenario {
                 arguments += ["--writer-threads", "\(options.writers)", "--count", "\(options.txns)",
                               "--value-size", "\(options.valueSize)"]
             }
+            if !options.bulk { arguments.append("--no-bulk") }
             site.replicate = try ChildProcess(name: "repmgr-\(site.id)", program: self.site, arguments: arguments,
                                               stderrPath: site.broker.directory + "/repmgr\(site.id).err",
                                               environment: environment)

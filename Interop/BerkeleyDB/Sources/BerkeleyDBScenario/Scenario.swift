@@ -17,8 +17,11 @@ public struct ScenarioOptions: Sendable {
     public var txns = 500
     public var ackPolicy = "quorum"
     public var valueSize = 100
-    /// The replication processes batch log records (DB_REP_CONF_BULK); the commit benchmark turns it on.
+    /// The replication processes batch log records (DB_REP_CONF_BULK); the commit benchmark sets it per row
+    /// (`CommitTransport.benchBulk`), the isolation benchmark turns it on.
     public var bulk = false
+    /// The brokers' idle strategy (`repbrokerd --idle-strategy`): backoff, spin or block.
+    public var brokerIdle = "backoff"
     /// The broker and bdb-site programs. Tests use this package's products; bdb-scenario runs itself
     /// (`bdb-scenario broker`, `bdb-scenario site`), so that `swift run bdb-scenario` needs nothing else built.
     public var broker: Program = .named("bdb-brokerd")
@@ -89,7 +92,7 @@ public final class Scenario: @unchecked Sendable {
     public init(options: ScenarioOptions, log: @escaping (String) -> Void) throws {
         self.options = options
         self.log = log
-        sites = try LocalSites(count: options.sites, extraArguments: ["--heartbeat-ms", "250"],
+        sites = try LocalSites(count: options.sites, extraArguments: ["--heartbeat-ms", "250", "--idle-strategy", options.brokerIdle],
                                program: options.broker)
         members = sites.brokers.map { broker in
             let home = broker.directory + "/home\(broker.siteID)"
@@ -309,7 +312,11 @@ public final class Scenario: @unchecked Sendable {
                 let err = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
                 // A crash report starts with its reason and the crashed thread's frames.
                 let crash = err.range(of: "*** ").map { String(err[$0.lowerBound...].prefix(2500)) }
-                exited.append("\(replicate.name): \(crash ?? String(err.suffix(800)))")
+                // How it ended: its status (2: recovery needed, 3: re-initialization) and its last status lines.
+                let status = replicate.process.terminationReason == .uncaughtSignal
+                    ? "killed by signal \(replicate.process.terminationStatus)" : "exit \(replicate.process.terminationStatus)"
+                let said = replicate.lines.suffix(6).joined(separator: " | ")
+                exited.append("\(replicate.name) (\(status); said: \(said)): \(crash ?? String(err.suffix(800)))")
             }
         }
         return exited

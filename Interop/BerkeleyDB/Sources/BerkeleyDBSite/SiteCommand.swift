@@ -7,7 +7,7 @@ public enum SiteCommand {
     public static let help = """
     USAGE:
       bdb-site replicate --transport repmgr --home DIR --repmgr-port P [--helper-port H] [--master] [--priority P]
-                         [--writer-threads K --count N [--value-size BYTES]]   (benchmark writers as threads)
+                         [--no-bulk] [--writer-threads K --count N [--value-size BYTES]]   (benchmark writers as threads)
       bdb-site write     --home DIR --socket PATH --count N [--prefix TEXT] [--value-size BYTES]
                          [--ack-policy none|one|quorum|all] [--ack-timeout SECONDS] [--group NAME]
       bdb-site write     --transport repmgr --home DIR --repmgr-port P --count N [--prefix TEXT] [--value-size BYTES]
@@ -52,6 +52,7 @@ public enum SiteCommand {
                 options.benchThreads = value("writer-threads", in: words).flatMap(Int.init) ?? 0
                 options.benchCount = value("count", in: words).flatMap(Int.init) ?? 0
                 options.valueSize = value("value-size", in: words).flatMap(Int.init) ?? 100
+                options.bulk = !words.contains("--no-bulk")
                 try runRepmgrReplication(options)
             case "replicate":
                 complain("bdb-site: the site's replication process is repbroker-site (librepbroker-bdb): "

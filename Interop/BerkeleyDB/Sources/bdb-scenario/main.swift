@@ -16,7 +16,8 @@ let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
            bdb-scenario --bench [--transport all|T,T...: local broker broker-c repmgr repmgr-nodelay repmgr-procs
                         repmgr-procs-nodelay]
-                        [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off] [--json]
+                        [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off]
+                        [--broker-idle backoff|spin|block] [--json]
            bdb-scenario --isolation [--writers 2] [--txns N] [--bulk-writers 2] [--bulk-txns 3000]
                         [--bulk-value-size 16384] [--json]
            bdb-scenario broker [repbrokerd options]   (the scenario's brokers: repbrokerd)
@@ -27,7 +28,9 @@ let usage = """
              (start-up ones apart), TCP connections of the master's host, CPU seconds of every process per
              1000 commits. Rows marked PATCHED run repmgr with TCP_NODELAY forced by an LD_PRELOAD shim. The
              local row is the same writers with replication off: every row's "of local" is its fraction of it.
-             Every row uses DB_REP_CONF_BULK (--bulk off: not the broker's).
+             Every row runs in its transport's best setting of DB_REP_CONF_BULK: on for stock repmgr (without
+             NODELAY its commits need it), off for the others; --bulk on|off sets it for every row.
+             --broker-idle sets the brokers' idle strategy (repbrokerd --idle-strategy; backoff by default).
     --isolation  Two replication groups on the same brokers: the first group's writers commit (quorum acks)
              alone, then beside a bulk load in a second group whose master is the same site (its writers
              commit large transactions without waiting for acks). Prints the first group's txn/s, commit p50
@@ -100,6 +103,7 @@ while !words.isEmpty {
     case ("--bulk-writers", let n?) where isolation && (1...64).contains(n): isolationOptions.bulkWriters = n
     case ("--bulk-txns", let n?) where isolation && n >= 1: isolationOptions.bulkTxns = n
     case ("--bulk-value-size", let n?) where isolation && (16...(1 << 20)).contains(n): isolationOptions.bulkValueSize = n
+    case ("--broker-idle", _) where ["backoff", "spin", "block"].contains(value): options.brokerIdle = value
     case ("--transport", _) where bench:
         if value == "all" { transports = CommitTransport.allCases; continue }
         transports = value.split(separator: ",").map { name in
@@ -134,6 +138,7 @@ guard !bench else {
             if !txnsGiven { rowOptions.txns = max(50, 6000 / writers) }
             var rows: [CommitBenchResult] = []
             for transport in transports {
+                rowOptions.bulk = bulkChoice ?? transport.benchBulk
                 let log: (String) -> Void = jsonOnly ? { _ in } : { print("bdb-scenario: \($0)") }
                 do {
                     rows.append(try Scenario(options: rowOptions, log: log).bench(transport, shim: shim))

@@ -24,6 +24,7 @@ import Testing
         options.writers = 2
         // Enough commits that the group's CPU (counted by the kernel in 10 ms ticks) is never below one tick.
         options.txns = 150
+        options.bulk = transport.benchBulk
         let scenario = try Scenario(options: options) { print("bench: \($0)") }
         let result = try scenario.bench(transport)
         #expect(result.transport == transport.rawValue && result.writers == 2)
@@ -32,6 +33,8 @@ import Testing
         #expect(transport == .local ? result.tcpConnectionsPerHost == 0 : result.tcpConnectionsPerHost >= 2,
                 "the master's host keeps a link to each other site; replication off, none")
         if transport == .broker { #expect(result.tcpConnectionsPerHost == 2, "one link per peer site, whatever the writers") }
+        #expect(result.brokerDropped == 0, "a healthy group's brokers deliver every message")
+        #expect(result.label.hasSuffix(", BULK") == transport.benchBulk, "the label says whether the row batches")
     }
 }
 
