@@ -33,8 +33,8 @@ public enum CommitTransport: String, CaseIterable, Codable, Sendable {
     /// Whether the row batches log records (DB_REP_CONF_BULK) unless `--bulk` says otherwise: each transport
     /// in its best configuration, as measured with `--bulk on` and `--bulk off` (BENCHMARKS.md). Stock repmgr
     /// needs BULK: without TCP_NODELAY a commit's two messages wait out the delayed ACK. With NODELAY, and over
-    /// the broker, BULK costs: the first writer's records wait in Berkeley DB's shared bulk buffer for a
-    /// commit to send them, and with several writer processes the broker's rows stall (clients re-request).
+    /// the broker, BULK costs: it doubles a lone writer's commit p50, and with several writer processes the
+    /// clients miss records, re-request them, and commits stall.
     public var benchBulk: Bool { self == .repmgr || self == .repmgrProcesses }
 
     public var label: String {
