@@ -52,6 +52,32 @@ final class TestCertificates {
         try openssl(arguments)
     }
 
+    /// NAME.key and NAME.pem signed by `ca`, naming `site`, valid only in January 2020 (openssl ca backdates).
+    func makeExpiredCertificate(_ name: String, ca: String, site: Int32) throws {
+        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                     "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(name)"])
+        try "".write(toFile: path("index.txt"), atomically: true, encoding: .utf8)
+        try "01\n".write(toFile: path("serial"), atomically: true, encoding: .utf8)
+        try """
+            [ca]
+            default_ca = test
+            [test]
+            database = index.txt
+            serial = serial
+            new_certs_dir = .
+            default_md = sha256
+            policy = any
+            [any]
+            commonName = supplied
+            [site]
+            subjectAltName = URI:repbroker://site/\(site)
+
+            """.write(toFile: path("ca.cnf"), atomically: true, encoding: .utf8)
+        try openssl(["ca", "-batch", "-config", "ca.cnf", "-cert", "\(ca).pem", "-keyfile", "\(ca).key", "-in", "\(name).csr",
+                     "-out", "\(name).pem", "-startdate", "20200101000000Z", "-enddate", "20200201000000Z",
+                     "-extensions", "site", "-notext"])
+    }
+
     func context(_ name: String, ca: String?) throws -> TLSContext {
         try TLSContext(certificate: path("\(name).pem"), key: path("\(name).key"), ca: ca.map { path("\($0).pem") })
     }
@@ -140,6 +166,18 @@ struct TLSTests {
             return
         }
         #expect(clientError.reason.contains("alert"), "\(clientError)")
+    }
+
+    @Test func anExpiredCertificateIsRefusedWithAReason() throws {
+        let certificates = try TestCertificates()
+        try certificates.makeCA("ca")
+        try certificates.makeCertificate("site1", ca: "ca", san: "URI:repbroker://site/1")
+        try certificates.makeExpiredCertificate("expired", ca: "ca", site: 2)
+        let server = try TLSSession(certificates.context("site1", ca: "ca"), server: true)
+        let client = try TLSSession(certificates.context("expired", ca: "ca"), server: false)
+        let (_, serverError) = handshake(client, server)
+        #expect(serverError?.reason.contains("certificate has expired") == true, "\(String(describing: serverError))")
+        #expect(!server.handshakeDone)
     }
 
     @Test func aCertificateThatNamesNoSiteIsSaidSo() throws {
