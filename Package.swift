@@ -48,7 +48,7 @@ let package = Package(
             name: "repbroker-bench",
             dependencies: ["BrokerDaemon", "BrokerHarness", "BrokerSystem", "BrokerWire", "RepBrokerClient", "CRelayReference"]
         ),
-        .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem"]),
+        .testTarget(name: "BrokerSystemTests", dependencies: ["BrokerSystem", "BrokerHarness"]),
         .testTarget(name: "BrokerWireTests", dependencies: ["BrokerWire", "BrokerSystem", "CRepBrokerIPC"]),
         .testTarget(name: "BrokerCoreTests", dependencies: ["BrokerCore", "BrokerWire"]),
         .testTarget(name: "SimulationTests", dependencies: ["BrokerSim", "BrokerCore", "BrokerWire"]),

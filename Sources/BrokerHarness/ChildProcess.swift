@@ -3,6 +3,26 @@
 import BrokerSystem
 import Foundation
 
+/// Runs `executable` with `arguments` (in `directory`) to its end; its standard output and error together.
+/// Throws with that output when it exits with a failure.
+@discardableResult
+public func runToEnd(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try Posix.withNoSignalsBlocked { try process.run() }
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw HarnessError("\(executable) \(arguments.joined(separator: " ")) failed: \(output)")
+    }
+    return output
+}
+
 public final class ChildProcess: @unchecked Sendable {
     public let process = Process()
     public let name: String

@@ -101,18 +101,6 @@ public final class NetworkNamespaces: @unchecked Sendable {
     @discardableResult
     static func run(_ arguments: [String]) throws -> String {
         guard let ip = ipCommand else { throw HarnessError("ip (iproute2) is not installed") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ip)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw HarnessError("ip \(arguments.joined(separator: " ")) failed: \(output)")
-        }
-        return output
+        return try runToEnd(ip, arguments)
     }
 }

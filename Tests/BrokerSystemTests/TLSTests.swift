@@ -1,5 +1,6 @@
 // TLS sessions on the system's OpenSSL 3, two of them talking through memory: the handshake with certificates
 // the openssl tool made, the site the certificate names, what is refused and why (on both sides), pinning.
+import BrokerHarness
 import BrokerSystem
 import Foundation
 import Testing
@@ -18,20 +19,7 @@ final class TestCertificates {
     func path(_ name: String) -> String { directory + "/" + name }
 
     @discardableResult
-    func openssl(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TLSError("openssl \(arguments.joined(separator: " ")): \(output)") }
-        return output
-    }
+    func openssl(_ arguments: [String]) throws -> String { try runToEnd("/usr/bin/openssl", arguments, in: directory) }
 
     /// A self-signed CA: NAME.key and NAME.pem.
     func makeCA(_ name: String) throws {
