@@ -82,6 +82,10 @@ public struct CommitBenchResult: Codable, Sendable {
     /// every broker of the group during the row.
     public var brokerFlowStalls = 0
     public var brokerResent = 0
+    /// Log records the client sites missed and asked for again, and received twice, during the row (every
+    /// replicated row): a client that waits out a gap holds back the acks of every record after it.
+    public var clientRecordsRequested = 0
+    public var clientRecordsDuplicated = 0
     /// Commits by latency: how many took at most each bound of `histogramBoundsMicroseconds` (the last bucket:
     /// longer than the last bound).
     public var latencyHistogram: [Int]
@@ -99,6 +103,7 @@ public struct CommitBenchResult: Codable, Sendable {
         case wakeups = "wakeups_per_commit", wakeupsBrokers = "wakeups_per_commit_brokers"
         case wakeupsReplication = "wakeups_per_commit_replication", wakeupsWriters = "wakeups_per_commit_writers"
         case brokerDropped = "broker_dropped", brokerFlowStalls = "broker_flow_stalls", brokerResent = "broker_resent"
+        case clientRecordsRequested = "client_records_requested", clientRecordsDuplicated = "client_records_duplicated"
     }
 
     /// A row whose group failed: reported with its reason, no figures.
@@ -138,6 +143,7 @@ extension Scenario {
         func switches(_ processes: [ChildProcess]) -> Int { processes.reduce(0) { $0 + ProcessStats.voluntarySwitches($1.pid) } }
         let brokerSwitchesBefore = switches(run.brokers)
         let countersBefore = brokerCounters()
+        let clientsBefore = transport == .local ? (0, 0) : clientRecordCounters()
         let replicationSwitchesBefore = switches(run.replicas)
         for writer in run.writers { writer.write("go\n") }
         var written = Written()
@@ -158,6 +164,7 @@ extension Scenario {
             }
         }
         let counters = brokerCounters()
+        let clients = transport == .local ? (0, 0) : clientRecordCounters()
         let exited = exitedProcesses()
         guard exited.isEmpty else { throw ScenarioFailure("exited during the run: \(exited.joined(separator: "; "))") }
         let perThousand = 1000 / max(Double(written.committed), 1)
@@ -193,7 +200,27 @@ extension Scenario {
         result.brokerDropped = counters.dropped - countersBefore.dropped
         result.brokerFlowStalls = counters.stalls - countersBefore.stalls
         result.brokerResent = counters.resent - countersBefore.resent
+        result.clientRecordsRequested = clients.0 - clientsBefore.0
+        result.clientRecordsDuplicated = clients.1 - clientsBefore.1
         return result
+    }
+
+    /// Log records missed and asked for again, and received twice, summed over the client sites (site 1 is
+    /// the master).
+    func clientRecordCounters() -> (Int, Int) {
+        members.dropFirst().reduce((0, 0)) { sum, site in
+            guard let child = try? ChildProcess(name: "records", program: self.site, arguments: ["records", "--home", site.home])
+            else { return sum }
+            guard child.waitForExit(timeout: 30) == 0 else {
+                child.kill9()
+                return sum
+            }
+            child.waitForOutputEnd(timeout: 5)
+            // "requested N duplicated M"
+            let words = child.lines.first?.split(separator: " ") ?? []
+            guard words.count == 4, let requested = Int(words[1]), let duplicated = Int(words[3]) else { return sum }
+            return (sum.0 + requested, sum.1 + duplicated)
+        }
     }
 
     /// Messages not delivered, flow stalls and frames sent again, every broker of the group (0 when the row

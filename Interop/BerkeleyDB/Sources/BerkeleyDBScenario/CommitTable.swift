@@ -7,14 +7,14 @@ public enum CommitTable {
         guard let writers = rows.first?.writers else { return "" }
         var out = "\n\(writers) writer\(writers == 1 ? "" : "s") per site (\(CommitBenchResult.durabilitySetting))\n"
         let header = ["transport", "txns", "txn/s", "of local", "p50 us", "p99 us", "perm fail", "startup fail",
-                      "dropped", "stalls", "tcp/host", "cpu s/1k", "brokers", "repl", "writers", "wake/commit"]
+                      "dropped", "stalls", "re-requested", "tcp/host", "cpu s/1k", "brokers", "repl", "writers", "wake/commit"]
         let ran = rows.filter { $0.failure == nil }
         let local = ran.first { $0.transport == CommitTransport.local.rawValue }?.txnsPerSecond
         let cells = ran.map { row in
             [row.label, "\(row.txnsCommitted)", String(format: "%.0f", row.txnsPerSecond),
              local.map { String(format: "%.2f", row.txnsPerSecond / max($0, 1)) } ?? "-", "\(row.commitP50Microseconds)",
              "\(row.commitP99Microseconds)", "\(row.permFailures)", "\(row.startupPermFailures)",
-             "\(row.brokerDropped)", "\(row.brokerFlowStalls)", "\(row.tcpConnectionsPerHost)", String(format: "%.2f", row.cpuSecondsPer1000Commits),
+             "\(row.brokerDropped)", "\(row.brokerFlowStalls)", "\(row.clientRecordsRequested)", "\(row.tcpConnectionsPerHost)", String(format: "%.2f", row.cpuSecondsPer1000Commits),
              String(format: "%.2f", row.cpuBrokers), String(format: "%.2f", row.cpuReplication),
              String(format: "%.2f", row.cpuWriters),
              String(format: "%.1f (%.1f %.1f %.1f)", row.wakeups, row.wakeupsBrokers, row.wakeupsReplication,

@@ -91,6 +91,13 @@ public func runChaosWriter(_ options: ChaosWriteOptions) throws -> Never {
     exit(0)
 }
 
+/// The replication counters of the environment at `home` (Environment.recordCounters), joined for the call.
+public func recordCounters(home: String) throws -> (requested: Int, duplicated: Int) {
+    let environment = try joinEnvironment(home, transport: nil)
+    defer { environment.close() }
+    return try environment.recordCounters()
+}
+
 /// The environment's replication role as a word: `master`, `client` or `none`.
 public func replicationRole(home: String) throws -> String {
     let environment = try joinEnvironment(home, transport: nil)

@@ -61,6 +61,15 @@ public final class Environment: @unchecked Sendable {
         return stats?.pointee.st_status ?? 0
     }
 
+    /// Log records this client asked for again (missed: a gap it waited out) and received twice, since the
+    /// environment was made (rep_stat's st_log_requested and st_log_duplicated).
+    public func recordCounters() throws(BDBError) -> (requested: Int, duplicated: Int) {
+        var stats: UnsafeMutablePointer<DB_REP_STAT>?
+        try check(handle.pointee.rep_stat(handle, &stats, 0), "DB_ENV->rep_stat")
+        defer { free(stats) }
+        return (Int(stats?.pointee.st_log_requested ?? 0), Int(stats?.pointee.st_log_duplicated ?? 0))
+    }
+
     /// Opens (and with `create`, creates) a btree database in its own transaction.
     public func openDatabase(_ name: String, create: Bool, readOnly: Bool = false) throws -> Database {
         var created: UnsafeMutablePointer<DB>?

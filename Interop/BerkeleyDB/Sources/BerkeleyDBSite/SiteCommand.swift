@@ -16,6 +16,7 @@ public enum SiteCommand {
       bdb-site local-env --home DIR   (makes an environment without replication for `write --transport local`)
       bdb-site dump      --home DIR
       bdb-site role      --home DIR
+      bdb-site records   --home DIR
       bdb-site chaos-write --home DIR --socket PATH --prefix TEXT [--ack-policy none|one|quorum|all]
                          [--ack-timeout SECONDS] [--pause-ms 20]
       bdb-site serve-writes --home DIR --socket PATH [--ack-policy none|one|quorum|all]
@@ -27,6 +28,8 @@ public enum SiteCommand {
                N transactions of one put each (keys PREFIX-000000 ...). Exit 3 when the site is not master.
     dump       Prints the database's key=value pairs sorted by key.
     role       Prints the environment's replication role: master, client or none.
+    records    Prints `requested N duplicated M`: log records this client missed and asked for again, and
+               received twice (rep_stat), since the environment was made.
     chaos-write  Runs until SIGTERM: whenever the site is master, commits one put per transaction (a new key
                PREFIX-SEQ each time) and prints `acked KEY T`, `unacked KEY T` or `failed KEY T CODE` (T: the
                CLOCK_MONOTONIC nanoseconds at its end). Exit 4 on DB_RUNRECOVERY.
@@ -109,6 +112,9 @@ public enum SiteCommand {
                 say(try replicationRole(home: required("home", in: words)))
             case "dump":
                 for line in try dump(home: required("home", in: words)) { say(line) }
+            case "records":
+                let counters = try recordCounters(home: required("home", in: words))
+                say("requested \(counters.requested) duplicated \(counters.duplicated)")
             default:
                 complain("bdb-site: unknown command '\(command)'\n\(SiteCommand.help)")
                 exit(64)
