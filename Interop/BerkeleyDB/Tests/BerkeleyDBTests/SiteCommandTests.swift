@@ -52,5 +52,8 @@ func runSite(_ arguments: [String], in directory: String) throws -> (status: Int
         #expect(noBroker.stderr.contains("broker unavailable"))
         let dumpMissing = try runSite(["dump", "--home", directory.path + "/nowhere"], in: directory.path)
         #expect(dumpMissing.status == 1)
+        let recordsMissing = try runSite(["records", "--home", directory.path + "/nowhere"], in: directory.path)
+        #expect(recordsMissing.status == 1)
+        #expect(recordsMissing.stderr.contains("no environment"))
     }
 }
