@@ -161,6 +161,19 @@ public final class ChildProcess: @unchecked Sendable {
         signal(SIGKILL)
         _ = waitForExit(timeout: 10)
     }
+
+    /// Runs `program` to its end and returns its standard output's lines; nil when it cannot start, fails, or
+    /// runs past `timeout` seconds (then it is killed).
+    public static func outputLines(of program: Program, _ arguments: [String], timeout: Double = 30) -> [String]? {
+        guard let child = try? ChildProcess(name: arguments.first ?? "child", program: program, arguments: arguments)
+        else { return nil }
+        guard child.waitForExit(timeout: timeout) == 0 else {
+            child.kill9()
+            return nil
+        }
+        child.waitForOutputEnd(timeout: 5)
+        return child.lines
+    }
 }
 
 /// Waiting on conditions with deadlines.

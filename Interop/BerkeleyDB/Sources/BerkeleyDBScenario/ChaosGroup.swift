@@ -234,12 +234,7 @@ final class ChaosGroup: @unchecked Sendable {
         }
     }
 
-    func run(_ arguments: [String]) -> [String]? {
-        guard let child = try? ChildProcess(name: arguments[0], program: options.site, arguments: arguments),
-              child.waitForExit(timeout: 60) == 0 else { return nil }
-        child.waitForOutputEnd(timeout: 5)
-        return child.lines
-    }
+    func run(_ arguments: [String]) -> [String]? { ChildProcess.outputLines(of: options.site, arguments, timeout: 60) }
 
     func dump(_ site: ChaosSite) -> [String]? { run(["dump", "--home", site.home]) }
     func role(_ site: ChaosSite) -> String? { run(["role", "--home", site.home])?.first }

@@ -209,15 +209,8 @@ extension Scenario {
     /// the master).
     func clientRecordCounters() -> (Int, Int) {
         members.dropFirst().reduce((0, 0)) { sum, site in
-            guard let child = try? ChildProcess(name: "records", program: self.site, arguments: ["records", "--home", site.home])
-            else { return sum }
-            guard child.waitForExit(timeout: 30) == 0 else {
-                child.kill9()
-                return sum
-            }
-            child.waitForOutputEnd(timeout: 5)
             // "requested N duplicated M"
-            let words = child.lines.first?.split(separator: " ") ?? []
+            let words = ChildProcess.outputLines(of: self.site, ["records", "--home", site.home])?.first?.split(separator: " ") ?? []
             guard words.count == 4, let requested = Int(words[1]), let duplicated = Int(words[3]) else { return sum }
             return (sum.0 + requested, sum.1 + duplicated)
         }

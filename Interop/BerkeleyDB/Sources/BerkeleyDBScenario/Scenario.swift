@@ -119,16 +119,7 @@ public final class Scenario: @unchecked Sendable {
         }
     }
 
-    func dump(_ site: Site) -> [String]? {
-        guard let child = try? ChildProcess(name: "dump", program: self.site, arguments: ["dump", "--home", site.home])
-        else { return nil }
-        guard child.waitForExit(timeout: 30) == 0 else {
-            child.kill9()
-            return nil
-        }
-        child.waitForOutputEnd(timeout: 5)
-        return child.lines
-    }
+    func dump(_ site: Site) -> [String]? { ChildProcess.outputLines(of: self.site, ["dump", "--home", site.home]) }
 
     /// Runs `writers` writer processes at `site`; returns their summaries and acked keys.
     struct Written {
