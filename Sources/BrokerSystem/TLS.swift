@@ -45,9 +45,12 @@ public final class TLSContext: @unchecked Sendable {
     }
 }
 
-/// One connection's TLS session. Not thread-safe: one event loop drives it.
+/// One connection's TLS session. Not thread-safe: one event loop drives it. Its calls allocate nothing: a
+/// failure's reason goes into a buffer the session keeps.
 public final class TLSSession {
     private let session: OpaquePointer
+    private let reason = UnsafeMutablePointer<CChar>.allocate(capacity: reasonCapacity)
+    private static let reasonCapacity = 512
     public private(set) var handshakeDone = false
 
     public init(_ context: TLSContext, server: Bool) throws(TLSError) {
@@ -55,9 +58,21 @@ public final class TLSSession {
             rb_tls_session_new(context.context, server ? 1 : 0, reason, size)
         }, failed: { $0 == nil })
         session = made!
+        reason[0] = 0
     }
 
-    deinit { rb_tls_session_free(session) }
+    deinit {
+        rb_tls_session_free(session)
+        reason.deallocate()
+    }
+
+    /// `result` when `failed` says it is not a failure; else throws the reason the call wrote.
+    @inline(__always)
+    private func checked<T>(_ call: (UnsafeMutablePointer<CChar>, Int) -> T, failed: (T) -> Bool) throws(TLSError) -> T {
+        let result = call(reason, Self.reasonCapacity)
+        if failed(result) { throw TLSError(String(cString: reason)) }
+        return result
+    }
 
     /// Bytes read from the socket.
     public func feed(_ bytes: UnsafeRawBufferPointer) throws(TLSError) {
@@ -68,7 +83,7 @@ public final class TLSSession {
     /// Advances the handshake; true once it is done. Take the output after each call.
     public func handshake() throws(TLSError) -> Bool {
         guard !handshakeDone else { return true }
-        let result = try withReason({ rb_tls_handshake(session, $0, $1) }, failed: { $0 < 0 })
+        let result = try checked({ rb_tls_handshake(session, $0, $1) }, failed: { $0 < 0 })
         handshakeDone = result == 1
         return handshakeDone
     }
@@ -76,13 +91,13 @@ public final class TLSSession {
     /// Encrypts `plain` into the output.
     public func write(_ plain: UnsafeRawBufferPointer) throws(TLSError) {
         guard plain.count > 0 else { return }
-        _ = try withReason({ rb_tls_write(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
+        _ = try checked({ rb_tls_write(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
     }
 
     /// Decrypts into `plain`: the bytes read, 0 when no whole record has arrived. Throws when the peer closed
     /// the session or the stream is corrupt.
     public func read(into plain: UnsafeMutableRawBufferPointer) throws(TLSError) -> Int {
-        try withReason({ rb_tls_read(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
+        try checked({ rb_tls_read(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
     }
 
     /// Bytes waiting for the socket.
@@ -96,7 +111,7 @@ public final class TLSSession {
     /// The site id the peer's certificate names (SAN URI repbroker://site/ID).
     public func peerSite() throws(TLSError) -> Int32 {
         var site: Int32 = 0
-        _ = try withReason({ rb_tls_peer_site(session, &site, $0, $1) }, failed: { $0 != 0 })
+        _ = try checked({ rb_tls_peer_site(session, &site, $0, $1) }, failed: { $0 != 0 })
         return site
     }
 
