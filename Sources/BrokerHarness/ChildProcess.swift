@@ -3,6 +3,22 @@
 import BrokerSystem
 import Foundation
 
+/// Every child the harness starts is started under this lock. Foundation's `Process.run` makes a socket pair
+/// without close-on-exec and learns of the child's exit only when the child's end closes; it closes the
+/// other descriptors in the child only up to the highest open when it looked. A child started at the same moment
+/// on another thread could inherit that end (and a new child's pipes) and hold them for its whole life: then
+/// `isRunning` stayed true for a compiler that had exited, until a broker started beside it was stopped (a CI
+/// run waited out its 180 s build timeout so).
+private let spawnLock = NSLock()
+
+/// Runs `body`, which makes a child's pipes and starts it, under the harness's spawn lock and with no signal
+/// blocked on the calling thread (the child inherits the mask; see `Posix.withNoSignalsBlocked`).
+public func startingChild<T>(_ body: () throws -> T) rethrows -> T {
+    spawnLock.lock()
+    defer { spawnLock.unlock() }
+    return try Posix.withNoSignalsBlocked(body)
+}
+
 /// Runs `executable` with `arguments` (in `directory`) to its end; its standard output and error together.
 /// Throws with that output when it exits with a failure.
 @discardableResult
@@ -11,10 +27,13 @@ public func runToEnd(_ executable: String, _ arguments: [String], in directory: 
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try Posix.withNoSignalsBlocked { try process.run() }
+    let pipe = try startingChild {
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        return pipe
+    }
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
@@ -26,8 +45,8 @@ public func runToEnd(_ executable: String, _ arguments: [String], in directory: 
 public final class ChildProcess: @unchecked Sendable {
     public let process = Process()
     public let name: String
-    private let stdinPipe = Pipe()
-    private let stdoutPipe = Pipe()
+    private let stdinPipe: Pipe
+    private let stdoutPipe: Pipe
     private let lock = ConditionLock()
     private var outputLines: [String] = []
     private var partial = Data()
@@ -44,19 +63,25 @@ public final class ChildProcess: @unchecked Sendable {
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        if let stderrPath {
-            if !FileManager.default.fileExists(atPath: stderrPath) {
-                _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        let process = self.process
+        (stdinPipe, stdoutPipe) = try startingChild {
+            let input = Pipe()
+            let output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            if let stderrPath {
+                if !FileManager.default.fileExists(atPath: stderrPath) {
+                    _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+                }
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+                handle.seekToEndOfFile()
+                process.standardError = handle
+            } else {
+                process.standardError = FileHandle.nullDevice
             }
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-            handle.seekToEndOfFile()
-            process.standardError = handle
-        } else {
-            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return (input, output)
         }
-        try Posix.withNoSignalsBlocked { try process.run() }
         let reader = stdoutPipe.fileHandleForReading
         startThread { [self] in
             while true {

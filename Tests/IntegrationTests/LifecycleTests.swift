@@ -96,7 +96,7 @@ func runToExit(_ executable: String, _ arguments: [String], environment: [String
         process.executableURL = URL(fileURLWithPath: Executables.path("repbrokerd"))
         process.arguments = ["--site-id", "9", "--log-level", "warning"]
         process.environment = environment
-        try process.run()
+        try startingChild { try process.run() }
         defer {
             process.terminate()
             process.waitUntilExit()

@@ -28,10 +28,12 @@ public enum CPrograms {
             + "$(PKG_CONFIG_PATH=\(prefix)/lib/pkgconfig pkg-config --cflags --libs repbroker-bdb) -Wl,-rpath,\(prefix)/lib"
         let compiler = try ChildProcess(name: "cc", executable: "/bin/sh", arguments: ["-c", script],
                                         stderrPath: directory.path + "/cc.err")
-        guard compiler.waitForExit(timeout: 180) == 0,
-              FileManager.default.fileExists(atPath: directory.path + "/bdb_c_writer") else {
+        let status = compiler.waitForExit(timeout: 180)
+        guard status == 0, FileManager.default.fileExists(atPath: directory.path + "/bdb_c_writer") else {
+            if status == nil { compiler.kill9() }
             let why = (try? String(contentsOfFile: directory.path + "/cc.err", encoding: .utf8)) ?? ""
-            throw ScenarioFailure("cannot build the C programs: \(why.suffix(1500))")
+            let how = status.map { "exit status \($0)" } ?? "not done in 180 s"
+            throw ScenarioFailure("cannot build the C programs (\(how)): \(why.suffix(1500))")
         }
         built = directory.path
         return directory.path
