@@ -32,6 +32,11 @@ extension Core {
         guard hello.siteID != config.siteID else {
             return connection.reject(.siteConflict, "peer claims this broker's own site id \(hello.siteID)")
         }
+        if let certified = connection.certifiedSite, certified != hello.siteID {
+            counters.tlsFailures += 1
+            return connection.reject(.tls, "the peer's HELLO says site \(hello.siteID) and its certificate names "
+                + "site \(certified)")
+        }
         if let key = config.groupKey {
             guard hello.keyed else {
                 return connection.reject(.auth, "site \(hello.siteID) has no group key; this group requires one")
@@ -150,6 +155,7 @@ extension Core {
             }
         }
         link.remoteIncarnation = hello.incarnation
+        link.security = connection.security ?? "plain"
         link.remoteGroups.removeAll(keepingCapacity: true)
         link.remoteGroupNames.removeAll(keepingCapacity: true)
         link.receiverGroups.removeAll()

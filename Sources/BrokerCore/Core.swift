@@ -264,6 +264,8 @@ struct Counters {
     var acksReceived = 0
     var permanentAcked = 0
     var permanentAckFailures = 0
+    /// Peer connections refused for their TLS: handshakes failed, certificates refused, TLS on one end only.
+    var tlsFailures = 0
 }
 
 /// Local clients: by their id, those with rings (the rings phase serves them in turn), and the next id.

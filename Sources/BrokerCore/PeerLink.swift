@@ -74,6 +74,8 @@ final class PeerLink {
     var droppedAtRestart = 0
     var refused = 0
     var reconnects = 0
+    /// "TLSv1.3 <cipher>" or "plain": the security of the connection that last became the link.
+    var security = "plain"
     /// Frames sent again on a new connection because the peer had not acknowledged them.
     var resent = 0
     /// Frames of the peer dropped here as already handled (it sent them again after a reconnect).

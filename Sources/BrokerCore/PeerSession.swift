@@ -22,6 +22,10 @@ final class PeerSession: Session {
     let nonce: [UInt8]
     /// With a group key: the other side's AUTH has not been checked yet.
     var awaitingAuth = false
+    /// With TLS: the site the peer's certificate names (or whose pin it matches); its HELLO must say the same.
+    var certifiedSite: Int32?
+    /// With TLS: "TLSv1.3 <cipher>", shown in stats once this connection is the link.
+    var security: String?
 
     init(id: ConnectionID, core: Core, dialing link: PeerLink?, joinTarget: Int? = nil) {
         outgoing = link != nil || joinTarget != nil
@@ -115,7 +119,7 @@ final class PeerSession: Session {
         case (_, .error):
             let error = try ErrorFrame(body: frame.body)
             closedQuietly = error.code == ErrorCode.duplicateLink.rawValue
-            if [ErrorCode.auth, .siteConflict, .version, .unknownSite].map(\.rawValue).contains(error.code) {
+            if [ErrorCode.auth, .siteConflict, .version, .unknownSite, .tls].map(\.rawValue).contains(error.code) {
                 core.logger.warning("peer refused the connection", ["peer": peerDescription, "reason": "\(error)"])
             }
             if error.code == ErrorCode.siteConflict.rawValue && !core.config.join.isEmpty {
@@ -156,8 +160,19 @@ final class PeerSession: Session {
     }
 
     override func protocolError(_ error: WireError) {
+        if phase != .active, hello == nil, Self.startsWithTLSRecord(input.readable) {
+            // A TLS ClientHello where a HELLO was due: the peer has TLS configured and this broker has not.
+            core.counters.tlsFailures += 1
+            return reject(.tls, "the peer speaks TLS and this broker has no TLS configured (--tls-cert, --tls-key, "
+                + "--tls-ca or --tls-pin): every broker of the group needs the same choice")
+        }
         core.countBadFrame(peer: peerDescription, error)
         reject(error.code, error.description)
+    }
+
+    /// Whether `bytes` begin as a TLS handshake record does (content type 22, version 3.x).
+    static func startsWithTLSRecord(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.count >= 3 && bytes[0] == 0x16 && bytes[1] == 0x03 && bytes[2] <= 0x04
     }
 
     override func close(reason: String, lastWords: [UInt8] = []) {

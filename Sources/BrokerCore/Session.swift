@@ -17,7 +17,7 @@ public class Session {
     @exclusivity(unchecked) public private(set) var isClosed = false
     /// The frame at the front of `input` waits, and those after it (a producer whose group became congested
     /// partway through what one read brought: the frames are routed once the group has room, not dropped).
-    @exclusivity(unchecked) var inputHeld = false
+    @exclusivity(unchecked) public internal(set) var inputHeld = false
     /// The shell's object for this session's socket (the simulator's for its end of a pipe).
     public var attachment: AnyObject?
     /// Bytes kept free for a read: the buffer is kept at least this large.

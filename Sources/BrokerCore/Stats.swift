@@ -36,11 +36,13 @@ public struct PeerStats: Codable, Sendable {
     public var millisecondsSinceHeard: UInt64?
     /// Per group and traffic class on this link (PROTOCOL.md, "Flow control").
     public var flows: [FlowStats]
+    /// The link's security once it has been up: "TLSv1.3 <cipher>" or "plain".
+    public var tls: String?
 
     enum CodingKeys: String, CodingKey {
         case siteID = "site_id", address, origin, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
-        case dropped, refused, reconnects, resent, duplicates, millisecondsSinceHeard = "ms_since_heard", flows
+        case dropped, refused, reconnects, resent, duplicates, millisecondsSinceHeard = "ms_since_heard", flows, tls
     }
 }
 
@@ -149,6 +151,8 @@ public struct TotalStats: Codable, Sendable {
     public var channelReplies: Int
     public var channelNoSubscriber: Int
     public var channelTimeouts: Int
+    /// Peer connections refused for their TLS: handshakes failed, certificates refused, TLS on one end only.
+    public var tlsFailures: Int
 
     enum CodingKeys: String, CodingKey {
         case channelMessages = "channel_msgs", channelRequests = "channel_requests", channelReplies = "channel_replies"
@@ -158,7 +162,7 @@ public struct TotalStats: Codable, Sendable {
         case dropped, refused, unroutable, misrouted, badFrames = "bad_frames"
         case clientsConnected = "clients_connected", clientsRefused = "clients_refused"
         case acceptFailures = "accept_failures", groupsRefused = "groups_refused", groupsReleased = "groups_released"
-        case peersConnected = "peers_connected"
+        case peersConnected = "peers_connected", tlsFailures = "tls_failures"
         case acksReceived = "acks_received", permanentAcked = "perm_acked", permanentAckFailures = "perm_ack_failures"
     }
 }
@@ -196,7 +200,7 @@ extension Core {
                 queuedBytes: link.queuedBytes, dropped: link.dropped, refused: link.refused,
                 reconnects: link.reconnects, resent: link.resent, duplicates: link.duplicates,
                 millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil,
-                flows: flowStats(link))
+                flows: flowStats(link), tls: link.everUp ? link.security : nil)
         }
         let clientList = clients.byID.values.filter { $0.isRegistered }.sorted { $0.clientID < $1.clientID }.map { client in
             var roles: [String] = []
@@ -236,7 +240,7 @@ extension Core {
             permanentAckFailures: counters.permanentAckFailures,
             channelMessages: counters.channelMessages, channelRequests: counters.channelRequests,
             channelReplies: counters.channelReplies, channelNoSubscriber: counters.channelNoSubscriber,
-            channelTimeouts: counters.channelTimeouts)
+            channelTimeouts: counters.channelTimeouts, tlsFailures: counters.tlsFailures)
         return BrokerStats(siteID: config.siteID, pid: pid, uptimeMilliseconds: (now &- startedAt) / 1_000_000,
                            peers: peers, clients: clientList, groups: groupStats, totals: totals)
     }

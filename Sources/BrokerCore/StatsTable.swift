@@ -5,11 +5,12 @@ extension BrokerStats {
         var out = "site \(siteID)  pid \(pid)  uptime \(formatDuration(uptimeMilliseconds))\n"
         out += "\nPEERS\n"
         out += render([["site", "address", "origin", "state", "msgs_out", "bytes_out", "msgs_in", "bytes_in", "queued",
-                        "dropped", "refused", "reconnects", "resent", "duplicates", "heard_ms"]]
+                        "dropped", "refused", "reconnects", "resent", "duplicates", "heard_ms", "tls"]]
             + peers.map { p in
                 ["\(p.siteID)", p.address, p.origin.rawValue, p.state.rawValue, "\(p.messagesSent)", "\(p.bytesSent)",
                  "\(p.messagesReceived)", "\(p.bytesReceived)", "\(p.queuedBytes)", "\(p.dropped)", "\(p.refused)",
-                 "\(p.reconnects)", "\(p.resent)", "\(p.duplicates)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-"]
+                 "\(p.reconnects)", "\(p.resent)", "\(p.duplicates)", p.millisecondsSinceHeard.map { "\($0)" } ?? "-",
+                 p.tls ?? "-"]
             })
         let flowRows = peers.flatMap { p in
             p.flows.map { f in
@@ -41,12 +42,12 @@ extension BrokerStats {
         let t = totals
         out += render([
             ["routed", "to_peers", "from_peers", "delivered", "dropped", "refused", "unroutable", "misrouted",
-             "bad_frames", "clients", "clients_refused", "accept_failures",
+             "bad_frames", "tls_failures", "clients", "clients_refused", "accept_failures",
              "groups_refused", "groups_released", "peers_up", "acks_in", "perm_acked", "perm_failed", "ch_msgs", "ch_requests",
              "ch_replies", "ch_no_subscriber", "ch_timeouts"],
             ["\(t.messagesRouted)", "\(t.messagesSentToPeers)", "\(t.messagesReceivedFromPeers)",
              "\(t.messagesDelivered)", "\(t.dropped)", "\(t.refused)", "\(t.unroutable)", "\(t.misrouted)",
-             "\(t.badFrames)", "\(t.clientsConnected)", "\(t.clientsRefused)", "\(t.acceptFailures)",
+             "\(t.badFrames)", "\(t.tlsFailures)", "\(t.clientsConnected)", "\(t.clientsRefused)", "\(t.acceptFailures)",
              "\(t.groupsRefused)", "\(t.groupsReleased)", "\(t.peersConnected)", "\(t.acksReceived)",
              "\(t.permanentAcked)", "\(t.permanentAckFailures)", "\(t.channelMessages)", "\(t.channelRequests)",
              "\(t.channelReplies)", "\(t.channelNoSubscriber)", "\(t.channelTimeouts)"],

@@ -1,4 +1,4 @@
-// The admin socket speaks lines of text: a request ("stats", "sites", "remove-site ID") answered with one JSON
+// The admin socket speaks lines of text: a request ("stats", "sites", "remove-site ID", "reload-tls") answered with one JSON
 // document and a newline, after which the broker closes the connection. Requests are capped at 1 KiB.
 import BrokerCore
 import BrokerSystem
@@ -57,6 +57,10 @@ final class AdminConnection: LoopHandler {
             answer(broker.stats())
         case "sites":
             answer(broker.core.sites())
+        case "reload-tls":
+            do { try broker.reloadTLS() } catch { return respond(error: "\(error)") }
+            struct Reloaded: Encodable { let reloaded: String }
+            answer(Reloaded(reloaded: broker.peerTLS?.settings.certificate ?? ""))
         case let removal where removal.hasPrefix("remove-site "):
             guard let site = Int32(removal.dropFirst("remove-site ".count)), site > 0 else {
                 return respond(error: "remove-site takes a positive site id")
@@ -66,7 +70,7 @@ final class AdminConnection: LoopHandler {
             struct Removed: Encodable { let removed: Int32 }
             answer(Removed(removed: site))
         default:
-            respond(error: "unknown request '\(request)'; known: stats, sites, remove-site ID")
+            respond(error: "unknown request '\(request)'; known: stats, sites, remove-site ID, reload-tls")
         }
     }
 

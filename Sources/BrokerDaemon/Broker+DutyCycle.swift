@@ -38,6 +38,7 @@ extension Broker {
         core.returnCredits()
         var work = try loop.poll(timeoutMilliseconds: 0)
         performActions()
+        work += drainTLSBacklog()
         work += core.serviceRings()
         core.takeRoomBells { ($0.attachment as? SessionSocket)?.rings?.room.signal() }
         runTimers()
@@ -62,7 +63,7 @@ extension Broker {
         let now = Posix.monotonicNanoseconds()
         let untilTick = core.nextTickAt > now ? Int32(clamping: (core.nextTickAt - now + 999_999) / 1_000_000) : 0
         // Paused producers are resumed by a queue draining, which no event announces: look again soon.
-        let timeout = min(milliseconds, untilTick, core.hasCongestion ? 1 : .max)
+        let timeout = min(milliseconds, untilTick, core.hasCongestion || !tlsBacklog.isEmpty ? 1 : .max)
         let events = try loop.poll(timeoutMilliseconds: timeout)
         core.now = Posix.monotonicNanoseconds()
         performActions()
@@ -78,6 +79,10 @@ extension Broker {
             requestStop()
         }
         dialer.takeAnswers(now: core.now, broker: self)
+        if stopper.takeTLSReloadRequest() {
+            if peerTLS == nil { logger.warning("SIGHUP: this broker has no TLS configured; nothing to reload") }
+            else { try? reloadTLS() }
+        }
         _ = holdReserveDescriptor()
         for listener in listeners { listener.resumeIfDue(now: core.now) }
         core.runTimers()

@@ -29,6 +29,10 @@ public final class Broker {
     var reserveDescriptor: OwnedDescriptor?
     /// The parent at start, for --exit-with-parent.
     let parentPID = getppid()
+    /// TLS for peer links (--tls-cert); nil: plain links.
+    let peerTLS: PeerTLS?
+    /// TLS connections whose session holds plain bytes the core could not take when they were decrypted.
+    var tlsBacklog: [SessionSocket] = []
 
     /// Stops the loop from any thread (signal handlers, tests).
     public let stopper: Stopper
@@ -47,6 +51,7 @@ public final class Broker {
                     incarnation: UInt64.random(in: 1...UInt64.max), seed: UInt64.random(in: 1...UInt64.max),
                     logger: logger, remembered: membershipFile.load())
         dialer = Dialer(logger: logger)
+        do { peerTLS = try config.tls.map(PeerTLS.init) } catch { throw BrokerFailure(reason: "TLS: \(error)") }
     }
 
     /// Opens the peer listener and both Unix sockets; throws with a clear reason when one cannot be had.
@@ -71,6 +76,7 @@ public final class Broker {
             "advertise": core.advertised
                 ?? (config.listen == nil ? "-" : "(the local address of the first peer connection)"),
             "admin_socket": config.adminSocketPath, "peers": "\(core.sites().count)",
+            "peer_links": peerTLS.map { $0.settings.ca != nil ? "TLS 1.3 (CA)" : "TLS 1.3 (pinned)" } ?? "plain",
         ])
     }
 
@@ -109,7 +115,7 @@ public final class Broker {
         case .peers:
             Self.configurePeerSocket(fd)
             learnLocalAddress(of: fd, connectionTo: "an incoming peer connection")
-            serve(socket, core.openAcceptedPeer())
+            serve(socket, core.openAcceptedPeer(), peer: true)
         case .clients:
             switch core.openClient(pid: Socket.peerCredentials(fd)?.pid ?? 0) {
             case .success(let session): serve(socket, session)
@@ -123,13 +129,55 @@ public final class Broker {
         performActions()
     }
 
-    /// Puts `socket` on the loop as `session`'s; when it cannot be, the session fails (the core forgets it).
-    func serve(_ socket: OwnedDescriptor, _ session: Session, connecting: Bool = false) {
+    /// Puts `socket` on the loop as `session`'s (a `peer` connection with a TLS session when TLS is configured:
+    /// dialled ones connect, accepted ones accept); when it cannot be, the session fails (the core forgets it).
+    func serve(_ socket: OwnedDescriptor, _ session: Session, connecting: Bool = false, peer: Bool = false) {
         do {
-            sockets[session.id] = try SessionSocket(socket, session: session, broker: self, connecting: connecting)
+            let tls = try peer ? peerTLS.map { TLSLink(try $0.session(server: !connecting), server: !connecting) } : nil
+            sockets[session.id] = try SessionSocket(socket, session: session, broker: self, connecting: connecting,
+                                                    tls: tls)
         } catch {
-            core.failed(session, reason: "cannot watch the socket: \(error)")
+            core.failed(session, reason: "cannot serve the connection: \(error)")
         }
+    }
+
+    /// `socket`'s TLS session holds plain bytes its core session could not take yet: they are handed over at
+    /// the start of a later pass (`drainTLSBacklog`).
+    func backlogTLS(_ socket: SessionSocket, _ tls: TLSLink) {
+        guard !tls.backlogged else { return }
+        tls.backlogged = true
+        tlsBacklog.append(socket)
+    }
+
+    /// Hands the core what waits in TLS sessions, for the connections that can take it now; returns how many did.
+    func drainTLSBacklog() -> Int {
+        guard !tlsBacklog.isEmpty else { return 0 }
+        let waiting = tlsBacklog
+        tlsBacklog.removeAll(keepingCapacity: true)
+        var drained = 0
+        for socket in waiting {
+            guard let tls = socket.tls, !socket.session.isClosed else { continue }
+            if socket.readingPaused || socket.session.inputHeld {
+                tlsBacklog.append(socket)
+                continue
+            }
+            socket.drain(tls)
+            drained += 1
+        }
+        if drained > 0 { performActions() }
+        return drained
+    }
+
+    /// Reads the TLS certificate, key and CA again (SIGHUP, `repbroker reload-tls`): new connections use them,
+    /// links up keep their sessions. Throws the reason when they cannot be loaded (the old ones stay).
+    func reloadTLS() throws {
+        guard let peerTLS else { throw BrokerFailure(reason: "this broker has no TLS configured (--tls-cert)") }
+        do { try peerTLS.reload() } catch {
+            logger.error("TLS reload failed: the certificates in use stay", ["reason": error.reason])
+            throw BrokerFailure(reason: error.reason)
+        }
+        logger.info("TLS certificates reloaded: new peer connections use them", [
+            "certificate": peerTLS.settings.certificate])
     }
 
     /// With a wildcard --listen and no --advertise: tells the core the local address of a peer connection.
@@ -251,6 +299,7 @@ public final class Broker {
     /// A thread-safe handle that stops a broker's loop.
     public final class Stopper: Sendable {
         private let flag = Atomic<Bool>(false)
+        private let reload = Atomic<Bool>(false)
         private let wakeup: EventFd
 
         init(wakeup: EventFd) { self.wakeup = wakeup }
@@ -261,6 +310,15 @@ public final class Broker {
             flag.store(true, ordering: .releasing)
             wakeup.signal()
         }
+
+        /// Asks the loop to reload the TLS certificates (SIGHUP).
+        public func requestTLSReload() {
+            reload.store(true, ordering: .releasing)
+            wakeup.signal()
+        }
+
+        /// Whether a reload was asked for since the last call.
+        func takeTLSReloadRequest() -> Bool { reload.exchange(false, ordering: .acquiringAndReleasing) }
     }
 
     /// Removes this broker's socket files after a fatal error.

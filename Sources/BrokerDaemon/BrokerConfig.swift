@@ -60,6 +60,8 @@ public struct BrokerConfig: Equatable, Sendable {
     public var socketGroup: UInt32?
     /// The group key peer links prove with HMAC-SHA256 (from --group-key-file); nil: links are not authenticated.
     public var groupKey: [UInt8]?
+    /// TLS 1.3 on every peer link (TLSSettings.swift); nil: plain links.
+    public var tls: TLSSettings?
     /// Where the membership file is kept (default: the local socket's directory).
     public var stateDirectory: String?
     /// Stop when the process that started this broker exits (for supervisors and test harnesses).
@@ -114,12 +116,13 @@ public struct BrokerConfig: Equatable, Sendable {
         if let listen {
             let address: SocketAddress
             do { address = try SocketAddress(listen) } catch { throw .invalid("--listen: \(error)") }
-            if !address.isLoopback && groupKey == nil && !insecure {
+            if !address.isLoopback && groupKey == nil && tls == nil && !insecure {
                 throw .invalid("""
                     --listen \(listen) is reachable from other hosts, and there is no group key: any process that \
                     reaches this port could claim to be a site of the group and take over its link. Give every \
                     broker of the group the same --group-key-file (a secret of 16 bytes or more, for example made \
-                    with 'head -c 32 /dev/urandom > group.key'), or pass --insecure on a network you trust.
+                    with 'head -c 32 /dev/urandom > group.key'), or certificates (--tls-cert, --tls-key, --tls-ca), \
+                    or pass --insecure on a network you trust.
                     """)
             }
         }
@@ -231,6 +234,11 @@ struct ConfigFile: Codable {
     var join: [String]?
     var state_dir: String?
     var group_key_file: String?
+    var tls_cert: String?
+    var tls_key: String?
+    var tls_ca: String?
+    /// ["2=<sha256>", ...], as --tls-pin takes them.
+    var tls_pins: [String]?
     var allow_uids: [UInt32]?
     var allow_gids: [UInt32]?
     var socket_group: String?
@@ -243,7 +251,8 @@ extension BrokerConfig {
         "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
         "peer-queue-bytes", "flow-window-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
         "max-ring-bytes", "join", "state-dir", "group-key-file", "allow-uid", "allow-gid", "socket-group",
-        "advertise", "max-clients", "max-groups", "group-grace-ms", "idle-strategy",
+        "advertise", "max-clients", "max-groups", "group-grace-ms", "idle-strategy", "tls-cert", "tls-key", "tls-ca",
+        "tls-pin",
     ]
     /// The flags `repbrokerd` takes (options without a value).
     public static let flagNames: Set<String> = ["exit-with-parent", "insecure"]
@@ -331,6 +340,11 @@ extension BrokerConfig {
             }
             config.groupKey = Array(key)
         }
+        let pins = arguments.all("tls-pin")
+        config.tls = try TLSSettings.from(certificate: arguments.last("tls-cert") ?? file.tls_cert,
+                                          key: arguments.last("tls-key") ?? file.tls_key,
+                                          ca: arguments.last("tls-ca") ?? file.tls_ca,
+                                          pins: pins.isEmpty ? file.tls_pins ?? [] : pins)
         if let name = arguments.last("idle-strategy") ?? file.idle_strategy {
             guard let kind = IdleStrategyKind(rawValue: name) else {
                 throw UsageError("--idle-strategy must be backoff, spin or block; not '\(name)'")

@@ -40,7 +40,7 @@ public enum DaemonMain {
         } catch {
             exitWithFailure("\(error)", tool: "repbrokerd")
         }
-        let signalSources = installStopSignals(broker.stopper)
+        let signalSources = installStopSignals(broker.stopper) + [installReloadSignal(broker.stopper)]
         do {
             try broker.run()
         } catch let failure as Broker.BrokerFailure {
@@ -62,6 +62,15 @@ public enum DaemonMain {
             source.resume()
             return source
         }
+    }
+
+    /// SIGHUP reloads the TLS certificates.
+    static func installReloadSignal(_ stopper: Broker.Stopper) -> DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler { @Sendable in stopper.requestTLSReload() }
+        source.resume()
+        return source
     }
 
     static let help = """
@@ -118,6 +127,15 @@ public enum DaemonMain {
           --group-key-file FILE    A secret (16 bytes or more) every broker of the group shares: peer links prove it
                                    with HMAC-SHA256 over per-connection nonces before anything else, and a broker
                                    without it (or with another) can neither link nor join.
+          --tls-cert FILE          This site's certificate (PEM, with its chain). With --tls-key and --tls-ca or
+          --tls-key FILE           --tls-pin, every peer link is TLS 1.3 and nothing older; both ends present
+          --tls-ca FILE            certificates and verify each other's against the CA. The certificate names the
+                                   site: a SAN URI repbroker://site/ID; a peer's HELLO must name the same site.
+                                   Needs OpenSSL 3 (Debian: libssl3), loaded only when TLS is configured. Every
+                                   broker of the group needs TLS, or none. SIGHUP or `repbroker reload-tls`
+                                   reads the files again: links up keep their sessions, new ones use the new files.
+          --tls-pin ID=SHA256      Instead of (or beside) a CA: the SHA-256 of site ID's certificate (repeatable;
+                                   `openssl x509 -noout -fingerprint -sha256 -in cert.pem`).
           --state-dir DIR          Where the membership file is kept (default: the --socket directory); a restarted
                                    broker reconnects to every site it knew.
           --idle-strategy NAME     What the loop does when it finds no work: backoff (default: spin 20 passes,
@@ -128,7 +146,7 @@ public enum DaemonMain {
           --exit-with-parent       Stop (as on SIGTERM) when the process that started the broker exits.
           -h, --help               Show this help.
 
-        SIGTERM or SIGINT: stop accepting, flush peer queues for up to 2 s, remove the sockets, exit 0.
+        SIGHUP: reload the TLS certificates. SIGTERM or SIGINT: stop accepting, flush peer queues for up to 2 s, remove the sockets, exit 0.
         Exit codes: 0 after a clean stop, 1 on failure (e.g. a live broker on the socket path), 64 on usage errors.
         """
 }

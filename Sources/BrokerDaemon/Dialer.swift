@@ -72,7 +72,7 @@ final class Dialer {
         case .join: description = "join target \(text)"
         }
         broker.learnLocalAddress(of: socket.number, connectionTo: description)
-        broker.serve(socket, session, connecting: true)
+        broker.serve(socket, session, connecting: true, peer: true)
     }
 
     private func failed(_ target: Target, _ reason: String, unresolved: Bool, broker: Broker) {

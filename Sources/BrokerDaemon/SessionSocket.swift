@@ -1,7 +1,8 @@
 // The socket of one core session (a local client or a peer connection): reads into the session's input buffer
 // and hands the bytes to the core, writes what the session offers, and watches EPOLLOUT only while a write is
 // incomplete. A client's rings (the segment and its doorbells) live here too: the core has only their memory.
-// The descriptor is closed exactly once, when the core asks (CoreAction.close).
+// The descriptor is closed exactly once, when the core asks (CoreAction.close). A peer connection with TLS reads
+// and writes through its session (SessionSocket+TLS.swift); the core sees the same plain frames.
 import BrokerCore
 import BrokerSystem
 import BrokerWire
@@ -18,12 +19,16 @@ final class SessionSocket: LoopHandler {
     private(set) var readingPaused = false
     /// The client's rings: the mapping and its two doorbells (the broker's own is the loop's eventfd).
     var rings: (segment: SharedSegment, data: EventFd, room: EventFd)?
+    /// A peer connection's TLS (with --tls-cert).
+    let tls: TLSLink?
 
-    init(_ descriptor: OwnedDescriptor, session: Session, broker: Broker, connecting: Bool = false) throws(SystemError) {
+    init(_ descriptor: OwnedDescriptor, session: Session, broker: Broker, connecting: Bool = false,
+         tls: TLSLink? = nil) throws(SystemError) {
         self.descriptor = descriptor
         self.session = session
         self.broker = broker
         self.connecting = connecting
+        self.tls = tls
         watchingWrites = connecting
         session.attachment = self
         token = try broker.loop.register(descriptor.number, connecting ? .readableAndWritable : .readable, self)
@@ -41,6 +46,7 @@ final class SessionSocket: LoopHandler {
             connecting = false
             Broker.configurePeerSocket(descriptor.number)
             broker.core.connected(session)
+            if let tls { startHandshake(tls) }
         }
         // A hang-up is read even while reading is paused: nothing more will come, and what came is handled.
         let hangUp = events.rawValue & (EpollEvents.hangup.rawValue | EpollEvents.error.rawValue) != 0
@@ -51,6 +57,7 @@ final class SessionSocket: LoopHandler {
     /// Reads while each read fills the space offered, up to the session's reads per event (one, once the
     /// pass's read budget is spent: a pass stays short, so timers and credit come round often).
     private func readAvailable() {
+        if let tls { return readAvailable(through: tls) }
         var reads = session.readsPerEvent
         while true {
             let space = session.readSpace()
@@ -70,6 +77,7 @@ final class SessionSocket: LoopHandler {
     /// Writes as much pending output as the socket takes (a client's ring first: its records are published,
     /// and its receiver's doorbell rung when it sleeps).
     func flush() {
+        if let tls { return flush(through: tls) }
         if session.publishRing() { rings?.data.signal() }
         while !session.isClosed {
             let output = session.pendingOutput()
@@ -88,7 +96,7 @@ final class SessionSocket: LoopHandler {
         }
     }
 
-    private func setWatchingWrites(_ on: Bool) {
+    func setWatchingWrites(_ on: Bool) {
         guard on != watchingWrites, !session.isClosed else { return }
         watchingWrites = on
         updateInterest()
@@ -99,6 +107,8 @@ final class SessionSocket: LoopHandler {
         guard paused != readingPaused else { return }
         readingPaused = paused
         updateInterest()
+        // Plain bytes the TLS session holds come with no readiness event: the backlog hands them over.
+        if !paused, let tls { broker.backlogTLS(self, tls) }
     }
 
     private func updateInterest() {
@@ -109,7 +119,9 @@ final class SessionSocket: LoopHandler {
 
     /// Writes `lastWords` if the socket takes them at once (best effort), then closes.
     func close(lastWords: [UInt8]) {
-        if !lastWords.isEmpty {
+        if let tls {
+            sayLastWords(lastWords, through: tls)
+        } else if !lastWords.isEmpty {
             _ = lastWords.withUnsafeBytes { try? Posix.write(descriptor: descriptor.number, from: $0) }
         }
         broker.loop.deregister(descriptor.number, token: token)

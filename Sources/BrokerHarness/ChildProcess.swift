@@ -53,13 +53,14 @@ public final class ChildProcess: @unchecked Sendable {
     private var outputClosed = false
     private var inputClosed = false
 
-    /// Starts `executable` with `arguments`; stderr goes to `stderrPath` (appended) or is discarded. `environment`
-    /// is added to this process's own.
+    /// Starts `executable` with `arguments` (in `directory`, or this process's); stderr goes to `stderrPath`
+    /// (appended) or is discarded. `environment` is added to this process's own.
     public init(name: String, executable: String, arguments: [String], stderrPath: String? = nil,
-                environment: [String: String] = [:]) throws {
+                environment: [String: String] = [:], directory: String? = nil) throws {
         self.name = name
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }

@@ -100,6 +100,11 @@ public final class TLSSession {
         try checked({ rb_tls_read(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
     }
 
+    /// Queues a close_notify alert (sent with the rest of the output).
+    public func closeNotify() {
+        if handshakeDone { rb_tls_close_notify(session) }
+    }
+
     /// Bytes waiting for the socket.
     public var outputPending: Int { rb_tls_output_pending(session) }
 

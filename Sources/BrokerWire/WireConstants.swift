@@ -217,6 +217,9 @@ public enum ErrorCode: UInt32, Sendable {
     case clientLimit = 11
     /// A REGISTER for a new group over --max-groups.
     case groupLimit = 12
+    /// A peer link's TLS: one end has TLS and the other not, or a certificate does not name the site (or does
+    /// not match its pin).
+    case tls = 13
 }
 
 /// A Berkeley DB log sequence number.

@@ -1,4 +1,5 @@
-// repbroker: the operator's tool. Subcommands: stats, send, recv, request, sites, remove-site, demo, daemon.
+// repbroker: the operator's tool. Subcommands: stats, send, recv, request, sites, remove-site, reload-tls,
+// demo, daemon.
 // The benchmarks are a program of their own (repbroker-bench).
 import BrokerDaemon
 import BrokerSystem
@@ -18,6 +19,7 @@ let overview = """
       request Send a request on an application channel and print the reply.
       sites   List the group's sites as the broker knows them.
       remove-site  Remove a site from the group for good.
+      reload-tls   Make the broker read its TLS certificates again (links up keep theirs).
       demo    Start a three-site group on loopback, send traffic, print each broker's stats, clean up.
       daemon  Run a broker in this process: the same program and options as repbrokerd
               ('repbroker daemon --help'). The demo starts its brokers this way.
@@ -37,4 +39,5 @@ if subcommand == "daemon" { DaemonMain.run(Array(words.dropFirst())) }
 runCommand(words, [
     "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self,
     "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
+    "reload-tls": ReloadTLSCommand.self,
 ], tool: "repbroker")

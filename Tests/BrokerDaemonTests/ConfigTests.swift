@@ -97,6 +97,41 @@ import Testing
         #expect(throws: UsageError.self) { _ = try parse(words) }
     }
 
+    @Test(arguments: [
+        (["--site-id", "1", "--tls-cert", "a.pem"], "both --tls-cert and --tls-key"),
+        (["--site-id", "1", "--tls-ca", "ca.pem"], "both --tls-cert and --tls-key"),
+        (["--site-id", "1", "--tls-cert", "a.pem", "--tls-key", "a.key"], "--tls-ca"),
+        (["--site-id", "1", "--tls-cert", "a.pem", "--tls-key", "a.key", "--tls-pin", "2=abc"], "64 hex digits"),
+        (["--site-id", "1", "--tls-cert", "a.pem", "--tls-key", "a.key", "--tls-pin", "x=abc"], "ID=SHA256"),
+        (["--site-id", "1", "--tls-cert", "a.pem", "--tls-key", "a.key", "--tls-pin", "2=" + String(repeating: "a", count: 64),
+          "--tls-pin", "2=" + String(repeating: "b", count: 64)], "pinned twice"),
+    ])
+    func incompleteTLSSettingsAreUsageErrorsWithAReason(words: [String], fragment: String) {
+        do {
+            _ = try parse(words)
+            Issue.record("accepted \(words)")
+        } catch {
+            #expect(error is UsageError && "\(error)".contains(fragment), "\(error)")
+        }
+    }
+
+    /// The TLS settings from flags or the file (tls_cert, tls_key, tls_ca, tls_pins); a pin as openssl prints
+    /// it (colons, upper case) is kept as lowercase hex; TLS lets a listener others can reach go without a key.
+    @Test func tlsSettingsComeFromTheFlagsOrTheFile() throws {
+        let digest = (0..<32).map { String(format: "%02X", $0) }.joined(separator: ":")
+        let config = try parse(["--site-id", "1", "--tls-cert", "s1.pem", "--tls-key", "s1.key", "--tls-pin", "2=\(digest)",
+                                "--listen", "0.0.0.0:7001"])
+        #expect(config.tls == TLSSettings(certificate: "s1.pem", key: "s1.key", ca: nil,
+                                          pins: [2: (0..<32).map { String(format: "%02x", $0) }.joined()]))
+        try config.validate()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("rb-tls-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"site_id": 1, "tls_cert": "f.pem", "tls_key": "f.key", "tls_ca": "ca.pem"}"#.utf8).write(to: file)
+        #expect(try parse(["--config", file.path]).tls == TLSSettings(certificate: "f.pem", key: "f.key", ca: "ca.pem"))
+        #expect(try parse(["--config", file.path, "--tls-ca", "other.pem"]).tls?.ca == "other.pem")
+        #expect(try parse(["--site-id", "1"]).tls == nil)
+    }
+
     @Test func theLimitsAndAddressSettingsComeFromTheFileToo() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("rb-config-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: file) }

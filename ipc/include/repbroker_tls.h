@@ -43,6 +43,8 @@ ssize_t rb_tls_write(rb_tls_session *session, const void *plain, size_t length, 
 /* Decrypts into `plain`: the bytes read (> 0), 0 when a whole record has not arrived yet, -1 when the peer
    closed or the stream is corrupt (reason). */
 ssize_t rb_tls_read(rb_tls_session *session, void *plain, size_t capacity, char *error, size_t size);
+/* Queues a close_notify alert in the output (after the handshake; otherwise nothing). */
+void rb_tls_close_notify(rb_tls_session *session);
 /* Bytes waiting to go to the socket. */
 size_t rb_tls_output_pending(rb_tls_session *session);
 /* Moves up to `capacity` of them into `bytes`; the number moved. */

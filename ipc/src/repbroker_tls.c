@@ -61,6 +61,8 @@ static struct {
     int (*SSL_read)(SSL *, void *, int);
     int (*SSL_write)(SSL *, const void *, int);
     int (*SSL_get_error)(const SSL *, int);
+    int (*SSL_shutdown)(SSL *);
+    int (*SSL_CTX_set_num_tickets)(SSL_CTX *, size_t);
     X509 *(*SSL_get1_peer_certificate)(const SSL *);
     long (*SSL_get_verify_result)(const SSL *);
     const char *(*SSL_get_version)(const SSL *);
@@ -116,7 +118,8 @@ static void load(void) {
     RESOLVE(ssl, SSL_CTX_check_private_key) RESOLVE(ssl, SSL_CTX_load_verify_locations)
     RESOLVE(ssl, SSL_CTX_set_verify) RESOLVE(ssl, SSL_new) RESOLVE(ssl, SSL_free) RESOLVE(ssl, SSL_set_bio)
     RESOLVE(ssl, SSL_set_accept_state) RESOLVE(ssl, SSL_set_connect_state) RESOLVE(ssl, SSL_do_handshake)
-    RESOLVE(ssl, SSL_read) RESOLVE(ssl, SSL_write) RESOLVE(ssl, SSL_get_error)
+    RESOLVE(ssl, SSL_read) RESOLVE(ssl, SSL_write) RESOLVE(ssl, SSL_get_error) RESOLVE(ssl, SSL_shutdown)
+    RESOLVE(ssl, SSL_CTX_set_num_tickets)
     RESOLVE(ssl, SSL_get1_peer_certificate) RESOLVE(ssl, SSL_get_verify_result) RESOLVE(ssl, SSL_get_version)
     RESOLVE(ssl, SSL_get_current_cipher) RESOLVE(ssl, SSL_CIPHER_get_name)
     RESOLVE(crypto, BIO_s_mem) RESOLVE(crypto, BIO_new) RESOLVE(crypto, BIO_free_all) RESOLVE(crypto, BIO_write)
@@ -189,6 +192,8 @@ rb_tls_context *rb_tls_context_new(const char *cert_file, const char *key_file, 
         return NULL;
     }
     ossl.SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, ca_file ? NULL : accept_any_chain);
+    /* Links never resume a session: no tickets after the handshake. */
+    ossl.SSL_CTX_set_num_tickets(ctx, 0);
     rb_tls_context *context = calloc(1, sizeof *context);
     if (!context) {
         ossl.SSL_CTX_free(ctx);
@@ -302,6 +307,12 @@ ssize_t rb_tls_read(rb_tls_session *session, void *plain, size_t capacity, char 
     if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE) return 0;
     say_failure(session, code, "TLS read", error, size);
     return -1;
+}
+
+void rb_tls_close_notify(rb_tls_session *session) {
+    ossl.ERR_clear_error();
+    (void)ossl.SSL_shutdown(session->ssl);
+    ossl.ERR_clear_error();
 }
 
 size_t rb_tls_output_pending(rb_tls_session *session) { return ossl.BIO_ctrl_pending(session->out); }
