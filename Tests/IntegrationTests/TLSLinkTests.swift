@@ -233,6 +233,32 @@ struct TLSLinkTests {
         }
     }
 
+    /// Pins instead of a CA: sites whose certificates match their pins link (certificates of two unrelated
+    /// CAs); a certificate no pin names is refused with its SHA-256 in the reason.
+    @Test func pinnedSitesLinkWithoutACAAndAnUnpinnedCertificateIsRefused() throws {
+        let certificates = try TestCertificates()
+        try certificates.makeCA("ca1")
+        try certificates.makeCA("ca2")
+        try certificates.makeSite(1, ca: "ca1")
+        try certificates.makeSite(2, ca: "ca2")
+        try certificates.makeSite(2, ca: "ca2", name: "unpinned")
+        let pins = ["--tls-pin", "1=\(try certificates.sha256("site1"))", "--tls-pin", "2=\(try certificates.sha256("site2"))"]
+        let sites = try LocalSites(count: 2)
+        defer { sites.shutDown() }
+        for broker in sites.brokers {
+            broker.extraArguments += certificates.brokerArguments("site\(broker.siteID)", ca: nil) + pins
+        }
+        try sites.start()
+        #expect(try sites.broker(1).stats().peers.allSatisfy { $0.tls?.hasPrefix("TLSv1.3") == true })
+        #expect(sites.broker(2).terminate() == 0)
+        sites.broker(2).extraArguments = ["--heartbeat-ms", "200"] + certificates.brokerArguments("unpinned", ca: nil) + pins
+        try sites.broker(2).start()
+        let unpinned = try certificates.sha256("unpinned")
+        #expect(Deadline.wait(timeout: 20) { sites.broker(1).log.contains("(sha256 \(unpinned)) matches no --tls-pin") },
+                "\(sites.broker(1).log.suffix(1500))")
+        #expect(try sites.broker(1).stats().peers.allSatisfy { $0.state != .connected })
+    }
+
     /// Certificates the broker cannot load stop it at start with the file and the reason (exit 1).
     @Test func aBrokerWhoseCertificatesCannotBeLoadedDoesNotStart() throws {
         let certificates = try TestCertificates.group(sites: [1])
