@@ -63,6 +63,7 @@ import Testing
         #expect(ErrorCode.notAllowed.rawValue == RB_ERR_NOT_ALLOWED)
         #expect(ErrorCode.clientLimit.rawValue == RB_ERR_CLIENT_LIMIT)
         #expect(ErrorCode.groupLimit.rawValue == RB_ERR_GROUP_LIMIT)
+        #expect(ErrorCode.tls.rawValue == RB_ERR_TLS)
     }
 
     @Test func layoutSizesMatchTheCHeader() {

@@ -110,6 +110,7 @@
 #define RB_ERR_NOT_ALLOWED 10u /* local client: its uid/gid is not in the broker's allow list */
 #define RB_ERR_CLIENT_LIMIT 11u /* local client: the broker serves --max-clients clients already */
 #define RB_ERR_GROUP_LIMIT 12u  /* REGISTER: a new group, and the broker serves --max-groups groups already */
+#define RB_ERR_TLS 13u          /* peer link: TLS on one end only, or a certificate that names no site, another site, or no pin */
 
 typedef struct rb_frame_header {
     uint32_t length;   /* body bytes after this header */
