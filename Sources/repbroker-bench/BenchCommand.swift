@@ -19,7 +19,7 @@ enum BenchCommand: Command {
                                     [--client-spin SECONDS] [--json]
                repbroker-bench idle [--clients 100] [--seconds 3] [--idle-strategy backoff|spin|block] [--json]
                repbroker-bench mesh [--sites 3] [--senders 8] [--size 100] [--seconds 10] [--count N]
-                                    [--mode direct|uds|shm|all] [--json]
+                                    [--mode direct|uds|shm|all] [--tls [--rounds 3]] [--json]
                repbroker-bench isolation [--sites 3] [--senders 4] [--size 100] [--seconds 5] [--delay-us 100]
                                          [--flow-window-bytes N] [--json]
                repbroker-bench soak [--minutes 10] [--sample-seconds 10] [--clients 8] [--json]
@@ -46,7 +46,10 @@ enum BenchCommand: Command {
         sender connects by TCP to every other site's receiver; uds/shm: one broker per site, clients on that
         transport. Reports delivered messages and MB per second (dropped ones counted apart), RTT p50/p99
         idle and under load (site 1 pings site 2), TCP connections per host, broker RSS and CPU seconds per
-        million delivered messages, and the broker/direct ratios.
+        million delivered messages, and the broker/direct ratios. With --tls: the broker modes (default shm) over
+        TLS 1.3 peer links and over plain ones, --rounds rounds each, alternating; the medians and TLS/plain ratios
+        (throughput, idle RTT p50, CPU per delivered message). Certificates are made with the openssl tool; the
+        host needs libssl3.
 
         pingpong: round trips on one site, pinger -> broker -> echo -> broker -> pinger over shared-memory rings,
         with the broker started with each idle strategy in turn (default all), and the same two threads over one
@@ -75,7 +78,7 @@ enum BenchCommand: Command {
     static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode",
                                              "idle-strategy", "client-spin", "clients", "delay-us", "flow-window-bytes",
                                              "minutes", "sample-seconds"]
-    static let flagNames: Set<String> = ["json"]
+    static let flagNames: Set<String> = ["json", "tls"]
 
     /// One measurement: one transport, one round.
     struct Round: Codable {
@@ -194,6 +197,23 @@ enum BenchCommand: Command {
         case let other: throw UsageError("--mode must be direct, uds, shm or all, not '\(other)'")
         }
         let json = arguments.has("json")
+        if arguments.has("tls") {
+            if arguments.last("mode") == nil { options.modes = ["shm"] }
+            let rounds = try arguments.integer("rounds", Int.self, range: 1...100) ?? 3
+            let (results, comparisons) = try MeshTLSBench.run(options, rounds: rounds) { if !json { Console.writeOutput($0 + "\n") } }
+            if json {
+                struct Report: Codable {
+                    let benchmark: String, sites: Int32, senders: Int, size: Int, seconds: Double, results: [MeshResult]
+                    let comparisons: [MeshTLSComparison]
+                }
+                Console.writeOutput(try jsonLine(Report(benchmark: "mesh-tls", sites: options.sites, senders: options.senders,
+                                                        size: options.size, seconds: options.seconds, results: results,
+                                                        comparisons: comparisons)) + "\n")
+            } else {
+                Console.writeOutput(MeshTLSBench.table(results, comparisons))
+            }
+            return 0
+        }
         let results = try options.modes.map { mode in
             try MeshBench.measure(mode: mode, options) { if !json { Console.writeOutput($0 + "\n") } }
         }

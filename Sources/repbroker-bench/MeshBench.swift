@@ -19,6 +19,8 @@ struct MeshOptions {
     var seconds = 10.0
     var count: Int?
     var modes = ["direct", "uds", "shm"]
+    /// Certificates for brokers' TLS links (bench mesh --tls); nil: plain links.
+    var certificates: TestCertificates?
 }
 
 struct Latency: Codable {
@@ -40,7 +42,10 @@ struct MeshResult: Codable {
     let cpuSecondsPerMillion: Double
     /// Peer links that went down and came back during the run, over every broker (0 for direct).
     let linkResets: Int
+    /// The brokers' peer links: "TLSv1.3 <cipher>", "plain", or nil (direct).
+    let links: String?
     enum CodingKeys: String, CodingKey {
+        case links
         case mode, expected, delivered, dropped, messagesPerSecond = "msgs_per_s", megabytesPerSecond = "mb_per_s"
         case linkResets = "link_resets"
         case rttIdle = "rtt_idle", rttLoaded = "rtt_loaded", connectionsPerHost = "tcp_connections_per_host"
@@ -80,6 +85,7 @@ enum MeshBench {
         return values.count == 2 ? (values[0], values[1]) : (0, 0)
     }
 
+    /// One measurement of `mode`; with `options.certificates`, the brokers' peer links are TLS.
     static func measure(mode: String, _ options: MeshOptions, log: (String) -> Void) throws -> MeshResult {
         let worker = Executables.current
         let cpuBefore = childCPUSeconds()
@@ -94,6 +100,9 @@ enum MeshBench {
         if mode != "direct" {
             let local = try LocalSites(count: Int(options.sites), extraArguments: ["--heartbeat-ms", "500", "--log-level", "error"],
                                    program: .current("daemon"))
+            if let certificates = options.certificates {
+                for broker in local.brokers { broker.extraArguments += certificates.brokerArguments("site\(broker.siteID)") }
+            }
             sites = local
             try local.start()
         }
@@ -127,7 +136,9 @@ enum MeshBench {
         _ = idlePing.waitForExit(timeout: 60)
         let rttIdle = parseLatency(idlePing.lines)
 
-        log("\(mode): \(options.sites) sites x \(options.senders) senders, \(options.size)-byte messages")
+        let links = sites.flatMap { try? $0.broker(1).stats().peers.first?.tls }
+        log("\(mode)\(links.map { " (\($0) links)" } ?? ""): \(options.sites) sites x \(options.senders) senders, "
+            + "\(options.size)-byte messages")
         let started = Posix.monotonicNanoseconds()
         var senders: [(site: Int32, process: ChildProcess)] = []
         for site in 1...options.sites {
@@ -183,7 +194,7 @@ enum MeshBench {
             messagesPerSecond: Double(delivered.0) / elapsed, megabytesPerSecond: Double(delivered.1) / elapsed / 1e6,
             rttIdle: rttIdle, rttLoaded: rttLoaded, connectionsPerHost: connections,
             brokerRSSBytes: mode == "direct" ? nil : rss, cpuSecondsPerMillion: cpu / max(Double(delivered.0), 1) * 1e6,
-            linkResets: linkResets)
+            linkResets: linkResets, links: links)
     }
 
     static func table(_ results: [MeshResult]) -> String {
