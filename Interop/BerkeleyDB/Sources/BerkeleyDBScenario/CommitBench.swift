@@ -26,10 +26,22 @@ public enum CommitTransport: String, CaseIterable, Codable, Sendable {
     case repmgrNodelay = "repmgr-nodelay"
     case repmgrProcesses = "repmgr-procs"
     case repmgrProcessesNodelay = "repmgr-procs-nodelay"
+    /// The broker rows with TLS 1.3 peer links (certificates made with the openssl tool).
+    case brokerTLS = "broker-tls"
+    case brokerCTLS = "broker-c-tls"
+
+    /// The rows of `--transport all`: every transport with plain links (the TLS rows are asked for by name).
+    public static let standard: [CommitTransport] = [.local, .broker, .brokerC, .repmgr, .repmgrNodelay, .repmgrProcesses,
+                                                     .repmgrProcessesNodelay]
 
     var writersAreThreads: Bool { self == .repmgr || self == .repmgrNodelay }
     var patched: Bool { self == .repmgrNodelay || self == .repmgrProcessesNodelay }
-    public var isRepmgr: Bool { self != .broker && self != .brokerC && self != .local }
+    public var isBroker: Bool { [.broker, .brokerC, .brokerTLS, .brokerCTLS].contains(self) }
+    public var isRepmgr: Bool { !isBroker && self != .local }
+    /// Writer processes in C (bdb_c_writer) rather than Swift.
+    public var cWriters: Bool { self == .brokerC || self == .brokerCTLS }
+    /// Peer links over TLS 1.3.
+    public var tls: Bool { self == .brokerTLS || self == .brokerCTLS }
     /// Whether the row batches log records (DB_REP_CONF_BULK) unless `--bulk` says otherwise: each transport
     /// in its best configuration, as measured with `--bulk on` and `--bulk off` (BENCHMARKS.md). Stock repmgr
     /// needs BULK: without TCP_NODELAY a commit's two messages wait out the delayed ACK. With NODELAY, and over
@@ -42,6 +54,8 @@ public enum CommitTransport: String, CaseIterable, Codable, Sendable {
         case .local: return "local: no replication, writer processes"
         case .broker: return "broker, writer processes, BULK"
         case .brokerC: return "broker, C writer processes, BULK"
+        case .brokerTLS: return "broker (TLS links), writer processes, BULK"
+        case .brokerCTLS: return "broker (TLS links), C writer processes, BULK"
         case .repmgr: return "repmgr, writer threads, BULK"
         case .repmgrNodelay: return "repmgr PATCHED (NODELAY), threads, BULK"
         case .repmgrProcesses: return "repmgr, writer processes, BULK"
@@ -132,10 +146,13 @@ extension Scenario {
     /// One row of the benchmark: a fresh group on `transport`, `options.writers` writers of `options.txns`.
     public func bench(_ transport: CommitTransport, shim: String? = nil) throws -> CommitBenchResult {
         defer { shutDown() }
+        if transport.tls && certificates == nil {
+            useTLSLinks(try TestCertificates.group(sites: members.map(\.id)))
+        }
         let environment = transport.patched ? ["LD_PRELOAD": try shim ?? NodelayShim.build()] : [:]
         let run = transport == .local ? try startLocalWriters()
             : transport.isRepmgr ? try startRepmgrWriters(transport, environment)
-            : try startBrokerWriters(cWriter: transport == .brokerC ? try CWriter.build() : nil)
+            : try startBrokerWriters(cWriter: transport.cWriters ? try CWriter.build() : nil)
         let connections = ProcessStats.establishedConnections(of: run.hostProcesses.map(\.pid))
         func cpu(_ processes: [ChildProcess]) -> Double { processes.reduce(0) { $0 + ProcessStats.cpuSeconds($1.pid) } }
         let brokersBefore = cpu(run.brokers)

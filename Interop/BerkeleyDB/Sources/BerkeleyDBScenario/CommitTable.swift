@@ -48,4 +48,37 @@ public enum CommitTable {
         }
         return out
     }
+
+    /// Several rounds of the same transports: every round's table, then each transport's median txn/s with its
+    /// range, its median commit p50 and p99 and its perm failures, and each TLS row against its plain twin.
+    public static func renderRounds(_ rows: [CommitBenchResult], transports: [CommitTransport]) -> String {
+        guard let writers = rows.first?.writers else { return "" }
+        var out = render(rows)
+        func median(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            guard !sorted.isEmpty else { return 0 }
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+        var medians: [CommitTransport: Double] = [:]
+        out += "\nmedians over the rounds, \(writers) writer\(writers == 1 ? "" : "s") per site:\n"
+        for transport in transports {
+            let ran = rows.filter { $0.transport == transport.rawValue && $0.failure == nil }
+            let rates = ran.map(\.txnsPerSecond)
+            medians[transport] = median(rates)
+            out += "  " + (ran.first?.label ?? transport.label).padding(toLength: 46, withPad: " ", startingAt: 0)
+                + String(format: "%.0f txn/s (%.0f - %.0f, %d of %d rounds), p50 %.0f us, p99 %.0f us, perm failures %d, dropped %d\n",
+                         median(rates), rates.min() ?? 0, rates.max() ?? 0, ran.count,
+                         rows.filter { $0.transport == transport.rawValue }.count,
+                         median(ran.map { Double($0.commitP50Microseconds) }), median(ran.map { Double($0.commitP99Microseconds) }),
+                         ran.reduce(0) { $0 + $1.permFailures }, ran.reduce(0) { $0 + $1.brokerDropped })
+        }
+        for (tls, plain) in [(CommitTransport.brokerTLS, CommitTransport.broker), (.brokerCTLS, .brokerC)] {
+            guard let secure = medians[tls], let clear = medians[plain] else { continue }
+            let pairs = zip(rows.filter { $0.transport == tls.rawValue }, rows.filter { $0.transport == plain.rawValue })
+                .map { $0.txnsPerSecond / max($1.txnsPerSecond, 1) }
+            out += String(format: "%@ / %@: %.2fx txn/s (medians); round by round: %@\n", tls.rawValue, plain.rawValue,
+                          secure / max(clear, 1), pairs.map { String(format: "%.2f", $0) }.joined(separator: " "))
+        }
+        return out
+    }
 }

@@ -26,6 +26,8 @@ public struct ScenarioOptions: Sendable {
     /// (`bdb-scenario broker`, `bdb-scenario site`), so that `swift run bdb-scenario` needs nothing else built.
     public var broker: Program = .named("bdb-brokerd")
     public var site: Program = .named("bdb-site")
+    /// Certificates for TLS peer links between the brokers (siteN.pem/.key and ca.pem); nil: plain links.
+    public var tlsCertificates: TestCertificates?
     public init() {}
 }
 
@@ -99,9 +101,19 @@ public final class Scenario: @unchecked Sendable {
             try? FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
             return Site(broker: broker, home: home)
         }
+        if let certificates = options.tlsCertificates { useTLSLinks(certificates) }
     }
 
     var site: Program { options.site }
+
+    /// The certificates of the brokers' TLS links, kept while the group runs (they are removed with the object).
+    private(set) var certificates: TestCertificates?
+
+    /// The brokers (not started yet) link over TLS 1.3 with `certificates`.
+    func useTLSLinks(_ certificates: TestCertificates) {
+        self.certificates = certificates
+        for broker in sites.brokers { broker.extraArguments += certificates.brokerArguments("site\(broker.siteID)") }
+    }
 
     func startReplication(_ site: Site, asMaster: Bool) throws {
         var arguments = ["--home", site.home, "--socket", site.broker.socketPath, "--site-id", "\(site.id)",

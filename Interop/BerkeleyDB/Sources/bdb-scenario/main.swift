@@ -15,8 +15,8 @@ default: break
 let usage = """
     USAGE: bdb-scenario [--sites 3] [--writers 2] [--txns 500] [--ack-policy none|one|quorum|all] [--value-size BYTES]
            bdb-scenario --bench [--transport all|T,T...: local broker broker-c repmgr repmgr-nodelay repmgr-procs
-                        repmgr-procs-nodelay]
-                        [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off]
+                        repmgr-procs-nodelay broker-tls broker-c-tls]
+                        [--writers 4|1,4,16,64] [--txns N] [--value-size BYTES] [--bulk on|off] [--rounds N]
                         [--broker-idle backoff|spin|block] [--json]
            bdb-scenario --isolation [--writers 2] [--txns N] [--bulk-writers 2] [--bulk-txns 3000]
                         [--bulk-value-size 16384] [--json]
@@ -31,6 +31,9 @@ let usage = """
              Every row runs in its transport's best setting of DB_REP_CONF_BULK: on for stock repmgr (without
              NODELAY its commits need it), off for the others; --bulk on|off sets it for every row.
              --broker-idle sets the brokers' idle strategy (repbrokerd --idle-strategy; backoff by default).
+             broker-tls and broker-c-tls are the broker rows over TLS 1.3 peer links (not in "all": name them).
+             --rounds N runs the transports N times in turn (every second round in reverse) and prints each
+             transport's median and range, and each TLS row against its plain twin.
     --isolation  Two replication groups on the same brokers: the first group's writers commit (quorum acks)
              alone, then beside a bulk load in a second group whose master is the same site (its writers
              commit large transactions without waiting for acks). Prints the first group's txn/s, commit p50
@@ -61,7 +64,8 @@ var bench = false
 var isolation = false
 var isolationOptions = IsolationOptions()
 var jsonOnly = false
-var transports = CommitTransport.allCases
+var transports = CommitTransport.standard
+var rounds = 1
 var writerCounts = [4]
 var txnsGiven = false
 var bulkChoice: Bool?
@@ -103,9 +107,10 @@ while !words.isEmpty {
     case ("--bulk-writers", let n?) where isolation && (1...64).contains(n): isolationOptions.bulkWriters = n
     case ("--bulk-txns", let n?) where isolation && n >= 1: isolationOptions.bulkTxns = n
     case ("--bulk-value-size", let n?) where isolation && (16...(1 << 20)).contains(n): isolationOptions.bulkValueSize = n
+    case ("--rounds", let n?) where bench && (1...50).contains(n): rounds = n
     case ("--broker-idle", _) where ["backoff", "spin", "block"].contains(value): options.brokerIdle = value
     case ("--transport", _) where bench:
-        if value == "all" { transports = CommitTransport.allCases; continue }
+        if value == "all" { transports = CommitTransport.standard; continue }
         transports = value.split(separator: ",").map { name in
             guard let transport = CommitTransport(rawValue: String(name)) else { complainAndExit("unknown transport '\(name)'") }
             return transport
@@ -137,22 +142,25 @@ guard !bench else {
             // About 6,000 transactions per row unless --txns says how many per writer.
             if !txnsGiven { rowOptions.txns = max(50, 6000 / writers) }
             var rows: [CommitBenchResult] = []
-            for transport in transports {
-                rowOptions.bulk = bulkChoice ?? transport.benchBulk
-                let log: (String) -> Void = jsonOnly ? { _ in } : { print("bdb-scenario: \($0)") }
-                do {
-                    rows.append(try Scenario(options: rowOptions, log: log).bench(transport, shim: shim))
-                } catch {
-                    // One row's failure (Berkeley DB's own repmgr has panicked here under load) is reported in
-                    // its row; the other rows still run. A failed broker row fails the run at the end.
-                    rows.append(.failed(transport, writers: writers, reason: "\(error)"))
+            // With --rounds, the transports run in turn in every round, in reverse order in every second one.
+            for round in 0..<rounds {
+                for transport in round % 2 == 0 ? transports : transports.reversed() {
+                    rowOptions.bulk = bulkChoice ?? transport.benchBulk
+                    let log: (String) -> Void = jsonOnly ? { _ in } : { print("bdb-scenario: \($0)") }
+                    do {
+                        rows.append(try Scenario(options: rowOptions, log: log).bench(transport, shim: shim))
+                    } catch {
+                        // One row's failure (Berkeley DB's own repmgr has panicked here under load) is reported in
+                        // its row; the other rows still run. A failed broker row fails the run at the end.
+                        rows.append(.failed(transport, writers: writers, reason: "\(error)"))
+                    }
                 }
             }
             results += rows
-            if !jsonOnly { print(CommitTable.render(rows)) }
+            if !jsonOnly { print(rounds == 1 ? CommitTable.render(rows) : CommitTable.renderRounds(rows, transports: transports)) }
         }
         print(try jsonLine(results))
-        let brokerFailures = results.filter { $0.transport == CommitTransport.broker.rawValue && $0.failure != nil }
+        let brokerFailures = results.filter { CommitTransport(rawValue: $0.transport)?.isBroker == true && $0.failure != nil }
         exit(brokerFailures.isEmpty ? 0 : 1)
     } catch {
         fail(error)
