@@ -85,7 +85,11 @@ extension SessionSocket {
                 if tls.plainReceived { return broker.core.failed(session, reason: error.reason) }
                 return broker.core.peerTLSRefused(session, reason: error.reason)
             }
-            guard count > 0 else { return }
+            guard count > 0 else {
+                // The peer's close_notify, or its end of the stream once the backlog was taken: as a plain end.
+                if tls.session.peerClosed || tls.endedWithBacklog { broker.core.endOfInput(session) }
+                return
+            }
             tls.plainReceived = true
             broker.core.received(session, bytes: count)
         }
@@ -100,7 +104,7 @@ extension SessionSocket {
             broker.core.failed(session, reason: "the peer closed the connection during the TLS handshake")
         case .open:
             drain(tls)
-            broker.core.endOfInput(session)
+            if tls.backlogged { tls.endedWithBacklog = true } else if !session.isClosed { broker.core.endOfInput(session) }
         }
     }
 

@@ -23,6 +23,9 @@ final class TLSLink {
     var plainReceived = false
     /// Waiting in the broker's TLS backlog: the session holds plain bytes the core has not taken yet.
     var backlogged = false
+    /// The peer closed its end while plain bytes waited in the session: the core hears of the end once it has
+    /// taken them (as it would every byte a plain socket held before its end).
+    var endedWithBacklog = false
     /// Ciphertext read from the socket.
     let incoming: UnsafeMutableRawBufferPointer
     /// Ciphertext for the socket: bytes [start, end) are not written yet.

@@ -80,7 +80,8 @@ public final class ByteFlippingProxy: @unchecked Sendable {
             }
             var sent = 0
             while sent < count {
-                let wrote = buffer.withUnsafeBytes { write(destination, $0.baseAddress! + sent, count - sent) }
+                // MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE for the whole test process.
+                let wrote = buffer.withUnsafeBytes { send(destination, $0.baseAddress! + sent, count - sent, CInt(MSG_NOSIGNAL)) }
                 if wrote < 0 && errno == EINTR { continue }
                 guard wrote > 0 else { break loop }
                 sent += wrote

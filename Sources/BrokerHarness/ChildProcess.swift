@@ -155,7 +155,8 @@ public final class ChildProcess: @unchecked Sendable {
         // Not under the lock: a child that does not read could fill the pipe. A write racing closeInput fails
         // with an error (write(contentsOf:) throws), never a trap.
         guard !lock.withLock({ inputClosed }) else { return }
-        try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(text.utf8))
+        // A child that exited makes the write fail with EPIPE; its SIGPIPE would end the whole test process.
+        Posix.withoutSIGPIPE { try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(text.utf8)) }
     }
 
     public func closeInput() {

@@ -22,6 +22,29 @@ public enum Posix {
         return try body()
     }
 
+    /// Runs `body` with SIGPIPE blocked on the calling thread, and takes the one it raised, if any: a write to a
+    /// pipe or socket whose reader is gone then fails with EPIPE instead of ending the process (for harnesses
+    /// that cannot ignore SIGPIPE process-wide: their children would inherit that).
+    public static func withoutSIGPIPE<T>(_ body: () throws -> T) rethrows -> T {
+        var pipe = sigset_t()
+        var saved = sigset_t()
+        sigemptyset(&pipe)
+        sigaddset(&pipe, SIGPIPE)
+        var pending = sigset_t()
+        sigpending(&pending)
+        let alreadyPending = sigismember(&pending, SIGPIPE) == 1
+        pthread_sigmask(SIG_BLOCK, &pipe, &saved)
+        defer {
+            sigpending(&pending)
+            if !alreadyPending && sigismember(&pending, SIGPIPE) == 1 {
+                var zero = timespec(tv_sec: 0, tv_nsec: 0)
+                _ = sigtimedwait(&pipe, nil, &zero)
+            }
+            pthread_sigmask(SIG_SETMASK, &saved, nil)
+        }
+        return try body()
+    }
+
     @inline(never)
     static func call<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> T {
         while true {

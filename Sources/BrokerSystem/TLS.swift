@@ -94,10 +94,18 @@ public final class TLSSession {
         _ = try checked({ rb_tls_write(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
     }
 
-    /// Decrypts into `plain`: the bytes read, 0 when no whole record has arrived. Throws when the peer closed
-    /// the session or the stream is corrupt.
+    /// Whether the peer closed the session (its close_notify was read).
+    public private(set) var peerClosed = false
+
+    /// Decrypts into `plain`: the bytes read, 0 when no whole record has arrived or the peer closed the session
+    /// (`peerClosed`). Throws when the stream is corrupt or cut.
     public func read(into plain: UnsafeMutableRawBufferPointer) throws(TLSError) -> Int {
-        try checked({ rb_tls_read(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 < 0 })
+        let count = try checked({ rb_tls_read(session, plain.baseAddress, plain.count, $0, $1) }, failed: { $0 == -1 })
+        if count == -2 {
+            peerClosed = true
+            return 0
+        }
+        return count
     }
 
     /// Queues a close_notify alert (sent with the rest of the output).

@@ -62,6 +62,21 @@ struct TLSTests {
         #expect(try readAll(server).get() == message)
     }
 
+    /// Last words then close_notify: the peer reads the words, then learns the session ended (not an error).
+    @Test func aCloseNotifyEndsTheSessionAfterTheLastWords() throws {
+        let certificates = try TestCertificates.group(sites: [1, 2])
+        let server = try TLSSession(certificates.context("site1", ca: "ca"), server: true)
+        let client = try TLSSession(certificates.context("site2", ca: "ca"), server: false)
+        _ = handshake(client, server)
+        let words = Array("ERROR: goodbye".utf8)
+        try words.withUnsafeBytes { try server.write($0) }
+        server.closeNotify()
+        pump(from: server, to: client)
+        #expect(try readAll(client).get() == words)
+        #expect(client.peerClosed)
+        #expect(!server.peerClosed)
+    }
+
     @Test func aCertificateFromAnotherCAIsRefusedWithAReasonOnBothSides() throws {
         let certificates = try TestCertificates()
         try certificates.makeCA("ca")

@@ -40,8 +40,8 @@ int rb_tls_feed(rb_tls_session *session, const void *bytes, size_t length);
 int rb_tls_handshake(rb_tls_session *session, char *error, size_t size);
 /* Encrypts `length` plain bytes into the output; `length`, or -1 (reason). After the handshake only. */
 ssize_t rb_tls_write(rb_tls_session *session, const void *plain, size_t length, char *error, size_t size);
-/* Decrypts into `plain`: the bytes read (> 0), 0 when a whole record has not arrived yet, -1 when the peer
-   closed or the stream is corrupt (reason). */
+/* Decrypts into `plain`: the bytes read (> 0), 0 when a whole record has not arrived yet, -2 when the peer
+   closed the session (close_notify), -1 when the stream is corrupt or cut (reason). */
 ssize_t rb_tls_read(rb_tls_session *session, void *plain, size_t capacity, char *error, size_t size);
 /* Queues a close_notify alert in the output (after the handshake; otherwise nothing). */
 void rb_tls_close_notify(rb_tls_session *session);

@@ -305,6 +305,7 @@ ssize_t rb_tls_read(rb_tls_session *session, void *plain, size_t capacity, char 
     if (got > 0) return got;
     int code = ossl.SSL_get_error(session->ssl, got);
     if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE) return 0;
+    if (code == SSL_ERROR_ZERO_RETURN) return -2;
     say_failure(session, code, "TLS read", error, size);
     return -1;
 }

@@ -28,6 +28,8 @@ public struct ChaosOptions: Sendable {
     /// Sites in network namespaces (partitions possible); false: loopback.
     public var namespaces = NetworkNamespaces.available
     public var keepDirectory = false
+    /// Peer links over TLS 1.3 (certificates made with the openssl tool), beside the group key.
+    public var tls = false
     /// The kinds of fault drawn (all by default).
     public var faultKinds = Set(FaultKind.allCases)
     public var broker: Program = .named("bdb-brokerd")
@@ -60,7 +62,10 @@ public struct ChaosResult: Codable, Sendable {
     /// (one began before the next acknowledged commit, or one was still active when the failover began).
     public var longFailovers = 0
     public var longFailoversOverlapped = 0
+    /// The brokers' peer links were TLS 1.3.
+    public var tls = false
     enum CodingKeys: String, CodingKey {
+        case tls
         case seed, sites, seconds, namespaces, faults, skipped, acked, unacked, failed, lost, checks, failovers, masters
         case reinitializations, failoversByKind = "failovers_by_kind", longFailovers = "long_failovers"
         case longFailoversOverlapped = "long_failovers_overlapped"
@@ -181,7 +186,8 @@ public final class Chaos: @unchecked Sendable {
         let plan = ChaosSchedule.plan(seed: options.seed, seconds: seconds, kinds: options.faultKinds)
         log("seed \(options.seed): \(plan.count) faults over \(Int(seconds)) s, \(options.sites) sites "
             + (options.namespaces ? "in network namespaces" : "on loopback, partitions skipped ("
-                + (NetworkNamespaces.available ? "--loopback" : NetworkNamespaces.unavailableReason) + ")"))
+                + (NetworkNamespaces.available ? "--loopback" : NetworkNamespaces.unavailableReason) + ")")
+            + (options.tls ? ", TLS 1.3 peer links" : ""))
         try group.start()
         started = now
         log("t=0 is \(ISO8601DateFormatter().string(from: Date())) (the brokers' logs use wall-clock time)")
@@ -225,7 +231,8 @@ public final class Chaos: @unchecked Sendable {
             reinitializations: group.reinitializations,
             failoversByKind: Dictionary(grouping: timed, by: \.kind).compactMapValues { FailoverFigures($0.map(\.milliseconds)) },
             longFailovers: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds }.count,
-            longFailoversOverlapped: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds && $0.overlapped }.count)
+            longFailoversOverlapped: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds && $0.overlapped }.count,
+            tls: options.tls)
     }
 
     // MARK: faults

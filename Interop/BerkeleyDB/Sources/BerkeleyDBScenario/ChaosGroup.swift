@@ -66,6 +66,8 @@ final class ChaosGroup: @unchecked Sendable {
     let options: ChaosOptions
     let log: (String) -> Void
     let directory: TemporaryDirectory
+    /// The brokers' TLS certificates (with ChaosOptions.tls), kept for the run.
+    let certificates: TestCertificates?
     let hosts: NetworkNamespaces?
     var sites: [ChaosSite] = []
     var commits = ChaosCommits()
@@ -82,6 +84,8 @@ final class ChaosGroup: @unchecked Sendable {
         self.log = log
         directory = try TemporaryDirectory(prefix: "rbchaos")
         let ids = (1...options.sites).map { Int32($0) }
+        // With TLS, each broker also has a certificate naming its site, and the group's CA.
+        certificates = options.tls ? try TestCertificates.group(sites: ids) : nil
         if options.namespaces {
             hosts = try NetworkNamespaces(sites: ids)
         } else {
@@ -91,8 +95,9 @@ final class ChaosGroup: @unchecked Sendable {
         // Brokers on a network prove a shared group key to each other.
         let keyFile = directory.path + "/group.key"
         try Data((0..<32).map { _ in UInt8.random(in: 0...255) }).write(to: URL(fileURLWithPath: keyFile))
-        let arguments = ["--heartbeat-ms", "\(options.heartbeatMilliseconds)", "--group-key-file", keyFile]
+        let common = ["--heartbeat-ms", "\(options.heartbeatMilliseconds)", "--group-key-file", keyFile]
         for (index, id) in ids.enumerated() {
+            let arguments = common + (certificates?.brokerArguments("site\(id)") ?? [])
             let peers = ids.enumerated().filter { $0.element != id }.map { ($0.element, ports[$0.offset]) }
             let broker: BrokerProcess
             if let hosts {

@@ -15,7 +15,7 @@ default: break
 
 let usage = """
     USAGE: bdb-chaos [--sites 3] [--minutes 1] [--seed N] [--heartbeat-ms 250] [--checkpoint-minutes 5]
-                     [--faults KIND,...] [--loopback] [--keep] [--schedule]
+                     [--faults KIND,...] [--loopback] [--tls] [--keep] [--schedule]
            bdb-chaos broker [repbrokerd options]   (the run's brokers: repbrokerd)
            bdb-chaos site COMMAND [options]        (the run's Berkeley DB processes: bdb-site)
 
@@ -30,7 +30,8 @@ let usage = """
 
     Sites run in network namespaces on a bridge when the machine permits (root and iproute2); otherwise, or
     with --loopback, on loopback, and partitions are skipped (said so). The same --seed replays the same
-    schedule (--schedule prints it and exits). --keep keeps the run's directory (it is always kept on failure).
+    schedule (--schedule prints it and exits). --tls links the brokers over TLS 1.3 (certificates made with the
+    openssl tool; the host needs libssl3), beside the group key. --keep keeps the run's directory (it is always kept on failure).
     Prints the faults as they happen, then one JSON line: faults and skipped faults by kind, processes that
     exited unasked, commits acked, unacked and failed, lost (0, or the run fails), checks, the longest
     convergence, failovers (a fault on the master's site to the next acknowledged commit) and the seed.
@@ -53,6 +54,7 @@ while !words.isEmpty {
         print(usage)
         exit(0)
     case "--loopback": options.namespaces = false
+    case "--tls": options.tls = true
     case "--keep": options.keepDirectory = true
     case "--schedule": printSchedule = true
     default:
