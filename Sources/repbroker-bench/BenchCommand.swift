@@ -102,7 +102,7 @@ enum BenchCommand: Command {
 
         init(transport: String, size: Int, rounds: [Round]) {
             let rates = rounds.map(\.messagesPerSecond).sorted()
-            let median = rates.count % 2 == 1 ? rates[rates.count / 2] : (rates[rates.count / 2 - 1] + rates[rates.count / 2]) / 2
+            let median = rates.median
             self.transport = transport
             messagesPerSecond = median
             megabytesPerSecond = median * Double(size) / 1e6

@@ -31,12 +31,6 @@ struct MeshTLSComparison: Codable {
 }
 
 enum MeshTLSBench {
-    static func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return 0 }
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
-
     /// Every round of every broker mode, plain and TLS alternating; then the comparison per mode.
     static func run(_ options: MeshOptions, rounds: Int, log: (String) -> Void) throws
         -> (results: [MeshResult], comparisons: [MeshTLSComparison]) {
@@ -55,18 +49,18 @@ enum MeshTLSBench {
                     results.append(result)
                 }
             }
-            let plainRate = median(plain.map(\.messagesPerSecond))
-            let tlsRate = median(tls.map(\.messagesPerSecond))
-            let plainIdle = median(plain.compactMap { $0.rttIdle?.p50 })
-            let tlsIdle = median(tls.compactMap { $0.rttIdle?.p50 })
+            let plainRate = plain.map(\.messagesPerSecond).median
+            let tlsRate = tls.map(\.messagesPerSecond).median
+            let plainIdle = plain.compactMap { $0.rttIdle?.p50 }.median
+            let tlsIdle = tls.compactMap { $0.rttIdle?.p50 }.median
             comparisons.append(MeshTLSComparison(
                 mode: mode, rounds: rounds, plainMessagesPerSecond: plainRate, tlsMessagesPerSecond: tlsRate,
                 throughputRatio: tlsRate / max(plainRate, 1), plainIdleRTTP50: plainIdle, tlsIdleRTTP50: tlsIdle,
                 idleRTTP50Ratio: tlsIdle / max(plainIdle, 1),
-                plainLoadedRTTP50: median(plain.compactMap { $0.rttLoaded?.p50 }),
-                tlsLoadedRTTP50: median(tls.compactMap { $0.rttLoaded?.p50 }),
-                plainCPUSecondsPerMillion: median(plain.map(\.cpuSecondsPerMillion)),
-                tlsCPUSecondsPerMillion: median(tls.map(\.cpuSecondsPerMillion)),
+                plainLoadedRTTP50: plain.compactMap { $0.rttLoaded?.p50 }.median,
+                tlsLoadedRTTP50: tls.compactMap { $0.rttLoaded?.p50 }.median,
+                plainCPUSecondsPerMillion: plain.map(\.cpuSecondsPerMillion).median,
+                tlsCPUSecondsPerMillion: tls.map(\.cpuSecondsPerMillion).median,
                 dropped: (plain + tls).reduce(0) { $0 + $1.dropped }))
         }
         return (results, comparisons)

@@ -7,10 +7,12 @@ import Foundation
 import RepBrokerClient
 import Testing
 
-/// Starts `count` brokers, runs `body`, and always stops them and removes their files.
+/// Starts `count` brokers (each with `extraArguments` and its own `siteArguments`), runs `body`, and always
+/// stops them and removes their files.
 func withSites<R>(_ count: Int, extraArguments: [String] = ["--heartbeat-ms", "200"],
-                  _ body: (LocalSites) throws -> R) throws -> R {
+                  siteArguments: (Int32) -> [String] = { _ in [] }, _ body: (LocalSites) throws -> R) throws -> R {
     let sites = try LocalSites(count: count, extraArguments: extraArguments)
+    for broker in sites.brokers { broker.extraArguments += siteArguments(broker.siteID) }
     defer { sites.shutDown() }
     do {
         try sites.start()

@@ -9,16 +9,7 @@ import Testing
 
 /// Starts brokers with TLS (each with its own site certificate and the group's CA), runs `body`, stops them.
 func withTLSSites<R>(_ count: Int, _ certificates: TestCertificates, _ body: (LocalSites) throws -> R) throws -> R {
-    let sites = try LocalSites(count: count)
-    for broker in sites.brokers { broker.extraArguments += certificates.brokerArguments("site\(broker.siteID)") }
-    defer { sites.shutDown() }
-    do {
-        try sites.start()
-        return try body(sites)
-    } catch {
-        for broker in sites.brokers { print("---- log of site \(broker.siteID):\n\(broker.log.suffix(3000))") }
-        throw error
-    }
+    try withSites(count, siteArguments: { certificates.brokerArguments("site\($0)") }, body)
 }
 
 /// `count` lines `<prefix>-<i>-` padded to about 200 bytes: a corrupted one would not match its index.
@@ -86,6 +77,28 @@ struct TLSLinkTests {
             #expect(afterRestart.waitForExit(timeout: 30) == 0)
             #expect(Set(parse(afterRestart.lines)) == Set(numberedLines("r", count: 100).map { Received(line: "from=1 \($0)")! }))
             for broker in sites.brokers + [joiner] { #expect(try broker.stats().totals.tlsFailures == 0) }
+        }
+    }
+
+    /// A 48 MiB message (more than a TLS write buffer, many records) and then a stream cross a TLS link whole,
+    /// once and in order, with the flow control of a plain link (a window per flow, credit returned).
+    @Test func aLargeMessageAndAStreamCrossATLSLinkWholeAndInOrder() throws {
+        let certificates = try TestCertificates.group(sites: [1, 2])
+        try withTLSSites(2, certificates) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver])
+            defer { receiver.close() }
+            let sender = try client(sites.broker(1))
+            defer { sender.close() }
+            #expect(sites.broker(2).waitForStats(timeout: 10) { $0.clients.contains { $0.roles.contains("receiver") } })
+            let rec = patterned(count: 48 << 20)
+            try sender.send(control: [7], rec: rec, to: 2)
+            for index in 0..<2000 { try sender.send(control: [8], rec: Array("m\(index)".utf8), to: 2) }
+            let large = try #require(try receiver.receive(timeout: 60))
+            #expect(large.control == [7] && sameBytes(large.rec, rec))
+            let stream = try receiveAll(receiver, count: 2000, timeout: 30)
+            #expect(stream.map { String(decoding: $0.rec, as: UTF8.self) } == (0..<2000).map { "m\($0)" })
+            let link = try #require(try sites.broker(1).stats().peers.first)
+            #expect(link.tls?.hasPrefix("TLSv1.3") == true && link.reconnects == 0 && link.dropped == 0)
         }
     }
 

@@ -1,5 +1,6 @@
 // The commit benchmark's table for one writer count: one row per transport, and the broker's ratios against
 // the best repmgr row (patched included) measured in the same run.
+import BrokerHarness
 import Foundation
 
 public enum CommitTable {
@@ -54,22 +55,17 @@ public enum CommitTable {
     public static func renderRounds(_ rows: [CommitBenchResult], transports: [CommitTransport]) -> String {
         guard let writers = rows.first?.writers else { return "" }
         var out = render(rows)
-        func median(_ values: [Double]) -> Double {
-            let sorted = values.sorted()
-            guard !sorted.isEmpty else { return 0 }
-            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-        }
         var medians: [CommitTransport: Double] = [:]
         out += "\nmedians over the rounds, \(writers) writer\(writers == 1 ? "" : "s") per site:\n"
         for transport in transports {
             let ran = rows.filter { $0.transport == transport.rawValue && $0.failure == nil }
             let rates = ran.map(\.txnsPerSecond)
-            medians[transport] = median(rates)
+            medians[transport] = rates.median
             out += "  " + (ran.first?.label ?? transport.label).padding(toLength: 46, withPad: " ", startingAt: 0)
                 + String(format: "%.0f txn/s (%.0f - %.0f, %d of %d rounds), p50 %.0f us, p99 %.0f us, perm failures %d, dropped %d\n",
-                         median(rates), rates.min() ?? 0, rates.max() ?? 0, ran.count,
+                         rates.median, rates.min() ?? 0, rates.max() ?? 0, ran.count,
                          rows.filter { $0.transport == transport.rawValue }.count,
-                         median(ran.map { Double($0.commitP50Microseconds) }), median(ran.map { Double($0.commitP99Microseconds) }),
+                         ran.map { Double($0.commitP50Microseconds) }.median, ran.map { Double($0.commitP99Microseconds) }.median,
                          ran.reduce(0) { $0 + $1.permFailures }, ran.reduce(0) { $0 + $1.brokerDropped })
         }
         for (tls, plain) in [(CommitTransport.brokerTLS, CommitTransport.broker), (.brokerCTLS, .brokerC)] {
