@@ -26,6 +26,9 @@ final class PeerLink {
     /// Frames on their way to the socket, taken whole from `control` and the flows by the scheduler; short, so
     /// that a frame of another flow waits behind little. Its front frame may be partly written.
     let wire = FrameQueue(capacity: 64 << 10)
+    /// Bytes at the wire's end that are copies of flow frames (a refill puts control frames first, then data),
+    /// as many as the last refill put there; what is written goes from the front.
+    var wireCopyBytes = 0
     /// Control frames: not flow-controlled, scheduled before any data.
     let control = FrameQueue(capacity: 4096)
     /// Data flows by `PeerFlow.id` (group index and class), made on first use.
@@ -106,9 +109,11 @@ final class PeerLink {
         return queued == 0 || queued + size <= queueLimit
     }
 
-    /// Bytes waiting for this peer: the wire, control and every flow.
+    /// Bytes waiting for this peer: control, every flow, and what is on the wire besides copies of flow frames
+    /// (a data frame stays in its flow until acknowledged: counted there once, not again while it is on the
+    /// wire; a 48 MiB message once counted twice made a link with room drop the messages after it).
     @inline(__always)
-    var queuedBytes: Int { wire.byteCount + control.byteCount + flowBytes }
+    var queuedBytes: Int { wire.byteCount - min(wireCopyBytes, wire.byteCount) + control.byteCount + flowBytes }
 
     /// The flow of `group`'s `trafficClass` data, made on first use.
     @inline(__always)

@@ -48,6 +48,7 @@ extension PeerLink {
     /// Refills the wire when it is empty.
     func refillWire() {
         guard wire.isEmpty else { return }
+        wireCopyBytes = 0
         if !control.isEmpty { control.moveAll(to: wire.buffer) }
         let target = Self.wireTarget
         while wire.byteCount < target, !ready.isEmpty {
@@ -71,6 +72,7 @@ extension PeerLink {
                     flow.bytesSent += size
                 }
                 wire.buffer.append(UnsafeRawBufferPointer(start: frame, count: size))
+                wireCopyBytes += size
                 flow.wiredBytes += size
                 flow.deficit -= size
                 flow.window -= size
@@ -180,6 +182,7 @@ extension PeerLink {
             rest = UnsafeRawBufferPointer(rebasing: rest[size...])
         }
         wire.clear()
+        wireCopyBytes = 0
         wire.buffer.append(kept)
     }
 
@@ -203,6 +206,7 @@ extension PeerLink {
     /// Empties every queue (the site left the group for good).
     func clearQueues() {
         wire.clear()
+        wireCopyBytes = 0
         control.clear()
         for case let flow? in flows {
             flow.queue.clear()

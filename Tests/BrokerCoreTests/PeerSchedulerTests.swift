@@ -36,6 +36,29 @@ import Testing
         return frames
     }
 
+    /// A frame on the wire is still in its flow (kept until acknowledged): the link counts it once. Counted twice,
+    /// a 48 MiB message left a 64 MiB link no room, and the messages after it were dropped with the link up (a
+    /// real-process test over TLS found it).
+    @Test func aFrameOnTheWireIsCountedOnceAgainstTheQueueLimit() {
+        let link = PeerLink(siteID: 2, address: nil, queueLimit: 1 << 20)
+        let group = Group(name: "g", index: 1, peerCount: 1)
+        link.restartFlows(window: 512 << 10)
+        link.enqueueControl(FrameParser.encode(.heartbeat, body: []))
+        let large = queue(link, group, count: 1, payload: 700 << 10, tag: 1)
+        let heartbeat = Wire.frameHeaderSize
+        #expect(link.queuedBytes == large + heartbeat)
+        link.refillWire()
+        #expect(link.wire.byteCount == heartbeat + large, "the control frame, then the whole frame")
+        #expect(link.queuedBytes == large + heartbeat)
+        #expect(link.hasRoom(for: 200 << 10))
+        // Written in part: the control frame and half the copy go; the frame stays counted once, in its flow.
+        link.wire.didWrite(heartbeat + large / 2)
+        #expect(link.queuedBytes == large)
+        link.wire.didWrite(link.wire.byteCount)
+        #expect(link.queuedBytes == large, "kept until acknowledged")
+        #expect(!link.hasRoom(for: 400 << 10), "the limit still holds")
+    }
+
     @Test func controlGoesFirstThenFlowsShareTheWireByQuantum() {
         let link = PeerLink(siteID: 2, address: nil, queueLimit: 64 << 20)
         let bulk = Group(name: "bulk", index: 1, peerCount: 1)
