@@ -16,12 +16,13 @@ extension Core {
         let required = client.ackPolicy.requiredAcks(sites: membership.groupSize)
         if required == 0 || lsn == .zero || group.sitesDurable(at: lsn) >= required {
             if required > 0 { counters.permanentAcked += 1 }
+            if required > 0 && lsn != .zero { group.ackWait.record(0, now: now) }
             client.permanentAcked += 1
             client.sendResult(sequence, .ok)
             return
         }
         group.pendingAcks.append(PendingAck(client: client, sequence: sequence, lsn: lsn, required: required,
-                                            deadline: now + client.ackTimeoutNanoseconds))
+                                            deadline: now + client.ackTimeoutNanoseconds, sentAt: now))
     }
 
     /// A local receiver's ack: tell the site whose log it is about (none when its link is down: that site's
@@ -43,6 +44,7 @@ extension Core {
         group.pendingAcks.removeAll { pending in
             guard group.sitesDurable(at: pending.lsn) >= pending.required else { return false }
             counters.permanentAcked += 1
+            group.ackWait.record(now &- pending.sentAt, now: now)
             pending.client.permanentAcked += 1
             pending.client.sendResult(pending.sequence, .ok)
             return true

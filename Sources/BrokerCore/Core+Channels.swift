@@ -60,7 +60,7 @@ extension Core {
         let bytes = FrameParser.encode(.channel, body: out.body)
         guard link.hasRoom(for: bytes.count) else { return channelResult(.queueFull, for: out, toSite: config.siteID) }
         let flow = link.flow(group, .channel)
-        link.enqueue(frame: bytes, in: flow)
+        link.enqueue(frame: bytes, in: flow, now: now)
         if flow.unsentBytes > backpressureBytes { congest(group) }
     }
 

@@ -44,7 +44,7 @@ extension Core {
                 for link in membership.linkList where !link.removed {
                     if link.hasRoom(for: size) {
                         let flow = link.flow(group, .replication)
-                        link.enqueue(out, payload: payload, in: flow)
+                        link.enqueue(out, payload: payload, in: flow, now: now)
                         if flow.unsentBytes > backpressureBytes { congest(group) }
                         queued += 1
                     } else {
@@ -62,7 +62,7 @@ extension Core {
             out.destination = link.siteID
             if link.hasRoom(for: size) {
                 let flow = link.flow(group, .replication)
-                link.enqueue(out, payload: payload, in: flow)
+                link.enqueue(out, payload: payload, in: flow, now: now)
                 if flow.unsentBytes > backpressureBytes { congest(group) }
             } else {
                 if permanent { link.refused += 1 } else { link.dropped += 1 }

@@ -49,9 +49,13 @@ extension Core {
                 if !link.liveness.tick(heard: heard, elapsed: elapsed, interval: heartbeatNanoseconds) {
                     connection.close(reason: "no traffic for \(link.liveness.silentNanoseconds / 1_000_000) ms of this "
                         + "broker's running time (three heartbeats)")
-                } else if now &- link.lastSent >= heartbeatNanoseconds && link.wire.isEmpty && link.control.isEmpty {
-                    // Also while every flow waits for credit: the link is alive even when no data may move.
-                    link.enqueueControl(FrameParser.encode(.heartbeat, body: []))
+                } else if now &- link.lastProbeAt >= heartbeatNanoseconds {
+                    // Every interval, busy or idle, and also while every flow waits for credit: the link is alive
+                    // even when no data may move. A probe whose echo never came (a protocol 5 peer ignores
+                    // the body) is given up for the next.
+                    link.probeSentAt = now
+                    link.lastProbeAt = now
+                    link.enqueueControl(FrameParser.encode(.heartbeat, body: HeartbeatFrame(kind: .probe, timestamp: now).body))
                     link.lastSent = now
                 }
                 // A site that dialled in told us its address: one dial of our own proves it (the HELLO on it
@@ -70,6 +74,18 @@ extension Core {
         }
         for connection in membership.handshaking where now > connection.deadline {
             connection.close(reason: "handshake with \(connection.peerDescription) timed out")
+        }
+    }
+
+    /// A peer's heartbeat probe is echoed; the echo of this broker's last probe is a round trip.
+    func heartbeat(_ frame: HeartbeatFrame, on link: PeerLink) {
+        switch frame.kind {
+        case .probe:
+            link.enqueueControl(FrameParser.encode(.heartbeat, body: HeartbeatFrame(kind: .echo, timestamp: frame.timestamp).body))
+        case .echo:
+            guard frame.timestamp == link.probeSentAt, link.probeSentAt != 0, now >= frame.timestamp else { return }
+            link.roundTrips.record(now - frame.timestamp, now: now)
+            link.probeSentAt = 0
         }
     }
 

@@ -24,6 +24,9 @@ final class Group {
     var channels: [String: ChannelSubscribers] = [:]
     /// PERMANENT sends of local clients waiting for their ack policy.
     var pendingAcks: [PendingAck] = []
+    /// PERMANENT sends with an LSN and an ack policy: time from the send to the acks the policy asks for (sends
+    /// that time out are not in it; they are `perm_ack_failures`).
+    var ackWait = LatencyHistogram()
     /// Registered local clients of the group.
     var clientCount = 0
     /// A queue of the group passed the backpressure mark (`Broker.congest`); checked again every pass.
@@ -84,4 +87,6 @@ struct PendingAck {
     let lsn: LSN
     let required: Int
     let deadline: UInt64
+    /// When the send came (for the ack-wait histogram).
+    let sentAt: UInt64
 }

@@ -1,4 +1,5 @@
-// One line per event: time, level, message, dotted metadata, written by a sink (stderr in the daemon).
+// One line per event: time, level, message, dotted metadata, written by a sink (stderr in the daemon), as
+// text or as one JSON object (`LogFormat`).
 // Disabled levels cost nothing (messages and metadata are autoclosures). Text from outside (client, group and channel names, a peer's or a
 // client's ERROR reason) reaches the log through the message and the metadata values, so both are escaped
 // here, once for every caller: a line break cannot forge a line, and no control or terminal escape byte
@@ -23,6 +24,12 @@ public enum LogLevel: Int, Comparable, Sendable, CaseIterable, CustomStringConve
     }
 
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// How a log line is written: text (`time level label: message key=value ...`) or one JSON object per line
+/// with the same fields (`{"time":...,"level":...,"label":...,"message":...,"key":"value",...}`).
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, json
 }
 
 /// Where log lines go: the daemon's sink stamps them with the wall clock and writes them to stderr; the
@@ -62,6 +69,27 @@ public struct Logger: Sendable {
             line += " \(key)=" + (quoted ? "\"\(TerminalText.escaped(value, inQuotes: true))\"" : TerminalText.escaped(value))
         }
         return line + "\n"
+    }
+
+    /// One log line as a JSON object, newline included: time, level, label, message, then the metadata in
+    /// order, every value a string. What a terminal could act on is a \u escape (JSONText), so a line is one
+    /// line and no terminal escape gets through; a metadata key that would repeat a field gets a
+    /// trailing underscore.
+    public static func jsonLine(timestamp: String, _ level: LogLevel, label: String, _ message: String, _ metadata: Metadata)
+        -> String {
+        var line = "{\"time\":"
+        JSONText.appendQuoted(timestamp, to: &line)
+        line += ",\"level\":\"\(level)\",\"label\":"
+        JSONText.appendQuoted(label, to: &line)
+        line += ",\"message\":"
+        JSONText.appendQuoted(message, to: &line)
+        for (key, value) in metadata {
+            line += ","
+            JSONText.appendQuoted(["time", "level", "label", "message"].contains(key) ? key + "_" : key, to: &line)
+            line += ":"
+            JSONText.appendQuoted(value, to: &line)
+        }
+        return line + "}\n"
     }
 
     public func trace(_ m: @autoclosure () -> String, _ md: @autoclosure () -> Metadata = [:]) { log(.trace, m(), md()) }

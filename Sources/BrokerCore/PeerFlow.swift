@@ -34,6 +34,8 @@ final class PeerFlow {
     /// Frames and bytes sent the first time (not counting frames sent again after a reconnect).
     var messagesSent = 0
     var bytesSent = 0
+    /// Frames ever queued (with `messagesSent`: the unsent ones are the last `framesQueued - messagesSent`).
+    var framesQueued = 0
     /// Times the window ran out with frames still queued (the peer's receiver was slower than the producers).
     var stalls = 0
 

@@ -81,6 +81,17 @@ final class PeerLink {
     var security = "plain"
     /// Frames sent again on a new connection because the peer had not acknowledged them.
     var resent = 0
+    /// Round trips of heartbeat probes (PROTOCOL.md, "Heartbeats and round trips").
+    var roundTrips = LatencyHistogram()
+    /// The timestamp of the probe awaiting its echo on the current connection (0: none), and when the last went.
+    var probeSentAt: UInt64 = 0
+    var lastProbeAt: UInt64 = 0
+    /// Time from a data frame's enqueue to the write that puts its last byte in the socket, sampled: one frame
+    /// at a time is followed (`queueTrace`).
+    var timeQueued = LatencyHistogram()
+    var queueTrace = QueueTrace()
+    /// Bytes of the wire written to the socket, ever (positions for `queueTrace`).
+    var wireWritten = 0
     /// Frames of the peer dropped here as already handled (it sent them again after a reconnect).
     var duplicates = 0
 
@@ -136,5 +147,41 @@ final class PeerLink {
         let jitter = Double.random(in: 0.75...1.25, using: &random)
         nextDialAt = now + UInt64(Double(backoffMilliseconds) * jitter * 1_000_000)
         backoffMilliseconds = min(backoffMilliseconds * 2, Self.maximumBackoff)
+    }
+}
+
+/// The data frame followed for the time-queued histogram: the `frame`-th frame queued in `flow`, queued at
+/// `since`; once the scheduler copied it to the wire, `wireEnd` is where it ends in the link's written bytes.
+struct QueueTrace {
+    var flow: PeerFlow?
+    var frame = 0
+    var since: UInt64 = 0
+    var wireEnd = -1
+
+    init() {}
+
+    init(flow: PeerFlow, frame: Int, since: UInt64) {
+        self.flow = flow
+        self.frame = frame
+        self.since = since
+    }
+}
+
+extension PeerLink {
+    /// A frame was queued in `flow`: followed when no other is.
+    @inline(__always)
+    func traceQueued(_ flow: PeerFlow, now: UInt64) {
+        flow.framesQueued += 1
+        if queueTrace.flow == nil { queueTrace = QueueTrace(flow: flow, frame: flow.framesQueued, since: now) }
+    }
+
+    /// `count` bytes of the wire were written at `now`: the followed frame's time is recorded once written whole.
+    @inline(__always)
+    func wroteWire(_ count: Int, now: UInt64) {
+        wireWritten += count
+        if queueTrace.wireEnd >= 0 && wireWritten >= queueTrace.wireEnd {
+            timeQueued.record(now &- queueTrace.since, now: now)
+            queueTrace = QueueTrace()
+        }
     }
 }

@@ -15,8 +15,9 @@ extension PeerLink {
     static let wireTarget = 64 << 10
 
     /// Queues a MESSAGE in its group's replication flow (the caller checked room) and schedules a write.
-    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, in flow: PeerFlow) {
+    func enqueue(_ header: MessageHeader, payload: UnsafeRawBufferPointer, in flow: PeerFlow, now: UInt64) {
         header.append(payload: payload, to: flow.queue)
+        traceQueued(flow, now: now)
         flowBytes += Wire.frameHeaderSize + Wire.messageHeaderSize + payload.count
         messagesSent += 1
         bytesSent += payload.count
@@ -24,8 +25,9 @@ extension PeerLink {
     }
 
     /// Queues a whole data frame (CHANNEL) in `flow` (the caller checked room).
-    func enqueue(frame: [UInt8], in flow: PeerFlow) {
+    func enqueue(frame: [UInt8], in flow: PeerFlow, now: UInt64) {
         flow.queue.append(frame)
+        traceQueued(flow, now: now)
         flowBytes += frame.count
         flowHasData(flow)
     }
@@ -76,6 +78,10 @@ extension PeerLink {
                 flow.wiredBytes += size
                 flow.deficit -= size
                 flow.window -= size
+                if flow.messagesSent == queueTrace.frame, queueTrace.wireEnd < 0, queueTrace.flow === flow {
+                    // The followed frame's end in the link's written bytes (the wire was empty at the refill).
+                    queueTrace.wireEnd = wireWritten + wire.byteCount
+                }
             }
             if !flow.canSend {
                 // Out of frames or out of window: the flow leaves its turn and the list (a CREDIT or a new
@@ -146,6 +152,7 @@ extension PeerLink {
     func restartFlows(window: Int) {
         peerWindow = window
         credit.reset()
+        queueTrace = QueueTrace()
         keepControlFramesOfTheWire()
         control.removeFrames { !Self.outlivesConnection($0) }
         ready.removeAll(keepingCapacity: true)
@@ -205,6 +212,7 @@ extension PeerLink {
 
     /// Empties every queue (the site left the group for good).
     func clearQueues() {
+        queueTrace = QueueTrace()
         wire.clear()
         wireCopyBytes = 0
         control.clear()
@@ -212,6 +220,7 @@ extension PeerLink {
             flow.queue.clear()
             flow.wiredBytes = 0
             flow.unackedBytes = 0
+            flow.framesQueued = flow.messagesSent
         }
         flowBytes = 0
         for flow in ready { flow.isReady = false }
@@ -233,6 +242,7 @@ extension PeerLink {
         for trafficClass in TrafficClass.allCases {
             let id = PeerFlow.id(group: group.index, trafficClass)
             guard id < flows.count, let flow = flows[id] else { continue }
+            if queueTrace.flow === flow { queueTrace = QueueTrace() }
             flowBytes -= flow.queue.readableBytes
             if flow.isReady, let position = ready.firstIndex(where: { $0 === flow }) {
                 ready.remove(at: position)

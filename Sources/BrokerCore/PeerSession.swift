@@ -82,7 +82,7 @@ final class PeerSession: Session {
             try core.deliver(fromPeer: link, header,
                              payload: UnsafeRawBufferPointer(rebasing: frame.body[Wire.messageHeaderSize...]))
         case (.active, .heartbeat):
-            break
+            if let link, let heartbeat = try HeartbeatFrame(body: frame.body) { core.heartbeat(heartbeat, on: link) }
         case (.active, .groupBind):
             core.bind(group: try GroupBindFrame(body: frame.body), on: self)
         case (.active, .peerAck):
@@ -146,6 +146,7 @@ final class PeerSession: Session {
         guard let link else { return }
         link.wire.didWrite(count)
         link.lastSent = core.now
+        link.wroteWire(count, now: core.now)
     }
 
     /// Tells the other side why, then closes.

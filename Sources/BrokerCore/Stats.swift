@@ -38,11 +38,16 @@ public struct PeerStats: Codable, Sendable {
     public var flows: [FlowStats]
     /// The link's security once it has been up: "TLSv1.3 <cipher>" or "plain".
     public var tls: String?
+    /// Round trips of heartbeat probes (absent from a broker before they existed).
+    public var rtt: HistogramStats?
+    /// Time from enqueue to the socket write, sampled one frame at a time.
+    public var timeQueued: HistogramStats?
 
     enum CodingKeys: String, CodingKey {
         case siteID = "site_id", address, origin, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
         case dropped, refused, reconnects, resent, duplicates, millisecondsSinceHeard = "ms_since_heard", flows, tls
+        case rtt, timeQueued = "time_queued"
     }
 }
 
@@ -116,10 +121,12 @@ public struct GroupStats: Codable, Sendable {
     /// The master site as last announced; 0 when none is known.
     public var master: Int32
     public var waitingForAcks: Int
+    /// PERMANENT sends: time from the send to the acks their policy asks for.
+    public var ackWait: HistogramStats?
 
     enum CodingKeys: String, CodingKey {
         case name, receiverClient = "receiver_client", standbys, delivered, pendingMessages = "pending_msgs", dropped
-        case master, waitingForAcks = "waiting_for_acks"
+        case master, waitingForAcks = "waiting_for_acks", ackWait = "ack_wait"
     }
 }
 
@@ -200,7 +207,8 @@ extension Core {
                 queuedBytes: link.queuedBytes, dropped: link.dropped, refused: link.refused,
                 reconnects: link.reconnects, resent: link.resent, duplicates: link.duplicates,
                 millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil,
-                flows: flowStats(link), tls: link.everUp ? link.security : nil)
+                flows: flowStats(link), tls: link.everUp ? link.security : nil,
+                rtt: link.roundTrips.stats(now: now), timeQueued: link.timeQueued.stats(now: now))
         }
         let clientList = clients.byID.values.filter { $0.isRegistered }.sorted { $0.clientID < $1.clientID }.map { client in
             var roles: [String] = []
@@ -223,7 +231,7 @@ extension Core {
         let groupStats = groups.list.map { group in
             GroupStats(name: group.name, receiverClient: group.receiver?.clientID, standbys: group.standbys.count,
                        delivered: group.delivered, pendingMessages: group.pendingMessages, dropped: group.dropped,
-                       master: group.master, waitingForAcks: group.pendingAcks.count)
+                       master: group.master, waitingForAcks: group.pendingAcks.count, ackWait: group.ackWait.stats(now: now))
         }
         let totals = TotalStats(
             messagesRouted: counters.routedMessages,
@@ -243,6 +251,16 @@ extension Core {
             channelTimeouts: counters.channelTimeouts, tlsFailures: counters.tlsFailures)
         return BrokerStats(siteID: config.siteID, pid: pid, uptimeMilliseconds: (now &- startedAt) / 1_000_000,
                            peers: peers, clients: clientList, groups: groupStats, totals: totals)
+    }
+
+    /// Peer links up and known (removed sites not counted), and local connections: for a status line.
+    public var linkSummary: (peersUp: Int, peersKnown: Int, clients: Int) {
+        var up = 0, known = 0
+        for link in membership.linkList where !link.removed {
+            known += 1
+            if link.state == .connected { up += 1 }
+        }
+        return (up, known, clients.byID.count)
     }
 
     /// The group's sites as this broker knows them, itself included.

@@ -38,6 +38,12 @@ extension BrokerStats {
                 [g.name, g.master == 0 ? "-" : "\(g.master)", g.receiverClient.map { "\($0)" } ?? "-", "\(g.standbys)",
                  "\(g.delivered)", "\(g.pendingMessages)", "\(g.dropped)", "\(g.waitingForAcks)"]
             })
+        out += "\nLATENCY (last minute: p50 / p99 / max, and count)\n"
+        out += render([["what", "of", "p50", "p99", "max", "count"]]
+            + peers.flatMap { p in
+                [latencyRow("rtt", "site \(p.siteID)", p.rtt), latencyRow("time_queued", "site \(p.siteID)", p.timeQueued)]
+            }
+            + groups.map { g in latencyRow("ack_wait", g.name, g.ackWait) })
         out += "\nTOTALS\n"
         let t = totals
         out += render([
@@ -82,4 +88,24 @@ func ringFill(_ client: ClientStats) -> String {
     let up = (client.ringToBrokerUsed ?? 0) * 100 / size
     let down = (client.ringToClientUsed ?? 0) * 100 / size
     return "\(up)%/\(down)% of \(size)"
+}
+
+/// One latency row: the histogram's last minute, or dashes.
+func latencyRow(_ what: String, _ of: String, _ histogram: HistogramStats?) -> [String] {
+    let minute = histogram?.lastMinute
+    return [what, of, formatSeconds(minute?.p50Seconds), formatSeconds(minute?.p99Seconds), formatSeconds(minute?.maxSeconds),
+            "\(minute?.count ?? 0)"]
+}
+
+/// 83us, 1.25ms, 2.50s; "-" for none.
+public func formatSeconds(_ seconds: Double?) -> String {
+    guard let seconds else { return "-" }
+    if seconds < 0.001 { return "\(Int((seconds * 1e6).rounded()))us" }
+    func twoDecimals(_ value: Double) -> String {
+        let hundredths = Int((value * 100).rounded())
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+    if seconds < 1 { return twoDecimals(seconds * 1000) + "ms" }
+    return twoDecimals(seconds) + "s"
 }

@@ -25,8 +25,13 @@ public enum TerminalText {
     }
 
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value == 0x5C || isControl(scalar)
+    }
+
+    /// What a terminal could act on: C0, DEL, C1, the line and paragraph separators, bidirectional overrides.
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
-        case 0..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0x5C: return true
+        case 0..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069: return true
         default: return false
         }
     }

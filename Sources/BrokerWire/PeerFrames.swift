@@ -162,6 +162,38 @@ public struct RemoveSiteFrame: Equatable, Sendable {
     }
 }
 
+/// HEARTBEAT: empty (a broker of protocol 5 sends only these and ignores a body), or a round-trip probe
+/// or its echo: u8 kind (1 probe, 2 echo), 7 reserved bytes (sent as zero), u64 the prober's timestamp, which
+/// the other side echoes unchanged and never interprets.
+public struct HeartbeatFrame: Equatable, Sendable {
+    public enum Kind: UInt8, Sendable { case probe = 1, echo = 2 }
+    public var kind: Kind
+    public var timestamp: UInt64
+    public init(kind: Kind, timestamp: UInt64) {
+        self.kind = kind
+        self.timestamp = timestamp
+    }
+
+    public var body: [UInt8] {
+        var w = ByteWriter()
+        w.put(UInt32(kind.rawValue))
+        w.put(UInt32(0))
+        w.put(timestamp)
+        return w.bytes
+    }
+
+    /// nil for an empty heartbeat, and for a kind this version does not know (a later version's: ignored, as
+    /// bytes past the 16th are).
+    public init?(body: UnsafeRawBufferPointer) throws(WireError) {
+        if body.isEmpty { return nil }
+        try requireSize(body, 16, .heartbeat, exact: false)
+        let start = body.baseAddress.unsafelyUnwrapped
+        guard let kind = Kind(rawValue: start.load(fromByteOffset: 0, as: UInt8.self)) else { return nil }
+        self.kind = kind
+        timestamp = start.le64(8)
+    }
+}
+
 /// GROUP_BIND: names the group index that later MESSAGE frames on this link carry.
 public struct GroupBindFrame: Equatable, Sendable {
     public var group: UInt32

@@ -13,7 +13,7 @@ import Testing
                                    controlLength: 0, recLength: UInt32(payload), sequence: 0)
         let bytes = [UInt8](repeating: tag, count: payload)
         for _ in 0..<count {
-            bytes.withUnsafeBytes { link.enqueue(header, payload: $0, in: link.flow(group, .replication)) }
+            bytes.withUnsafeBytes { link.enqueue(header, payload: $0, in: link.flow(group, .replication), now: 0) }
         }
         return Wire.frameHeaderSize + Wire.messageHeaderSize + payload
     }
@@ -285,12 +285,12 @@ import Testing
                 if Bool.random(using: &random) {
                     let header = MessageHeader(group: group.index, source: 1, destination: 2, flags: [], lsn: .zero,
                                                controlLength: 0, recLength: UInt32(rec.count), sequence: 0)
-                    rec.withUnsafeBytes { link.enqueue(header, payload: $0, in: link.flow(group, .replication)) }
+                    rec.withUnsafeBytes { link.enqueue(header, payload: $0, in: link.flow(group, .replication), now: 0) }
                     queued[PeerFlow.id(group: group.index, .replication), default: []].append(next)
                 } else {
                     let frame = FrameParser.encode(.channel, body: ChannelFrame(group: group.index, destination: 2, kind: .message,
                                                                                channel: "c", requestID: 0, payload: rec).body)
-                    link.enqueue(frame: frame, in: link.flow(group, .channel))
+                    link.enqueue(frame: frame, in: link.flow(group, .channel), now: 0)
                     queued[PeerFlow.id(group: group.index, .channel), default: []].append(next)
                 }
             case 5..<8:

@@ -171,9 +171,17 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             let f = try RemoveSiteFrame(body: frame.body)
             fields = ["site_id": "\(f.siteID)"]
             encoded = FrameParser.encode(.removeSite, body: f.body)
-        case .activate, .heartbeat:
+        case .activate:
             #expect(frame.body.isEmpty)
             encoded = FrameParser.encode(frame.type, body: [])
+        case .heartbeat:
+            if let f = try HeartbeatFrame(body: frame.body) {
+                fields = ["kind": "\(f.kind.rawValue)", "timestamp": "\(f.timestamp)"]
+                encoded = FrameParser.encode(.heartbeat, body: f.body)
+            } else {
+                #expect(frame.body.isEmpty)
+                encoded = FrameParser.encode(frame.type, body: [])
+            }
         case .peerReceiver:
             let f = try PeerReceiverFrame(body: frame.body)
             fields = ["group": "\(f.group)", "present": f.present ? "1" : "0"]

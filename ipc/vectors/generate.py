@@ -63,6 +63,8 @@ valid = [
     ("remove-site", "REMOVE_SITE", struct.pack("<iI", 4, 0), {"site_id": 4}),
     ("activate", "ACTIVATE", b"", {}),
     ("heartbeat", "HEARTBEAT", b"", {}),
+    ("heartbeat-probe", "HEARTBEAT", struct.pack("<B7xQ", 1, 0x0102030405060708), {"kind": 1, "timestamp": 0x0102030405060708}),
+    ("heartbeat-echo", "HEARTBEAT", struct.pack("<B7xQ", 2, 0xFFFFFFFFFFFFFFFF), {"kind": 2, "timestamp": 0xFFFFFFFFFFFFFFFF}),
     ("group-bind", "GROUP_BIND", struct.pack("<IHH", 1, 7, 0) + b"default", {"group": 1, "name": "default"}),
     ("send-result-ack-timeout", "SEND_RESULT", struct.pack("<QII", 10, 3, 0), {"sequence": 10, "status": 3}),
     ("send-result-ack-timeout-sites", "SEND_RESULT", struct.pack("<QIHHiii", 12, 3, 1, 2, 2, 3, 5),
