@@ -71,7 +71,7 @@ extension Broker {
     }
 
     /// The core's timers, and the shell's own on the same schedule: the parent's exit, the reserve descriptor,
-    /// paused listeners, the resolver's answers.
+    /// paused listeners, the resolver's answers, systemd's watchdog and status.
     func runTimers() {
         guard core.now >= core.nextTickAt else { return }
         if config.exitWithParent && getppid() != parentPID {
@@ -85,10 +85,16 @@ extension Broker {
         }
         _ = holdReserveDescriptor()
         for listener in listeners { listener.resumeIfDue(now: core.now) }
+        for connection in metricsConnections where core.now >= connection.deadline { connection.close() }
         core.runTimers()
+        if notifier.isActive {
+            let summary = core.linkSummary
+            notifier.tick(peersUp: summary.peersUp, peersKnown: summary.peersKnown, clients: summary.clients, now: core.now)
+        }
     }
 
     func shutDown() throws {
+        notifier.stopping()
         logger.info("stopping: no new connections, flushing peers for up to \(config.shutdownFlushMilliseconds) ms")
         for listener in listeners { listener.close() }
         listeners.removeAll()

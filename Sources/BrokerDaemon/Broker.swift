@@ -34,6 +34,14 @@ public final class Broker {
     /// TLS connections whose session holds plain bytes the core could not take when they were decrypted.
     var tlsBacklog: [SessionSocket] = []
 
+    /// Connections to the --metrics-listen port being answered.
+    var metricsConnections: [MetricsConnection] = []
+    /// The port --metrics-listen bound (for tests that listen on port 0).
+    public private(set) var metricsPort: UInt16?
+
+    /// systemd's readiness and watchdog (NOTIFY_SOCKET); does nothing outside a notify service.
+    let notifier: SystemdNotifier
+
     /// Stops the loop from any thread (signal handlers, tests).
     public let stopper: Stopper
 
@@ -41,7 +49,7 @@ public final class Broker {
     public init(config: BrokerConfig, logger: Logger? = nil) throws {
         try config.validate()
         self.config = config
-        let logger = logger ?? Logger(label: "repbrokerd", level: config.logLevel)
+        let logger = logger ?? Logger(label: "repbrokerd", level: config.logLevel, format: config.logFormat)
         self.logger = logger
         loop = try EventLoop()
         stopper = Stopper(wakeup: loop.wakeup)
@@ -51,6 +59,7 @@ public final class Broker {
                     incarnation: UInt64.random(in: 1...UInt64.max), seed: UInt64.random(in: 1...UInt64.max),
                     logger: logger, remembered: membershipFile.load())
         dialer = Dialer(logger: logger)
+        notifier = SystemdNotifier(environment: SystemdNotifier.processEnvironment(), logger: logger)
         do { peerTLS = try config.tls.map(PeerTLS.init) } catch { throw BrokerFailure(reason: "TLS: \(error)") }
     }
 
@@ -60,6 +69,11 @@ public final class Broker {
             let socket = try Socket.listenTCP(SocketAddress(listen))
             peerPort = Socket.localPort(socket.number)
             listeners.append(try Listener(socket, kind: .peers, broker: self))
+        }
+        if let metricsListen = config.metricsListen {
+            let socket = try Socket.listenTCP(SocketAddress(metricsListen))
+            metricsPort = Socket.localPort(socket.number)
+            listeners.append(try Listener(socket, kind: .metrics, broker: self))
         }
         for (path, kind) in [(config.socketPath, Listener.Kind.clients), (config.adminSocketPath, .admin)] {
             try SocketPath.prepare(path)
@@ -76,8 +90,12 @@ public final class Broker {
             "advertise": core.advertised
                 ?? (config.listen == nil ? "-" : "(the local address of the first peer connection)"),
             "admin_socket": config.adminSocketPath, "peers": "\(core.sites().count)",
+            "metrics": config.metricsListen.map { "http://\($0)/metrics" } ?? "-",
             "peer_links": peerTLS.map { $0.settings.ca != nil ? "TLS 1.3 (CA)" : "TLS 1.3 (pinned)" } ?? "plain",
         ])
+        let summary = core.linkSummary
+        notifier.ready(peersUp: summary.peersUp, peersKnown: summary.peersKnown, clients: summary.clients,
+                       now: Posix.monotonicNanoseconds())
     }
 
     public struct BrokerFailure: Error, CustomStringConvertible {
@@ -100,7 +118,7 @@ public final class Broker {
 
     func accepted(_ socket: OwnedDescriptor, on kind: Listener.Kind) {
         let fd = socket.number
-        if kind != .peers && !mayConnect(fd) {
+        if (kind == .clients || kind == .admin) && !mayConnect(fd) {
             let credentials = Socket.peerCredentials(fd)
             core.countRefusedClient()
             logger.warning("local connection refused: not in the allow list", [
@@ -123,6 +141,11 @@ public final class Broker {
             }
         case .admin:
             do { _ = try AdminConnection(socket, broker: self) } catch {
+                logger.warning("cannot serve an accepted connection: \(error)")
+            }
+        case .metrics:
+            guard metricsConnections.count < MetricsConnection.maxConnections else { return }  // closed by letting go
+            do { metricsConnections.append(try MetricsConnection(socket, broker: self, now: Posix.monotonicNanoseconds())) } catch {
                 logger.warning("cannot serve an accepted connection: \(error)")
             }
         }

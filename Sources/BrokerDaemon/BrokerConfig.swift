@@ -40,7 +40,11 @@ public struct BrokerConfig: Equatable, Sendable {
     public var peers: [PeerConfig] = []
     public var socketPath: String
     public var adminSocketPath: String
+    /// HOST:PORT where Prometheus scrapes GET /metrics; nil: no metrics port.
+    public var metricsListen: String?
     public var logLevel: LogLevel = .info
+    /// Log lines as text or one JSON object each.
+    public var logFormat = LogFormat.text
     // The core's settings default to the core's defaults (CoreConfig), kept in one place.
     public var heartbeatMilliseconds = CoreConfig.defaults.heartbeatMilliseconds
     public var peerQueueBytes = CoreConfig.defaults.peerQueueBytes
@@ -125,6 +129,9 @@ public struct BrokerConfig: Equatable, Sendable {
                     or pass --insecure on a network you trust.
                     """)
             }
+        }
+        if let metricsListen {
+            do { _ = try SocketAddress(metricsListen) } catch { throw .invalid("--metrics-listen: \(error)") }
         }
         if let advertise {
             guard listen != nil else { throw .invalid("--advertise needs --listen: it is the address of the listener") }
@@ -222,7 +229,9 @@ struct ConfigFile: Codable {
     var peers: [PeerConfig]?
     var socket: String?
     var admin_socket: String?
+    var metrics_listen: String?
     var log_level: String?
+    var log_format: String?
     var heartbeat_ms: Int?
     var peer_queue_bytes: Int?
     var flow_window_bytes: Int?
@@ -248,11 +257,11 @@ struct ConfigFile: Codable {
 extension BrokerConfig {
     /// The options `repbrokerd` takes, for the argument reader.
     public static let valuedOptions: Set<String> = [
-        "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "heartbeat-ms",
+        "site-id", "listen", "peer", "socket", "admin-socket", "config", "log-level", "log-format", "heartbeat-ms",
         "peer-queue-bytes", "flow-window-bytes", "max-message-bytes", "inbound-queue-bytes", "client-queue-bytes", "socket-mode",
         "max-ring-bytes", "join", "state-dir", "group-key-file", "allow-uid", "allow-gid", "socket-group",
         "advertise", "max-clients", "max-groups", "group-grace-ms", "idle-strategy", "tls-cert", "tls-key", "tls-ca",
-        "tls-pin",
+        "tls-pin", "metrics-listen",
     ]
     /// The flags `repbrokerd` takes (options without a value).
     public static let flagNames: Set<String> = ["exit-with-parent", "insecure"]
@@ -281,6 +290,7 @@ extension BrokerConfig {
                                   adminSocketPath: arguments.last("admin-socket") ?? file.admin_socket)
         config.listen = arguments.last("listen") ?? file.listen
         config.advertise = arguments.last("advertise") ?? file.advertise
+        config.metricsListen = arguments.last("metrics-listen") ?? file.metrics_listen
         config.insecure = arguments.has("insecure") || file.insecure == true
         config.maxClients = try arguments.integer("max-clients") ?? file.max_clients
         config.maxGroups = try arguments.integer("max-groups") ?? file.max_groups ?? config.maxGroups
@@ -299,6 +309,12 @@ extension BrokerConfig {
                 throw UsageError("--log-level must be one of trace, debug, info, warning, error; not '\(name)'")
             }
             config.logLevel = level
+        }
+        if let name = arguments.last("log-format") ?? file.log_format {
+            guard let format = LogFormat(rawValue: name) else {
+                throw UsageError("--log-format must be text or json; not '\(name)'")
+            }
+            config.logFormat = format
         }
         config.heartbeatMilliseconds = try arguments.integer("heartbeat-ms") ?? file.heartbeat_ms
             ?? config.heartbeatMilliseconds

@@ -29,6 +29,15 @@ public enum DaemonMain {
             exitWithFailure("\(error)", tool: "repbrokerd")
         }
 
+        /// A failure once running: a log line in the configured format, then exit 1.
+        func fail(_ reason: String) -> Never {
+            if config.logFormat == .json {
+                Logger(label: "repbrokerd", level: .error, format: .json).error(reason)
+                exit(1)
+            }
+            exitWithFailure(reason, tool: "repbrokerd")
+        }
+
         signal(SIGPIPE, SIG_IGN)
         Posix.raiseDescriptorLimit()
         let broker: Broker
@@ -38,16 +47,16 @@ public enum DaemonMain {
         } catch let error as ConfigError {
             exitWithUsage(UsageError("\(error)"), tool: "repbrokerd")
         } catch {
-            exitWithFailure("\(error)", tool: "repbrokerd")
+            fail("\(error)")
         }
         let signalSources = installStopSignals(broker.stopper) + [installReloadSignal(broker.stopper)]
         do {
             try broker.run()
         } catch let failure as Broker.BrokerFailure {
-            exitWithFailure(failure.reason, tool: "repbrokerd")
+            fail(failure.reason)
         } catch {
             broker.removeSocketFilesOnFailure()
-            exitWithFailure("event loop failed: \(error)", tool: "repbrokerd")
+            fail("event loop failed: \(error)")
         }
         withExtendedLifetime(signalSources) {}
         exit(0)
@@ -78,6 +87,7 @@ public enum DaemonMain {
 
         USAGE: repbrokerd --site-id N [--listen HOST:PORT] [--peer ID=HOST:PORT]... [--socket PATH]
                           [--admin-socket PATH] [--config FILE] [--log-level trace|debug|info|warning|error]
+                          [--log-format text|json]
 
         OPTIONS:
           --site-id N              This site's id: a positive 32-bit integer, unique in the group, used as
@@ -91,12 +101,19 @@ public enum DaemonMain {
           --peer ID=HOST:PORT      A peer site and its advertised address (repeatable). Host names are resolved
                                    off the event loop and again every 30 s; one that does not resolve is shown
                                    as 'unresolved' in stats and retried.
+          --metrics-listen HOST:PORT
+                                   Serve the stats to Prometheus: GET /metrics over plain HTTP (text format
+                                   0.0.4, as `repbroker stats --prometheus` prints). Anyone who reaches the port
+                                   can read the counters and the group and client names: bind it to loopback
+                                   or a management network.
           --socket PATH            Local client socket (default: \(BrokerConfig.defaultSocketPath)).
           --admin-socket PATH      Admin socket for `repbroker stats` (default: \(BrokerConfig.defaultAdminSocketPath)).
           --config FILE            JSON file with the same settings in snake_case (site_id, listen, peers:
                                    [{"site_id":2,"address":"host:port"}], socket, admin_socket, log_level,
                                    heartbeat_ms, ...). Flags override it.
           --log-level LEVEL        trace, debug, info (default), warning or error. Logs go to stderr.
+          --log-format text|json   text (default: time level label: message key=value ...) or one JSON object
+                                   per line with the same fields (time, level, label, message, then each key).
           --heartbeat-ms N         Peer heartbeat interval (default 1000); a link silent for 3 intervals is down.
           --peer-queue-bytes N     Per-peer outbound queue limit (default 67108864). When full, a message
                                    without PERMANENT is dropped and counted; a PERMANENT one is refused.

@@ -1,11 +1,12 @@
-// A listening socket on the event loop: the peer TCP port, the local client socket or the admin socket.
+// A listening socket on the event loop: the peer TCP port, the local client socket, the admin socket or the
+// metrics port.
 #if canImport(Glibc)
 import Glibc
 #endif
 import BrokerSystem
 
 final class Listener: LoopHandler {
-    enum Kind { case peers, clients, admin }
+    enum Kind { case peers, clients, admin, metrics }
 
     let socket: OwnedDescriptor
     var descriptor: CInt { socket.number }
@@ -56,7 +57,7 @@ final class Listener: LoopHandler {
     /// still ask for stats, and peer links come back, while clients have used up the rest.
     private func acceptUsingReserve() throws(SystemError) -> OwnedDescriptor? {
         do { return try Socket.accept(descriptor) } catch {
-            guard kind != .clients, error.errno.rawValue == EMFILE, broker.releaseReserveDescriptor() else { throw error }
+            guard kind == .admin || kind == .peers, error.errno.rawValue == EMFILE, broker.releaseReserveDescriptor() else { throw error }
             return try Socket.accept(descriptor)
         }
     }

@@ -1,15 +1,22 @@
-// The daemon's log sink: each line stamped with the wall clock (UTC, milliseconds) and written to stderr in
-// one write, so lines from concurrent writers do not interleave.
+// The daemon's log sink: each line stamped with the wall clock (UTC, milliseconds), as text or JSON
+// (--log-format), and written to stderr in one write, so lines from concurrent writers do not interleave.
 #if canImport(Glibc)
 import Glibc
 #endif
 import BrokerSystem
 
 public struct StandardErrorSink: LogSink {
-    public init() {}
+    public let format: LogFormat
+
+    public init(format: LogFormat = .text) {
+        self.format = format
+    }
 
     public func write(_ level: LogLevel, label: String, _ message: String, _ metadata: Logger.Metadata) {
-        Console.writeError(Logger.line(timestamp: Self.timestamp(), level, label: label, message, metadata))
+        switch format {
+        case .text: Console.writeError(Logger.line(timestamp: Self.timestamp(), level, label: label, message, metadata))
+        case .json: Console.writeError(Logger.jsonLine(timestamp: Self.timestamp(), level, label: label, message, metadata))
+        }
     }
 
     /// UTC time as 2026-01-02T03:04:05.678Z.
@@ -29,7 +36,7 @@ public struct StandardErrorSink: LogSink {
 
 extension Logger {
     /// A logger writing to stderr.
-    public init(label: String, level: LogLevel = .info) {
-        self.init(label: label, level: level, sink: StandardErrorSink())
+    public init(label: String, level: LogLevel = .info, format: LogFormat = .text) {
+        self.init(label: label, level: level, sink: StandardErrorSink(format: format))
     }
 }

@@ -17,6 +17,8 @@ public final class BrokerProcess: @unchecked Sendable {
     /// The host of every --peer address (its port comes from `peers`).
     public var peerHost: (Int32) -> String = { _ in "127.0.0.1" }
     public var extraArguments: [String]
+    /// Added to this process's environment for the broker (NOTIFY_SOCKET, ...).
+    public var environment: [String: String] = [:]
     /// The broker program: the root package's repbrokerd unless told otherwise.
     public var program: Program
     public private(set) var child: ChildProcess?
@@ -45,7 +47,7 @@ public final class BrokerProcess: @unchecked Sendable {
     /// Starts the broker and waits until its admin socket answers.
     public func start(timeout: Double = 10) throws {
         let child = try ChildProcess(name: "repbrokerd-\(siteID)", program: program,
-                                     arguments: arguments, stderrPath: logPath)
+                                     arguments: arguments, stderrPath: logPath, environment: environment)
         self.child = child
         let ready = Deadline.wait(timeout: timeout) {
             !child.isRunning || (try? AdminClient.stats(adminSocket: adminSocketPath)) != nil
