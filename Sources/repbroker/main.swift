@@ -13,7 +13,8 @@ let overview = """
     USAGE: repbroker <subcommand> [options]
 
     SUBCOMMANDS:
-      stats   Show a broker's peers, clients and counters (table or --json).
+      stats   Show a broker's peers, clients and counters (table, --json or --prometheus).
+      top     A live view of a broker: peers, groups and clients with their rates, refreshed every second.
       send    Send messages as a local client (one per stdin line, or one MESSAGE).
       recv    Take the receiver role (or subscribe to a channel) and print the messages that arrive.
       request Send a request on an application channel and print the reply.
@@ -37,7 +38,7 @@ guard let subcommand = words.first, !["--help", "-h", "help"].contains(subcomman
 }
 if subcommand == "daemon" { DaemonMain.run(Array(words.dropFirst())) }
 runCommand(words, [
-    "stats": StatsCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self,
+    "stats": StatsCommand.self, "top": TopCommand.self, "send": SendCommand.self, "recv": RecvCommand.self, "demo": DemoCommand.self,
     "request": RequestCommand.self, "sites": SitesCommand.self, "remove-site": RemoveSiteCommand.self,
     "reload-tls": ReloadTLSCommand.self,
 ], tool: "repbroker")

@@ -137,6 +137,56 @@ import Glibc
     }
 }
 
+@Suite struct TopTests {
+    @Test func topShowsRatesAsPlainTextWithoutATerminalAndQuitsOnQInOne() throws {
+        try withSites(2, extraArguments: ["--heartbeat-ms", "50"]) { sites in
+            let receiver = try client(sites.broker(2), roles: [.receiver], name: "top-receiver")
+            let writer = try client(sites.broker(1), name: "top-writer")
+            let stop = StopFlag()
+            let received = Counter()
+            startThread {
+                while !stop.isSet { if (try? receiver.receive(timeout: 0.1)) != nil { received.increment() } }
+            }
+            startThread {
+                while !stop.isSet {
+                    try? writer.send(control: [1], rec: [2], to: 2)
+                    usleep(500)
+                }
+            }
+            defer {
+                stop.set()
+                usleep(200_000)
+                writer.close()
+                receiver.close()
+            }
+            let admin = sites.broker(1).adminSocketPath
+            let plain = try runToEnd(Executables.path("repbroker"), ["top", "--count", "2", "--interval", "0.5",
+                                                                    "--admin-socket", admin])
+            #expect(!plain.contains("\u{1B}"), "no escapes without a terminal")
+            let views = plain.components(separatedBy: "repbroker top  site 1")
+            #expect(views.count == 3, "\(plain)")
+            let second = views.last ?? ""
+            let peerRow = try #require(second.split(separator: "\n").first { $0.hasPrefix("2 ") && $0.contains("connected") },
+                                       "\(plain)")
+            let columns = peerRow.split(separator: " ", omittingEmptySubsequences: true)
+            #expect(columns.count == 8, "\(columns)")
+            #expect((Int(columns[4]) ?? 0) > 0, "messages out per second: \(peerRow)")
+            #expect(columns[2].hasSuffix("us") || columns[2].hasSuffix("ms"), "the round trip: \(peerRow)")
+            #expect(second.contains("top-writer") && second.contains("GROUP"))
+
+            // On a terminal (script gives it one): the alternate screen, redrawn, and q quits.
+            let command = "\(Executables.path("repbroker")) top --interval 0.2 --admin-socket \(admin)"
+            let top = try ChildProcess(name: "top", executable: "/usr/bin/script", arguments: ["-qfec", command, "/dev/null"])
+            #expect(top.waitForLines(timeout: 10) { $0.joined().components(separatedBy: "q quits").count > 2 }, "\(top.lines)")
+            top.write("q")
+            #expect(top.waitForExit(timeout: 5) == 0, "q quits: \(top.lines.suffix(3))")
+            let screen = top.lines.joined(separator: "\n")
+            #expect(screen.contains("\u{1B}[?1049h") && screen.contains("\u{1B}[?1049l"), "the screen is given back")
+            #expect(screen.contains("top-writer"))
+        }
+    }
+}
+
 /// A datagram socket standing in for systemd's NOTIFY_SOCKET: a thread keeps every message received.
 final class NotifyListener: @unchecked Sendable {
     let path: String
