@@ -23,6 +23,17 @@ enum BenchCommand: Command {
                repbroker-bench isolation [--sites 3] [--senders 4] [--size 100] [--seconds 5] [--delay-us 100]
                                          [--flow-window-bytes N] [--json]
                repbroker-bench soak [--minutes 10] [--sample-seconds 10] [--clients 8] [--json]
+               repbroker-bench scale [--sites 3,8,16] [--clients 1000] [--groups 100] [--seconds 5] [--json]
+
+        scale: how cost grows. For each site count, brokers one per network namespace on a bridge (root and
+        iproute2): the time from the last start to a full mesh, a joining site's time to a full mesh, each idle
+        broker's CPU and RSS and the bytes per second a link carries idle (heartbeats, with TCP/IP headers), the
+        time until every site sees a kill -9 of one, and its return after a restart; then one sender and one
+        receiver per site (shared memory, 100-byte messages) all broadcast, then all unicast, for --seconds:
+        delivered messages per second and the brokers' CPU seconds per million. Then one broker on loopback: own
+        memory and descriptors per 1000 socket clients and per 1000 ring clients (64 KiB rings), per 100 groups,
+        and the time to register --clients clients one after another. Ratios are against the smallest site count
+        of the same run. Exit 1 if a message was not delivered.
 
         soak: three brokers for N minutes. Each site keeps a receiver and a channel server; besides them, --clients
         short-lived clients at all times, at random sites and on random transports, send messages and make channel
@@ -77,7 +88,7 @@ enum BenchCommand: Command {
         """
     static let valuedOptions: Set<String> = ["size", "seconds", "rounds", "sites", "senders", "count", "mode",
                                              "idle-strategy", "client-spin", "clients", "delay-us", "flow-window-bytes",
-                                             "minutes", "sample-seconds"]
+                                             "minutes", "sample-seconds", "groups"]
     static let flagNames: Set<String> = ["json", "tls"]
 
     /// One measurement: one transport, one round.
@@ -132,6 +143,7 @@ enum BenchCommand: Command {
         if arguments.positionals == ["idle"] { return try runIdle(arguments) }
         if arguments.positionals == ["isolation"] { return try runIsolation(arguments) }
         if arguments.positionals == ["soak"] { return try runSoak(arguments) }
+        if arguments.positionals == ["scale"] { return try ScaleCommand.run(arguments) }
         guard arguments.positionals == ["ipc"] else {
             throw UsageError("bench takes one benchmark: ipc, pingpong, idle, mesh, isolation or soak")
         }

@@ -14,7 +14,7 @@ enum MeshWorker: Command {
     static let help = "USAGE: repbroker-bench bench-worker send|receive|ping|pong|commit|spin --mode direct|uds|shm --site N ... "
         + "(used by bench mesh and bench isolation)"
     static let valuedOptions: Set<String> = ["mode", "site", "sites", "size", "seconds", "count", "socket", "ports", "to",
-                                             "group", "delay-us", "ring-bytes"]
+                                             "group", "delay-us", "ring-bytes", "pattern"]
     static let flagNames: Set<String> = []
 
     struct Setup {
@@ -81,6 +81,9 @@ enum MeshWorker: Command {
         let count = try arguments.integer("count", Int.self, range: 1...Int.max)
         let seconds = try arguments.seconds("seconds") ?? 10
         let others = (1...setup.sites).filter { $0 != setup.site }
+        // mixed: every second message a broadcast; broadcast or unicast: all of one kind.
+        let pattern = arguments.last("pattern") ?? "mixed"
+        guard ["mixed", "broadcast", "unicast"].contains(pattern) else { throw UsageError("--pattern: mixed, broadcast or unicast") }
         let rec = [UInt8](repeating: 0x42, count: size)
         var unicast = 0
         var broadcast = 0
@@ -98,8 +101,8 @@ enum MeshWorker: Command {
             while count.map({ unicast + broadcast < $0 }) ?? true {
                 if sequence % 256 == 0, count == nil, Posix.monotonicNanoseconds() >= deadline { break }
                 sequence &+= 1
-                let isBroadcast = sequence % 2 == 0
-                let target = others[Int(sequence / 2) % others.count]
+                let isBroadcast = pattern == "mixed" ? sequence % 2 == 0 : pattern == "broadcast"
+                let target = others[Int(pattern == "mixed" ? sequence / 2 : sequence) % others.count]
                 let lsn = LSN(file: UInt32(setup.site), offset: sequence)
                 if let client {
                     try client.send(control: empty, rec: recBytes, lsn: lsn, to: isBroadcast ? SiteID.broadcast : target)
