@@ -33,6 +33,8 @@ public final class Broker {
     let peerTLS: PeerTLS?
     /// TLS connections whose session holds plain bytes the core could not take when they were decrypted.
     var tlsBacklog: [SessionSocket] = []
+    /// The backlog being drained (drainTLSBacklog).
+    var tlsBacklogPass: [SessionSocket] = []
 
     /// Connections to the --metrics-listen port being answered.
     var metricsConnections: [MetricsConnection] = []
@@ -175,10 +177,11 @@ public final class Broker {
     /// Hands the core what waits in TLS sessions, for the connections that can take it now; returns how many did.
     func drainTLSBacklog() -> Int {
         guard !tlsBacklog.isEmpty else { return 0 }
-        let waiting = tlsBacklog
-        tlsBacklog.removeAll(keepingCapacity: true)
+        // The two lists trade places, so that neither is copied (the pass may add to the backlog again).
+        swap(&tlsBacklog, &tlsBacklogPass)
+        defer { tlsBacklogPass.removeAll(keepingCapacity: true) }
         var drained = 0
-        for socket in waiting {
+        for socket in tlsBacklogPass {
             guard let tls = socket.tls, !socket.session.isClosed else { continue }
             if socket.readingPaused || socket.session.inputHeld {
                 tlsBacklog.append(socket)

@@ -22,6 +22,31 @@ import Testing
         }
     }
 
+    /// The scale bench runs every part on a small group in namespaces, and what it reports holds together: every
+    /// message delivered, a mesh and a join that completed, a killed site seen down and back, a link that
+    /// carried heartbeat bytes, and clients that cost descriptors.
+    @Test(.enabled(if: NetworkNamespaces.available, "\(NetworkNamespaces.unavailableReason)"))
+    func aSmallScaleRunMeasuresEveryPart() throws {
+        let (status, output) = try runToExit("repbroker-bench", ["scale", "--sites", "3", "--clients", "40", "--groups", "10",
+                                                                 "--seconds", "0.5", "--json"], timeout: 240)
+        #expect(status == 0, "\(output.suffix(1000))")
+        struct Sites: Decodable {
+            let sites: Int; let mesh_s: Double; let join_s: Double; let idle_bytes_per_s_per_link: Double
+            let down_seen_s: Double; let return_seen_s: Double; let broadcast_delivered_per_s: Double
+            let unicast_delivered_per_s: Double; let dropped: Int
+        }
+        struct Clients: Decodable { let clients: Int; let socket_descriptors_per_client: Double; let register_s: Double }
+        struct Report: Decodable { let sites: [Sites]; let clients: Clients }
+        let json = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let report = try JSONDecoder().decode(Report.self, from: Data(json.utf8))
+        let three = try #require(report.sites.first)
+        #expect(three.sites == 3 && three.dropped == 0)
+        #expect(three.mesh_s > 0 && three.join_s > 0 && three.down_seen_s >= 0 && three.return_seen_s > 0)
+        #expect(three.idle_bytes_per_s_per_link > 0, "heartbeats cross an idle link")
+        #expect(three.broadcast_delivered_per_s > 0 && three.unicast_delivered_per_s > 0)
+        #expect(report.clients.clients == 40 && report.clients.socket_descriptors_per_client >= 1)
+    }
+
     /// Every phase of the isolation bench runs: the oltp pinger and committer finish with no failed commit and
     /// every round trip answered, and bulk loses nothing, slowed receiver included.
     @Test func theIsolationBenchRunsEveryPhaseAndBulkLosesNothing() throws {
