@@ -31,7 +31,10 @@ extension Core {
     public var hasCongestion: Bool { !groups.congested.isEmpty }
 
     /// A queue of `group` passed the mark: its producers stop taking records and frames at once (the rings
-    /// phase and a socket producer's parsing check the flag), and the next pass pauses their sockets.
+    /// phase and a socket producer's parsing check the flag), and the next pass pauses their sockets. Callers
+    /// pass a peer's queue only while its link is connected, as `isOverMark` counts it: a down site's queue over
+    /// the mark congested the group at every message, and the next pass let it go again, so a group whose
+    /// broadcasts queued for a dead site moved about a ring batch per pass (10x slower; the scale bench found it).
     @inline(__always)
     func congest(_ group: Group) {
         guard !group.congested else { return }

@@ -61,7 +61,7 @@ extension Core {
         guard link.hasRoom(for: bytes.count) else { return channelResult(.queueFull, for: out, toSite: config.siteID) }
         let flow = link.flow(group, .channel)
         link.enqueue(frame: bytes, in: flow, now: now)
-        if flow.unsentBytes > backpressureBytes { congest(group) }
+        if flow.unsentBytes > backpressureBytes && link.connection != nil { congest(group) }
     }
 
     /// A channel frame from a peer: labelled with the link's site.

@@ -45,7 +45,7 @@ extension Core {
                     if link.hasRoom(for: size) {
                         let flow = link.flow(group, .replication)
                         link.enqueue(out, payload: payload, in: flow, now: now)
-                        if flow.unsentBytes > backpressureBytes { congest(group) }
+                        if flow.unsentBytes > backpressureBytes && link.connection != nil { congest(group) }
                         queued += 1
                     } else {
                         link.dropped += 1
@@ -63,7 +63,7 @@ extension Core {
             if link.hasRoom(for: size) {
                 let flow = link.flow(group, .replication)
                 link.enqueue(out, payload: payload, in: flow, now: now)
-                if flow.unsentBytes > backpressureBytes { congest(group) }
+                if flow.unsentBytes > backpressureBytes && link.connection != nil { congest(group) }
             } else {
                 if permanent { link.refused += 1 } else { link.dropped += 1 }
                 status = config.mutations.contains(.dropReportedQueued) ? .ok : .queueFull

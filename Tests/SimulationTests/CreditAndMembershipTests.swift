@@ -1,6 +1,6 @@
 // Credit, membership and handshakes, in process on virtual time.
 @testable import BrokerSim
-import BrokerCore
+@testable import BrokerCore
 import BrokerWire
 import Testing
 
@@ -98,5 +98,33 @@ import Testing
         group.broker(2).restart()
         #expect(group.wait { group.linked([1, 2, 3]) })
         #expect(group.core(1).stats(pid: 0, acceptFailures: 0).peers.first { $0.siteID == 2 }?.reconnects == 1)
+    }
+}
+
+@Suite struct DownSiteTests {
+    /// Messages queue for a site that is down, past the congestion mark, and the group is never congested: a
+    /// down site pauses nobody. Before the fix each message over the mark congested the group and the next pass
+    /// let it go (`repbroker-bench scale` measured broadcasts 10x slower with a site left down).
+    @Test func aDownSitesQueueOverTheMarkNeverCongestsTheGroup() {
+        let group = Scenario(brokers: 3)
+        let writer = group.producer(at: 1)
+        #expect(group.wait { group.linked([1, 2, 3]) && writer.registered })
+        group.broker(3).crash()
+        #expect(group.wait { group.core(1).stats(pid: 0, acceptFailures: 0).peers.first { $0.siteID == 3 }?.state != .connected })
+        // Site 3's queue passes the mark (half the peer queue limit) and stays under the limit.
+        let mark = group.core(1).backpressureBytes
+        let count = (mark + mark / 2) / 1000
+        #expect(count * 1100 < group.core(1).config.peerQueueBytes)
+        writer.script = Array(repeating: (Int32(3), 1000), count: count)
+        var congested = false
+        #expect(group.wait(20_000) {
+            congested = congested || group.core(1).groups.byName["g1"]?.congested == true
+            return (1...count).allSatisfy { group.status(writer, UInt64($0)) != nil }
+        })
+        let queued = group.core(1).stats(pid: 0, acceptFailures: 0).peers.first(where: { $0.siteID == 3 }).map(\.queuedBytes) ?? 0
+        #expect(queued > mark, "site 3's queue is over the mark: \(queued)")
+        #expect((1...count).allSatisfy { group.status(writer, UInt64($0)) == .ok }, "every message queued")
+        #expect(!congested, "a down site pauses nobody")
+        #expect(group.violation == nil, "\(group.violation ?? "")")
     }
 }
