@@ -57,10 +57,16 @@ final class ClientSession: Session {
     override func handleFrame(_ frame: Frame) throws(WireError) {
         guard isRegistered else {
             guard frame.type == .register else { throw .notRegistered(type: frame.type) }
-            // The version before the layout: another version may lay the rest out differently.
-            if let version = RegisterFrame.version(of: frame.body), version != Wire.protocolVersion {
-                let reason = "protocol version \(version); this broker speaks \(Wire.protocolVersion)"
-                return close(reason: "client speaks protocol version \(version)", lastWords: Self.errorFrame(.version, reason))
+            // The versions before the layout: another version may lay the rest out differently. The client is
+            // served at the highest version both speak.
+            if let versions = RegisterFrame.versions(of: frame.body) {
+                guard let chosen = Wire.negotiate(versions) else {
+                    let reason = "protocol version \(Wire.describe(versions)); this broker speaks "
+                        + Wire.describe(Wire.protocolVersions)
+                    return close(reason: "client speaks protocol version \(Wire.describe(versions))",
+                                 lastWords: Self.errorFrame(.version, reason))
+                }
+                protocolVersion = chosen
             }
             try core.register(self, RegisterFrame(body: frame.body))
             return
@@ -185,6 +191,8 @@ final class ClientSession: Session {
     }
 
     var transportName: String { rings == nil ? "uds" : "shm" }
+    /// The protocol version this client is served at (from its REGISTER).
+    var protocolVersion = Wire.protocolVersion
 
     /// Stops or resumes reading the socket (the kernel then holds what the client sends); on resuming, frames
     /// held in the input are handled.

@@ -24,8 +24,8 @@ extension Core {
                 client.roleState = .standby
             }
         }
-        var welcome = WelcomeFrame(roleState: client.roleState, siteID: config.siteID, clientID: client.clientID,
-                                   maxMessage: UInt64(config.maxMessageBytes))
+        var welcome = WelcomeFrame(version: client.protocolVersion, roleState: client.roleState, siteID: config.siteID,
+                                   clientID: client.clientID, maxMessage: UInt64(config.maxMessageBytes))
         let maximum = config.maxRingBytes
         let ringBytes = frame.ringBytes > 0 && maximum >= RingLayout.minimumRingBytes
             ? RingLayout.grantedRingBytes(requested: Int(frame.ringBytes), maximum: maximum) : 0
@@ -40,7 +40,12 @@ extension Core {
         logger.info("client registered", [
             "client.id": "\(client.clientID)", "client.pid": "\(client.pid)", "client.name": frame.name,
             "group": frame.group, "role": "\(client.roleState)", "transport": ringBytes > 0 ? "shm" : "uds",
+            "protocol": "\(client.protocolVersion)",
         ])
+        if client.protocolVersion < Wire.protocolVersion {
+            logger.info("client speaks protocol \(client.protocolVersion), the version before this broker's: it is served "
+                + "as in that version (nothing it uses is missing)", ["client.id": "\(client.clientID)"])
+        }
     }
 
     /// The shell sent the client's WELCOME, with rings or without (it asked for none, or they could not be made).

@@ -156,6 +156,8 @@ extension Core {
         }
         link.remoteIncarnation = hello.incarnation
         link.security = connection.security ?? "plain"
+        link.protocolVersion = connection.protocolVersion
+        link.probeSentAt = 0
         link.remoteGroups.removeAll(keepingCapacity: true)
         link.remoteGroupNames.removeAll(keepingCapacity: true)
         link.receiverGroups.removeAll()
@@ -174,7 +176,12 @@ extension Core {
             + membership.removalFrames)
         connection.scheduleFlush()
         logger.info("peer link up", ["peer.site_id": "\(link.siteID)", "direction": connection.outgoing ? "out" : "in",
-                                     "queued_bytes": "\(link.queuedBytes)"])
+                                     "queued_bytes": "\(link.queuedBytes)", "protocol": "\(link.protocolVersion)"])
+        if link.protocolVersion < 6 {
+            logger.warning("peer speaks protocol \(link.protocolVersion): this link works as in that version, without "
+                + "heartbeat round trips (no rtt in stats or metrics) until the peer is upgraded", [
+                    "peer.site_id": "\(link.siteID)"])
+        }
     }
 
     func peerConnectionClosed(_ connection: PeerSession, reason: String) {

@@ -53,9 +53,14 @@ extension Core {
                     // Every interval, busy or idle, and also while every flow waits for credit: the link is alive
                     // even when no data may move. A probe whose echo never came (a protocol 5 peer ignores
                     // the body) is given up for the next.
-                    link.probeSentAt = now
+                    // A protocol 5 peer gets the empty heartbeat it knows.
                     link.lastProbeAt = now
-                    link.enqueueControl(FrameParser.encode(.heartbeat, body: HeartbeatFrame(kind: .probe, timestamp: now).body))
+                    if link.protocolVersion >= 6 {
+                        link.probeSentAt = now
+                        link.enqueueControl(FrameParser.encode(.heartbeat, body: HeartbeatFrame(kind: .probe, timestamp: now).body))
+                    } else {
+                        link.enqueueControl(FrameParser.encode(.heartbeat, body: []))
+                    }
                     link.lastSent = now
                 }
                 // A site that dialled in told us its address: one dial of our own proves it (the HELLO on it

@@ -81,6 +81,8 @@ final class PeerLink {
     var security = "plain"
     /// Frames sent again on a new connection because the peer had not acknowledged them.
     var resent = 0
+    /// The protocol version of the connection that last became the link (PROTOCOL.md, "Versioning").
+    var protocolVersion = Wire.protocolVersion
     /// Round trips of heartbeat probes (PROTOCOL.md, "Heartbeats and round trips").
     var roundTrips = LatencyHistogram()
     /// The timestamp of the probe awaiting its echo on the current connection (0: none), and when the last went.

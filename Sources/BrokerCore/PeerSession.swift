@@ -26,6 +26,8 @@ final class PeerSession: Session {
     var certifiedSite: Int32?
     /// With TLS: "TLSv1.3 <cipher>", shown in stats once this connection is the link.
     var security: String?
+    /// The highest protocol version both ends speak, known from the peer's HELLO.
+    var protocolVersion = Wire.protocolVersion
 
     init(id: ConnectionID, core: Core, dialing link: PeerLink?, joinTarget: Int? = nil) {
         outgoing = link != nil || joinTarget != nil
@@ -105,9 +107,14 @@ final class PeerSession: Session {
         case (.active, .peerReceiver):
             try core.peerReceiver(PeerReceiverFrame(body: frame.body), on: self)
         case (.handshaking, .hello) where hello == nil:
-            // The version before the layout: another version may lay the rest out differently.
-            if let version = HelloFrame.version(of: frame.body), version != Wire.protocolVersion {
-                return reject(.version, "peer speaks protocol version \(version), this broker speaks \(Wire.protocolVersion)")
+            // The versions before the layout: another version may lay the rest out differently. The link speaks
+            // the highest version both ends speak (each end computes the same from the two HELLOs).
+            if let versions = HelloFrame.versions(of: frame.body) {
+                guard let chosen = Wire.negotiate(versions) else {
+                    return reject(.version, "peer speaks protocol version \(Wire.describe(versions)), this broker speaks "
+                        + Wire.describe(Wire.protocolVersions))
+                }
+                protocolVersion = chosen
             }
             let received = try HelloFrame(body: frame.body)
             hello = received

@@ -42,12 +42,14 @@ public struct PeerStats: Codable, Sendable {
     public var rtt: HistogramStats?
     /// Time from enqueue to the socket write, sampled one frame at a time.
     public var timeQueued: HistogramStats?
+    /// The protocol version the link speaks once it has been up (the highest both ends speak).
+    public var protocolVersion: Int?
 
     enum CodingKeys: String, CodingKey {
         case siteID = "site_id", address, origin, state, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
         case dropped, refused, reconnects, resent, duplicates, millisecondsSinceHeard = "ms_since_heard", flows, tls
-        case rtt, timeQueued = "time_queued"
+        case rtt, timeQueued = "time_queued", protocolVersion = "protocol"
     }
 }
 
@@ -102,12 +104,15 @@ public struct ClientStats: Codable, Sendable {
     public var ringBytes: Int?
     public var ringToBrokerUsed: Int?
     public var ringToClientUsed: Int?
+    /// The protocol version the client is served at.
+    public var protocolVersion: Int?
 
     enum CodingKeys: String, CodingKey {
         case id, pid, name, group, roles, transport, messagesSent = "msgs_sent", bytesSent = "bytes_sent"
         case messagesReceived = "msgs_received", bytesReceived = "bytes_received", queuedBytes = "queued_bytes"
         case dropped, ackPolicy = "ack_policy", permanentAcked = "perm_acked", permanentFailed = "perm_failed", paused
         case ringBytes = "ring_bytes", ringToBrokerUsed = "ring_to_broker_used", ringToClientUsed = "ring_to_client_used"
+        case protocolVersion = "protocol"
     }
 }
 
@@ -208,7 +213,8 @@ extension Core {
                 reconnects: link.reconnects, resent: link.resent, duplicates: link.duplicates,
                 millisecondsSinceHeard: link.everUp ? (now &- link.lastHeard) / 1_000_000 : nil,
                 flows: flowStats(link), tls: link.everUp ? link.security : nil,
-                rtt: link.roundTrips.stats(now: now), timeQueued: link.timeQueued.stats(now: now))
+                rtt: link.everUp && link.protocolVersion < 6 ? nil : link.roundTrips.stats(now: now),
+                timeQueued: link.timeQueued.stats(now: now), protocolVersion: link.everUp ? Int(link.protocolVersion) : nil)
         }
         let clientList = clients.byID.values.filter { $0.isRegistered }.sorted { $0.clientID < $1.clientID }.map { client in
             var roles: [String] = []
@@ -226,7 +232,7 @@ extension Core {
                 permanentAcked: client.permanentAcked, permanentFailed: client.permanentFailed,
                 paused: client.isPausedProducer,
                 ringBytes: client.rings?.ringBytes, ringToBrokerUsed: client.rings?.reader.ring.usedBytes,
-                ringToClientUsed: client.rings?.writer.ring.usedBytes)
+                ringToClientUsed: client.rings?.writer.ring.usedBytes, protocolVersion: Int(client.protocolVersion))
         }
         let groupStats = groups.list.map { group in
             GroupStats(name: group.name, receiverClient: group.receiver?.clientID, standbys: group.standbys.count,

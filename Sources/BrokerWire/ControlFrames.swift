@@ -32,7 +32,23 @@ public struct RegisterFrame: Equatable, Sendable {
         body.count >= 2 ? body.baseAddress.unsafelyUnwrapped.le16(0) : nil
     }
 
+    /// The versions the client speaks, read before anything else: `version` is the newest; from version 6 on
+    /// the body's fixed part has 4 more bytes, the oldest version and 2 reserved (a broker of protocol 5 reads
+    /// the version first and refuses a client that says 6, which then registers again as 5). nil when the
+    /// body is too short.
+    public static func versions(of body: UnsafeRawBufferPointer) -> ClosedRange<UInt16>? {
+        guard let newest = version(of: body) else { return nil }
+        guard newest >= 6 else { return newest...newest }
+        guard body.count >= 20 else { return nil }
+        let oldest = body.baseAddress.unsafelyUnwrapped.le16(16)
+        return min(oldest, newest)...newest
+    }
+
+    /// The newest version the client speaks (the version of this REGISTER's layout).
     public var version: UInt16
+    /// The oldest (version 6 and later; a version 5 REGISTER speaks 5 alone).
+    public var minVersion: UInt16
+    public var versions: ClosedRange<UInt16> { min(minVersion, version)...version }
     public var roles: ClientRoles
     public var pid: Int32
     public var group: String
@@ -40,9 +56,10 @@ public struct RegisterFrame: Equatable, Sendable {
     /// Each shared-memory ring's size wanted; 0 for the socket only.
     public var ringBytes: UInt32
 
-    public init(version: UInt16 = Wire.protocolVersion, roles: ClientRoles, pid: Int32, group: String, name: String,
-                ringBytes: UInt32 = 0) {
-        self.version = version
+    public init(versions: ClosedRange<UInt16> = Wire.protocolVersions, roles: ClientRoles, pid: Int32, group: String,
+                name: String, ringBytes: UInt32 = 0) {
+        version = versions.upperBound
+        minVersion = versions.upperBound >= 6 ? versions.lowerBound : versions.upperBound
         self.roles = roles
         self.pid = pid
         self.group = group
@@ -58,15 +75,28 @@ public struct RegisterFrame: Equatable, Sendable {
         w.put(UInt16(group.utf8.count))
         w.put(UInt16(name.utf8.count))
         w.put(ringBytes)
+        if version >= 6 {
+            w.put(minVersion)
+            w.put(UInt16(0))
+        }
         w.put(group.utf8)
         w.put(name.utf8)
         return w.bytes
     }
 
+    /// The fixed part of the body before the names: 16 bytes in version 5, 20 from version 6.
+    static func fixedSize(version: UInt16) -> Int { version >= 6 ? 20 : 16 }
+
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
         try requireSize(body, 16, .register, exact: false)
         let p = body.baseAddress.unsafelyUnwrapped
         version = p.le16(0)
+        let fixed = Self.fixedSize(version: version)
+        try requireSize(body, fixed, .register, exact: false)
+        minVersion = version >= 6 ? p.le16(16) : version
+        guard minVersion <= version else {
+            throw .malformed(type: .register, reason: "oldest version \(minVersion) is newer than \(version)")
+        }
         roles = ClientRoles(rawValue: p.le16(2))
         guard roles.isSubset(of: .known) else {
             throw .malformed(type: .register, reason: "unknown role bits 0x\(String(roles.rawValue, radix: 16))")
@@ -75,12 +105,12 @@ public struct RegisterFrame: Equatable, Sendable {
         let groupLength = Int(p.le16(8))
         let nameLength = Int(p.le16(10))
         ringBytes = p.le32(12)
-        guard 16 + groupLength + nameLength == body.count else {
+        guard fixed + groupLength + nameLength == body.count else {
             throw .malformed(type: .register, reason: "string lengths do not fill the body")
         }
-        group = try decodeName(body, at: 16, length: groupLength, limit: Wire.maxGroupName, required: true,
+        group = try decodeName(body, at: fixed, length: groupLength, limit: Wire.maxGroupName, required: true,
                                .register, "group name")
-        name = try decodeName(body, at: 16 + groupLength, length: nameLength, limit: Wire.maxClientName,
+        name = try decodeName(body, at: fixed + groupLength, length: nameLength, limit: Wire.maxClientName,
                               required: false, .register, "client name")
     }
 }

@@ -10,8 +10,20 @@ public struct HelloFrame: Equatable, Sendable {
         return p.le16(4)
     }
 
+    /// The versions the sender speaks, read before anything else: `version` is the oldest, the field after it
+    /// the newest (0 from a broker of protocol 5, which speaks its version alone); nil as for `version(of:)`.
+    public static func versions(of body: UnsafeRawBufferPointer) -> ClosedRange<UInt16>? {
+        guard let oldest = version(of: body), body.count >= 8 else { return nil }
+        let newest = body.baseAddress.unsafelyUnwrapped.le16(6)
+        return oldest...max(oldest, newest)
+    }
+
     public var magic: UInt32
+    /// The oldest version the sender speaks (a broker of protocol 5 accepts a HELLO whose version is 5).
     public var version: UInt16
+    /// The newest version the sender speaks (0 on the wire from a broker of protocol 5: `version` alone).
+    public var maxVersion: UInt16
+    public var versions: ClosedRange<UInt16> { version...max(version, maxVersion) }
     public var siteID: Int32
     public var incarnation: UInt64
     /// Where the sender listens for peers (HOST:PORT), empty when it does not.
@@ -26,11 +38,12 @@ public struct HelloFrame: Equatable, Sendable {
     /// a CREDIT frame returns some); 0 is refused.
     public var window: UInt32
 
-    public init(magic: UInt32 = Wire.peerHelloMagic, version: UInt16 = Wire.protocolVersion, siteID: Int32,
+    public init(magic: UInt32 = Wire.peerHelloMagic, versions: ClosedRange<UInt16> = Wire.protocolVersions, siteID: Int32,
                 incarnation: UInt64, address: String = "", joining: Bool = false, keyed: Bool = false,
                 nonce: [UInt8] = [UInt8](repeating: 0, count: 16), window: UInt32 = Wire.defaultFlowWindow) {
         self.magic = magic
-        self.version = version
+        self.version = versions.lowerBound
+        self.maxVersion = versions.upperBound
         self.siteID = siteID
         self.incarnation = incarnation
         self.address = address
@@ -44,7 +57,7 @@ public struct HelloFrame: Equatable, Sendable {
         var w = ByteWriter()
         w.put(magic)
         w.put(version)
-        w.put(UInt16(0))
+        w.put(maxVersion)
         w.put(siteID)
         w.put(UInt32(0))
         w.put(incarnation)
@@ -61,6 +74,7 @@ public struct HelloFrame: Equatable, Sendable {
         let p = body.baseAddress.unsafelyUnwrapped
         magic = p.le32(0)
         version = p.le16(4)
+        maxVersion = p.le16(6)
         siteID = p.leInt32(8)
         incarnation = p.le64(16)
         let length = Int(p.le16(24))

@@ -2,7 +2,22 @@
 
 /// Protocol-wide constants and limits.
 public enum Wire {
-    public static let protocolVersion: UInt16 = 5
+    /// The newest protocol version this build speaks, and the oldest (the one before it): peers and clients
+    /// of either link, at the highest version both speak (PROTOCOL.md, "Versioning").
+    public static let protocolVersion: UInt16 = 6
+    public static let oldestProtocolVersion: UInt16 = 5
+    public static var protocolVersions: ClosedRange<UInt16> { oldestProtocolVersion...protocolVersion }
+
+    /// The highest version both `theirs` and this build speak; nil when they share none.
+    public static func negotiate(_ theirs: ClosedRange<UInt16>, ours: ClosedRange<UInt16> = protocolVersions) -> UInt16? {
+        let highest = min(theirs.upperBound, ours.upperBound)
+        return highest >= max(theirs.lowerBound, ours.lowerBound) ? highest : nil
+    }
+
+    /// "5" or "5 ... 6", for reasons.
+    public static func describe(_ versions: ClosedRange<UInt16>) -> String {
+        versions.count == 1 ? "\(versions.lowerBound)" : "\(versions.lowerBound) ... \(versions.upperBound)"
+    }
     public static let frameMagic: UInt8 = 0xB7
     public static let peerHelloMagic: UInt32 = 0x4C50_4252
     public static let frameHeaderSize = 8

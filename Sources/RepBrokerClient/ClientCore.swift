@@ -90,16 +90,34 @@ final class ClientCore: @unchecked Sendable {
 
     /// Connects to the broker, sends REGISTER, ACK_POLICY and a SUBSCRIBE for each of `channels` in one write
     /// (nothing else goes first on a new connection), and reads WELCOME (blocking). Returns bytes read past it.
+    /// A broker of the version before this one refuses the newer REGISTER for its version: the client then
+    /// registers again, on a new connection, at the oldest version it speaks (PROTOCOL.md, "Versioning").
     static func connectAndRegister(_ options: BrokerClientOptions, channels: [String] = []) throws(BrokerClientError)
         -> (OwnedDescriptor, WelcomeFrame, [UInt8], ClientRingSide?) {
+        let oldest = Wire.oldestProtocolVersion
+        for versions in [Wire.protocolVersions, oldest...oldest] {
+            do {
+                return try connectAndRegister(options, channels: channels, versions: versions)
+            } catch {
+                switch error {
+                case .refusedVersion: continue
+                case .failed(let failure): throw failure
+                }
+            }
+        }
+        throw .protocolError("the broker refused protocol versions \(Wire.describe(Wire.protocolVersions))")
+    }
+
+    private static func connectAndRegister(_ options: BrokerClientOptions, channels: [String], versions: ClosedRange<UInt16>)
+        throws(RegistrationFailure) -> (OwnedDescriptor, WelcomeFrame, [UInt8], ClientRingSide?) {
         let socket: OwnedDescriptor
         do { socket = try Socket.connectUnix(path: options.socketPath) } catch {
-            throw .brokerUnavailable("cannot connect to \(options.socketPath): \(error)")
+            throw .failed(.brokerUnavailable("cannot connect to \(options.socketPath): \(error)"))
         }
         let fd = socket.number
         let ringBytes = options.transport == .unixSocket ? 0 : UInt32(clamping: options.ringBytes)
-        let register = RegisterFrame(roles: options.roles, pid: getpid(), group: options.group, name: options.name,
-                                     ringBytes: ringBytes)
+        let register = RegisterFrame(versions: versions, roles: options.roles, pid: getpid(), group: options.group,
+                                     name: options.name, ringBytes: ringBytes)
         let policy = AckPolicyFrame(policy: options.ackPolicy, timeoutMilliseconds: UInt32(options.ackTimeout * 1000))
         let bytes = FrameParser.encode(.register, body: register.body) + FrameParser.encode(.ackPolicy, body: policy.body)
             + channels.flatMap { FrameParser.encode(.subscribe, body: SubscribeFrame(channel: $0).body) }
@@ -119,6 +137,10 @@ final class ClientCore: @unchecked Sendable {
                     switch frame.type {
                     case .welcome:
                         let welcome = try WelcomeFrame(body: frame.body)
+                        guard versions.contains(welcome.version) else {
+                            throw BrokerClientError.protocolError("WELCOME of version \(welcome.version); this client speaks "
+                                + Wire.describe(versions))
+                        }
                         buffer.consume(frame.totalSize)
                         var rings: ClientRingSide?
                         if welcome.ringBytes > 0 {
@@ -130,7 +152,11 @@ final class ClientCore: @unchecked Sendable {
                         }
                         return (socket, welcome, Array(buffer.readable), rings)
                     case .error:
-                        throw BrokerClientError.protocolError("broker refused registration: \(try ErrorFrame(body: frame.body))")
+                        let refusal = try ErrorFrame(body: frame.body)
+                        if refusal.code == ErrorCode.version.rawValue && versions.upperBound > Wire.oldestProtocolVersion {
+                            throw RegistrationFailure.refusedVersion
+                        }
+                        throw BrokerClientError.protocolError("broker refused registration: \(refusal)")
                     default:
                         throw BrokerClientError.protocolError("expected WELCOME, got \(frame.type)")
                     }
@@ -142,11 +168,19 @@ final class ClientCore: @unchecked Sendable {
                 }
                 buffer.commit(n)
             }
-        } catch let error as BrokerClientError {
+        } catch let error as RegistrationFailure {
             throw error
+        } catch let error as BrokerClientError {
+            throw .failed(error)
         } catch {
-            throw .protocolError("\(error)")
+            throw .failed(.protocolError("\(error)"))
         }
+    }
+
+    /// Why one registration attempt failed: a broker that speaks only an older version, or anything else.
+    enum RegistrationFailure: Error {
+        case refusedVersion
+        case failed(BrokerClientError)
     }
 
     /// Makes `socket` (and its rings) the connection, unless closed meanwhile (then it is let go: closed).

@@ -223,3 +223,44 @@ import Testing
         }
     }
 }
+
+@Suite struct PeerVersionTests {
+    /// A core of site 1 linked with site 2 by an accepted connection whose HELLO speaks `versions`.
+    func linked(_ versions: ClosedRange<UInt16>) throws -> (Core, PeerLink, KeptLines) {
+        var config = CoreConfig(siteID: 1)
+        config.peers = [(2, "127.0.0.1:7002")]
+        let lines = KeptLines()
+        let core = Core(config: config, now: 1_000_000_000, incarnation: 7, seed: 9,
+                        logger: Logger(label: "test", level: .info, sink: lines))
+        core.takeActions { _ in }
+        let session = core.openAcceptedPeer()
+        let hello = FrameParser.encode(.hello, body: HelloFrame(versions: versions, siteID: 2, incarnation: 3).body)
+        let space = session.readSpace()
+        hello.withUnsafeBytes { space.copyMemory(from: $0) }
+        core.received(session, bytes: hello.count)
+        core.takeActions { _ in }
+        return (core, try #require(core.membership.links[2]), lines)
+    }
+
+    @Test func aLinkToAProtocol5PeerSpeaks5SendsEmptyHeartbeatsAndSaysSo() throws {
+        let (core, link, lines) = try linked(5...5)
+        #expect(link.connection != nil && link.protocolVersion == 5)
+        #expect(lines.lines.contains { $0.contains("peer speaks protocol 5") && $0.contains("without heartbeat round trips") })
+        let before = link.control.byteCount
+        core.now += 2_000_000_000
+        core.runTimers()
+        #expect(link.control.byteCount == before + Wire.frameHeaderSize, "an empty HEARTBEAT, as protocol 5 sends")
+        #expect(link.probeSentAt == 0)
+        let peer = try #require(core.stats(pid: 0, acceptFailures: 0).peers.first)
+        #expect(peer.protocolVersion == 5 && peer.rtt == nil)
+    }
+
+    @Test func aLinkToAPeerOfThisOrALaterVersionSpeaks6() throws {
+        for versions: ClosedRange<UInt16> in [5...6, 6...7] {
+            let (core, link, lines) = try linked(versions)
+            #expect(link.protocolVersion == 6, "\(versions)")
+            #expect(!lines.lines.contains { $0.contains("peer speaks protocol") })
+            #expect(core.stats(pid: 0, acceptFailures: 0).peers.first?.protocolVersion == 6)
+        }
+    }
+}

@@ -72,7 +72,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
         switch frame.type {
         case .register:
             let f = try RegisterFrame(body: frame.body)
-            fields = ["version": "\(f.version)", "roles": "\(f.roles.rawValue)", "pid": "\(f.pid)", "group": f.group,
+            fields = ["version": "\(f.version)", "min_version": "\(f.minVersion)", "roles": "\(f.roles.rawValue)", "pid": "\(f.pid)", "group": f.group,
                       "name": f.name, "ring_bytes": "\(f.ringBytes)"]
             encoded = FrameParser.encode(.register, body: f.body)
         case .welcome:
@@ -105,7 +105,7 @@ func roundTrip(_ frameBytes: [UInt8], maxMessage: Int) throws -> (type: FrameTyp
             encoded = Array(buffer.readable)
         case .hello:
             let f = try HelloFrame(body: frame.body)
-            fields = ["magic": "\(f.magic)", "version": "\(f.version)", "site_id": "\(f.siteID)",
+            fields = ["magic": "\(f.magic)", "version": "\(f.version)", "max_version": "\(f.maxVersion)", "site_id": "\(f.siteID)",
                       "incarnation": "\(f.incarnation)", "address": f.address, "joining": f.joining ? "1" : "0",
                       "keyed": f.keyed ? "1" : "0", "nonce": hex(f.nonce), "window": "\(f.window)"]
             encoded = FrameParser.encode(.hello, body: f.body)

@@ -104,9 +104,9 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
                 ("message before hello", FrameParser.encode(.heartbeat, body: []), true),
                 ("unknown site", FrameParser.encode(.hello, body: HelloFrame(siteID: 99, incarnation: 1).body), false),
                 ("own site id", FrameParser.encode(.hello, body: HelloFrame(siteID: 1, incarnation: 1).body), false),
-                ("old version", FrameParser.encode(.hello, body: HelloFrame(version: 9, siteID: 2, incarnation: 1).body), false),
+                ("future versions", FrameParser.encode(.hello, body: HelloFrame(versions: 9...10, siteID: 2, incarnation: 1).body), false),
                 // A version 3 broker's HELLO, the same layout: refused for its version (its acks went to every site).
-                ("version 3 broker", FrameParser.encode(.hello, body: HelloFrame(version: 3, siteID: 2, incarnation: 1).body),
+                ("version 3 broker", FrameParser.encode(.hello, body: HelloFrame(versions: 3...3, siteID: 2, incarnation: 1).body),
                  false),
             ]
             var expectedBadFrames = 0
@@ -125,8 +125,8 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
             #expect(stats.totals.badFrames == expectedBadFrames)
             #expect(stats.peers[0].state == .connected && stats.peers[0].reconnects == 0)
             #expect(site1.log.contains("is not a configured peer"))
-            #expect(site1.log.contains("protocol version 9"))
-            #expect(site1.log.contains("peer speaks protocol version 3, this broker speaks \(Wire.protocolVersion)"))
+            #expect(site1.log.contains("peer speaks protocol version 9 ... 10, this broker speaks 5 ... 6"))
+            #expect(site1.log.contains("peer speaks protocol version 3, this broker speaks 5 ... 6"))
         }
     }
 
@@ -135,12 +135,12 @@ func header(type: UInt8, length: UInt32) -> [UInt8] {
     @Test func aClientOfTheOldProtocolVersionIsRefusedWithAReason() throws {
         try withSites(1) { sites in
             let raw = try RawConnection.unix(sites.broker(1).socketPath)
-            let old = RegisterFrame(version: 1, roles: .sender, pid: 1, group: "default", name: "old", ringBytes: 65536)
+            let old = RegisterFrame(versions: 1...1, roles: .sender, pid: 1, group: "default", name: "old", ringBytes: 65536)
             raw.write(FrameParser.encode(.register, body: old.body))
             let answer = try #require(raw.readUntilClosed())
             raw.close()
             let reasons = RawConnection.errorReasons(answer)
-            #expect(reasons.contains { $0.contains("protocol version 1") && $0.contains("speaks \(Wire.protocolVersion)") }, "\(reasons)")
+            #expect(reasons.contains { $0.contains("protocol version 1;") && $0.contains("speaks 5 ... 6") }, "\(reasons)")
             let stats = try sites.broker(1).stats()
             #expect(stats.clients.isEmpty && stats.totals.badFrames == 0)
         }

@@ -52,8 +52,12 @@ typedef struct rb_channel_item {
 struct repbroker_client {
     int fd;                       /* changed only under both locks (the reader, reconnecting) */
     char path[108];
-    unsigned char request[8 + 16 + RB_MAX_GROUP_NAME + RB_MAX_CLIENT_NAME + 16];  /* REGISTER and ACK_POLICY */
-    size_t request_length;
+    /* REGISTER and ACK_POLICY: [0] at RB_PROTOCOL_VERSION (speaking back to the oldest), [1] at the oldest alone,
+       for a broker of that version, which refuses the newer REGISTER with ERROR 1 (version). */
+    unsigned char request[2][8 + 20 + RB_MAX_GROUP_NAME + RB_MAX_CLIENT_NAME + 16];
+    size_t request_length[2];
+    uint16_t protocol_version;    /* what the broker answered in WELCOME */
+    uint32_t refused_code;        /* the ERROR code of the last refused registration */
     int reconnect;
     repbroker_transport transport;
     rb_rings *rings;              /* the shared-memory rings of the current connection, if granted */

@@ -294,25 +294,34 @@ int repbroker_open(const repbroker_options *options, repbroker_client **out) {
     c->reconnect = o.reconnect;
     c->transport = o.transport;
     snprintf(c->path, sizeof c->path, "%s", path);
-    /* REGISTER, then ACK_POLICY, in one write: kept for every reconnect. */
-    size_t register_length = 16 + group_length + name_length;
-    unsigned char *request = c->request;
-    frame_header(request, RB_FRAME_REGISTER, (uint32_t)register_length);
-    unsigned char *body = request + 8;
-    put16(body, RB_PROTOCOL_VERSION);
-    put16(body + 2, (uint16_t)o.roles);
-    put32(body + 4, (uint32_t)getpid());
-    put16(body + 8, (uint16_t)group_length);
-    put16(body + 10, (uint16_t)name_length);
-    put32(body + 12, o.transport == REPBROKER_TRANSPORT_SOCKET ? 0 : o.ring_bytes);
-    memcpy(body + 16, group, group_length);
-    memcpy(body + 16 + group_length, name, name_length);
-    unsigned char *policy = body + register_length;
-    frame_header(policy, RB_FRAME_ACK_POLICY, 8);
-    put16(policy + 8, (uint16_t)o.ack_policy);
-    put16(policy + 10, 0);
-    put32(policy + 12, o.ack_timeout_ms);
-    c->request_length = 8 + register_length + 16;
+    /* REGISTER, then ACK_POLICY, in one write: kept for every reconnect, at the newest version (its fixed part
+       20 bytes: the oldest version spoken after ring_bytes) and at the oldest (16 bytes). */
+    for (int which = 0; which < 2; which++) {
+        uint16_t version = which == 0 ? RB_PROTOCOL_VERSION : RB_PROTOCOL_VERSION_OLDEST;
+        size_t fixed = version >= 6 ? 20 : 16;
+        size_t register_length = fixed + group_length + name_length;
+        unsigned char *request = c->request[which];
+        frame_header(request, RB_FRAME_REGISTER, (uint32_t)register_length);
+        unsigned char *body = request + 8;
+        put16(body, version);
+        put16(body + 2, (uint16_t)o.roles);
+        put32(body + 4, (uint32_t)getpid());
+        put16(body + 8, (uint16_t)group_length);
+        put16(body + 10, (uint16_t)name_length);
+        put32(body + 12, o.transport == REPBROKER_TRANSPORT_SOCKET ? 0 : o.ring_bytes);
+        if (fixed == 20) {
+            put16(body + 16, RB_PROTOCOL_VERSION_OLDEST);
+            put16(body + 18, 0);
+        }
+        memcpy(body + fixed, group, group_length);
+        memcpy(body + fixed + group_length, name, name_length);
+        unsigned char *policy = body + register_length;
+        frame_header(policy, RB_FRAME_ACK_POLICY, 8);
+        put16(policy + 8, (uint16_t)o.ack_policy);
+        put16(policy + 10, 0);
+        put32(policy + 12, o.ack_timeout_ms);
+        c->request_length[which] = 8 + register_length + 16;
+    }
     char reason[256] = "";
     int status = rb_dial(c, &c->fd, &c->rings, reason, sizeof reason, 10);
     if (status) {

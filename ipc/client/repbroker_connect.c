@@ -33,12 +33,16 @@ static int await_welcome(repbroker_client *c, int fd, rb_rings **rings, char *re
             const unsigned char *body = c->input + 8;
             int status = REPBROKER_OK;
             uint64_t granted = length == 24 ? get32(body + 12) : 0;
+            uint16_t version = length == 24 ? get16(body) : 0;
             if (type == RB_FRAME_ERROR) {
+                c->refused_code = length >= 4 ? get32(body) : 0;
                 uint32_t text = length >= 4 ? length - 4 : 0;
                 snprintf(reason, reason_size, "%.*s", (int)(text > 200 ? 200 : text), (const char *)body + 4);
                 status = REPBROKER_EREFUSED;
-            } else if (type != RB_FRAME_WELCOME || length != 24 || get16(body) != RB_PROTOCOL_VERSION) {
-                snprintf(reason, reason_size, "expected WELCOME of version %u", RB_PROTOCOL_VERSION);
+            } else if (type != RB_FRAME_WELCOME || length != 24 || version < RB_PROTOCOL_VERSION_OLDEST
+                       || version > RB_PROTOCOL_VERSION) {
+                snprintf(reason, reason_size, "expected WELCOME of version %u ... %u", RB_PROTOCOL_VERSION_OLDEST,
+                         RB_PROTOCOL_VERSION);
                 status = REPBROKER_EPROTOCOL;
             } else if (granted == 0 && c->transport == REPBROKER_TRANSPORT_SHARED_MEMORY) {
                 snprintf(reason, reason_size, "the broker offers no shared-memory rings (--max-ring-bytes 0)");
@@ -53,6 +57,7 @@ static int await_welcome(repbroker_client *c, int fd, rb_rings **rings, char *re
             for (int i = 0; i < fd_count; i++) close(fds[i]);
             if (status) return status;
             pthread_mutex_lock(&c->state);
+            c->protocol_version = version;
             c->role_state = get16(body + 2);
             c->site_id = (int32_t)get32(body + 4);
             c->client_id = get32(body + 8);
@@ -78,8 +83,11 @@ static int await_welcome(repbroker_client *c, int fd, rb_rings **rings, char *re
     }
 }
 
-int rb_dial(repbroker_client *c, int *fd_out, rb_rings **rings, char *reason, size_t reason_size, int handshake_seconds) {
+/* One connection and registration with request `which` (0: the newest version, 1: the oldest). */
+static int dial_once(repbroker_client *c, int which, int *fd_out, rb_rings **rings, char *reason, size_t reason_size,
+                     int handshake_seconds) {
     *rings = NULL;
+    c->refused_code = 0;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(reason, reason_size, "socket: %s", strerror(errno));
@@ -98,8 +106,8 @@ int rb_dial(repbroker_client *c, int *fd_out, rb_rings **rings, char *reason, si
     struct timeval send_timeout = {(time_t)(c->send_timeout_ms / 1000), (long)(c->send_timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
     size_t written = 0;
-    while (written < c->request_length) {
-        ssize_t n = send(fd, c->request + written, c->request_length - written, MSG_NOSIGNAL);
+    while (written < c->request_length[which]) {
+        ssize_t n = send(fd, c->request[which] + written, c->request_length[which] - written, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             snprintf(reason, reason_size, "cannot register: %s", strerror(errno));
@@ -121,6 +129,15 @@ int rb_dial(repbroker_client *c, int *fd_out, rb_rings **rings, char *reason, si
     c->connected_at_ns = rb_now_ns();
     pthread_mutex_unlock(&c->state);
     return REPBROKER_OK;
+}
+
+/* Registers at the newest version; a broker that refuses it for its version (one of the version before) gets the
+   oldest version's REGISTER on a new connection, so both speak the highest version they share. */
+int rb_dial(repbroker_client *c, int *fd_out, rb_rings **rings, char *reason, size_t reason_size, int handshake_seconds) {
+    int status = dial_once(c, 0, fd_out, rings, reason, reason_size, handshake_seconds);
+    if (status == REPBROKER_EREFUSED && c->refused_code == RB_ERR_VERSION)
+        status = dial_once(c, 1, fd_out, rings, reason, reason_size, handshake_seconds);
+    return status;
 }
 
 /* Reconnect delays: 100 ms doubling to 2 s. A connection that lived a second starts again from 100 ms; one

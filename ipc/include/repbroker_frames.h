@@ -10,7 +10,9 @@
 
 #include <stdint.h>
 
-#define RB_PROTOCOL_VERSION 5u
+#define RB_PROTOCOL_VERSION 6u
+/* The oldest version this build speaks (the one before RB_PROTOCOL_VERSION): ipc/PROTOCOL.md, "Versioning". */
+#define RB_PROTOCOL_VERSION_OLDEST 5u
 #define RB_FRAME_MAGIC 0xB7u
 #define RB_PEER_HELLO_MAGIC 0x4C504252u /* "RBPL" read as little-endian */
 
@@ -119,13 +121,17 @@ typedef struct rb_frame_header {
     uint16_t reserved; /* 0 */
 } rb_frame_header;
 
+/* REGISTER at version 6 and later; a version 5 REGISTER is the same without min_version and reserved (16 bytes
+   before its strings). A broker reads `version` first: PROTOCOL.md, "Versioning". */
 typedef struct rb_register {
-    uint16_t version;
+    uint16_t version;       /* the newest version the client speaks */
     uint16_t roles;    /* RB_ROLE_* bits */
     int32_t pid;
     uint16_t group_length;  /* 1 ... RB_MAX_GROUP_NAME */
     uint16_t name_length;   /* 0 ... RB_MAX_CLIENT_NAME */
     uint32_t ring_bytes;    /* shared-memory rings wanted: each ring's size; 0 for the socket only */
+    uint16_t min_version;   /* the oldest version the client speaks (version 6 and later) */
+    uint16_t reserved;
     /* group bytes, then name bytes (UTF-8) */
 } rb_register;
 
@@ -227,8 +233,8 @@ typedef struct rb_message {
 
 typedef struct rb_hello {
     uint32_t magic;         /* RB_PEER_HELLO_MAGIC */
-    uint16_t version;
-    uint16_t reserved;
+    uint16_t version;       /* the oldest version the sender speaks */
+    uint16_t max_version;   /* the newest (0 from a broker of version 5: `version` alone) */
     int32_t site_id;
     uint32_t reserved2;
     uint64_t incarnation;   /* random per broker start: tells a restarted peer from a duplicate connect */
@@ -277,7 +283,7 @@ typedef struct rb_peer_receiver {
 } rb_peer_receiver;
 
 _Static_assert(sizeof(rb_frame_header) == 8, "frame header is 8 bytes");
-_Static_assert(sizeof(rb_register) == 16, "register is 16 bytes before its strings");
+_Static_assert(sizeof(rb_register) == 20, "register (version 6) is 20 bytes before its strings");
 _Static_assert(sizeof(rb_welcome) == 24, "welcome is 24 bytes");
 _Static_assert(sizeof(rb_role) == 4, "role is 4 bytes");
 _Static_assert(sizeof(rb_send_result) == 16, "send result is 16 bytes");

@@ -14,7 +14,8 @@ TYPES = {"REGISTER": 0x01, "WELCOME": 0x02, "ROLE": 0x03, "SEND_RESULT": 0x04, "
          "CHANNEL": 0x11, "CHANNEL_RESULT": 0x12,
          "MESSAGE": 0x10, "HELLO": 0x20, "ACTIVATE": 0x21, "HEARTBEAT": 0x22, "GROUP_BIND": 0x23,
          "PEER_ACK": 0x24, "PEER_MASTER": 0x25, "MEMBERS": 0x26, "REMOVE_SITE": 0x27, "AUTH": 0x28, "CREDIT": 0x29, "PEER_RECEIVER": 0x2A}
-VERSION = 5
+VERSION = 6
+OLDEST = 5  # the version before: a broker speaks both (PROTOCOL.md, "Versioning")
 
 
 def frame(kind, body, magic=MAGIC, reserved=0, length=None):
@@ -27,14 +28,21 @@ def message(group, source, destination, flags, lsn_file, lsn_offset, control, re
 
 
 valid = [
-    ("register", "REGISTER", struct.pack("<HHiHHI", VERSION, 3, 4242, 7, 8, 0) + b"default" + b"writer-1",
-     {"version": VERSION, "roles": 3, "pid": 4242, "group": "default", "name": "writer-1", "ring_bytes": 0}),
-    ("register-no-name", "REGISTER", struct.pack("<HHiHHI", VERSION, 1, 1, 2, 0, 0) + b"g1",
-     {"version": VERSION, "roles": 1, "pid": 1, "group": "g1", "name": "", "ring_bytes": 0}),
-    ("register-shm", "REGISTER", struct.pack("<HHiHHI", VERSION, 1, 77, 1, 0, 1 << 20) + b"g",
-     {"version": VERSION, "roles": 1, "pid": 77, "group": "g", "name": "", "ring_bytes": 1 << 20}),
+    ("register", "REGISTER", struct.pack("<HHiHHIHH", VERSION, 3, 4242, 7, 8, 0, OLDEST, 0) + b"default" + b"writer-1",
+     {"version": VERSION, "min_version": OLDEST, "roles": 3, "pid": 4242, "group": "default", "name": "writer-1",
+      "ring_bytes": 0}),
+    ("register-no-name", "REGISTER", struct.pack("<HHiHHIHH", VERSION, 1, 1, 2, 0, 0, OLDEST, 0) + b"g1",
+     {"version": VERSION, "min_version": OLDEST, "roles": 1, "pid": 1, "group": "g1", "name": "", "ring_bytes": 0}),
+    ("register-shm", "REGISTER", struct.pack("<HHiHHIHH", VERSION, 1, 77, 1, 0, 1 << 20, OLDEST, 0) + b"g",
+     {"version": VERSION, "min_version": OLDEST, "roles": 1, "pid": 77, "group": "g", "name": "", "ring_bytes": 1 << 20}),
+    # The version before: 16 bytes of fixed part, no min_version (it speaks its version alone).
+    ("register-v5", "REGISTER", struct.pack("<HHiHHI", OLDEST, 3, 4242, 7, 8, 0) + b"default" + b"writer-1",
+     {"version": OLDEST, "min_version": OLDEST, "roles": 3, "pid": 4242, "group": "default", "name": "writer-1",
+      "ring_bytes": 0}),
     ("welcome", "WELCOME", struct.pack("<HHiIIQ", VERSION, 1, 2, 7, 0, 64 << 20),
      {"version": VERSION, "role_state": 1, "site_id": 2, "client_id": 7, "ring_bytes": 0, "max_message": 64 << 20}),
+    ("welcome-v5", "WELCOME", struct.pack("<HHiIIQ", OLDEST, 1, 2, 7, 0, 64 << 20),
+     {"version": OLDEST, "role_state": 1, "site_id": 2, "client_id": 7, "ring_bytes": 0, "max_message": 64 << 20}),
     ("welcome-shm", "WELCOME", struct.pack("<HHiIIQ", VERSION, 0, 2, 8, 1 << 20, 64 << 20),
      {"version": VERSION, "role_state": 0, "site_id": 2, "client_id": 8, "ring_bytes": 1 << 20, "max_message": 64 << 20}),
     ("role", "ROLE", struct.pack("<HH", 1, 0), {"role_state": 1}),
@@ -46,12 +54,16 @@ valid = [
     ("message-empty", "MESSAGE", message(0, 0, 2, 0, 0, 0, b"", b"", 77),
      {"group": 0, "source": 0, "destination": 2, "flags": 0, "lsn_file": 0, "lsn_offset": 0,
       "control": "", "rec": "", "sequence": 77}),
-    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, VERSION, 0, 2, 0, 0x0102030405060708, 0, 0, 512 << 10) + bytes(16),
-     {"magic": 0x4C504252, "version": VERSION, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0,
+    ("hello", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, OLDEST, VERSION, 2, 0, 0x0102030405060708, 0, 0, 512 << 10) + bytes(16),
+     {"magic": 0x4C504252, "version": OLDEST, "max_version": VERSION, "site_id": 2, "incarnation": 0x0102030405060708, "address": "", "joining": 0,
       "keyed": 0, "nonce": bytes(16).hex(), "window": 512 << 10}),
-    ("hello-joining-keyed", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, VERSION, 0, 4, 0, 9, 14, 3, 65536) + bytes(range(16))
+    # A broker of the version before: max_version 0 (it speaks its version alone).
+    ("hello-v5", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, OLDEST, 0, 3, 0, 5, 0, 0, 512 << 10) + bytes(16),
+     {"magic": 0x4C504252, "version": OLDEST, "max_version": 0, "site_id": 3, "incarnation": 5, "address": "", "joining": 0,
+      "keyed": 0, "nonce": bytes(16).hex(), "window": 512 << 10}),
+    ("hello-joining-keyed", "HELLO", struct.pack("<IHHiIQHHI", 0x4C504252, OLDEST, VERSION, 4, 0, 9, 14, 3, 65536) + bytes(range(16))
      + b"127.0.0.1:7004",
-     {"magic": 0x4C504252, "version": VERSION, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1,
+     {"magic": 0x4C504252, "version": OLDEST, "max_version": VERSION, "site_id": 4, "incarnation": 9, "address": "127.0.0.1:7004", "joining": 1,
       "keyed": 1, "nonce": bytes(range(16)).hex(), "window": 65536}),
     ("auth", "AUTH", hmac.new(b"group key", b"repbroker-auth-v1" + struct.pack("<i", 4) + bytes(range(16)) + bytes(16),
                               hashlib.sha256).digest(),
