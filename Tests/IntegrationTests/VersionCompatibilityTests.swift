@@ -159,7 +159,11 @@ enum PreviousRelease {
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             if commit != head { return tag }
         }
-        return nil
+        // A clone without tags: the release dist/previous-release records ("v0.4 <commit>"), if the commit is here.
+        guard let recorded = try? String(contentsOfFile: root + "/dist/previous-release", encoding: .utf8),
+              let commit = recorded.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines),
+              (try? runToEnd("/usr/bin/git", ["-C", root, "cat-file", "-e", commit + "^{commit}"])) != nil else { return nil }
+        return commit
     }()
 
     struct Build {
