@@ -34,6 +34,10 @@ public struct ChaosOptions: Sendable {
     public var faultKinds = Set(FaultKind.allCases)
     public var broker: Program = .named("bdb-brokerd")
     public var site: Program = .named("bdb-site")
+    /// A rolling upgrade: the brokers start as this program (the previous release's repbrokerd) and, one at a
+    /// time at evenly spaced moments of the run, are stopped and started again as `broker` on the same socket
+    /// and state. No other fault is drawn.
+    public var upgradeFrom: Program?
     public init() {}
 }
 
@@ -64,8 +68,12 @@ public struct ChaosResult: Codable, Sendable {
     public var longFailoversOverlapped = 0
     /// The brokers' peer links were TLS 1.3.
     public var tls = false
+    /// With --upgrade-from: brokers upgraded, and peer connections refused by either end in any broker's log
+    /// (none may be: every step must link every site).
+    public var upgraded = 0
+    public var refusals = 0
     enum CodingKeys: String, CodingKey {
-        case tls
+        case tls, upgraded, refusals
         case seed, sites, seconds, namespaces, faults, skipped, acked, unacked, failed, lost, checks, failovers, masters
         case reinitializations, failoversByKind = "failovers_by_kind", longFailovers = "long_failovers"
         case longFailoversOverlapped = "long_failovers_overlapped"
@@ -195,7 +203,15 @@ public final class Chaos: @unchecked Sendable {
         var lastTick = now
         var nextCheckpoint = options.checkpointMinutes > 0 ? options.checkpointMinutes * 60 : .infinity
         var index = 0
+        // A rolling upgrade: site k is upgraded at k / (sites + 1) of the run.
+        var upgrades = options.upgradeFrom == nil ? [] : (1...options.sites).map {
+            (at: seconds * Double($0) / Double(options.sites + 1), site: Int32($0))
+        }
         while faultClock < seconds {
+            if let next = upgrades.first, next.at <= faultClock {
+                upgrades.removeFirst()
+                try upgrade(group.site(next.site))
+            }
             let tick = now
             faultClock += Double(tick - lastTick) / 1e9
             lastTick = tick
@@ -232,7 +248,34 @@ public final class Chaos: @unchecked Sendable {
             failoversByKind: Dictionary(grouping: timed, by: \.kind).compactMapValues { FailoverFigures($0.map(\.milliseconds)) },
             longFailovers: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds }.count,
             longFailoversOverlapped: timed.filter { $0.milliseconds > FailoverFigures.longMilliseconds && $0.overlapped }.count,
-            tls: options.tls)
+            tls: options.tls, upgraded: upgradedCount, refusals: refusals())
+    }
+
+    // MARK: upgrades
+
+    var upgradedCount = 0
+
+    /// Stops the site's broker (SIGTERM), starts this release's in its place, and waits until every broker
+    /// links with every other again.
+    func upgrade(_ site: ChaosSite) throws {
+        let wasMaster = master?.id == site.id
+        site.broker.terminate()
+        site.broker.program = group.hosts.map { $0.program(options.broker, in: site.id) } ?? options.broker
+        try site.broker.start()
+        upgradedCount += 1
+        log("t=\(seconds(now)) s: site \(site.id)'s broker upgraded" + (wasMaster ? " (the master)" : ""))
+        for other in group.sites where !other.broker.waitForPeers(timeout: 30) {
+            throw ScenarioFailure("after site \(site.id)'s upgrade, site \(other.id) did not link to every peer: "
+                + other.broker.log.suffix(1500))
+        }
+    }
+
+    /// Peer connections refused, by either end, in every broker's log.
+    func refusals() -> Int {
+        group.sites.reduce(0) { total, site in
+            total + site.broker.log.components(separatedBy: "peer connection refused").count - 1
+                + site.broker.log.components(separatedBy: "peer refused the connection").count - 1
+        }
     }
 
     // MARK: faults

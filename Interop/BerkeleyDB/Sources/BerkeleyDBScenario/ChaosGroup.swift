@@ -100,14 +100,15 @@ final class ChaosGroup: @unchecked Sendable {
             let arguments = common + (certificates?.brokerArguments("site\(id)") ?? [])
             let peers = ids.enumerated().filter { $0.element != id }.map { ($0.element, ports[$0.offset]) }
             let broker: BrokerProcess
+            let program = options.upgradeFrom ?? options.broker
             if let hosts {
                 broker = BrokerProcess(siteID: id, port: ports[index], directory: directory.path, peers: peers,
-                                       extraArguments: arguments, program: hosts.program(options.broker, in: id))
+                                       extraArguments: arguments, program: hosts.program(program, in: id))
                 broker.listenAddress = "0.0.0.0:\(Self.namespacePort)"
                 broker.peerHost = { hosts.address($0) }
             } else {
                 broker = BrokerProcess(siteID: id, port: ports[index], directory: directory.path, peers: peers,
-                                       extraArguments: arguments, program: options.broker)
+                                       extraArguments: arguments, program: program)
             }
             let home = directory.path + "/home\(id)"
             try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)

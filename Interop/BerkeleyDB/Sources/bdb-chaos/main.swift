@@ -15,7 +15,7 @@ default: break
 
 let usage = """
     USAGE: bdb-chaos [--sites 3] [--minutes 1] [--seed N] [--heartbeat-ms 250] [--checkpoint-minutes 5]
-                     [--faults KIND,...] [--loopback] [--tls] [--keep] [--schedule]
+                     [--faults KIND,...] [--loopback] [--tls] [--keep] [--schedule] [--upgrade-from BROKER]
            bdb-chaos broker [repbrokerd options]   (the run's brokers: repbrokerd)
            bdb-chaos site COMMAND [options]        (the run's Berkeley DB processes: bdb-site)
 
@@ -32,6 +32,10 @@ let usage = """
     with --loopback, on loopback, and partitions are skipped (said so). The same --seed replays the same
     schedule (--schedule prints it and exits). --tls links the brokers over TLS 1.3 (certificates made with the
     openssl tool; the host needs libssl3), beside the group key. --keep keeps the run's directory (it is always kept on failure).
+    --upgrade-from BROKER: a rolling upgrade instead of faults: the brokers start as BROKER (the previous
+    release's repbrokerd, as scripts/check-upgrade builds it) and are upgraded one at a time to this build, at
+    evenly spaced moments, while the writers commit; every broker must link with every other after each step,
+    none may refuse a peer, and no acknowledged commit may be lost.
     Prints the faults as they happen, then one JSON line: faults and skipped faults by kind, processes that
     exited unasked, commits acked, unacked and failed, lost (0, or the run fails), checks, the longest
     convergence, failovers (a fault on the master's site to the next acknowledged commit) and the seed.
@@ -82,6 +86,10 @@ while !words.isEmpty {
                 kinds.insert(kind)
             }
             options.faultKinds = kinds
+        case "--upgrade-from":
+            guard FileManager.default.isExecutableFile(atPath: value) else { complainAndExit("--upgrade-from: \(value) is not a program") }
+            options.upgradeFrom = Program(executable: value)
+            options.faultKinds = []
         case "--checkpoint-minutes":
             guard let minutes = Double(value), minutes >= 0 else { complainAndExit("--checkpoint-minutes must be 0 or more") }
             options.checkpointMinutes = minutes
@@ -107,6 +115,10 @@ do {
     let encoder = JSONEncoder()
     encoder.outputFormatting = .sortedKeys
     print(String(decoding: try encoder.encode(result), as: UTF8.self))
+    if options.upgradeFrom != nil && (result.upgraded != options.sites || result.refusals > 0) {
+        print("bdb-chaos: FAILED: \(result.upgraded) of \(options.sites) brokers upgraded, \(result.refusals) peer connections refused")
+        exit(1)
+    }
 } catch {
     print("bdb-chaos: FAILED: \(error)")
     exit(1)
