@@ -5,44 +5,15 @@ import BrokerSystem
 import BrokerWire
 import Foundation
 
-final class AdminConnection: LoopHandler {
-    let descriptor: OwnedDescriptor
-    /// The broker outlives every connection it serves.
-    unowned let broker: Broker
-    var token: UInt64 = 0
-    private let input = ByteBuffer(capacity: 2048)
-    private let output = ByteBuffer(capacity: 4096)
-    private var answered = false
-    private var closed = false
-    private var watchingWrites = false
+final class AdminConnection: RequestConnection {
     static let maxRequest = 1024
 
     init(_ descriptor: OwnedDescriptor, broker: Broker) throws(SystemError) {
-        self.descriptor = descriptor
-        self.broker = broker
-        token = try broker.loop.register(descriptor.number, .readable, self)
+        try super.init(descriptor, broker: broker, inputCapacity: 2048)
     }
 
-    func handleEvents(_ events: EpollEvents) {
-        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 { readAvailable() }
-        if !closed && events.rawValue & EpollEvents.writable.rawValue != 0 { flush() }
-    }
-
-    private func readAvailable() {
-        guard !answered else {
-            // Anything after the request is ignored; EOF closes.
-            var scratch = [UInt8](repeating: 0, count: 256)
-            let result = scratch.withUnsafeMutableBytes { try? Posix.read(descriptor: descriptor.number, into: $0) }
-            if case .processed(0)? = result { close() }
-            if result == nil { close() }
-            return
-        }
-        input.reserve(Self.maxRequest)
-        let result: IOResult<Int>
-        do { result = try Posix.read(descriptor: descriptor.number, into: input.writable) } catch { return close() }
-        guard case .processed(let count) = result else { return }
-        guard count > 0 else { return close() }
-        input.commit(count)
+    override func readAvailable() {
+        guard readInput(limit: Self.maxRequest) else { return }
         guard let newline = input.readable.firstIndex(of: UInt8(ascii: "\n")) else {
             if input.readableBytes >= Self.maxRequest { respond(error: "request longer than \(Self.maxRequest) bytes") }
             return
@@ -79,36 +50,11 @@ final class AdminConnection: LoopHandler {
         encoder.outputFormatting = [.sortedKeys]
         guard var data = try? encoder.encode(value) else { return respond(error: "cannot encode the answer") }
         data.append(UInt8(ascii: "\n"))
-        data.withUnsafeBytes { output.append($0) }
-        answered = true
-        flush()
+        respond(Array(data))
     }
 
     private func respond(error: String) {
         let escaped = error.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-        output.append(Array("{\"error\":\"\(escaped)\"}\n".utf8))
-        answered = true
-        flush()
-    }
-
-    private func flush() {
-        while !output.isEmpty {
-            guard case .processed(let count)? = try? Posix.write(descriptor: descriptor.number, from: output.readable) else {
-                if !watchingWrites {
-                    watchingWrites = true
-                    broker.loop.modify(descriptor.number, token: token, .readableAndWritable)
-                }
-                return
-            }
-            output.consume(count)
-        }
-        if answered { close() }
-    }
-
-    private func close() {
-        guard !closed else { return }
-        closed = true
-        broker.loop.deregister(descriptor.number, token: token)
-        descriptor.close()
+        respond(Array("{\"error\":\"\(escaped)\"}\n".utf8))
     }
 }

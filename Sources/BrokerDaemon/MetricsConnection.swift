@@ -1,8 +1,8 @@
 // --metrics-listen: a minimal HTTP/1.1 server on the broker's loop for Prometheus. `GET /metrics` is
 // answered with the stats in the text exposition format (BrokerStats.prometheusText), any other path with
-// 404, any other method with 405, then the connection closes. Nothing blocks the loop: reads and writes are
-// non-blocking, a request is capped at 8 KiB, at most 32 connections are served at once, and one that has not
-// been answered and written within 10 s is closed.
+// 404, any other method with 405, then the connection closes (RequestConnection). Nothing blocks the loop:
+// reads and writes are non-blocking, a request is capped at 8 KiB, at most 32 connections are served at once,
+// and one that has not been answered and written within 10 s is closed.
 import BrokerCore
 import BrokerSystem
 import BrokerWire
@@ -10,44 +10,19 @@ import BrokerWire
 import Glibc
 #endif
 
-final class MetricsConnection: LoopHandler {
-    let descriptor: OwnedDescriptor
-    /// The broker outlives every connection it serves.
-    unowned let broker: Broker
-    var token: UInt64 = 0
+final class MetricsConnection: RequestConnection {
     let deadline: UInt64
-    private let input = ByteBuffer(capacity: 1024)
-    private let output = ByteBuffer(capacity: 4096)
-    private var answered = false
-    private(set) var closed = false
-    private var watchingWrites = false
     static let maxRequest = 8192
     static let maxConnections = 32
     static let timeoutNanoseconds: UInt64 = 10_000_000_000
 
     init(_ descriptor: OwnedDescriptor, broker: Broker, now: UInt64) throws(SystemError) {
-        self.descriptor = descriptor
-        self.broker = broker
         deadline = now + Self.timeoutNanoseconds
-        token = try broker.loop.register(descriptor.number, .readable, self)
+        try super.init(descriptor, broker: broker, inputCapacity: 1024)
     }
 
-    func handleEvents(_ events: EpollEvents) {
-        if events.rawValue & EpollEvents.readReadiness.rawValue != 0 { readAvailable() }
-        if !closed && events.rawValue & EpollEvents.writable.rawValue != 0 { flush() }
-    }
-
-    private func readAvailable() {
-        guard !answered else {
-            // What follows the request is not read; the answer is on its way and the connection closes after it.
-            return
-        }
-        input.reserve(Self.maxRequest - input.readableBytes)
-        let result: IOResult<Int>
-        do { result = try Posix.read(descriptor: descriptor.number, into: input.writable) } catch { return close() }
-        guard case .processed(let count) = result else { return }
-        guard count > 0 else { return close() }
-        input.commit(count)
+    override func readAvailable() {
+        guard readInput(limit: Self.maxRequest) else { return }
         let request = input.readable
         guard let end = Self.endOfHeaders(request) else {
             if request.count >= Self.maxRequest { respond(431, "Request Header Fields Too Large", "request over 8 KiB\n") }
@@ -91,31 +66,12 @@ final class MetricsConnection: LoopHandler {
         let bodyBytes = Array(body.utf8)
         let head = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\nContent-Length: \(bodyBytes.count)\r\n"
             + extraHeaders + "Connection: close\r\n\r\n"
-        output.append(Array(head.utf8))
-        if !headOnly { output.append(bodyBytes) }
-        answered = true
-        flush()
+        respond(Array(head.utf8) + (headOnly ? [] : bodyBytes))
     }
 
-    private func flush() {
-        while !output.isEmpty {
-            guard case .processed(let count)? = try? Posix.write(descriptor: descriptor.number, from: output.readable) else {
-                if !watchingWrites {
-                    watchingWrites = true
-                    broker.loop.modify(descriptor.number, token: token, .readableAndWritable)
-                }
-                return
-            }
-            output.consume(count)
-        }
-        if answered { close() }
-    }
-
-    func close() {
+    override func close() {
         guard !closed else { return }
-        closed = true
-        broker.loop.deregister(descriptor.number, token: token)
-        descriptor.close()
+        super.close()
         broker.metricsConnections.removeAll { $0 === self }
     }
 }
