@@ -51,9 +51,8 @@ extension Core {
                         + "broker's running time (three heartbeats)")
                 } else if now &- link.lastProbeAt >= heartbeatNanoseconds {
                     // Every interval, busy or idle, and also while every flow waits for credit: the link is alive
-                    // even when no data may move. A probe whose echo never came (a protocol 5 peer ignores
-                    // the body) is given up for the next.
-                    // A protocol 5 peer gets the empty heartbeat it knows.
+                    // even when no data may move. A probe whose echo never came is given up for the next; a link
+                    // at protocol 5 gets the empty heartbeat that version knows.
                     link.lastProbeAt = now
                     if link.protocolVersion >= 6 {
                         link.probeSentAt = now
