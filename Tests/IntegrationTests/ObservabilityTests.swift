@@ -87,10 +87,16 @@ import Glibc
         // A stopped loop sends no watchdog; it resumes with the loop.
         let pid = try #require(sites.broker(1).child?.pid)
         kill(pid, SIGSTOP)
-        Thread.sleep(forTimeInterval: 0.05)  // let a datagram already in flight arrive
+        // Stopped once no datagram has come for 250 ms (2.5 watchdog periods); then none for 0.6 s more.
+        var last = (count: listener.messages.count, at: Posix.monotonicNanoseconds())
+        #expect(Deadline.wait(timeout: 5, interval: 0.01) {
+            let count = listener.messages.count
+            if count != last.count { last = (count, Posix.monotonicNanoseconds()) }
+            return Posix.monotonicNanoseconds() - last.at > 250_000_000
+        })
         let before = listener.messages.count
-        Thread.sleep(forTimeInterval: 0.6)
-        #expect(listener.messages.count == before, "nothing while stopped: \(listener.messages.suffix(3))")
+        #expect(!Deadline.wait(timeout: 0.6, interval: 0.01) { listener.messages.count != before },
+                "nothing while stopped: \(listener.messages.suffix(3))")
         kill(pid, SIGCONT)
         #expect(listener.waitFor(timeout: 5) { $0.count > before && $0[before...].contains("WATCHDOG=1") })
 
@@ -143,19 +149,22 @@ import Glibc
             let receiver = try client(sites.broker(2), roles: [.receiver], name: "top-receiver")
             let writer = try client(sites.broker(1), name: "top-writer")
             let stop = StopFlag()
-            let received = Counter()
+            let finished = Counter()
             startThread {
-                while !stop.isSet { if (try? receiver.receive(timeout: 0.1)) != nil { received.increment() } }
+                while !stop.isSet { _ = try? receiver.receive(timeout: 0.1) }
+                finished.increment()
             }
             startThread {
                 while !stop.isSet {
                     try? writer.send(control: [1], rec: [2], to: 2)
-                    usleep(500)
+                    usleep(500)  // a steady rate, not a wait for anything
                 }
+                finished.increment()
             }
             defer {
+                // The clients close once both threads are done with them.
                 stop.set()
-                usleep(200_000)
+                _ = Deadline.wait(timeout: 10, interval: 0.01) { finished.value == 2 }
                 writer.close()
                 receiver.close()
             }
