@@ -63,7 +63,7 @@ extension BrokerStats {
 }
 
 /// Left-aligned columns separated by two spaces; every cell escaped (names come from clients and peers).
-func render(_ raw: [[String]]) -> String {
+public func render(_ raw: [[String]]) -> String {
     let rows = raw.map { $0.map { TerminalText.escaped($0) } }
     guard let header = rows.first else { return "" }
     var widths = header.map(\.count)

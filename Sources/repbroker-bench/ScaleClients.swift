@@ -163,14 +163,4 @@ enum ScaleCommand {
             + "(\(f(c.registerSeconds / Double(c.clients) * 1e6, 0)) us each)\n"
         return out
     }
-
-    /// Left-aligned columns, two spaces apart.
-    static func render(_ rows: [[String]]) -> String {
-        var widths = [Int](repeating: 0, count: rows.map(\.count).max() ?? 0)
-        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
-        return rows.map { row in
-            row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count) }
-                .joined(separator: "  ")
-        }.joined(separator: "\n") + "\n"
-    }
 }
